@@ -1,0 +1,10 @@
+module github.com/microlink-go/microlink
+
+go 1.26.0
+
+require (
+	github.com/klauspost/compress v1.20.4 // indirect
+	golang.org/x/crypto v0.59.0 // indirect
+	golang.org/x/net v0.62.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+)
