@@ -1,0 +1,132 @@
+package microlink
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Defaults used when a Config field is left empty.
+const (
+	// DefaultControlURL is Tailscale's hosted control plane.
+	DefaultControlURL = "https://controlplane.tailscale.com"
+	// DefaultPort is the UDP port microlink listens on for WireGuard, disco
+	// and STUN. When it is busy, any free port is used instead.
+	DefaultPort = 41641
+)
+
+// Config configures a Node. The zero value is usable given an AuthKey (or an
+// interactive login) and a StateDir; every field has an environment
+// fallback or a default, applied by New.
+type Config struct {
+	// AuthKey is a pre-authorized key ("tskey-auth-…" on Tailscale, or a
+	// Headscale pre-auth key). Empty means the environment variable
+	// TS_AUTHKEY; if that is empty too, the node logs in interactively and
+	// reports the login URL through OnAuthURL and the log.
+	AuthKey string
+
+	// Hostname is the node's name in the tailnet. Empty means
+	// TS_HOSTNAME, then the operating system's host name.
+	Hostname string
+
+	// ControlURL is the control server: Tailscale's (the default) or a
+	// Headscale server. Empty means TS_CONTROL_URL, then DefaultControlURL.
+	ControlURL string
+
+	// StateDir holds the node's identity (machine and node keys) and a cache
+	// of known peers. Empty means TS_STATE_DIR; if that is empty too, the
+	// identity lives only in memory and a new node is created at every start.
+	StateDir string
+
+	// Port is the local UDP port. 0 means TS_PORT, then DefaultPort (with
+	// fallback to any free port). -1 means any free port.
+	Port int
+
+	// Ephemeral asks control to remove the node soon after it goes offline.
+	Ephemeral bool
+
+	// Tags are ACL tags the node asks to carry (for tagged auth keys).
+	Tags []string
+
+	// OnAuthURL, if set, is called with the URL a person must visit to
+	// authorize the node during an interactive login.
+	OnAuthURL func(url string)
+
+	// Logger receives the node's logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns a copy of c with environment fallbacks and defaults
+// applied, or an error naming the first invalid field.
+func (c Config) withDefaults() (Config, error) {
+	env := func(dst *string, name string) {
+		if *dst == "" {
+			*dst = strings.TrimSpace(os.Getenv(name))
+		}
+	}
+	env(&c.AuthKey, "TS_AUTHKEY")
+	env(&c.Hostname, "TS_HOSTNAME")
+	env(&c.ControlURL, "TS_CONTROL_URL")
+	env(&c.StateDir, "TS_STATE_DIR")
+	if c.Port == 0 {
+		if s := os.Getenv("TS_PORT"); s != "" {
+			p, err := strconv.Atoi(s)
+			if err != nil {
+				return c, fmt.Errorf("microlink: TS_PORT=%q is not a port number", s)
+			}
+			c.Port = p
+		}
+	}
+	if c.Hostname == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "microlink"
+		}
+		c.Hostname = h
+	}
+	if c.ControlURL == "" {
+		c.ControlURL = DefaultControlURL
+	}
+	if c.Port == 0 {
+		c.Port = DefaultPort
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	u, err := url.Parse(c.ControlURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("microlink: control URL %q must be http:// or https:// with a host", c.ControlURL)
+	}
+	if c.Port < -1 || c.Port > 65535 {
+		return fmt.Errorf("microlink: port %d out of range (0-65535, or -1 for any)", c.Port)
+	}
+	if err := validHostname(c.Hostname); err != nil {
+		return err
+	}
+	for _, t := range c.Tags {
+		if !strings.HasPrefix(t, "tag:") || len(t) == len("tag:") {
+			return fmt.Errorf("microlink: tag %q must look like tag:name", t)
+		}
+	}
+	return nil
+}
+
+func validHostname(h string) error {
+	if len(h) > 63 {
+		return errors.New("microlink: hostname longer than 63 characters")
+	}
+	for _, r := range h {
+		if r <= ' ' || r == '/' || r == 0x7f {
+			return fmt.Errorf("microlink: hostname %q contains %q", h, r)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,17 @@
+// Package microlink is a small Tailscale client: a Node joins a tailnet
+// (Tailscale's hosted control plane or Headscale), gets a 100.x address and
+// exchanges datagrams with every other device of the tailnet over WireGuard,
+// directly when the network allows and through DERP relays when it does not.
+//
+// A minimal program:
+//
+//	n, err := microlink.New(microlink.Config{AuthKey: key, Hostname: "sensor-1", StateDir: "/var/lib/microlink"})
+//	if err != nil { ... }
+//	if err := n.Start(ctx); err != nil { ... }
+//	defer n.Close()
+//	c, err := n.ListenUDP(9000)
+//
+// microlink keeps its memory small: it implements the WireGuard data path
+// itself, keeps per-peer state only for peers in use and stores the netmap in
+// a compact form, so that it fits devices with tens of megabytes of RAM.
+package microlink

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs every test of microlink on a fresh machine: installs what is missing,
+# builds the real Tailscale binaries once, then runs the product's unit tests
+# (race detector on), a short pass of every fuzz target's seed corpus, and the
+# interop tests against real Tailscale code.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+log() { printf '\n=== %s\n' "$*"; }
+
+# System packages the interop lab uses: ip (network namespaces), ping, nft.
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" = 0 ]; then
+		log "installing ${need[*]}"
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+	else
+		echo "missing ${need[*]} and not root: network-namespace tests will be limited" >&2
+	fi
+fi
+
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+go version
+
+log "checks: gofmt, go vet"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt needed:"; echo "$unformatted"; exit 1; fi
+go vet ./...
+(cd interop && go vet ./...)
+if grep -qE '^\s*(tailscale\.com|gvisor\.dev)' go.mod; then
+	echo "product go.mod must not require tailscale.com or gVisor"; exit 1
+fi
+
+log "building tailscaled and tailscale (once per run)"
+MICROLINK_TS_BIN=$(bash interop/build-tailscale.sh)
+export MICROLINK_TS_BIN
+
+log "unit tests (race)"
+go test -race -count=1 ./...
+
+log "interop tests against tailscale.com v1.102.5"
+(cd interop && go test -count=1 -timeout 20m ./...)
+
+log "all tests passed"
