@@ -1,0 +1,60 @@
+package packet
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// sum adds b to the running one's-complement sum acc (RFC 1071), reading b
+// as big-endian 16-bit words; an odd final byte is padded with zero. The
+// result is not folded.
+func sum(acc uint64, b []byte) uint64 {
+	for len(b) >= 8 {
+		acc += uint64(binary.BigEndian.Uint32(b))
+		acc += uint64(binary.BigEndian.Uint32(b[4:]))
+		b = b[8:]
+	}
+	for len(b) >= 2 {
+		acc += uint64(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		acc += uint64(b[0]) << 8
+	}
+	return acc
+}
+
+// fold folds acc to 16 bits and returns its complement, the value that goes
+// into a checksum field.
+func fold(acc uint64) uint16 {
+	for acc>>16 != 0 {
+		acc = acc>>16 + acc&0xffff
+	}
+	return ^uint16(acc)
+}
+
+// Checksum returns the Internet checksum (RFC 1071) of b.
+func Checksum(b []byte) uint16 { return fold(sum(0, b)) }
+
+// pseudoSum returns the sum of the IPv4 or IPv6 pseudo header for a
+// transport message of length n with protocol proto.
+func pseudoSum(src, dst netip.Addr, proto Proto, n int) uint64 {
+	var acc uint64
+	if src.Is4() {
+		s, d := src.As4(), dst.As4()
+		acc = sum(acc, s[:])
+		acc = sum(acc, d[:])
+	} else {
+		s, d := src.As16(), dst.As16()
+		acc = sum(acc, s[:])
+		acc = sum(acc, d[:])
+	}
+	return acc + uint64(proto) + uint64(n)
+}
+
+// transportChecksum returns the checksum of the transport message b
+// (whose checksum field must be zero, or hold the value to verify) with
+// the pseudo header of src, dst and proto.
+func transportChecksum(src, dst netip.Addr, proto Proto, b []byte) uint16 {
+	return fold(sum(pseudoSum(src, dst, proto, len(b)), b))
+}
