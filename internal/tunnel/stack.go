@@ -1,0 +1,262 @@
+package tunnel
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/packet"
+)
+
+// Config configures a Stack.
+type Config struct {
+	// Output hands a complete IP packet to WireGuard. The packet is only
+	// valid during the call.
+	Output func(ipPacket []byte) error
+	// OnDiscoKey, if set, is called when a peer advertises its disco key
+	// in a TSMP message.
+	OnDiscoKey func(peer key.NodePublic, disco key.DiscoPublic)
+	Logger     *slog.Logger
+}
+
+// Stack is the node's userspace IP endpoint. It is safe for concurrent use.
+type Stack struct {
+	cfg    Config
+	logger *slog.Logger
+	pool   *bufPool
+
+	addrs  atomic.Pointer[[]netip.Addr]  // own addresses, IPv4 first
+	filter atomic.Pointer[packet.Filter] // nil: allow everything
+
+	mu     sync.Mutex
+	udp    map[uint16]*UDPConn
+	pings  map[pingKey]chan struct{}
+	closed bool
+	done   chan struct{} // closed by Close
+
+	dropped   atomic.Uint64
+	delivered atomic.Uint64
+	replied   atomic.Uint64
+	nextEphem uint32
+}
+
+// pingKey identifies an outstanding ping: TSMP data or an ICMP id and
+// sequence number.
+type pingKey struct {
+	tsmp bool
+	data [8]byte
+}
+
+// ErrClosed is returned by operations on a closed Stack or socket.
+var ErrClosed = errors.New("tunnel: closed")
+
+// New returns a Stack with no addresses and no filter (everything allowed).
+func New(cfg Config) *Stack {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Stack{
+		cfg:    cfg,
+		logger: cfg.Logger,
+		pool:   newBufPool(64, MaxPacket),
+		udp:    map[uint16]*UDPConn{},
+		pings:  map[pingKey]chan struct{}{},
+		done:   make(chan struct{}),
+	}
+	empty := []netip.Addr{}
+	s.addrs.Store(&empty)
+	return s
+}
+
+// SetAddresses sets the node's own tailnet addresses.
+func (s *Stack) SetAddresses(prefixes []netip.Prefix) {
+	addrs := make([]netip.Addr, 0, len(prefixes))
+	for _, p := range prefixes {
+		if p.Addr().Is4() {
+			addrs = append(addrs, p.Addr())
+		}
+	}
+	for _, p := range prefixes {
+		if p.Addr().Is6() {
+			addrs = append(addrs, p.Addr())
+		}
+	}
+	s.addrs.Store(&addrs)
+}
+
+// Addresses returns the node's own addresses, IPv4 first.
+func (s *Stack) Addresses() []netip.Addr { return *s.addrs.Load() }
+
+// SetFilter installs the inbound packet filter; nil allows everything.
+func (s *Stack) SetFilter(f *packet.Filter) { s.filter.Store(f) }
+
+// Filter returns the installed filter, or nil.
+func (s *Stack) Filter() *packet.Filter { return s.filter.Load() }
+
+// source returns our address of dst's family.
+func (s *Stack) source(dst netip.Addr) (netip.Addr, bool) {
+	for _, a := range *s.addrs.Load() {
+		if a.Is4() == dst.Is4() {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func (s *Stack) isLocal(a netip.Addr) bool {
+	for _, l := range *s.addrs.Load() {
+		if l == a {
+			return true
+		}
+	}
+	return false
+}
+
+// Counters returns packets dropped, delivered to sockets, and answered.
+func (s *Stack) Counters() (dropped, delivered, replied uint64) {
+	return s.dropped.Load(), s.delivered.Load(), s.replied.Load()
+}
+
+// Inbound handles one IP packet that WireGuard decrypted from peer. The
+// packet is only read during the call.
+func (s *Stack) Inbound(peer key.NodePublic, pkt []byte) {
+	var p packet.Parsed
+	if err := p.Decode(pkt); err != nil || !s.isLocal(p.Dst) {
+		s.dropped.Add(1)
+		return
+	}
+	if p.Proto == packet.ProtoTSMP {
+		s.handleTSMP(peer, &p)
+		return
+	}
+	if f := s.filter.Load(); f != nil && f.Inbound(&p) != packet.Accept {
+		s.dropped.Add(1)
+		return
+	}
+	switch {
+	case p.Proto == packet.ProtoUDP && !p.Fragment:
+		s.deliverUDP(&p)
+	case p.IsEchoRequest():
+		s.replyEcho(p.Buffer())
+	case p.IsEchoReply():
+		var k pingKey
+		binary.BigEndian.PutUint16(k.data[0:], p.ICMPID)
+		binary.BigEndian.PutUint16(k.data[2:], p.ICMPSeq)
+		s.completePing(k)
+	default:
+		s.dropped.Add(1)
+	}
+}
+
+func (s *Stack) handleTSMP(peer key.NodePublic, p *packet.Parsed) {
+	typ, ok := p.TSMPType()
+	if !ok {
+		s.dropped.Add(1)
+		return
+	}
+	switch typ {
+	case packet.TSMPPing:
+		s.replyTSMP(p)
+	case packet.TSMPPong:
+		if data, _, ok := p.TSMPPongData(); ok {
+			s.completePing(pingKey{tsmp: true, data: data})
+		}
+	case packet.TSMPDiscoKey:
+		if k, ok := p.TSMPDiscoKey(); ok && s.cfg.OnDiscoKey != nil {
+			s.cfg.OnDiscoKey(peer, k)
+		}
+	default:
+		// Rejections and unknown types are informational.
+	}
+}
+
+// replyEcho answers an ICMP echo request.
+func (s *Stack) replyEcho(req []byte) {
+	bp := s.pool.Get()
+	n, err := packet.EchoReply(*bp, req)
+	s.send(bp, n, err)
+}
+
+// replyTSMP answers a TSMP ping with a pong.
+func (s *Stack) replyTSMP(ping *packet.Parsed) {
+	bp := s.pool.Get()
+	n, err := packet.BuildTSMPPong(*bp, ping, 0)
+	s.send(bp, n, err)
+}
+
+// send outputs the n-byte reply in bp unless building it failed, and
+// returns bp to the pool.
+func (s *Stack) send(bp *[]byte, n int, err error) {
+	defer s.pool.Put(bp)
+	if err != nil {
+		s.dropped.Add(1)
+		return
+	}
+	if s.cfg.Output((*bp)[:n]) == nil {
+		s.replied.Add(1)
+	}
+}
+
+func (s *Stack) deliverUDP(p *packet.Parsed) {
+	s.mu.Lock()
+	c := s.udp[p.DstPort]
+	s.mu.Unlock()
+	if c == nil || !c.enqueue(p.SrcAddrPort(), p.Payload(), s.pool) {
+		s.dropped.Add(1)
+		return
+	}
+	s.delivered.Add(1)
+}
+
+// output sends an IP packet built by the stack, telling the filter first so
+// that replies are let back in.
+func (s *Stack) output(pkt []byte) error {
+	if f := s.filter.Load(); f != nil {
+		var p packet.Parsed
+		if p.Decode(pkt) == nil {
+			f.Outbound(&p)
+		}
+	}
+	return s.cfg.Output(pkt)
+}
+
+func (s *Stack) completePing(k pingKey) {
+	s.mu.Lock()
+	ch := s.pings[k]
+	delete(s.pings, k)
+	s.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+func randomBytes(b []byte) {
+	if _, err := rand.Read(b); err != nil {
+		panic("tunnel: no randomness: " + err.Error())
+	}
+}
+
+// Close closes every socket and fails outstanding pings.
+func (s *Stack) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.done)
+	conns := make([]*UDPConn, 0, len(s.udp))
+	for _, c := range s.udp {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	return nil
+}

@@ -1,0 +1,295 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/packet"
+)
+
+var (
+	addrA4 = netip.MustParsePrefix("100.64.0.1/32")
+	addrA6 = netip.MustParsePrefix("fd7a:115c:a1e0:ab12:4843:cd96:6240:1/128")
+	addrB4 = netip.MustParsePrefix("100.64.0.2/32")
+	addrB6 = netip.MustParsePrefix("fd7a:115c:a1e0:ab12:4843:cd96:6240:2/128")
+)
+
+// pair returns two stacks whose outputs feed each other directly, as two
+// nodes joined by a perfect tunnel.
+func pair(t *testing.T) (a, b *Stack) {
+	t.Helper()
+	var ka, kb key.NodePublic
+	ka[0], kb[0] = 1, 2
+	a = New(Config{Output: func(p []byte) error { b.Inbound(ka, p); return nil }})
+	b = New(Config{Output: func(p []byte) error { a.Inbound(kb, p); return nil }})
+	a.SetAddresses([]netip.Prefix{addrA6, addrA4})
+	b.SetAddresses([]netip.Prefix{addrB4, addrB6})
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func TestAddressesIPv4First(t *testing.T) {
+	a, _ := pair(t)
+	if got := a.Addresses(); got[0] != addrA4.Addr() || got[1] != addrA6.Addr() {
+		t.Fatalf("addresses = %v", got)
+	}
+}
+
+func TestUDPRoundTrip(t *testing.T) {
+	a, b := pair(t)
+	for _, dst := range []netip.Addr{addrB4.Addr(), addrB6.Addr()} {
+		ca, err := a.ListenUDP(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cb, err := b.ListenUDP(9000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := []byte("hello over the tunnel")
+		if _, err := ca.WriteTo(msg, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 9000))); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 100)
+		cb.SetReadDeadline(time.Now().Add(time.Second))
+		n, from, err := cb.ReadFrom(buf)
+		if err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("read %q from %v: %v", buf[:n], from, err)
+		}
+		fa := from.(*net.UDPAddr).AddrPort()
+		if fa.Port() != ca.Port() || fa.Addr().Is4() != dst.Is4() {
+			t.Fatalf("from = %v, want port %d of same family as %v", fa, ca.Port(), dst)
+		}
+		// And back to the sender.
+		if _, err := cb.WriteTo([]byte("reply"), from); err != nil {
+			t.Fatal(err)
+		}
+		ca.SetReadDeadline(time.Now().Add(time.Second))
+		n, _, err = ca.ReadFrom(buf)
+		if err != nil || string(buf[:n]) != "reply" {
+			t.Fatalf("reply %q: %v", buf[:n], err)
+		}
+		ca.Close()
+		cb.Close()
+	}
+}
+
+func TestUDPPortInUseAndClosedPort(t *testing.T) {
+	a, b := pair(t)
+	c, err := b.ListenUDP(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ListenUDP(7); err == nil {
+		t.Fatal("second listener on the same port accepted")
+	}
+	c.Close()
+	if _, err := b.ListenUDP(7); err != nil {
+		t.Fatalf("port not released by Close: %v", err)
+	}
+	// A datagram to a port nobody listens on is dropped and counted.
+	ca, _ := a.ListenUDP(0)
+	before, _, _ := b.Counters()
+	ca.WriteToUDPAddrPort([]byte("x"), netip.AddrPortFrom(addrB4.Addr(), 4444))
+	if after, _, _ := b.Counters(); after != before+1 {
+		t.Fatalf("dropped %d -> %d", before, after)
+	}
+}
+
+func TestReadDeadlineAndClose(t *testing.T) {
+	_, b := pair(t)
+	c, _ := b.ListenUDP(0)
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, _, err := c.ReadFrom(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("err = %v, want deadline exceeded", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	errc := make(chan error, 1)
+	go func() { _, _, err := c.ReadFrom(make([]byte, 10)); errc <- err }()
+	time.Sleep(10 * time.Millisecond)
+	c.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("err = %v, want net.ErrClosed", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Close did not wake the reader")
+	}
+}
+
+func TestPings(t *testing.T) {
+	a, b := pair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, dst := range []netip.Addr{addrB4.Addr(), addrB6.Addr()} {
+		if _, err := a.PingTSMP(ctx, dst); err != nil {
+			t.Errorf("TSMP %v: %v", dst, err)
+		}
+		if _, err := a.PingICMP(ctx, dst); err != nil {
+			t.Errorf("ICMP %v: %v", dst, err)
+		}
+	}
+	if _, _, replied := b.Counters(); replied != 4 {
+		t.Fatalf("b replied %d times, want 4", replied)
+	}
+}
+
+func TestPingUnanswered(t *testing.T) {
+	a := New(Config{Output: func([]byte) error { return nil }})
+	a.SetAddresses([]netip.Prefix{addrA4})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if _, err := a.PingTSMP(ctx, addrB4.Addr()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := a.PingICMP(ctx, addrB6.Addr()); err == nil {
+		t.Fatal("ping with no IPv6 address of our own succeeded")
+	}
+}
+
+func TestFilter(t *testing.T) {
+	a, b := pair(t)
+	rule, err := packet.ParseRule([]string{"*"}, []packet.Dst{{IP: "*", First: 9000, Last: 9000}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.SetFilter(packet.NewFilter([]packet.Rule{rule}, []netip.Prefix{addrB4, addrB6}))
+	ok, _ := b.ListenUDP(9000)
+	blocked, _ := b.ListenUDP(9001)
+	ca, _ := a.ListenUDP(0)
+	ca.WriteToUDPAddrPort([]byte("in"), netip.AddrPortFrom(addrB4.Addr(), 9000))
+	ca.WriteToUDPAddrPort([]byte("out"), netip.AddrPortFrom(addrB4.Addr(), 9001))
+	buf := make([]byte, 10)
+	ok.SetReadDeadline(time.Now().Add(time.Second))
+	if n, _, err := ok.ReadFrom(buf); err != nil || string(buf[:n]) != "in" {
+		t.Fatalf("allowed port: %q %v", buf[:n], err)
+	}
+	blocked.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, _, err := blocked.ReadFrom(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("blocked port got a datagram: %v", err)
+	}
+	// A datagram b sent out opens the way back in for its flow.
+	blocked.WriteToUDPAddrPort([]byte("q"), netip.AddrPortFrom(addrA4.Addr(), ca.Port()))
+	if n, from, err := ca.ReadFromUDPAddrPort(buf); err != nil || string(buf[:n]) != "q" {
+		t.Fatalf("query: %q %v", buf[:n], err)
+	} else {
+		ca.WriteToUDPAddrPort([]byte("answer"), from)
+	}
+	blocked.SetReadDeadline(time.Now().Add(time.Second))
+	if n, _, err := blocked.ReadFrom(buf); err != nil || string(buf[:n]) != "answer" {
+		t.Fatalf("reply to our own flow: %q %v", buf[:n], err)
+	}
+	// TSMP is answered before the filter, so a deny-all filter keeps it working.
+	b.SetFilter(packet.DenyAll())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := a.PingTSMP(ctx, addrB4.Addr()); err != nil {
+		t.Fatalf("TSMP under deny-all: %v", err)
+	}
+}
+
+func TestNotForUsDropped(t *testing.T) {
+	_, b := pair(t)
+	c, _ := b.ListenUDP(9000)
+	buf := make([]byte, 100)
+	n, _ := packet.BuildUDP(buf, netip.MustParseAddrPort("100.64.0.1:5"), netip.MustParseAddrPort("100.64.0.99:9000"), []byte("x"))
+	b.Inbound(key.NodePublic{}, buf[:n])
+	b.Inbound(key.NodePublic{}, []byte{0x45, 0, 1})
+	if d, _, _ := b.Counters(); d != 2 {
+		t.Fatalf("dropped = %d, want 2", d)
+	}
+	c.Close()
+}
+
+func TestDiscoKeyAdvertisement(t *testing.T) {
+	var got key.DiscoPublic
+	s := New(Config{Output: func([]byte) error { return nil }, OnDiscoKey: func(_ key.NodePublic, k key.DiscoPublic) { got = k }})
+	s.SetAddresses([]netip.Prefix{addrB4})
+	var want key.DiscoPublic
+	want[5] = 9
+	buf := make([]byte, 100)
+	n, err := packet.BuildTSMPDiscoKey(buf, addrA4.Addr(), addrB4.Addr(), want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Inbound(key.NodePublic{}, buf[:n])
+	if got != want {
+		t.Fatalf("disco key = %v", got)
+	}
+}
+
+func TestUDPHotPathAllocs(t *testing.T) {
+	t.Run("no filter", func(t *testing.T) { testUDPAllocs(t, false) })
+	t.Run("filter", func(t *testing.T) { testUDPAllocs(t, true) })
+}
+
+func testUDPAllocs(t *testing.T, filtered bool) {
+	a, b := pair(t)
+	if filtered {
+		rule, _ := packet.ParseRule([]string{"100.64.0.0/10"}, []packet.Dst{{IP: "*", First: 1, Last: 65535}}, nil)
+		a.SetFilter(packet.NewFilter([]packet.Rule{rule}, []netip.Prefix{addrA4}))
+		b.SetFilter(packet.NewFilter([]packet.Rule{rule}, []netip.Prefix{addrB4}))
+	}
+	ca, _ := a.ListenUDP(0)
+	cb, _ := b.ListenUDP(9000)
+	dst := netip.AddrPortFrom(addrB4.Addr(), 9000)
+	msg := make([]byte, 1000)
+	buf := make([]byte, 1500)
+	// Warm the buffer pools.
+	for i := 0; i < 4; i++ {
+		ca.WriteToUDPAddrPort(msg, dst)
+		cb.ReadFromUDPAddrPort(buf)
+	}
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := ca.WriteToUDPAddrPort(msg, dst); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := cb.ReadFromUDPAddrPort(buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per datagram, want 0", allocs)
+	}
+}
+
+func TestOversizeRejected(t *testing.T) {
+	a, _ := pair(t)
+	c, _ := a.ListenUDP(0)
+	if _, err := c.WriteToUDPAddrPort(make([]byte, MaxPacket), netip.AddrPortFrom(addrB4.Addr(), 1)); err == nil {
+		t.Fatal("datagram larger than the MTU accepted")
+	}
+}
+
+func FuzzInbound(f *testing.F) {
+	buf := make([]byte, 200)
+	n, _ := packet.BuildUDP(buf, netip.MustParseAddrPort("100.64.0.1:5"), netip.AddrPortFrom(addrB4.Addr(), 9000), []byte("x"))
+	f.Add(append([]byte(nil), buf[:n]...))
+	n, _ = packet.BuildTSMPPing(buf, addrA4.Addr(), addrB4.Addr(), [8]byte{1})
+	f.Add(append([]byte(nil), buf[:n]...))
+	n, _ = packet.BuildEchoRequest(buf, addrA6.Addr(), addrB6.Addr(), 1, 2, []byte("p"))
+	f.Add(append([]byte(nil), buf[:n]...))
+	s := New(Config{Output: func([]byte) error { return nil }})
+	s.SetAddresses([]netip.Prefix{addrB4, addrB6})
+	c, _ := s.ListenUDP(9000)
+	defer c.Close()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s.Inbound(key.NodePublic{}, b)
+		for {
+			select {
+			case d := <-c.queue:
+				s.pool.Put(d.buf)
+			default:
+				return
+			}
+		}
+	})
+}
