@@ -1,0 +1,454 @@
+package derp
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/microlink-go/microlink/internal/key"
+)
+
+// RegionsOptions configure Regions.
+type RegionsOptions struct {
+	// PrivateKey is the node's private key.
+	PrivateKey key.Private
+	// Logger receives logs; nil discards them.
+	Logger *slog.Logger
+	// Lookup returns a region's nodes in preference order. It is called
+	// before every connection attempt, so DERP map changes take effect on
+	// the next reconnect.
+	Lookup func(regionID int) []Node
+	// Receive is called with every packet relayed to us. pkt is valid
+	// only during the call. Calls for different regions may run
+	// concurrently.
+	Receive func(region int, src key.NodePublic, pkt []byte)
+	// OnPeerGone, if not nil, is called when a region's server reports
+	// that a peer left it.
+	OnPeerGone func(region int, k key.NodePublic)
+}
+
+// ErrNoRoute is returned by Regions.Send for region 0 when no reverse
+// route to the peer is known.
+var ErrNoRoute = errors.New("derp: no region known for peer")
+
+// ErrQueueFull is returned by Regions.Send when a region is still
+// connecting and its queue of waiting packets is full.
+var ErrQueueFull = errors.New("derp: region not connected and its queue is full")
+
+const (
+	idleTimeout       = 60 * time.Second
+	idleCheckInterval = 15 * time.Second
+	minBackoff        = 250 * time.Millisecond
+	maxBackoff        = 30 * time.Second
+	maxPending        = 16 // packets queued per connecting region
+	stableConn        = 10 * time.Second
+)
+
+// Regions keeps the node's DERP connections: one to its home region,
+// reconnected whenever it drops, and others opened on demand to reach
+// peers whose home is elsewhere and closed once idle. It remembers on
+// which region each peer was last heard from, to answer it there.
+type Regions struct {
+	opts RegionsOptions
+	log  *slog.Logger
+
+	// Settings that tests shorten.
+	dial        func(context.Context, []Node, Options) (*Client, error)
+	idleTimeout time.Duration
+	idleCheck   time.Duration
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	closed bool
+	home   int
+	conns  map[int]*regionConn
+	routes map[key.NodePublic]int // peer → region it was last heard on
+}
+
+// regionConn is the connection to one region, owned by one goroutine
+// (Regions.run) that dials, reads and redials until its ctx is done.
+type regionConn struct {
+	id     int
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	lastActive atomic.Int64 // unix nanoseconds of the last packet sent or received
+
+	prefMu sync.Mutex // serialises NotePreferred so the latest home wins
+
+	// Guarded by Regions.mu.
+	client  *Client       // nil while connecting
+	ready   chan struct{} // closed once client is set
+	pending []pendingPacket
+}
+
+type pendingPacket struct {
+	dst key.NodePublic
+	pkt []byte
+}
+
+// NewRegions returns a Regions with no home region. Call SetHome to connect.
+func NewRegions(opts RegionsOptions) *Regions {
+	r := newRegions(opts)
+	r.start()
+	return r
+}
+
+func newRegions(opts RegionsOptions) *Regions {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Regions{
+		opts:        opts,
+		log:         logger(opts.Logger),
+		dial:        Dial,
+		idleTimeout: idleTimeout,
+		idleCheck:   idleCheckInterval,
+		ctx:         ctx,
+		cancel:      cancel,
+		conns:       make(map[int]*regionConn),
+		routes:      make(map[key.NodePublic]int),
+	}
+}
+
+func (r *Regions) start() {
+	r.wg.Add(1)
+	go r.reapIdle()
+}
+
+// SetHome makes regionID the home region: it connects to it and tells
+// every open connection's server whether it is now home. 0 means no home.
+func (r *Regions) SetHome(regionID int) {
+	r.mu.Lock()
+	if r.closed || r.home == regionID {
+		r.mu.Unlock()
+		return
+	}
+	if old := r.conns[r.home]; old != nil {
+		old.lastActive.Store(time.Now().UnixNano()) // idle time counts from now
+	}
+	r.home = regionID
+	if regionID != 0 && r.conns[regionID] == nil {
+		r.startLocked(regionID)
+	}
+	conns := make([]*regionConn, 0, len(r.conns))
+	for _, rc := range r.conns {
+		conns = append(conns, rc)
+	}
+	r.mu.Unlock()
+	for _, rc := range conns {
+		r.notePreferred(rc)
+	}
+}
+
+// Home returns the home region, or 0.
+func (r *Regions) Home() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.home
+}
+
+// Connected reports whether a connection to regionID is up.
+func (r *Regions) Connected(regionID int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rc := r.conns[regionID]
+	return rc != nil && rc.client != nil
+}
+
+// Send relays pkt to dst through regionID, the peer's home region, or,
+// for regionID 0, through the region the peer was last heard on. If
+// there is no connection to regionID yet, Send uses the peer's reverse
+// route when that region is connected; otherwise it starts connecting and
+// queues a copy of pkt until the connection is up.
+func (r *Regions) Send(regionID int, dst key.NodePublic, pkt []byte) error {
+	if len(pkt) > MaxPacketSize {
+		return ErrPacketTooBig
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	if regionID == 0 {
+		id, ok := r.routes[dst]
+		if !ok {
+			r.mu.Unlock()
+			return ErrNoRoute
+		}
+		regionID = id
+	}
+	rc := r.conns[regionID]
+	if rc == nil {
+		rc = r.startLocked(regionID)
+	}
+	c := rc.client
+	if c == nil {
+		if id, ok := r.routes[dst]; ok {
+			if alt := r.conns[id]; alt != nil && alt.client != nil {
+				rc, c = alt, alt.client
+			}
+		}
+	}
+	if c == nil {
+		err := ErrQueueFull
+		if len(rc.pending) < maxPending {
+			rc.pending = append(rc.pending, pendingPacket{dst, append([]byte(nil), pkt...)})
+			err = nil
+		}
+		r.mu.Unlock()
+		return err
+	}
+	r.mu.Unlock()
+	rc.lastActive.Store(time.Now().UnixNano())
+	return c.Send(dst, pkt)
+}
+
+// Latency measures the round-trip time to regionID's server with a DERP
+// ping, connecting to the region first if needed.
+func (r *Regions) Latency(ctx context.Context, regionID int) (time.Duration, error) {
+	for {
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return 0, ErrClosed
+		}
+		rc := r.conns[regionID]
+		if rc == nil {
+			rc = r.startLocked(regionID)
+		}
+		c, ready := rc.client, rc.ready
+		r.mu.Unlock()
+		if c != nil {
+			return c.Ping(ctx)
+		}
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-rc.ctx.Done():
+			return 0, ErrClosed
+		}
+	}
+}
+
+// Close closes all connections and stops all goroutines.
+func (r *Regions) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.cancel()
+	r.wg.Wait()
+	return nil
+}
+
+// startLocked creates the connection for regionID and its goroutine.
+func (r *Regions) startLocked(regionID int) *regionConn {
+	ctx, cancel := context.WithCancel(r.ctx)
+	rc := &regionConn{id: regionID, ctx: ctx, cancel: cancel, ready: make(chan struct{})}
+	rc.lastActive.Store(time.Now().UnixNano())
+	r.conns[regionID] = rc
+	r.wg.Add(1)
+	go r.run(rc)
+	return rc
+}
+
+// removeLocked forgets rc, if it is still the region's connection, and
+// the routes through its region.
+func (r *Regions) removeLocked(rc *regionConn) {
+	if r.conns[rc.id] != rc {
+		return
+	}
+	delete(r.conns, rc.id)
+	r.forgetRoutesLocked(rc.id)
+	rc.pending = nil
+	rc.cancel()
+}
+
+func (r *Regions) forgetRoutesLocked(regionID int) {
+	for k, id := range r.routes {
+		if id == regionID {
+			delete(r.routes, k)
+		}
+	}
+}
+
+// run dials rc's region, reads from it and redials after failures, with
+// exponential backoff, until rc.ctx is done.
+func (r *Regions) run(rc *regionConn) {
+	defer r.wg.Done()
+	defer func() {
+		r.mu.Lock()
+		r.removeLocked(rc)
+		r.mu.Unlock()
+	}()
+	backoff := minBackoff
+	for rc.ctx.Err() == nil {
+		var nodes []Node
+		if r.opts.Lookup != nil {
+			nodes = r.opts.Lookup(rc.id)
+		}
+		c, err := r.dial(rc.ctx, nodes, Options{PrivateKey: r.opts.PrivateKey, Logger: r.opts.Logger})
+		if err != nil {
+			r.log.Debug("derp: connect failed", "region", rc.id, "err", err, "retry", backoff)
+			if !sleep(rc.ctx, jitter(backoff)) {
+				return
+			}
+			backoff = min(2*backoff, maxBackoff)
+			continue
+		}
+		r.log.Debug("derp: connected", "region", rc.id, "server", c.ServerPublicKey().ShortString())
+		start := time.Now()
+		restart := r.serve(rc, c)
+		if time.Since(start) > stableConn {
+			backoff = minBackoff
+		}
+		wait := jitter(backoff)
+		if restart.ReconnectIn > 0 || restart.TryFor > 0 {
+			// The server said when it will be back: wait that long, then
+			// retry at the shortest interval.
+			wait = min(restart.ReconnectIn, maxBackoff)
+			backoff = minBackoff
+		} else {
+			backoff = min(2*backoff, maxBackoff)
+		}
+		if !sleep(rc.ctx, wait) {
+			return
+		}
+	}
+}
+
+// serve runs one connection until it fails or rc.ctx is done, and
+// returns the last Restarting message the server sent.
+func (r *Regions) serve(rc *regionConn, c *Client) (restart Restarting) {
+	stop := context.AfterFunc(rc.ctx, func() { c.Close() })
+	defer stop()
+	defer c.Close()
+
+	r.mu.Lock()
+	if r.conns[rc.id] != rc {
+		r.mu.Unlock()
+		return
+	}
+	rc.client = c
+	close(rc.ready)
+	pending := rc.pending
+	rc.pending = nil
+	r.mu.Unlock()
+
+	r.notePreferred(rc)
+	for _, p := range pending {
+		if err := c.Send(p.dst, p.pkt); err != nil {
+			break
+		}
+	}
+	if len(pending) > 0 {
+		rc.lastActive.Store(time.Now().UnixNano())
+	}
+
+	defer func() {
+		r.mu.Lock()
+		rc.client = nil
+		rc.ready = make(chan struct{})
+		r.forgetRoutesLocked(rc.id)
+		r.mu.Unlock()
+	}()
+	for {
+		m, err := c.Recv()
+		if err != nil {
+			if rc.ctx.Err() == nil {
+				r.log.Debug("derp: connection lost", "region", rc.id, "err", err)
+			}
+			return
+		}
+		switch m := m.(type) {
+		case *ReceivedPacket:
+			rc.lastActive.Store(time.Now().UnixNano())
+			r.noteRoute(m.Source, rc.id)
+			if r.opts.Receive != nil {
+				r.opts.Receive(rc.id, m.Source, m.Data)
+			}
+		case PeerGone:
+			r.mu.Lock()
+			if r.routes[m.Key] == rc.id {
+				delete(r.routes, m.Key)
+			}
+			r.mu.Unlock()
+			if r.opts.OnPeerGone != nil {
+				r.opts.OnPeerGone(rc.id, m.Key)
+			}
+		case Restarting:
+			restart = m
+		case Health:
+			if m.Problem != "" {
+				r.log.Warn("derp: server reports a problem", "region", rc.id, "problem", m.Problem)
+			}
+		}
+	}
+}
+
+func (r *Regions) noteRoute(src key.NodePublic, regionID int) {
+	r.mu.Lock()
+	if r.routes[src] != regionID {
+		r.routes[src] = regionID
+	}
+	r.mu.Unlock()
+}
+
+// notePreferred tells rc's server whether it is home, reading the home
+// region under prefMu so that concurrent callers leave the latest answer
+// on the wire.
+func (r *Regions) notePreferred(rc *regionConn) {
+	rc.prefMu.Lock()
+	defer rc.prefMu.Unlock()
+	r.mu.Lock()
+	c, home := rc.client, r.home == rc.id
+	r.mu.Unlock()
+	if c != nil {
+		c.NotePreferred(home)
+	}
+}
+
+// reapIdle closes non-home connections that have been idle too long.
+func (r *Regions) reapIdle() {
+	defer r.wg.Done()
+	t := time.NewTicker(r.idleCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case now := <-t.C:
+			r.mu.Lock()
+			for id, rc := range r.conns {
+				if id != r.home && now.Sub(time.Unix(0, rc.lastActive.Load())) > r.idleTimeout {
+					r.log.Debug("derp: closing idle region", "region", id)
+					r.removeLocked(rc)
+				}
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+// sleep waits d or until ctx is done, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// jitter returns d ± up to 25 %.
+func jitter(d time.Duration) time.Duration {
+	return d*3/4 + rand.N(d/2+1)
+}
