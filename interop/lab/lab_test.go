@@ -1,0 +1,220 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"tailscale.com/ipn/ipnstate"
+)
+
+func TestMain(m *testing.M) { os.Exit(RunInNetns(m)) }
+
+// TestControlRouting checks that paths testcontrol does not serve get a
+// 404 instead of reaching it (it panics on unknown paths).
+func TestControlRouting(t *testing.T) {
+	l := Start(t, Options{})
+	for path, want := range map[string]int{
+		"/":              http.StatusNotFound,
+		"/favicon.ico":   http.StatusNotFound,
+		"/derp":          http.StatusNotFound,
+		"/generate_204":  http.StatusNoContent,
+		"/key?v=142":     http.StatusOK,
+		"/login/whatnot": http.StatusNotFound,
+	} {
+		res, err := http.Get(l.ControlURL + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("GET %s: status %d, want %d", path, res.StatusCode, want)
+		}
+	}
+}
+
+// TestRestartControlCutsConnections checks that RestartControl drops
+// established connections and serves again on the same address.
+func TestRestartControlCutsConnections(t *testing.T) {
+	l := Start(t, Options{})
+	addr := strings.TrimPrefix(l.ControlURL, "http://")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Make sure the server has accepted the connection.
+	if _, err := c.Write([]byte("GET /generate_204 HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 512)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(buf); err != nil || !bytes.Contains(buf[:n], []byte("204")) {
+		t.Fatalf("first response %q, %v", buf[:n], err)
+	}
+
+	l.RestartControl(t)
+
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(buf); err == nil {
+		t.Fatalf("old connection still open after restart: read %q", buf[:n])
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("old connection still open after restart: read timed out")
+	}
+	res, err := http.Get(l.ControlURL + "/generate_204")
+	if err != nil {
+		t.Fatalf("after restart: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNoContent {
+		t.Fatalf("after restart: status %d", res.StatusCode)
+	}
+}
+
+// TestPeers runs real clients against the lab: two tailscaled (one in TUN
+// mode when possible) and later a tsnet peer.
+func TestPeers(t *testing.T) {
+	l := Start(t, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+
+	tun := TUNAvailable() == nil
+	if tun {
+		t.Logf("alpha uses TUN in network namespace %s", os.Getenv(envNetns))
+	} else {
+		t.Logf("no TUN peer: %v", TUNAvailable())
+	}
+	a := l.StartTailscaled(t, TSOptions{Hostname: "alpha", TUN: tun})
+	b := l.StartTailscaled(t, TSOptions{Hostname: "beta"})
+	if a.IPv4() == b.IPv4() || !a.IPv4().IsValid() {
+		t.Fatalf("addresses: alpha %v, beta %v", a.IPv4(), b.IPv4())
+	}
+
+	pa, err := a.WaitPeer(ctx, "beta")
+	if err != nil {
+		t.Fatalf("alpha: %v", err)
+	}
+	if _, err := b.WaitPeer(ctx, "alpha"); err != nil {
+		t.Fatalf("beta: %v", err)
+	}
+	if !containsAddr(pa.TailscaleIPs, b.IPv4()) {
+		t.Fatalf("alpha sees beta at %v, beta has %v", pa.TailscaleIPs, b.IPv4())
+	}
+
+	pingUntil(ctx, t, a, b.IPv4(), "disco")
+	pingUntil(ctx, t, b, a.IPv4(), "disco")
+	pingUntil(ctx, t, a, b.IPv4(), "TSMP")
+
+	// The CLI works too; --until-direct=false so that a DERP path counts.
+	if out, err := a.CLI(ctx, "ping", "--until-direct=false", "--c=1", "--timeout=5s", b.IPv4().String()); err != nil {
+		t.Fatalf("tailscale ping: %v\n%s", err, out)
+	}
+
+	if tun {
+		if _, err := exec.LookPath("ping"); err != nil {
+			t.Fatalf("ping command missing (install iputils-ping): %v", err)
+		}
+		out, err := Command(ctx, "ping", "-c", "2", "-W", "5", b.IPv4().String()).CombinedOutput()
+		if err != nil {
+			t.Fatalf("OS ping of beta through TUN: %v\n%s", err, out)
+		}
+		t.Logf("OS ping of beta through TUN:\n%s", out)
+	}
+
+	l.RestartControl(t)
+	// A node joining after the restart proves that both daemons polled
+	// the restarted server again.
+	g := StartTSNet(t, l, "gamma")
+	g4, _ := g.TailscaleIPs()
+	for _, d := range []*Tailscaled{a, b} {
+		p, err := d.WaitPeer(ctx, "gamma")
+		if err != nil {
+			t.Fatalf("%s after control restart: %v", d.Hostname, err)
+		}
+		if !containsAddr(p.TailscaleIPs, g4) {
+			t.Fatalf("%s sees gamma at %v, gamma has %v", d.Hostname, p.TailscaleIPs, g4)
+		}
+		st, err := d.Status(ctx)
+		if err != nil || st.BackendState != "Running" {
+			t.Fatalf("%s after restart: %v, %v", d.Hostname, st.BackendState, err)
+		}
+	}
+	pingUntil(ctx, t, b, g4, "disco")
+
+	if tun {
+		// A UDP socket of the test process reaches gamma through the TUN.
+		pc, err := g.ListenPacket("udp", netip.AddrPortFrom(g4, 0).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		go echoOnce(pc)
+		c, err := net.Dial("udp", pc.LocalAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		got := make([]byte, 64)
+		for i := 0; ; i++ {
+			if ctx.Err() != nil {
+				t.Fatal("no UDP echo from gamma through TUN")
+			}
+			c.Write([]byte("hello gamma"))
+			c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			n, err := c.Read(got)
+			if err == nil {
+				if string(got[:n]) != "hello gamma" {
+					t.Fatalf("UDP echo %q", got[:n])
+				}
+				break
+			}
+		}
+	}
+}
+
+// pingUntil pings until one reply arrives, since the first pings may race
+// with path setup.
+func pingUntil(ctx context.Context, t *testing.T, from *Tailscaled, to netip.Addr, typ string) *ipnstate.PingResult {
+	t.Helper()
+	var lastErr error
+	for ctx.Err() == nil {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		res, err := from.Ping(pctx, to, typ)
+		cancel()
+		if err == nil {
+			t.Logf("%s ping %s -> %v: %.2f ms, endpoint %q, DERP %d", typ, from.Hostname, to, res.LatencySeconds*1000, res.Endpoint, res.DERPRegionID)
+			return res
+		}
+		lastErr = err
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s ping %s -> %v: %v", typ, from.Hostname, to, lastErr)
+	return nil
+}
+
+func containsAddr(list []netip.Addr, a netip.Addr) bool {
+	for _, x := range list {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+func echoOnce(pc net.PacketConn) {
+	buf := make([]byte, 64)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		pc.WriteTo(buf[:n], from)
+	}
+}

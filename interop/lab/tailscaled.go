@@ -1,0 +1,355 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"tailscale.com/client/local"
+	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/tailcfg"
+)
+
+// StartTimeout bounds how long StartTailscaled waits for the daemon to
+// come up and reach the Running state.
+const StartTimeout = 30 * time.Second
+
+// TSOptions configure a tailscaled started by StartTailscaled.
+type TSOptions struct {
+	// Hostname is passed to "tailscale up --hostname". Required.
+	Hostname string
+
+	// TUN runs tailscaled with a real TUN device so that OS commands and
+	// sockets of the test process reach tailnet addresses. It requires
+	// TUNAvailable() == nil, and at most one TUN tailscaled runs at a
+	// time (two would fight over routes). Otherwise tailscaled uses
+	// userspace networking.
+	TUN bool
+
+	// NeverDirect sets TS_DEBUG_NEVER_DIRECT_UDP=1: traffic to peers
+	// always goes through DERP.
+	NeverDirect bool
+
+	// Env holds extra environment variables ("K=V") for tailscaled;
+	// they take precedence over the lab's.
+	Env []string
+
+	// UpArgs holds extra arguments for "tailscale up".
+	UpArgs []string
+}
+
+// Tailscaled is a running tailscaled process joined to a lab.
+type Tailscaled struct {
+	// Hostname is the hostname it registered with.
+	Hostname string
+	// Dir holds its state, socket and log file.
+	Dir string
+	// Socket is the path of its LocalAPI socket.
+	Socket string
+	// LogFile is the path of its combined stdout and stderr.
+	LogFile string
+	// TUNName is its TUN device, or "userspace-networking".
+	TUNName string
+	// LocalClient talks to its LocalAPI.
+	LocalClient *local.Client
+
+	cli      string
+	cmd      *exec.Cmd
+	exited   chan struct{} // closed when the process has exited
+	exitErr  error         // valid once exited is closed
+	deathW   *os.File      // closing it makes tailscaled exit (TS_PARENT_DEATH_FD)
+	stopOnce sync.Once
+	tun      bool
+	ip4, ip6 netip.Addr
+}
+
+var (
+	tunInUse   atomic.Bool
+	tunCounter atomic.Int32
+)
+
+// StartTailscaled starts a tailscaled, runs "tailscale up" against the
+// lab's control server and waits until it is Running with an IPv4
+// address. The daemon is stopped by t.Cleanup; if the test failed, the
+// last lines of its log are printed.
+func (l *Lab) StartTailscaled(t testing.TB, opts TSOptions) *Tailscaled {
+	t.Helper()
+	if opts.Hostname == "" {
+		t.Fatal("lab: TSOptions.Hostname is required")
+	}
+	tailscaled, tailscale, err := Binaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.TUN {
+		if err := TUNAvailable(); err != nil {
+			t.Fatal(err)
+		}
+		if !tunInUse.CompareAndSwap(false, true) {
+			t.Fatal("lab: only one TUN tailscaled may run at a time; use userspace networking or tsnet for other peers")
+		}
+	}
+	// Unix socket paths are limited to 108 bytes: keep the directory short
+	// rather than under t.TempDir.
+	dir, err := os.MkdirTemp("", "mlts-")
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	d := &Tailscaled{
+		Hostname: opts.Hostname,
+		Dir:      dir,
+		Socket:   filepath.Join(dir, "tailscaled.sock"),
+		LogFile:  filepath.Join(dir, "tailscaled.log"),
+		TUNName:  "userspace-networking",
+		cli:      tailscale,
+		exited:   make(chan struct{}),
+		tun:      opts.TUN,
+	}
+	if opts.TUN {
+		d.TUNName = fmt.Sprintf("mltun%d", tunCounter.Add(1))
+	}
+	d.LocalClient = &local.Client{Socket: d.Socket, UseSocketOnly: true}
+	t.Cleanup(func() {
+		d.Stop()
+		if t.Failed() {
+			d.printLogTail(t, 100)
+		}
+		os.RemoveAll(dir)
+	})
+
+	if err := d.start(tailscaled, l, opts); err != nil {
+		if opts.TUN {
+			tunInUse.Store(false)
+		}
+		t.Fatalf("lab: starting tailscaled %s: %v", opts.Hostname, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
+	defer cancel()
+	if err := d.up(ctx, l, opts); err != nil {
+		t.Fatalf("lab: tailscaled %s: %v", opts.Hostname, err)
+	}
+	return d
+}
+
+func (d *Tailscaled) start(bin string, l *Lab, opts TSOptions) error {
+	logFile, err := os.Create(d.LogFile)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close() // the child holds its own copy
+	deathR, deathW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer deathR.Close()
+	d.deathW = deathW
+
+	cmd := exec.Command(bin,
+		"--statedir="+filepath.Join(d.Dir, "state"),
+		"--socket="+d.Socket,
+		"--port=0",
+		"--tun="+d.TUNName,
+		"--no-logs-no-support",
+	)
+	cmd.Env = append(os.Environ(),
+		"TS_LOGS_DIR="+d.Dir,
+		"TS_DISABLE_PORTMAPPER=1",
+		"TS_PANIC_IF_HIT_MAIN_CONTROL=1",
+		"TS_NETCHECK_GENERATE_204_URL="+l.ControlURL+"/generate_204",
+		"TS_ASSUME_NETWORK_UP_FOR_TEST=1",
+		"TS_DEBUG_PERMIT_HTTP_C2N=1",
+		"HTTP_PROXY="+l.trap.URL,
+		"HTTPS_PROXY="+l.trap.URL,
+		"TS_PARENT_DEATH_FD=3",
+	)
+	if opts.NeverDirect {
+		cmd.Env = append(cmd.Env, "TS_DEBUG_NEVER_DIRECT_UDP=1")
+	}
+	cmd.Env = append(cmd.Env, opts.Env...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.ExtraFiles = []*os.File{deathR}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		deathW.Close()
+		return err
+	}
+	d.cmd = cmd
+	go func() {
+		d.exitErr = cmd.Wait()
+		close(d.exited)
+		if d.tun {
+			tunInUse.Store(false)
+		}
+	}()
+	return nil
+}
+
+func (d *Tailscaled) up(ctx context.Context, l *Lab, opts TSOptions) error {
+	// Wait for the LocalAPI.
+	if _, err := d.WaitStatus(ctx, func(*ipnstate.Status) bool { return true }); err != nil {
+		return fmt.Errorf("LocalAPI not ready: %w", err)
+	}
+	args := []string{"up",
+		"--login-server=" + l.ControlURL,
+		"--authkey=" + l.AuthKey,
+		"--hostname=" + opts.Hostname,
+	}
+	if opts.TUN {
+		args = append(args, "--netfilter-mode=off")
+	}
+	args = append(args, opts.UpArgs...)
+	if out, err := d.CLI(ctx, args...); err != nil {
+		return fmt.Errorf("tailscale up: %w\n%s", err, out)
+	}
+	st, err := d.WaitStatus(ctx, func(st *ipnstate.Status) bool {
+		return st.BackendState == "Running" && len(st.TailscaleIPs) > 0
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for Running: %w", err)
+	}
+	for _, ip := range st.TailscaleIPs {
+		if ip.Is4() && !d.ip4.IsValid() {
+			d.ip4 = ip
+		}
+		if ip.Is6() && !d.ip6.IsValid() {
+			d.ip6 = ip
+		}
+	}
+	if !d.ip4.IsValid() {
+		return fmt.Errorf("no IPv4 address in %v", st.TailscaleIPs)
+	}
+	return nil
+}
+
+// CLI runs the tailscale command against this daemon's socket and returns
+// its combined output.
+func (d *Tailscaled) CLI(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, d.cli, append([]string{"--socket=" + d.Socket}, args...)...)
+	return cmd.CombinedOutput()
+}
+
+// Status returns the daemon's status, peers included.
+func (d *Tailscaled) Status(ctx context.Context) (*ipnstate.Status, error) {
+	return d.LocalClient.Status(ctx)
+}
+
+// WaitStatus polls Status until cond returns true, the daemon exits or
+// ctx is done, and returns the last status.
+func (d *Tailscaled) WaitStatus(ctx context.Context, cond func(*ipnstate.Status) bool) (*ipnstate.Status, error) {
+	var lastErr error
+	for {
+		st, err := d.Status(ctx)
+		if err == nil && cond(st) {
+			return st, nil
+		}
+		if err != nil {
+			lastErr = err
+		}
+		select {
+		case <-d.exited:
+			return st, fmt.Errorf("tailscaled exited: %v", d.exitErr)
+		case <-ctx.Done():
+			if lastErr != nil {
+				return st, fmt.Errorf("%w (last error: %v)", ctx.Err(), lastErr)
+			}
+			return st, ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// WaitPeer waits until a peer with the given hostname appears in the
+// daemon's status and returns it.
+func (d *Tailscaled) WaitPeer(ctx context.Context, hostname string) (*ipnstate.PeerStatus, error) {
+	var found *ipnstate.PeerStatus
+	_, err := d.WaitStatus(ctx, func(st *ipnstate.Status) bool {
+		found = FindPeer(st, hostname)
+		return found != nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("peer %q: %w", hostname, err)
+	}
+	return found, nil
+}
+
+// FindPeer returns the peer in st with the given hostname, or nil.
+func FindPeer(st *ipnstate.Status, hostname string) *ipnstate.PeerStatus {
+	if st == nil {
+		return nil
+	}
+	for _, p := range st.Peer {
+		if p.HostName == hostname {
+			return p
+		}
+	}
+	return nil
+}
+
+// Ping sends one ping of the given type ("disco", "TSMP" or "ICMP") to ip
+// through the LocalAPI and waits for the reply. Unlike "tailscale ping" it
+// neither waits for a direct path nor sleeps between attempts. A reply
+// carrying an error is returned together with that error.
+func (d *Tailscaled) Ping(ctx context.Context, ip netip.Addr, typ string) (*ipnstate.PingResult, error) {
+	res, err := d.LocalClient.Ping(ctx, ip, tailcfg.PingType(typ))
+	if err != nil {
+		return nil, err
+	}
+	if res.Err != "" {
+		return res, errors.New(res.Err)
+	}
+	return res, nil
+}
+
+// IPv4 returns the daemon's tailnet IPv4 address (100.64.0.N).
+func (d *Tailscaled) IPv4() netip.Addr { return d.ip4 }
+
+// IPv6 returns the daemon's tailnet IPv6 address, if it has one.
+func (d *Tailscaled) IPv6() netip.Addr { return d.ip6 }
+
+// Stop terminates the daemon and waits for it to exit. It may be called
+// more than once.
+func (d *Tailscaled) Stop() {
+	d.stopOnce.Do(func() {
+		if d.cmd == nil {
+			return
+		}
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(5 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+		d.deathW.Close()
+	})
+}
+
+// Log returns the daemon's log so far.
+func (d *Tailscaled) Log() string {
+	b, _ := os.ReadFile(d.LogFile)
+	return string(b)
+}
+
+func (d *Tailscaled) printLogTail(t testing.TB, n int) {
+	b, err := os.ReadFile(d.LogFile)
+	if err != nil {
+		t.Logf("lab: tailscaled %s log: %v", d.Hostname, err)
+		return
+	}
+	lines := strings.Split(string(bytes.TrimRight(b, "\n")), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	t.Logf("lab: last %d lines of tailscaled %s log:\n%s", len(lines), d.Hostname, strings.Join(lines, "\n"))
+}
