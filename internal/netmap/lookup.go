@@ -1,0 +1,185 @@
+package netmap
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/tailcfg"
+)
+
+// Self returns the self node and whether one has been received.
+func (m *Map) Self() (Self, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.self, m.haveSelf
+}
+
+// SelfKeyExpiry returns when the self node key expires; zero means never
+// or not yet known. Compare it with Now, not time.Now.
+func (m *Map) SelfKeyExpiry() time.Time {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.self.KeyExpiry
+}
+
+// NumPeers returns the number of peers.
+func (m *Map) NumPeers() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.peers.byID)
+}
+
+// Peers returns a snapshot of all peers sorted by name, then ID.
+func (m *Map) Peers() []Peer {
+	m.mu.RLock()
+	out := make([]Peer, 0, len(m.peers.byID))
+	for _, p := range m.peers.byID {
+		out = append(out, *p)
+	}
+	m.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Peer) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
+	})
+	return out
+}
+
+// ForEachPeer calls f for every peer, in no particular order, while holding
+// the read lock: f must not call into the Map. It stops when f returns false.
+// It lets callers walk a large netmap without copying it.
+func (m *Map) ForEachPeer(f func(p *Peer) bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, p := range m.peers.byID {
+		if !f(p) {
+			return
+		}
+	}
+}
+
+func (m *Map) get(p *Peer) (Peer, bool) {
+	if p == nil {
+		return Peer{}, false
+	}
+	return *p, true
+}
+
+// PeerByID returns the peer with the given node ID.
+func (m *Map) PeerByID(id tailcfg.NodeID) (Peer, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.get(m.peers.byID[id])
+}
+
+// PeerByKey returns the peer with the given node key.
+func (m *Map) PeerByKey(k key.NodePublic) (Peer, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.get(m.peers.byKey[k])
+}
+
+// PeerByDisco returns the peer with the given disco key.
+func (m *Map) PeerByDisco(k key.DiscoPublic) (Peer, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.get(m.peers.byDisco[k])
+}
+
+// PeerByIP returns the peer whose own tailnet addresses include a.
+func (m *Map) PeerByIP(a netip.Addr) (Peer, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.get(m.peers.lookupIP(a))
+}
+
+// PeerForDst returns the peer whose AllowedIPs hold the longest prefix
+// containing dst: the peer owning dst as its own address, else the subnet
+// router or exit node with the most specific route.
+func (m *Map) PeerForDst(dst netip.Addr) (Peer, bool) {
+	dst = dst.Unmap()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if p := m.peers.lookupIP(dst); p != nil && containsAddr(p.AllowedIPs, dst) {
+		return *p, true
+	}
+	var best *Peer
+	bestBits := -1
+	for _, p := range m.peers.routers {
+		for _, pfx := range p.AllowedIPs {
+			if pfx.Bits() > bestBits && pfx.Contains(dst) {
+				best, bestBits = p, pfx.Bits()
+			}
+		}
+	}
+	return m.get(best)
+}
+
+func containsAddr(pfxs []netip.Prefix, a netip.Addr) bool {
+	for _, p := range pfxs {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// DERPMap returns a copy of the current DERP map, or nil if none arrived.
+func (m *Map) DERPMap() *tailcfg.DERPMap {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return cloneDERPMap(m.derpMap)
+}
+
+// FilterRules returns the effective packet filter: the rules of all named
+// filters concatenated in name order. An empty result means deny all. The
+// slice is shared and must not be modified.
+func (m *Map) FilterRules() []tailcfg.FilterRule {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.filter
+}
+
+// DNS returns the DNS configuration, or nil. It is shared and must not be
+// modified.
+func (m *Map) DNS() *tailcfg.DNSConfig {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.dns
+}
+
+// Domain returns the tailnet name.
+func (m *Map) Domain() string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.domain
+}
+
+// UserProfile returns the profile of a user.
+func (m *Map) UserProfile(id tailcfg.UserID) (tailcfg.UserProfile, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	up, ok := m.profiles[id]
+	return up, ok
+}
+
+// NextPeerExpiry returns the earliest key expiry among peers not yet expired
+// at control-adjusted now, or zero if none will expire; callers can arm a
+// timer to re-check expiry then. It walks all peers.
+func (m *Map) NextPeerExpiry() time.Time {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	now := m.now().Add(m.skew)
+	var next time.Time
+	for _, p := range m.peers.byID {
+		if p.ExpiredAt(now) || p.KeyExpiry.IsZero() {
+			continue
+		}
+		if next.IsZero() || p.KeyExpiry.Before(next) {
+			next = p.KeyExpiry
+		}
+	}
+	return next
+}
