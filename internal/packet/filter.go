@@ -31,16 +31,16 @@ type PortRange struct {
 func (r PortRange) allPorts() bool { return r.First == 0 && r.Last == 0xffff }
 
 // Rule allows packets from any address in Srcs to the destinations in Dsts,
-// for the protocols in Protos. Empty Protos means DefaultProtos.
+// for the protocols in Protos. Empty Protos means TCP, UDP, ICMPv4 and
+// ICMPv6, as for a tailcfg.FilterRule with an empty IPProto.
 type Rule struct {
 	Srcs   []netip.Prefix
 	Dsts   []PortRange
 	Protos []Proto
 }
 
-// DefaultProtos are the protocols of a Rule that names none, as for a
-// tailcfg.FilterRule with an empty IPProto: TCP, UDP, ICMPv4 and ICMPv6.
-var DefaultProtos = []Proto{ProtoTCP, ProtoUDP, ProtoICMPv4, ProtoICMPv6}
+// defaultProtos are the protocols of a Rule that names none.
+var defaultProtos = []Proto{ProtoTCP, ProtoUDP, ProtoICMPv4, ProtoICMPv6}
 
 // protoSet is a set of IP protocol numbers.
 type protoSet [4]uint64
@@ -127,7 +127,7 @@ func family(rules []Rule, is func(netip.Addr) bool) []match {
 			continue
 		}
 		if len(r.Protos) == 0 {
-			m.protos.addAll(DefaultProtos)
+			m.protos.addAll(defaultProtos)
 		} else {
 			m.protos.addAll(r.Protos)
 		}

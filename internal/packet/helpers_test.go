@@ -69,3 +69,5 @@ func mustDecode(t testing.TB, b []byte) *Parsed {
 type netipAddr = netip.Addr
 
 func netipAddrPort(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a, port) }
+
+func hexDecode(s string) ([]byte, error) { return hex.DecodeString(s) }

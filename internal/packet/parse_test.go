@@ -145,7 +145,7 @@ type ext struct {
 
 func TestDecodeIPv6ExtensionHeaders(t *testing.T) {
 	base := unhex(t, goldUDP6)
-	hop := ext{ipv6HopByHop, []byte{0, 1, 4, 0, 0, 0, 0}}                        // PadN
+	hop := ext{ipv6HopByHop, []byte{0, 1, 4, 0, 0, 0, 0}}                          // PadN
 	dst := ext{ipv6DestOpts, []byte{1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}} // 16 bytes
 	rt := ext{ipv6Routing, []byte{0, 0, 0, 0, 0, 0, 0}}
 	frag := ext{ipv6Fragment, []byte{0, 0, 0, 0, 0, 0, 0}} // offset 0, no more: atomic fragment
