@@ -319,8 +319,17 @@ func TestFilterConcurrent(t *testing.T) {
 			defer func() { done <- struct{}{} }()
 			for i := range 300 {
 				port := uint16(g*1000 + i)
-				f.Outbound(mustDecode(t, pkt(t, b4, outside, ProtoUDP, udpHdr(port, 53))))
-				f.Inbound(mustDecode(t, pkt(t, outside, b4, ProtoUDP, udpHdr(53, port))))
+				var out, in Parsed
+				if out.Decode(pkt(t, b4, outside, ProtoUDP, udpHdr(port, 53))) != nil ||
+					in.Decode(pkt(t, outside, b4, ProtoUDP, udpHdr(53, port))) != nil {
+					t.Error("decode failed")
+					return
+				}
+				f.Outbound(&out)
+				if f.Inbound(&in) != Accept {
+					t.Error("reply to a just-recorded flow dropped")
+					return
+				}
 			}
 		}()
 	}

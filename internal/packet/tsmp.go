@@ -161,8 +161,9 @@ func BuildTSMPPing(b []byte, src, dst netip.Addr, data [8]byte) (int, error) {
 // BuildTSMPPong writes into b the pong answering the TSMP ping ping and
 // returns its length. As the reference client does, the reply's IP header
 // is the request's with source and destination swapped and the IPv4
-// identification or IPv6 flow label inverted bit by bit. b may be ping's
-// buffer.
+// identification or IPv6 flow label inverted bit by bit (a fresh header
+// without options: TTL 64, no extension headers). b may be ping's buffer;
+// ping then no longer describes it.
 func BuildTSMPPong(b []byte, ping *Parsed, peerAPIPort uint16) (int, error) {
 	data, ok := ping.TSMPPingData()
 	if !ok {
