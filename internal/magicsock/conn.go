@@ -1,0 +1,404 @@
+// Package magicsock is the node's one UDP socket and the paths behind it.
+//
+// A Conn carries WireGuard, disco and STUN on the same UDP port and tells
+// them apart by their first bytes. Each peer is reachable through its home
+// DERP relay and, once disco pings prove one, over a direct UDP path; Send
+// picks the path. The Conn also measures DERP regions with STUN from that
+// socket, picks the home region and learns the node's public endpoints.
+package magicsock
+
+import (
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/microlink-go/microlink/internal/derp"
+	"github.com/microlink-go/microlink/internal/disco"
+	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/tailcfg"
+)
+
+// DefaultPort is the UDP port Tailscale nodes listen on by default.
+const DefaultPort = 41641
+
+// DERPMagicIP stands for "over DERP" wherever a UDP address is expected:
+// a path to region R is written 127.3.3.40:R. It never goes on the wire.
+var DERPMagicIP = netip.AddrFrom4([4]byte{127, 3, 3, 40})
+
+// DERPAddr returns the placeholder address of DERP region.
+func DERPAddr(region int) netip.AddrPort { return netip.AddrPortFrom(DERPMagicIP, uint16(region)) }
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("magicsock: closed")
+
+// DERP relays packets to peers by node key. *derp.Regions implements it.
+type DERP interface {
+	// Send relays pkt to dst through region, or through the region dst was
+	// last heard on if region is 0.
+	Send(region int, dst key.NodePublic, pkt []byte) error
+	// SetHome makes region the home region.
+	SetHome(region int)
+	Close() error
+}
+
+// EndpointType says how an endpoint was found.
+type EndpointType = tailcfg.EndpointType
+
+// Endpoint is an address peers may reach this node at.
+type Endpoint struct {
+	AddrPort netip.AddrPort
+	Type     EndpointType
+}
+
+// Options configure a Conn.
+type Options struct {
+	// DiscoKey is the node's disco private key, fresh at every start.
+	DiscoKey key.Private
+	// NodeKey is the node's private key. It goes into disco pings and, if
+	// DERP is nil, authenticates the DERP connections the Conn opens.
+	NodeKey key.Private
+
+	// Port is the UDP port to listen on; 0 picks any free port. When the
+	// port is taken, another free port is used.
+	Port uint16
+	// BindIPv4 and BindIPv6 are the local addresses to bind; zero means
+	// all addresses. DisableIPv6 skips the IPv6 socket.
+	BindIPv4, BindIPv6 netip.Addr
+	DisableIPv6        bool
+
+	// ReceiveWireGuard is called with each inbound WireGuard message and
+	// its source: the UDP address, or DERPAddr(region) over DERP. msg is
+	// valid only during the call.
+	ReceiveWireGuard func(msg []byte, src netip.AddrPort)
+	// OnEndpoints is called when the node's endpoints change.
+	OnEndpoints func([]Endpoint)
+	// OnHomeDERP is called when the home DERP region changes.
+	OnHomeDERP func(region int)
+
+	// DERP relays packets. If nil, the Conn runs a *derp.Regions of its
+	// own on the DERP map given to SetDERPMap.
+	DERP DERP
+	// InterfaceAddrs lists local addresses to offer as endpoints. If nil
+	// the host's interface addresses are used.
+	InterfaceAddrs func() ([]netip.Addr, error)
+
+	Logger *slog.Logger
+}
+
+// Conn is the node's magic socket. Its methods are safe for concurrent use.
+type Conn struct {
+	opts    Options
+	log     *slog.Logger
+	tm      timing
+	sealer  *disco.Sealer
+	nodePub key.NodePublic
+	derp    DERP
+
+	pc4, pc6 atomic.Pointer[net.UDPConn]
+	closing  chan struct{}
+	wg       sync.WaitGroup
+	readers  sync.WaitGroup // read loops of the current sockets
+	rebindMu sync.Mutex
+
+	// dropUDP, set by tests, discards UDP packets to and from the
+	// given address family's peers.
+	dropUDP atomic.Bool
+
+	mu         sync.Mutex
+	closed     bool
+	peers      map[key.NodePublic]*peer
+	peerSnap   atomic.Pointer[map[key.NodePublic]*peer] // copy of peers for Send
+	byDisco    map[key.DiscoPublic]*peer
+	byAddr     map[netip.AddrPort]*peer // learned from pings
+	pings      map[[disco.TxIDLen]byte]*sentPing
+	derpMap    *tailcfg.DERPMap
+	nc         netcheckState
+	endpoints  []Endpoint
+	epTime     time.Time // when endpoints were last determined
+	home       int
+	lastActive time.Time
+
+	outbox []outPkt // disco packets to send once mu is released
+
+	kick chan struct{} // wakes the maintenance loop
+}
+
+// New opens the sockets and starts the Conn.
+func New(opts Options) (*Conn, error) { return newConn(opts, defaultTiming) }
+
+func newConn(opts Options, tm timing) (*Conn, error) {
+	if opts.DiscoKey.IsZero() {
+		return nil, errors.New("magicsock: no disco key")
+	}
+	c := &Conn{
+		opts:    opts,
+		log:     opts.Logger,
+		tm:      tm,
+		sealer:  disco.NewSealer(opts.DiscoKey, 0),
+		nodePub: opts.NodeKey.NodePublic(),
+		closing: make(chan struct{}),
+		peers:   make(map[key.NodePublic]*peer),
+		byDisco: make(map[key.DiscoPublic]*peer),
+		byAddr:  make(map[netip.AddrPort]*peer),
+		pings:   make(map[[disco.TxIDLen]byte]*sentPing),
+		kick:    make(chan struct{}, 1),
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if opts.NodeKey.IsZero() {
+		c.nodePub = key.NodePublic{}
+	}
+	c.nc.init()
+	if err := c.listen(opts.Port); err != nil {
+		return nil, err
+	}
+	c.derp = opts.DERP
+	if c.derp == nil {
+		c.derp = derp.NewRegions(derp.RegionsOptions{
+			PrivateKey: opts.NodeKey,
+			Logger:     c.log,
+			Lookup:     c.derpNodes,
+			Receive:    c.ReceiveDERP,
+		})
+	}
+	c.startReaders()
+	c.wg.Add(1)
+	go c.maintain()
+	return c, nil
+}
+
+// DiscoPublic returns the node's disco public key.
+func (c *Conn) DiscoPublic() key.DiscoPublic { return c.sealer.Public() }
+
+// LocalPort returns the port of the UDP socket(s).
+func (c *Conn) LocalPort() uint16 {
+	if pc := c.pc4.Load(); pc != nil {
+		return uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	}
+	if pc := c.pc6.Load(); pc != nil {
+		return uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	}
+	return 0
+}
+
+// listen opens the sockets on port, or on any port if it is taken. The
+// IPv6 socket tries to share the IPv4 socket's port.
+func (c *Conn) listen(port uint16) error {
+	pc4, err := listenUDP("udp4", c.opts.BindIPv4, port)
+	if err != nil && port != 0 {
+		pc4, err = listenUDP("udp4", c.opts.BindIPv4, 0)
+	}
+	if err != nil {
+		c.log.Info("magicsock: no IPv4 socket", "err", err)
+		pc4 = nil
+	}
+	var pc6 *net.UDPConn
+	if !c.opts.DisableIPv6 {
+		p6 := port
+		if pc4 != nil {
+			p6 = uint16(pc4.LocalAddr().(*net.UDPAddr).Port)
+		}
+		pc6, err = listenUDP("udp6", c.opts.BindIPv6, p6)
+		if err != nil && p6 != 0 {
+			pc6, err = listenUDP("udp6", c.opts.BindIPv6, 0)
+		}
+		if err != nil {
+			c.log.Info("magicsock: no IPv6 socket", "err", err)
+			pc6 = nil
+		}
+	}
+	if pc4 == nil && pc6 == nil {
+		return errors.New("magicsock: cannot open a UDP socket")
+	}
+	c.pc4.Store(pc4)
+	c.pc6.Store(pc6)
+	return nil
+}
+
+func listenUDP(network string, ip netip.Addr, port uint16) (*net.UDPConn, error) {
+	addr := &net.UDPAddr{Port: int(port)}
+	if ip.IsValid() {
+		addr.IP = ip.AsSlice()
+	}
+	return net.ListenUDP(network, addr)
+}
+
+func (c *Conn) startReaders() {
+	for _, pc := range []*net.UDPConn{c.pc4.Load(), c.pc6.Load()} {
+		if pc != nil {
+			c.readers.Add(1)
+			go c.readLoop(pc)
+		}
+	}
+}
+
+// Close closes the sockets and DERP connections and stops every goroutine.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	close(c.closing)
+	c.rebindMu.Lock()
+	c.closeSockets()
+	c.rebindMu.Unlock()
+	err := c.derp.Close()
+	c.wg.Wait()
+	return err
+}
+
+func (c *Conn) closeSockets() {
+	if pc := c.pc4.Load(); pc != nil {
+		pc.Close()
+	}
+	if pc := c.pc6.Load(); pc != nil {
+		pc.Close()
+	}
+	c.readers.Wait()
+}
+
+// Rebind reopens the sockets on the same port if possible, then STUNs
+// again and reports the new endpoints.
+func (c *Conn) Rebind() error {
+	c.rebindMu.Lock()
+	defer c.rebindMu.Unlock()
+	select {
+	case <-c.closing:
+		return ErrClosed
+	default:
+	}
+	port := c.LocalPort()
+	c.closeSockets()
+	if err := c.listen(port); err != nil {
+		return err
+	}
+	c.startReaders()
+	c.mu.Lock()
+	c.nc.forceFull = true
+	c.nc.nextRun = time.Time{}
+	c.mu.Unlock()
+	c.wake()
+	return nil
+}
+
+// wake asks the maintenance loop to run now.
+func (c *Conn) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// readLoop reads pc until it is closed.
+func (c *Conn) readLoop(pc *net.UDPConn) {
+	defer c.readers.Done()
+	buf := make([]byte, 64<<10)
+	for {
+		n, src, err := pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			select {
+			case <-c.closing:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		c.receiveUDP(buf[:n], src)
+	}
+}
+
+// Packet classes on the UDP socket.
+const (
+	classWireGuard = iota
+	classSTUN
+	classDisco
+	classGeneve
+)
+
+// classify tells the packets on the shared socket apart, in the order
+// Tailscale does: STUN binding, Geneve, disco, and everything else is
+// WireGuard.
+func classify(b []byte) int {
+	if len(b) >= 20 && b[0]&0xc0 == 0 && b[1] == 0x01 &&
+		b[4] == 0x21 && b[5] == 0x12 && b[6] == 0xa4 && b[7] == 0x42 {
+		return classSTUN
+	}
+	if len(b) >= 8 && b[0]&0xc0 == 0 && b[1]&0x3f == 0 && b[7] == 0 &&
+		b[2] == 0x7a && (b[3] == 0x11 || b[3] == 0x12) {
+		return classGeneve
+	}
+	if len(b) >= disco.MagicLen+disco.KeyLen && string(b[:disco.MagicLen]) == disco.Magic {
+		return classDisco
+	}
+	return classWireGuard
+}
+
+func (c *Conn) receiveUDP(b []byte, src netip.AddrPort) {
+	if c.dropUDP.Load() {
+		return
+	}
+	switch classify(b) {
+	case classSTUN:
+		c.receiveSTUN(b, src)
+	case classDisco:
+		c.receiveDisco(b, src, 0, key.NodePublic{})
+	case classGeneve:
+		// Peer-relay encapsulation; this node is not a relay client.
+	default:
+		if c.opts.ReceiveWireGuard != nil {
+			c.opts.ReceiveWireGuard(b, src)
+		}
+	}
+}
+
+// ReceiveDERP handles a packet relayed from src through region. It is the
+// Receive hook of the DERP client; pkt is only read during the call.
+func (c *Conn) ReceiveDERP(region int, src key.NodePublic, pkt []byte) {
+	c.nc.noteDERPFrame(region)
+	if disco.LooksLikeDisco(pkt) {
+		c.receiveDisco(pkt, DERPAddr(region), region, src)
+		return
+	}
+	if c.opts.ReceiveWireGuard != nil {
+		c.opts.ReceiveWireGuard(pkt, DERPAddr(region))
+	}
+}
+
+// writeUDP sends b to dst from the socket of dst's family.
+func (c *Conn) writeUDP(b []byte, dst netip.AddrPort) error {
+	if c.dropUDP.Load() {
+		return nil
+	}
+	pc := c.pc4.Load()
+	if !dst.Addr().Is4() {
+		pc = c.pc6.Load()
+	}
+	if pc == nil {
+		return errNoSocket
+	}
+	_, err := pc.WriteToUDPAddrPort(b, dst)
+	return err
+}
+
+var errNoSocket = errors.New("magicsock: no socket for address family")
+
+// randDuration returns a random duration in [lo, hi).
+func randDuration(lo, hi time.Duration) time.Duration {
+	if hi <= lo {
+		return lo
+	}
+	return lo + rand.N(hi-lo)
+}

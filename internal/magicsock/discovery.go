@@ -1,0 +1,319 @@
+package magicsock
+
+import (
+	"crypto/rand"
+	"net/netip"
+	"time"
+
+	"github.com/microlink-go/microlink/internal/disco"
+	"github.com/microlink-go/microlink/internal/key"
+)
+
+// Why a ping was sent.
+const (
+	pingDiscovery = iota
+	pingHeartbeat
+	pingCLI
+)
+
+// sentPing is a disco ping waiting for its pong.
+type sentPing struct {
+	peer    *peer
+	to      netip.AddrPort // UDP address or DERPAddr(region)
+	at      time.Time
+	purpose int
+	result  chan<- PingResult // for Conn.Ping; buffered, first pong wins
+}
+
+// receiveDisco handles a disco packet from src. Over DERP, region is the
+// region it arrived on and derpSrc the sender's node key.
+func (c *Conn) receiveDisco(pkt []byte, src netip.AddrPort, region int, derpSrc key.NodePublic) {
+	sender, ok := disco.Source(pkt)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	p := c.byDisco[sender]
+	c.mu.Unlock()
+	if p == nil {
+		return // unknown sender: the netmap has not told us its key
+	}
+	m, ok := c.sealer.Open(pkt, sender)
+	if !ok {
+		return // sealed with a key we do not share, perhaps a stale one
+	}
+	c.mu.Lock()
+	defer c.unlockAndFlush()
+	if c.closed || c.byDisco[sender] != p {
+		return
+	}
+	if region != 0 {
+		p.derpRegion = region
+	}
+	switch m := m.(type) {
+	case *disco.Ping:
+		c.handlePing(p, m, src, region, derpSrc)
+	case *disco.Pong:
+		c.handlePong(p, m, src)
+	case *disco.CallMeMaybe:
+		if region == 0 || derpSrc != p.key {
+			return // only valid over DERP from the peer's own node key
+		}
+		c.handleCallMeMaybe(p, m)
+	}
+}
+
+// handlePing answers a ping on the path it arrived on and learns its UDP
+// source as a candidate endpoint. Conn.mu is held.
+func (c *Conn) handlePing(p *peer, m *disco.Ping, src netip.AddrPort, region int, derpSrc key.NodePublic) {
+	// A UDP ping names its sender's node key; if that key's peer has this
+	// disco key, it is the peer the address belongs to.
+	if region == 0 && !m.NodeKey.IsZero() && m.NodeKey != p.key {
+		if q := c.peers[m.NodeKey]; q != nil && q.disco == p.disco {
+			p = q
+		}
+	}
+	for _, s := range p.recentPings {
+		if s.tx == m.TxID && s.src == src {
+			return // duplicate: answered already
+		}
+	}
+	p.recentPings[p.recentNext] = seenPing{m.TxID, src}
+	p.recentNext = (p.recentNext + 1) % len(p.recentPings)
+
+	if region == 0 {
+		c.learnEndpoint(p, src)
+	}
+	pong := &disco.Pong{TxID: m.TxID, Src: src}
+	if region != 0 {
+		c.sendDiscoDERP(region, derpSrc, p.disco, pong)
+		return
+	}
+	c.sendDiscoUDP(src, p.disco, pong)
+}
+
+// learnEndpoint adds the source of a ping as a candidate of p.
+func (c *Conn) learnEndpoint(p *peer, src netip.AddrPort) {
+	c.byAddr[src] = p
+	if cd := p.cands[src]; cd != nil {
+		cd.from |= fromPing
+		return
+	}
+	n := 0
+	var oldest netip.AddrPort
+	var oldestAt time.Time
+	for ap, cd := range p.cands {
+		if cd.from == fromPing {
+			n++
+			if !oldest.IsValid() || cd.lastPong.Before(oldestAt) {
+				oldest, oldestAt = ap, cd.lastPong
+			}
+		}
+	}
+	if n >= maxLearned {
+		delete(p.cands, oldest)
+		delete(c.byAddr, oldest)
+	}
+	p.cands[src] = &candidate{from: fromPing}
+}
+
+// handlePong matches a pong to its ping and updates the path. Conn.mu is held.
+func (c *Conn) handlePong(p *peer, m *disco.Pong, src netip.AddrPort) {
+	sp := c.pings[m.TxID]
+	if sp == nil || sp.peer != p {
+		return
+	}
+	delete(c.pings, m.TxID)
+	now := time.Now()
+	latency := now.Sub(sp.at)
+	p.lastPong = now
+	p.lastPongFrom = sp.to
+	p.lastPongSrc = m.Src
+
+	isDERP := src.Addr() == DERPMagicIP
+	if sp.result != nil {
+		res := PingResult{Latency: latency, PeerSaw: m.Src}
+		if isDERP {
+			res.DERPRegion = int(src.Port())
+		} else {
+			res.Addr = sp.to
+		}
+		select {
+		case sp.result <- res:
+		default:
+		}
+	}
+	if isDERP {
+		return
+	}
+	cd := p.cands[sp.to]
+	if cd == nil {
+		return // no longer a candidate
+	}
+	cd.lastPong, cd.latency = now, latency
+	until := now.Add(c.tm.trustUDP)
+	switch {
+	case sp.to == p.best:
+		p.setBest(p.best, latency, until)
+	case betterAddr(sp.to, latency, p.best, p.bestLatency) || now.After(p.bestUntil):
+		if p.best != sp.to {
+			c.log.Debug("magicsock: direct path", "peer", p.key.ShortString(), "addr", sp.to, "latency", latency)
+		}
+		p.setBest(sp.to, latency, until)
+	}
+}
+
+// handleCallMeMaybe replaces the peer's call-me-maybe endpoints and pings
+// every candidate at once. Conn.mu is held.
+func (c *Conn) handleCallMeMaybe(p *peer, m *disco.CallMeMaybe) {
+	for ap, cd := range p.cands {
+		cd.from &^= fromCallMeMaybe
+		if cd.from == 0 {
+			delete(p.cands, ap)
+		}
+	}
+	for _, ap := range m.MyNumber {
+		if !ap.IsValid() || ap.Addr().IsUnspecified() || (ap.Addr().Is6() && ap.Addr().IsLinkLocalUnicast()) {
+			continue
+		}
+		cd := p.cands[ap]
+		if cd == nil {
+			cd = &candidate{}
+			p.cands[ap] = cd
+		}
+		cd.from |= fromCallMeMaybe
+	}
+	if p.best.IsValid() && p.cands[p.best] == nil {
+		p.setBest(netip.AddrPort{}, 0, time.Time{})
+	}
+	c.pingCandidates(p, time.Now(), true, pingDiscovery, nil)
+}
+
+// pingCandidates pings p's candidate endpoints, skipping those pinged in
+// the last discoPingInterval unless force is set. It reports whether any
+// ping went out. Conn.mu is held.
+func (c *Conn) pingCandidates(p *peer, now time.Time, force bool, purpose int, result chan<- PingResult) bool {
+	sent := false
+	for ap, cd := range p.cands {
+		if !force && now.Sub(cd.lastPing) < c.tm.discoPingInterval {
+			continue
+		}
+		cd.lastPing = now
+		c.sendPing(p, ap, purpose, result)
+		sent = true
+	}
+	if sent && purpose != pingCLI {
+		p.lastFullPing = now
+	}
+	return sent
+}
+
+// sendPing sends one disco ping to to (a UDP address or DERPAddr). Conn.mu
+// is held.
+func (c *Conn) sendPing(p *peer, to netip.AddrPort, purpose int, result chan<- PingResult) {
+	var tx [disco.TxIDLen]byte
+	rand.Read(tx[:])
+	c.pings[tx] = &sentPing{peer: p, to: to, at: time.Now(), purpose: purpose, result: result}
+	ping := &disco.Ping{TxID: tx, NodeKey: c.nodePub}
+	if to.Addr() == DERPMagicIP {
+		c.sendDiscoDERP(int(to.Port()), p.key, p.disco, ping)
+		return
+	}
+	c.sendDiscoUDP(to, p.disco, ping)
+}
+
+// sendCallMeMaybe tells p over DERP where we can be reached. Conn.mu is held.
+func (c *Conn) sendCallMeMaybe(p *peer, now time.Time) {
+	if now.Sub(c.epTime) > c.tm.endpointsFresh {
+		c.nc.nextRun = time.Time{} // STUN again soon
+		c.wake()
+	}
+	cmm := &disco.CallMeMaybe{MyNumber: make([]netip.AddrPort, 0, len(c.endpoints))}
+	for _, ep := range c.endpoints {
+		cmm.MyNumber = append(cmm.MyNumber, ep.AddrPort)
+	}
+	if len(cmm.MyNumber) == 0 {
+		return
+	}
+	c.sendDiscoDERP(p.homeDERP, p.key, p.disco, cmm)
+}
+
+// outPkt is a disco packet queued while Conn.mu is held.
+type outPkt struct {
+	pkt    []byte
+	udp    netip.AddrPort // if valid, send here; else over DERP
+	region int
+	node   key.NodePublic
+}
+
+// sendDiscoUDP queues m for dst. Conn.mu is held; unlockAndFlush sends.
+func (c *Conn) sendDiscoUDP(dst netip.AddrPort, to key.DiscoPublic, m disco.Message) {
+	pkt := c.sealer.Seal(make([]byte, 0, 128), to, m)
+	c.outbox = append(c.outbox, outPkt{pkt: pkt, udp: dst})
+}
+
+// sendDiscoDERP queues m for node through region (0: its reverse route).
+// Conn.mu is held; unlockAndFlush sends.
+func (c *Conn) sendDiscoDERP(region int, node key.NodePublic, to key.DiscoPublic, m disco.Message) {
+	pkt := c.sealer.Seal(make([]byte, 0, 128), to, m)
+	c.outbox = append(c.outbox, outPkt{pkt: pkt, region: region, node: node})
+}
+
+// unlockAndFlush releases Conn.mu and then sends the queued disco
+// packets, so no network write happens under the lock.
+func (c *Conn) unlockAndFlush() {
+	out := c.outbox
+	c.outbox = nil
+	c.mu.Unlock()
+	for _, o := range out {
+		var err error
+		if o.udp.IsValid() {
+			err = c.writeUDP(o.pkt, o.udp)
+		} else {
+			err = c.derp.Send(o.region, o.node, o.pkt)
+		}
+		if err != nil {
+			c.log.Debug("magicsock: disco send", "udp", o.udp, "region", o.region, "err", err)
+		}
+	}
+}
+
+// heartbeat keeps active peers' direct paths proven and looks for better
+// ones. Conn.mu is held.
+func (c *Conn) heartbeat(now time.Time) {
+	for _, p := range c.peers {
+		if !p.reachable() || now.Sub(p.lastSend()) > c.tm.sessionActive || now.Sub(p.lastHeartbeat) < c.tm.heartbeat {
+			continue
+		}
+		p.lastHeartbeat = now
+		if p.best.IsValid() {
+			if cd := p.cands[p.best]; cd != nil {
+				cd.lastPing = now
+			}
+			c.sendPing(p, p.best, pingHeartbeat, nil)
+		}
+		trusted := p.best.IsValid() && now.Before(p.bestUntil)
+		if !trusted || p.lastFullPing.IsZero() ||
+			(p.bestLatency > c.tm.goodEnoughLatency && now.Sub(p.lastFullPing) >= c.tm.upgradeInterval) {
+			if c.pingCandidates(p, now, false, pingDiscovery, nil) {
+				c.sendCallMeMaybe(p, now)
+			}
+		}
+	}
+}
+
+// expirePings drops pings unanswered for pingTimeout. A lost ping to the
+// best path that is no longer trusted ends that path. Conn.mu is held.
+func (c *Conn) expirePings(now time.Time) {
+	for tx, sp := range c.pings {
+		if now.Sub(sp.at) < c.tm.pingTimeout {
+			continue
+		}
+		delete(c.pings, tx)
+		p := sp.peer
+		if sp.to == p.best && now.After(p.bestUntil) {
+			c.log.Debug("magicsock: direct path lost", "peer", p.key.ShortString(), "addr", p.best)
+			p.setBest(netip.AddrPort{}, 0, time.Time{})
+		}
+	}
+}

@@ -1,0 +1,237 @@
+package magicsock
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/microlink-go/microlink/internal/disco"
+	"github.com/microlink-go/microlink/internal/key"
+)
+
+// timing holds the protocol's timers; tests shorten them.
+type timing struct {
+	heartbeat         time.Duration // ping bestAddr this often while active
+	trustUDP          time.Duration // a pong makes its path trusted this long
+	sessionActive     time.Duration // a peer is active this long after a send
+	upgradeInterval   time.Duration // full ping round when latency is poor
+	goodEnoughLatency time.Duration
+	endpointsFresh    time.Duration // STUN again before call-me-maybe if older
+	discoPingInterval time.Duration // minimum between pings to one endpoint
+	pingTimeout       time.Duration
+	restunMin         time.Duration
+	restunMax         time.Duration
+	stunTimeout       time.Duration // one probe set
+	stunRetry         time.Duration // delay between tries
+	fullReport        time.Duration // a full netcheck at least this often
+	tick              time.Duration // maintenance loop period
+}
+
+var defaultTiming = timing{
+	heartbeat:         3 * time.Second,
+	trustUDP:          6500 * time.Millisecond,
+	sessionActive:     45 * time.Second,
+	upgradeInterval:   time.Minute,
+	goodEnoughLatency: 5 * time.Millisecond,
+	endpointsFresh:    27 * time.Second,
+	discoPingInterval: 5 * time.Second,
+	pingTimeout:       5 * time.Second,
+	restunMin:         20 * time.Second,
+	restunMax:         26 * time.Second,
+	stunTimeout:       3 * time.Second,
+	stunRetry:         100 * time.Millisecond,
+	fullReport:        5 * time.Minute,
+	tick:              time.Second,
+}
+
+// Peer is what the Conn needs to know about a peer from the netmap.
+type Peer struct {
+	Key       key.NodePublic
+	DiscoKey  key.DiscoPublic
+	Endpoints []netip.AddrPort
+	HomeDERP  int
+	Expired   bool
+}
+
+// Where a candidate endpoint came from.
+const (
+	fromNetmap = 1 << iota
+	fromCallMeMaybe
+	fromPing // source of a ping we received
+)
+
+// maxLearned bounds the endpoints learned from inbound pings per peer.
+const maxLearned = 8
+
+// candidate is one UDP address a peer might be reached at.
+type candidate struct {
+	from     int
+	lastPing time.Time
+	lastPong time.Time
+	latency  time.Duration
+}
+
+// path is a peer's direct path as the send path reads it.
+type path struct {
+	addr  netip.AddrPort
+	until time.Time // trusted until
+}
+
+// peer is the Conn's state for one netmap peer. Fields other than hot
+// are guarded by Conn.mu.
+type peer struct {
+	key      key.NodePublic
+	disco    key.DiscoPublic
+	homeDERP int
+	expired  bool
+
+	cands map[netip.AddrPort]*candidate
+
+	best        netip.AddrPort // zero if none
+	bestLatency time.Duration
+	bestUntil   time.Time
+
+	lastFullPing  time.Time
+	lastHeartbeat time.Time
+	lastPong      time.Time
+	lastPongFrom  netip.AddrPort
+	lastPongSrc   netip.AddrPort // our address as the peer saw it
+	recentPings   [8]seenPing    // pings answered, to answer duplicates once
+	recentNext    int
+	derpRegion    int // region a disco packet last arrived on
+
+	hot struct {
+		sync.Mutex
+		path
+		lastSend time.Time
+	}
+}
+
+type seenPing struct {
+	tx  [disco.TxIDLen]byte
+	src netip.AddrPort
+}
+
+func (p *peer) reachable() bool { return !p.expired && !p.disco.IsZero() }
+
+// setBest records the direct path for the send path; Conn.mu is held.
+func (p *peer) setBest(addr netip.AddrPort, latency time.Duration, until time.Time) {
+	p.best, p.bestLatency, p.bestUntil = addr, latency, until
+	p.hot.Lock()
+	p.hot.addr, p.hot.until = addr, until
+	p.hot.Unlock()
+}
+
+func (p *peer) lastSend() time.Time {
+	p.hot.Lock()
+	defer p.hot.Unlock()
+	return p.hot.lastSend
+}
+
+// SetPeers replaces the set of peers. Path state of peers that stay,
+// with the same disco key, is kept.
+func (c *Conn) SetPeers(peers []Peer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := make(map[key.NodePublic]*peer, len(peers))
+	for _, np := range peers {
+		p := c.peers[np.Key]
+		if p == nil || p.disco != np.DiscoKey {
+			if p != nil {
+				c.sealer.Forget(p.disco)
+			}
+			p = &peer{key: np.Key, cands: make(map[netip.AddrPort]*candidate)}
+		}
+		p.disco = np.DiscoKey
+		p.homeDERP = np.HomeDERP
+		p.expired = np.Expired
+		for ap, cd := range p.cands {
+			cd.from &^= fromNetmap
+			if cd.from == 0 {
+				delete(p.cands, ap)
+			}
+		}
+		for _, ap := range np.Endpoints {
+			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			if !ap.IsValid() || ap.Addr().Zone() != "" {
+				continue
+			}
+			cd := p.cands[ap]
+			if cd == nil {
+				cd = &candidate{}
+				p.cands[ap] = cd
+			}
+			cd.from |= fromNetmap
+		}
+		if p.best.IsValid() && p.cands[p.best] == nil {
+			p.setBest(netip.AddrPort{}, 0, time.Time{})
+		}
+		next[np.Key] = p
+	}
+	for k, p := range c.peers {
+		if next[k] != p {
+			c.sealer.Forget(p.disco)
+		}
+	}
+	c.peers = next
+	snap := maps.Clone(next)
+	c.peerSnap.Store(&snap)
+	clear(c.byDisco)
+	for _, p := range next {
+		if p.reachable() {
+			c.byDisco[p.disco] = p
+		}
+	}
+	for ap, p := range c.byAddr {
+		if next[p.key] != p {
+			delete(c.byAddr, ap)
+		}
+	}
+	for tx, sp := range c.pings {
+		if next[sp.peer.key] != sp.peer {
+			delete(c.pings, tx)
+		}
+	}
+}
+
+// Status is a peer's current path.
+type Status struct {
+	// Addr is the direct UDP path, if one is chosen.
+	Addr netip.AddrPort
+	// Trusted reports whether Addr answered recently enough that data
+	// goes only there.
+	Trusted bool
+	// DERPRegion is the peer's home region, used whenever the direct path
+	// is not trusted.
+	DERPRegion int
+	// Latency is the latest round trip on the direct path.
+	Latency time.Duration
+	// LastPong is when any pong last arrived from the peer.
+	LastPong time.Time
+	// Endpoints are the candidate addresses known for the peer.
+	Endpoints []netip.AddrPort
+}
+
+// PeerStatus returns the path state of peer.
+func (c *Conn) PeerStatus(k key.NodePublic) (Status, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.peers[k]
+	if p == nil {
+		return Status{}, false
+	}
+	st := Status{
+		Addr:       p.best,
+		Trusted:    p.best.IsValid() && time.Now().Before(p.bestUntil),
+		DERPRegion: p.homeDERP,
+		Latency:    p.bestLatency,
+		LastPong:   p.lastPong,
+	}
+	for ap := range p.cands {
+		st.Endpoints = append(st.Endpoints, ap)
+	}
+	slices.SortFunc(st.Endpoints, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	return st, true
+}
