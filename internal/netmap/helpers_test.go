@@ -124,20 +124,14 @@ func checkInvariants(t testing.TB, m *Map) {
 	}
 	for a, p := range x.byIP4 {
 		live("ip4", p)
-		if !containsAddr(p.Addresses, netip.AddrFrom4(a)) {
+		if !hasAddr(p.Addresses, netip.AddrFrom4(a)) {
 			t.Fatalf("byIP4 %v points to peer %d without it", a, p.ID)
 		}
 	}
 	for a, p := range x.byIP6 {
 		live("ip6", p)
 		ad := netip.AddrFrom16(a)
-		found := false
-		for _, pfx := range p.Addresses {
-			if pfx.Addr() == ad {
-				found = true
-			}
-		}
-		if !found {
+		if !hasAddr(p.Addresses, ad) {
 			t.Fatalf("byIP6 %v points to peer %d without it", ad, p.ID)
 		}
 	}
