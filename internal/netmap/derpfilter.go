@@ -44,6 +44,9 @@ func cloneDERPMap(dm *tailcfg.DERPMap) *tailcfg.DERPMap {
 	if dm.Regions != nil {
 		out.Regions = make(map[int]*tailcfg.DERPRegion, len(dm.Regions))
 		for id, r := range dm.Regions {
+			if r == nil {
+				continue
+			}
 			rc := *r
 			rc.Nodes = make([]*tailcfg.DERPNode, 0, len(r.Nodes))
 			for _, n := range r.Nodes {
