@@ -3,6 +3,7 @@ package magicsock
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/microlink-go/microlink/internal/disco"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/stun"
+	"github.com/microlink-go/microlink/internal/tailcfg"
 )
 
 // wgMsg is a stand-in WireGuard transport message.
@@ -274,4 +276,59 @@ func TestCloseStopsGoroutines(t *testing.T) {
 			t.Errorf("second Close: %v", err)
 		}
 	})
+}
+
+func TestOwnDERPClientStops(t *testing.T) {
+	closed, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := closed.Addr().(*net.TCPAddr).Port
+	closed.Close() // connections to it are refused
+	checkGoroutines(t, func() {
+		c, err := newConn(Options{DiscoKey: key.NewPrivate(), NodeKey: key.NewPrivate(), BindIPv4: netip.MustParseAddr("127.0.0.1"), DisableIPv6: true}, fastTiming)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDERPMap(&tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{1: {RegionID: 1, Nodes: []*tailcfg.DERPNode{
+			{Name: "1a", RegionID: 1, HostName: "derp.invalid", IPv4: "127.0.0.1", IPv6: "none", DERPPort: port, STUNPort: -1},
+		}}}})
+		waitFor(t, 2*time.Second, "a home region", func() bool { return c.HomeDERP() == 1 })
+		if nodes := c.derpNodes(1); len(nodes) != 1 || nodes[0].DERPPort != port || nodes[0].IPv4 != "127.0.0.1" {
+			t.Fatalf("DERP nodes %+v", nodes)
+		}
+		time.Sleep(50 * time.Millisecond) // let it try to connect
+		c.Close()
+	})
+}
+
+func TestPortInUse(t *testing.T) {
+	busy, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := uint16(busy.LocalAddr().(*net.UDPAddr).Port)
+	r := newFakeRelay(t)
+	a := newNode(t, r, Options{Port: port})
+	if a.LocalPort() == port || a.LocalPort() == 0 {
+		t.Fatalf("port %d, want a free one other than %d", a.LocalPort(), port)
+	}
+	b := newNode(t, r, Options{})
+	a.SetPeers([]Peer{b.asPeer(1)})
+	b.SetPeers([]Peer{a.asPeer(1)})
+	waitDirect(t, a, b)
+}
+
+func TestNetmapEndpointsFiltered(t *testing.T) {
+	a := newNode(t, nil, Options{DERP: &captureDERP{sent: make(chan relayed, 16)}})
+	k := key.NewPrivate().NodePublic()
+	good := netip.MustParseAddrPort("127.0.0.1:5")
+	a.SetPeers([]Peer{{Key: k, DiscoKey: key.NewPrivate().DiscoPublic(), Endpoints: []netip.AddrPort{
+		good, DERPAddr(1), netip.MustParseAddrPort("0.0.0.0:5"), netip.MustParseAddrPort("[fe80::1%eth0]:5"), netip.MustParseAddrPort("[::ffff:127.0.0.1]:5"),
+	}}})
+	st, _ := a.PeerStatus(k)
+	if len(st.Endpoints) != 1 || st.Endpoints[0] != good {
+		t.Fatalf("candidates %v", st.Endpoints)
+	}
 }

@@ -45,7 +45,7 @@ type relayed struct {
 	pkt      []byte
 }
 
-func newFakeRelay(t *testing.T) *fakeRelay {
+func newFakeRelay(t testing.TB) *fakeRelay {
 	r := &fakeRelay{conns: map[key.NodePublic]*Conn{}, sent: map[key.NodePublic]int{}, q: make(chan relayed, 256), done: make(chan struct{})}
 	r.wg.Add(1)
 	go func() {
@@ -111,7 +111,7 @@ type received struct {
 	src netip.AddrPort
 }
 
-func newNode(t *testing.T, r *fakeRelay, opts Options) *node {
+func newNode(t testing.TB, r *fakeRelay, opts Options) *node {
 	t.Helper()
 	n := &node{key: key.NewPrivate(), wg: make(chan received, 256)}
 	opts.NodeKey = n.key

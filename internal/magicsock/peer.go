@@ -1,6 +1,7 @@
 package magicsock
 
 import (
+	"cmp"
 	"maps"
 	"net/netip"
 	"slices"
@@ -155,7 +156,7 @@ func (c *Conn) SetPeers(peers []Peer) {
 		}
 		for _, ap := range np.Endpoints {
 			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-			if !ap.IsValid() || ap.Addr().Zone() != "" {
+			if !ap.IsValid() || ap.Addr().Zone() != "" || ap.Addr() == DERPMagicIP || ap.Addr().IsUnspecified() {
 				continue
 			}
 			cd := p.cands[ap]
@@ -203,8 +204,8 @@ type Status struct {
 	// Trusted reports whether Addr answered recently enough that data
 	// goes only there.
 	Trusted bool
-	// DERPRegion is the peer's home region, used whenever the direct path
-	// is not trusted.
+	// DERPRegion is the peer's home region (or, without one, the region
+	// it was last heard on), used whenever the direct path is not trusted.
 	DERPRegion int
 	// Latency is the latest round trip on the direct path.
 	Latency time.Duration
@@ -225,7 +226,7 @@ func (c *Conn) PeerStatus(k key.NodePublic) (Status, bool) {
 	st := Status{
 		Addr:       p.best,
 		Trusted:    p.best.IsValid() && time.Now().Before(p.bestUntil),
-		DERPRegion: p.homeDERP,
+		DERPRegion: cmp.Or(p.homeDERP, p.derpRegion),
 		Latency:    p.bestLatency,
 		LastPong:   p.lastPong,
 	}

@@ -1,0 +1,34 @@
+package magicsock
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/microlink-go/microlink/internal/disco"
+	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/stun"
+)
+
+// FuzzReceive feeds arbitrary packets to both receive paths of a Conn
+// that knows one peer. Nothing may panic, and only sealed disco from the
+// peer may change its state.
+func FuzzReceive(f *testing.F) {
+	peerDisco := disco.NewSealer(key.NewPrivate(), 0)
+	peerNode := key.NewPrivate().NodePublic()
+	c := newNode(f, nil, Options{DERP: &captureDERP{sent: make(chan relayed, 1)}}).Conn
+	c.SetPeers([]Peer{{Key: peerNode, DiscoKey: peerDisco.Public(), HomeDERP: 1}})
+	for _, m := range []disco.Message{&disco.Ping{NodeKey: peerNode}, &disco.Pong{}, &disco.CallMeMaybe{MyNumber: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}}} {
+		f.Add(peerDisco.Seal(nil, c.DiscoPublic(), m), true)
+		f.Add(peerDisco.Seal(nil, c.DiscoPublic(), m), false)
+	}
+	f.Add([]byte(wgMsg), false)
+	f.Add(stun.Response(nil, stun.NewTxID(), netip.MustParseAddrPort("192.0.2.1:1")), false)
+	f.Add([]byte{0, 0, 0x7a, 0x11, 0, 0, 1, 0}, false)
+	f.Fuzz(func(t *testing.T, b []byte, viaDERP bool) {
+		if viaDERP {
+			c.ReceiveDERP(1, peerNode, b)
+		} else {
+			c.receiveUDP(b, netip.MustParseAddrPort("127.0.0.1:9"))
+		}
+	})
+}
