@@ -129,6 +129,7 @@ type scaleResult struct {
 	livePeak    uint64 // largest live heap at GC checkpoints, JSON included
 	sampledPeak uint64 // largest heap seen while decoding and applying
 	retained    uint64 // heap kept by the Map alone
+	jsonBytes   int
 }
 
 // measureScale decodes js (n peers) and applies it to a fresh Map, with
@@ -139,7 +140,7 @@ func measureScale(tb testing.TB, n int, streaming bool) scaleResult {
 	base := liveHeap()
 	js := syntheticNetmap(n)
 	liveHeap()
-	var r scaleResult
+	r := scaleResult{jsonBytes: len(js)}
 	var m *Map
 	sampler := startSampler()
 	start := time.Now()
@@ -217,6 +218,7 @@ func BenchmarkNetmapScale(b *testing.B) {
 				b.ReportMetric(float64(r.retained)/float64(n), "retained-B/peer")
 				b.ReportMetric(float64(r.livePeak)/1e6, "peak-MB")
 				b.ReportMetric(float64(r.sampledPeak)/1e6, "sampled-peak-MB")
+				b.ReportMetric(float64(r.jsonBytes)/1e6, "json-MB")
 			})
 		}
 	}
