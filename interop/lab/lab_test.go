@@ -179,6 +179,27 @@ func TestPeers(t *testing.T) {
 	}
 }
 
+// TestDERPOnly checks that peers which never use direct UDP reach each
+// other through the lab's DERP server.
+func TestDERPOnly(t *testing.T) {
+	l := Start(t, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := l.StartTailscaled(t, TSOptions{Hostname: "delta", NeverDirect: true})
+	b := l.StartTailscaled(t, TSOptions{Hostname: "epsilon", NeverDirect: true})
+	if _, err := a.WaitPeer(ctx, "epsilon"); err != nil {
+		t.Fatal(err)
+	}
+	for _, res := range []*ipnstate.PingResult{
+		pingUntil(ctx, t, a, b.IPv4(), "disco"),
+		pingUntil(ctx, t, b, a.IPv4(), "disco"),
+	} {
+		if res.DERPRegionID != DERPRegionID || res.Endpoint != "" {
+			t.Errorf("ping went via DERP region %d, endpoint %q; want DERP region %d only", res.DERPRegionID, res.Endpoint, DERPRegionID)
+		}
+	}
+}
+
 // pingUntil pings until one reply arrives, since the first pings may race
 // with path setup.
 func pingUntil(ctx context.Context, t *testing.T, from *Tailscaled, to netip.Addr, typ string) *ipnstate.PingResult {
@@ -216,5 +237,12 @@ func echoOnce(pc net.PacketConn) {
 			return
 		}
 		pc.WriteTo(buf[:n], from)
+	}
+}
+
+func TestBinariesFromEnvMissing(t *testing.T) {
+	t.Setenv(EnvBinDir, t.TempDir())
+	if _, _, err := findOrBuild(); err == nil || !strings.Contains(err.Error(), EnvBinDir) {
+		t.Fatalf("empty %s: err = %v, want an error naming it", EnvBinDir, err)
 	}
 }
