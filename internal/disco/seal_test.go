@@ -103,6 +103,9 @@ func TestSealerBounded(t *testing.T) {
 }
 
 func TestSealAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool does not keep items under the race detector")
+	}
 	alice, bob := rfcKeys()
 	s := NewSealer(alice, 0)
 	peer := bob.DiscoPublic()
