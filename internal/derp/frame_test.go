@@ -138,7 +138,7 @@ func TestParsePeerPresent(t *testing.T) {
 	k := key.NewPrivate().NodePublic()
 	p := append([]byte(nil), k[:]...)
 	p = append(p, mustHex(t, "00000000000000000000ffff7f000001")...) // ::ffff:127.0.0.1
-	p = append(p, 0x1f, 0x90, 0x03)                                   // port 8080, flags 3
+	p = append(p, 0x1f, 0x90, 0x03)                                  // port 8080, flags 3
 	m, err := parsePeerPresent(p)
 	want := PeerPresent{Key: k, AddrPort: netip.MustParseAddrPort("127.0.0.1:8080"), Flags: 3}
 	if err != nil || m != want {

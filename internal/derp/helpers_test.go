@@ -32,9 +32,17 @@ type fakeServer struct {
 // tcpPair returns the two ends of a loopback TCP connection.
 func tcpPair(t testing.TB) (client, server net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	client, server, err := dialPair()
 	if err != nil {
 		t.Fatal(err)
+	}
+	return client, server
+}
+
+func dialPair() (client, server net.Conn, err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
 	}
 	defer ln.Close()
 	type res struct {
@@ -47,15 +55,17 @@ func tcpPair(t testing.TB) (client, server net.Conn) {
 		ch <- res{c, err}
 	}()
 	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
 	r := <-ch
-	if r.err != nil {
-		client.Close()
-		t.Fatal(r.err)
+	if err != nil || r.err != nil {
+		if client != nil {
+			client.Close()
+		}
+		if r.c != nil {
+			r.c.Close()
+		}
+		return nil, nil, errors.Join(err, r.err)
 	}
-	return client, r.c
+	return client, r.c, nil
 }
 
 // handshake runs the server side of the DERP handshake, answering with si.

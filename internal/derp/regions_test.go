@@ -1,0 +1,342 @@
+package derp
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/microlink-go/microlink/internal/key"
+)
+
+// fakeRegions runs Regions against fake servers: every dial makes a new
+// fakeServer and hands it to the test on servers.
+type fakeRegions struct {
+	*Regions
+	t       *testing.T
+	servers chan regionServer
+	fail    chan int // region IDs whose next dial fails
+
+	mu       sync.Mutex
+	dials    map[int][]time.Time
+	received chan receivedPacket
+	gone     chan key.NodePublic
+}
+
+type regionServer struct {
+	region int
+	*fakeServer
+}
+
+type receivedPacket struct {
+	region int
+	src    key.NodePublic
+	data   string
+}
+
+func newFakeRegions(t *testing.T) *fakeRegions {
+	f := &fakeRegions{
+		t:        t,
+		servers:  make(chan regionServer, 16),
+		fail:     make(chan int, 16),
+		dials:    make(map[int][]time.Time),
+		received: make(chan receivedPacket, 16),
+		gone:     make(chan key.NodePublic, 16),
+	}
+	f.Regions = newRegions(RegionsOptions{
+		PrivateKey: key.NewPrivate(),
+		Lookup: func(id int) []Node {
+			return []Node{{Name: "n", RegionID: id, HostName: "derp.invalid"}}
+		},
+		Receive: func(region int, src key.NodePublic, pkt []byte) {
+			f.received <- receivedPacket{region, src, string(pkt)}
+		},
+		OnPeerGone: func(region int, k key.NodePublic) { f.gone <- k },
+	})
+	f.Regions.dial = f.dial
+	f.Regions.idleTimeout = 300 * time.Millisecond
+	f.Regions.idleCheck = 50 * time.Millisecond
+	f.Regions.start()
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func (f *fakeRegions) dial(ctx context.Context, nodes []Node, opts Options) (*Client, error) {
+	id := nodes[0].RegionID
+	f.mu.Lock()
+	f.dials[id] = append(f.dials[id], time.Now())
+	f.mu.Unlock()
+	select {
+	case bad := <-f.fail:
+		if bad == id {
+			return nil, errors.New("dial failed on purpose")
+		}
+		f.fail <- bad
+	default:
+	}
+	cc, sc, err := dialPair()
+	if err != nil {
+		return nil, err
+	}
+	s := &fakeServer{priv: key.NewPrivate(), conn: sc, br: bufio.NewReader(sc)}
+	go func() {
+		if err := s.handshake(ServerInfo{Version: 2}); err != nil {
+			f.t.Logf("fake server handshake: %v", err)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	c, err := newClient(ctx, cc, bufio.NewReader(cc), key.NodePublic{}, opts)
+	if err != nil {
+		f.t.Logf("fake dial: %v", err)
+		cc.Close()
+		sc.Close()
+		return nil, err
+	}
+	f.servers <- regionServer{id, s}
+	return c, nil
+}
+
+func (f *fakeRegions) dialTimes(region int) []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]time.Time(nil), f.dials[region]...)
+}
+
+// nextServer waits for the next connection, which must be to region.
+func (f *fakeRegions) nextServer(t *testing.T, region int) *fakeServer {
+	t.Helper()
+	select {
+	case s := <-f.servers:
+		t.Cleanup(func() { s.conn.Close() })
+		if s.region != region {
+			t.Fatalf("connected to region %d, want %d", s.region, region)
+		}
+		return s.fakeServer
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no connection to region %d", region)
+		return nil
+	}
+}
+
+func (s *fakeServer) expectPreferred(t *testing.T, want bool) {
+	t.Helper()
+	p := s.readType(t, frameNotePreferred)
+	if len(p) != 1 || (p[0] == 1) != want {
+		t.Fatalf("NotePreferred %x, want %v", p, want)
+	}
+}
+
+func (s *fakeServer) expectPacket(t *testing.T, dst key.NodePublic, data string) {
+	t.Helper()
+	p := s.readType(t, frameSendPacket)
+	if len(p) < keyLen || key.NodePublic(p[:keyLen]) != dst || string(p[keyLen:]) != data {
+		t.Fatalf("SendPacket %x, want to %v %q", p, dst, data)
+	}
+}
+
+func (s *fakeServer) deliver(t *testing.T, src key.NodePublic, data string) {
+	t.Helper()
+	s.send(t, frameRecvPacket, append(append([]byte(nil), src[:]...), data...))
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestRegionsHomeAndPreferred(t *testing.T) {
+	defer checkGoroutines(t)()
+	f := newFakeRegions(t)
+	f.SetHome(1)
+	s1 := f.nextServer(t, 1)
+	s1.expectPreferred(t, true)
+	if f.Home() != 1 {
+		t.Fatalf("Home = %d", f.Home())
+	}
+	f.SetHome(2)
+	s2 := f.nextServer(t, 2)
+	s2.expectPreferred(t, true)
+	s1.expectPreferred(t, false)
+	f.Close()
+}
+
+func TestRegionsSendOnDemandAndReverseRoute(t *testing.T) {
+	f := newFakeRegions(t)
+	f.SetHome(1)
+	s1 := f.nextServer(t, 1)
+	s1.expectPreferred(t, true)
+	waitFor(t, "home connected", func() bool { return f.Connected(1) })
+
+	peer := key.NewPrivate().NodePublic()
+	if err := f.Send(1, peer, []byte("via home")); err != nil {
+		t.Fatal(err)
+	}
+	s1.expectPacket(t, peer, "via home")
+
+	// A peer in region 3: the packet waits for the connection.
+	if err := f.Send(3, peer, []byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	s3 := f.nextServer(t, 3)
+	s3.expectPreferred(t, false)
+	s3.expectPacket(t, peer, "queued")
+
+	// Another peer is heard on region 3; region 0 answers there.
+	other := key.NewPrivate().NodePublic()
+	if err := f.Send(0, other, []byte("x")); !errors.Is(err, ErrNoRoute) {
+		t.Fatalf("Send with no route: %v", err)
+	}
+	s3.deliver(t, other, "hi")
+	select {
+	case got := <-f.received:
+		if got != (receivedPacket{3, other, "hi"}) {
+			t.Fatalf("received %+v", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("packet not delivered")
+	}
+	if err := f.Send(0, other, []byte("reply")); err != nil {
+		t.Fatal(err)
+	}
+	s3.expectPacket(t, other, "reply")
+
+	// Unconnected region 4 for a peer heard on 3: uses the reverse route.
+	f.fail <- 4
+	if err := f.Send(4, other, []byte("reverse")); err != nil {
+		t.Fatal(err)
+	}
+	s3.expectPacket(t, other, "reverse")
+
+	// PeerGone forgets the route.
+	s3.send(t, framePeerGone, other[:])
+	select {
+	case k := <-f.gone:
+		if k != other {
+			t.Fatalf("PeerGone for %v", k)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnPeerGone not called")
+	}
+	waitFor(t, "route forgotten", func() bool { return errors.Is(f.Send(0, other, nil), ErrNoRoute) })
+}
+
+func TestRegionsQueueLimit(t *testing.T) {
+	f := newFakeRegions(t)
+	peer := key.NewPrivate().NodePublic()
+	// Region 5 never connects while its dials fail.
+	for range 8 {
+		f.fail <- 5
+	}
+	var full bool
+	for range maxPending + 1 {
+		if err := f.Send(5, peer, []byte("p")); errors.Is(err, ErrQueueFull) {
+			full = true
+		}
+	}
+	if !full {
+		t.Fatalf("queue of a connecting region is unbounded")
+	}
+}
+
+func TestRegionsIdleClose(t *testing.T) {
+	f := newFakeRegions(t)
+	f.SetHome(1)
+	f.nextServer(t, 1)
+	peer := key.NewPrivate().NodePublic()
+	f.Send(3, peer, []byte("x"))
+	s3 := f.nextServer(t, 3)
+	s3.expectPacket(t, peer, "x")
+	waitFor(t, "idle region closed", func() bool { return !f.Connected(3) })
+	s3.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := readFrame(s3.br, 1<<20, nil); err == nil {
+		t.Fatal("idle connection still open on the server side")
+	}
+	time.Sleep(3 * f.idleTimeout)
+	if !f.Connected(1) {
+		t.Fatal("home region closed for idleness")
+	}
+}
+
+func TestRegionsReconnectWithBackoff(t *testing.T) {
+	f := newFakeRegions(t)
+	f.fail <- 1
+	f.SetHome(1)
+	s := f.nextServer(t, 1)
+	s.expectPreferred(t, true)
+	if n := len(f.dialTimes(1)); n != 2 {
+		t.Fatalf("%d dials, want 2 (one failed)", n)
+	}
+	s.conn.Close() // server drops us
+	s = f.nextServer(t, 1)
+	s.expectPreferred(t, true)
+	waitFor(t, "reconnected", func() bool { return f.Connected(1) })
+	peer := key.NewPrivate().NodePublic()
+	if err := f.Send(1, peer, []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	s.expectPacket(t, peer, "again")
+}
+
+func TestRegionsRestarting(t *testing.T) {
+	f := newFakeRegions(t)
+	f.SetHome(1)
+	s := f.nextServer(t, 1)
+	s.expectPreferred(t, true)
+	// Restarting: reconnect in 700 ms, try for 5 s.
+	s.send(t, frameRestarting, []byte{0, 0, 0x02, 0xbc, 0, 0, 0x13, 0x88})
+	time.Sleep(20 * time.Millisecond)
+	closed := time.Now()
+	s.conn.Close()
+	f.nextServer(t, 1)
+	dials := f.dialTimes(1)
+	if gap := dials[len(dials)-1].Sub(closed); gap < 650*time.Millisecond || gap > 3*time.Second {
+		t.Fatalf("reconnected %v after the restart, want about 700ms", gap)
+	}
+}
+
+func TestRegionsLatency(t *testing.T) {
+	f := newFakeRegions(t)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := f.Latency(ctx, 7)
+		done <- err
+	}()
+	s := f.nextServer(t, 7)
+	p := s.readType(t, framePing)
+	s.send(t, framePong, p)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRegionsCloseStopsEverything(t *testing.T) {
+	check := checkGoroutines(t)
+	f := newFakeRegions(t)
+	f.SetHome(1)
+	s1 := f.nextServer(t, 1)
+	f.Send(2, key.NodePublic{}, []byte("x"))
+	s2 := f.nextServer(t, 2)
+	for range 3 {
+		f.fail <- 9
+	}
+	f.Send(9, key.NodePublic{}, []byte("x")) // stuck in backoff
+	time.Sleep(50 * time.Millisecond)
+	f.Close()
+	if err := f.Send(1, key.NodePublic{}, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Send after Close: %v", err)
+	}
+	s1.conn.Close()
+	s2.conn.Close()
+	check()
+}

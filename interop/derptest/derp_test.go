@@ -1,0 +1,344 @@
+package derptest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	tsderp "tailscale.com/derp"
+	"tailscale.com/disco"
+	tskey "tailscale.com/types/key"
+
+	"github.com/microlink-go/microlink/internal/derp"
+	"github.com/microlink-go/microlink/internal/key"
+)
+
+func TestExchangePackets(t *testing.T) {
+	r := startRelay(t, "127.0.0.1:0")
+	infos := make(chan tsderp.ClientInfo, 4)
+	r.srv.ForTest().SetOnClientInfo(func(_ tskey.NodePublic, ci tsderp.ClientInfo) { infos <- ci })
+
+	priv := key.NewPrivate()
+	ours := dialOurs(t, r, priv)
+	if got, want := ours.ServerPublicKey(), key.NodePublic(r.srv.PublicKey().Raw32()); got != want {
+		t.Fatalf("ServerPublicKey = %v, want %v", got, want)
+	}
+	if ci := <-infos; ci.Version != 2 || !ci.CanAckPings {
+		t.Errorf("server saw ClientInfo %+v", ci)
+	}
+	ref := dialReference(t, r)
+	msgs := recvAll(ours)
+
+	for _, size := range []int{0, 1, 1280, 9000, derp.MaxPacketSize} {
+		pkt := bytes.Repeat([]byte{byte(size)}, size)
+		// Ours to reference.
+		if err := ours.Send(ref.key(), pkt); err != nil {
+			t.Fatal(err)
+		}
+		got := recvReference(t, ref)
+		if got.Source != tsPublic(t, priv.NodePublic()) || !bytes.Equal(got.Data, pkt) {
+			t.Fatalf("reference got %d bytes from %v, want %d from us", len(got.Data), got.Source, size)
+		}
+		// Reference to ours.
+		if err := ref.Send(tsPublic(t, priv.NodePublic()), pkt); err != nil {
+			t.Fatal(err)
+		}
+		rp := next[*derp.ReceivedPacket](t, msgs)
+		if rp.Source != ref.key() || !bytes.Equal(rp.Data, pkt) {
+			t.Fatalf("we got %d bytes from %v, want %d from %v", len(rp.Data), rp.Source, size, ref.key())
+		}
+	}
+}
+
+// recvReference returns the next packet the reference client receives.
+func recvReference(t *testing.T, ref *reference) tsderp.ReceivedPacket {
+	t.Helper()
+	type res struct {
+		m   tsderp.ReceivedMessage
+		err error
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		ch := make(chan res, 1)
+		go func() {
+			m, err := ref.Recv()
+			ch <- res{m, err}
+		}()
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				t.Fatalf("reference Recv: %v", r.err)
+			}
+			if p, ok := r.m.(tsderp.ReceivedPacket); ok {
+				return p
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("reference client received nothing")
+		}
+	}
+	t.Fatal("reference client received no packet")
+	return tsderp.ReceivedPacket{}
+}
+
+func TestNotePreferred(t *testing.T) {
+	r := startRelay(t, "127.0.0.1:0")
+	ours := dialOurs(t, r, key.NewPrivate())
+	if n := r.homeConnections(); n != 0 {
+		t.Fatalf("home connections before NotePreferred: %d", n)
+	}
+	if err := ours.NotePreferred(true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "home connection counted", func() bool { return r.homeConnections() == 1 })
+	if err := ours.NotePreferred(false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "home connection uncounted", func() bool { return r.homeConnections() == 0 })
+}
+
+func TestPingServer(t *testing.T) {
+	r := startRelay(t, "127.0.0.1:0")
+	ours := dialOurs(t, r, key.NewPrivate())
+	recvAll(ours)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rtt, err := ours.Ping(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rtt <= 0 || rtt > 5*time.Second {
+		t.Fatalf("rtt = %v", rtt)
+	}
+}
+
+func TestPeerGone(t *testing.T) {
+	r := startRelay(t, "127.0.0.1:0")
+	priv := key.NewPrivate()
+	ours := dialOurs(t, r, priv)
+	msgs := recvAll(ours)
+	ref := dialReference(t, r)
+
+	// Having heard from the peer, we hear when it leaves.
+	if err := ref.Send(tsPublic(t, priv.NodePublic()), []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	next[*derp.ReceivedPacket](t, msgs)
+	ref.Close()
+	pg := next[derp.PeerGone](t, msgs)
+	if pg.Key != ref.key() || pg.Reason != derp.PeerGoneDisconnected {
+		t.Fatalf("PeerGone = %+v, want %v disconnected", pg, ref.key())
+	}
+
+	// A disco packet to an unknown key is answered with "not here".
+	stranger := key.NewPrivate().NodePublic()
+	pkt := append([]byte(disco.Magic), make([]byte, 32+24+16)...)
+	if err := ours.Send(stranger, pkt); err != nil {
+		t.Fatal(err)
+	}
+	pg = next[derp.PeerGone](t, msgs)
+	if pg.Key != stranger || pg.Reason != derp.PeerGoneNotHere {
+		t.Fatalf("PeerGone = %+v, want %v not here", pg, stranger)
+	}
+}
+
+func TestCertificatePinning(t *testing.T) {
+	r := startRelay(t, "127.0.0.1:0")
+	sum := sha256.Sum256(r.http.Certificate().Raw)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	n := r.node()
+	n.InsecureForTests = false
+	n.CertName = "sha256-raw:" + hex.EncodeToString(sum[:])
+	c, err := derp.Dial(ctx, []derp.Node{n}, derp.Options{PrivateKey: key.NewPrivate()})
+	if err != nil {
+		t.Fatalf("pinned to the right hash: %v", err)
+	}
+	c.Close()
+
+	sum[0] ^= 1
+	n.CertName = "sha256-raw:" + hex.EncodeToString(sum[:])
+	if c, err := derp.Dial(ctx, []derp.Node{n}, derp.Options{PrivateKey: key.NewPrivate()}); err == nil {
+		c.Close()
+		t.Fatal("pinned to a wrong hash, yet connected")
+	}
+}
+
+func TestCertificateVerification(t *testing.T) {
+	r := startRelay(t, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pool := x509.NewCertPool()
+	pool.AddCert(r.http.Certificate())
+
+	n := r.node()
+	n.InsecureForTests = false
+	dial := func(n derp.Node, opts derp.Options) error {
+		opts.PrivateKey = key.NewPrivate()
+		c, err := derp.Dial(ctx, []derp.Node{n}, opts)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	if err := dial(n, derp.Options{}); err == nil {
+		t.Error("self-signed certificate accepted without InsecureForTests")
+	}
+	if err := dial(n, derp.Options{RootCAs: pool}); err != nil {
+		t.Errorf("certificate from a trusted root refused: %v", err)
+	}
+	n.CertName = "example.com" // the httptest certificate's name
+	if err := dial(n, derp.Options{RootCAs: pool}); err != nil {
+		t.Errorf("CertName example.com refused: %v", err)
+	}
+	n.CertName = "derp.example.org"
+	if err := dial(n, derp.Options{RootCAs: pool}); err == nil {
+		t.Error("certificate accepted for the wrong CertName")
+	}
+}
+
+func TestServerPingAnswered(t *testing.T) {
+	fs := startFakeRelay(t)
+	ours := dialOurs(t, fs.relay(), key.NewPrivate())
+	go func() {
+		for {
+			if _, err := ours.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	ping := [8]byte{9, 8, 7, 6, 5, 4, 3, 2}
+	if err := fs.sendPing(ping); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case pong := <-fs.pongs:
+		if pong != ping {
+			t.Fatalf("pong %x, want %x", pong, ping)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no pong")
+	}
+}
+
+func TestSendDoesNotAllocate(t *testing.T) {
+	r := startRelay(t, "127.0.0.1:0")
+	ours := dialOurs(t, r, key.NewPrivate())
+	ref := dialReference(t, r)
+	go func() {
+		for {
+			if _, err := ref.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	pkt := make([]byte, 1280)
+	dst := ref.key()
+	if n := testing.AllocsPerRun(200, func() {
+		if err := ours.Send(dst, pkt); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("Send over TLS allocates %v times per packet", n)
+	}
+}
+
+func TestRegionsReconnect(t *testing.T) {
+	t.Cleanup(checkGoroutines(t)) // runs last, after the servers stop
+	r := startRelay(t, "127.0.0.1:0")
+	addr := r.addr
+	var mu sync.Mutex
+	cur := r
+	priv := key.NewPrivate()
+	got := make(chan string, 16)
+	regions := derp.NewRegions(derp.RegionsOptions{
+		PrivateKey: priv,
+		Lookup: func(id int) []derp.Node {
+			mu.Lock()
+			defer mu.Unlock()
+			if id != 1 {
+				return nil
+			}
+			return []derp.Node{cur.node()}
+		},
+		Receive: func(region int, src key.NodePublic, pkt []byte) {
+			got <- fmt.Sprintf("%d %s", region, pkt)
+		},
+	})
+	defer regions.Close()
+	regions.SetHome(1)
+	waitFor(t, "home connected", func() bool { return regions.Connected(1) })
+	waitFor(t, "home noted", func() bool { return r.homeConnections() == 1 })
+
+	exchange := func(r *relay, round string) {
+		t.Helper()
+		ref := dialReference(t, r)
+		defer ref.Close()
+		if err := ref.Send(tsPublic(t, priv.NodePublic()), []byte(round)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case s := <-got:
+			if s != "1 "+round {
+				t.Fatalf("received %q, want %q", s, "1 "+round)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: packet not received", round)
+		}
+		// Region 0 answers over the region the peer was heard on.
+		if err := regions.Send(0, ref.key(), []byte("re: "+round)); err != nil {
+			t.Fatal(err)
+		}
+		if p := recvReference(t, ref); string(p.Data) != "re: "+round {
+			t.Fatalf("reference got %q", p.Data)
+		}
+	}
+	exchange(r, "before restart")
+
+	// Restart the server on the same port, with a new key.
+	r.stop()
+	waitFor(t, "disconnect noticed", func() bool { return !regions.Connected(1) })
+	r2 := startRelay(t, addr)
+	mu.Lock()
+	cur = r2
+	mu.Unlock()
+	waitFor(t, "reconnected", func() bool { return regions.Connected(1) })
+	waitFor(t, "home noted after reconnect", func() bool { return r2.homeConnections() == 1 })
+	exchange(r2, "after restart")
+}
+
+func TestRegionsLatency(t *testing.T) {
+	r := startRelay(t, "127.0.0.1:0")
+	regions := derp.NewRegions(derp.RegionsOptions{
+		PrivateKey: key.NewPrivate(),
+		Lookup:     func(int) []derp.Node { return []derp.Node{r.node()} },
+	})
+	defer regions.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := regions.Latency(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	regions.Close()
+	if _, err := regions.Latency(ctx, 1); !errors.Is(err, derp.ErrClosed) {
+		t.Fatalf("Latency after Close: %v", err)
+	}
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
