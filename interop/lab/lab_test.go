@@ -173,6 +173,7 @@ func TestPeers(t *testing.T) {
 				if string(got[:n]) != "hello gamma" {
 					t.Fatalf("UDP echo %q", got[:n])
 				}
+				t.Logf("UDP echo from gamma through TUN after %d tries", i+1)
 				break
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"testing"
 )
@@ -71,8 +72,11 @@ func RunInNetns(m *testing.M) int {
 	cmd.Env = append(os.Environ(), envNetns+"="+name)
 	cmd.Env = append(cmd.Env, netnsEnv...)
 	// "ip netns exec" execs the test binary in place, so the child keeps
-	// this setting: it dies with us.
+	// this setting: it dies with us. The signal is tied to the thread that
+	// starts the child, which therefore must not exit before the child.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 
 	// Forward interrupts so the child can clean up; we wait for it.
 	sigs := make(chan os.Signal, 1)

@@ -178,8 +178,9 @@ func (d *Tailscaled) start(bin string, l *Lab, opts TSOptions) error {
 	}
 	cmd.Env = append(cmd.Env, opts.Env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// tailscaled exits when the write end of this pipe closes, which
+	// happens at the latest when the test process dies.
 	cmd.ExtraFiles = []*os.File{deathR}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		deathW.Close()
 		return err
