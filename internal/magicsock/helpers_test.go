@@ -113,6 +113,11 @@ type received struct {
 
 func newNode(t testing.TB, r *fakeRelay, opts Options) *node {
 	t.Helper()
+	return newNodeTiming(t, r, opts, fastTiming)
+}
+
+func newNodeTiming(t testing.TB, r *fakeRelay, opts Options, tm timing) *node {
+	t.Helper()
 	n := &node{key: key.NewPrivate(), wg: make(chan received, 256)}
 	opts.NodeKey = n.key
 	opts.DiscoKey = key.NewPrivate()
@@ -131,7 +136,7 @@ func newNode(t testing.TB, r *fakeRelay, opts Options) *node {
 	if opts.DERP == nil {
 		opts.DERP = &fakeDERP{r: r, self: n.key.NodePublic()}
 	}
-	c, err := newConn(opts, fastTiming)
+	c, err := newConn(opts, tm)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -213,9 +213,9 @@ func (c *Conn) plan(dm *tailcfg.DERPMap, last *report, home int, full bool) []pr
 	return out
 }
 
-// stunAddrs returns the STUN addresses of node. An empty IP field falls
-// back to the host name only when both are empty; "none" or any other
-// non-IP disables the family.
+// stunAddrs returns the STUN addresses of node. An empty IPv4 or IPv6
+// field means that family comes from DNS on HostName; any other value that
+// is not an address of the family (conventionally "none") disables it.
 func stunAddrs(n *tailcfg.DERPNode) (v4, v6 []netip.AddrPort) {
 	port := uint16(DefaultSTUNPort)
 	if n.STUNPort > 0 {
@@ -236,15 +236,16 @@ func stunAddrs(n *tailcfg.DERPNode) (v4, v6 []netip.AddrPort) {
 	if ip, err := netip.ParseAddr(n.IPv6); err == nil && ip.Is6() {
 		v6 = append(v6, netip.AddrPortFrom(ip, port))
 	}
-	if n.IPv4 == "" && n.IPv6 == "" && n.HostName != "" {
+	if (n.IPv4 == "" || n.IPv6 == "") && n.HostName != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		ips, _ := net.DefaultResolver.LookupNetIP(ctx, "ip", n.HostName)
 		for _, ip := range ips {
 			ip = ip.Unmap()
-			if ip.Is4() {
+			switch {
+			case ip.Is4() && n.IPv4 == "":
 				v4 = append(v4, netip.AddrPortFrom(ip, port))
-			} else {
+			case ip.Is6() && n.IPv6 == "":
 				v6 = append(v6, netip.AddrPortFrom(ip, port))
 			}
 		}

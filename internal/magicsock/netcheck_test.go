@@ -267,3 +267,28 @@ func TestRebind(t *testing.T) {
 		}
 	})
 }
+
+func TestSTUNAddrs(t *testing.T) {
+	for _, tc := range []struct {
+		node   tailcfg.DERPNode
+		v4, v6 string
+	}{
+		{tailcfg.DERPNode{IPv4: "192.0.2.1", IPv6: "2001:db8::1"}, "192.0.2.1:3478", "[2001:db8::1]:3478"},
+		{tailcfg.DERPNode{IPv4: "192.0.2.1", IPv6: "none", STUNPort: 9}, "192.0.2.1:9", ""},
+		{tailcfg.DERPNode{IPv4: "2001:db8::1", IPv6: "192.0.2.1"}, "", ""},
+		{tailcfg.DERPNode{IPv4: "none", IPv6: "none", STUNTestIP: "127.0.0.1", STUNPort: 7}, "127.0.0.1:7", ""},
+		{tailcfg.DERPNode{IPv4: "none", IPv6: "none", STUNTestIP: "::1"}, "", "[::1]:3478"},
+		{tailcfg.DERPNode{HostName: "localhost", IPv4: "", IPv6: "none"}, "127.0.0.1:3478", ""},
+	} {
+		v4, v6 := stunAddrs(&tc.node)
+		str := func(aps []netip.AddrPort) string {
+			if len(aps) == 0 {
+				return ""
+			}
+			return aps[0].String()
+		}
+		if str(v4) != tc.v4 || str(v6) != tc.v6 {
+			t.Errorf("%+v: %v %v, want %q %q", tc.node, v4, v6, tc.v4, tc.v6)
+		}
+	}
+}
