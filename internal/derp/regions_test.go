@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -339,4 +340,21 @@ func TestRegionsCloseStopsEverything(t *testing.T) {
 	s1.conn.Close()
 	s2.conn.Close()
 	check()
+}
+
+func TestRegionsSendAllocs(t *testing.T) {
+	f := newFakeRegions(t)
+	f.SetHome(1)
+	s := f.nextServer(t, 1)
+	waitFor(t, "home connected", func() bool { return f.Connected(1) })
+	go io.Copy(io.Discard, s.conn)
+	dst := key.NewPrivate().NodePublic()
+	pkt := make([]byte, 1280)
+	if n := testing.AllocsPerRun(200, func() {
+		if err := f.Send(1, dst, pkt); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("Regions.Send allocates %v times per packet", n)
+	}
 }

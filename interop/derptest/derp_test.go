@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -85,6 +86,74 @@ func recvReference(t *testing.T, ref *reference) tsderp.ReceivedPacket {
 	}
 	t.Fatal("reference client received no packet")
 	return tsderp.ReceivedPacket{}
+}
+
+func TestFastStart(t *testing.T) {
+	r := startRelayWith(t, "127.0.0.1:0", true)
+	priv := key.NewPrivate()
+	n := r.node()
+	n.HostName = "derp.test" // the server finds its certificate by SNI, which IPs lack
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ours, err := derp.Dial(ctx, []derp.Node{n}, derp.Options{PrivateKey: priv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ours.Close()
+	r.waitRegistered(t, tsPublic(t, priv.NodePublic()))
+	if h := r.headers(); len(h) != 1 || h[0].Get("Derp-Fast-Start") != "1" {
+		t.Fatalf("requests %v, want one with Derp-Fast-Start: 1", h)
+	}
+	if got, want := ours.ServerPublicKey(), key.NodePublic(r.srv.PublicKey().Raw32()); got != want {
+		t.Fatalf("ServerPublicKey = %v, want %v", got, want)
+	}
+	ref := dialReference(t, r)
+	msgs := recvAll(ours)
+	if err := ref.Send(tsPublic(t, priv.NodePublic()), []byte("fast")); err != nil {
+		t.Fatal(err)
+	}
+	if rp := next[*derp.ReceivedPacket](t, msgs); string(rp.Data) != "fast" {
+		t.Fatalf("got %q", rp.Data)
+	}
+	if err := ours.Send(ref.key(), []byte("start")); err != nil {
+		t.Fatal(err)
+	}
+	if p := recvReference(t, ref); string(p.Data) != "start" {
+		t.Fatalf("reference got %q", p.Data)
+	}
+}
+
+func TestDialFallsBackAcrossNodes(t *testing.T) {
+	r := startRelay(t, "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+
+	good := r.node()
+	good.Name = "1d"
+	nodes := []derp.Node{
+		{Name: "1a", RegionID: 1, HostName: "stun.invalid", STUNOnly: true},
+		{Name: "1b", RegionID: 1, HostName: "127.0.0.1", IPv4: "none", IPv6: "none", InsecureForTests: true},
+		{Name: "1c", RegionID: 1, HostName: "127.0.0.1", IPv4: "127.0.0.1", IPv6: "none", DERPPort: closedPort, InsecureForTests: true},
+		good,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := derp.Dial(ctx, nodes, derp.Options{PrivateKey: key.NewPrivate()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if h := r.headers(); len(h) != 1 || h[0].Get("Ideal-Node") != "1a" || h[0].Get("Upgrade") != "DERP" {
+		t.Fatalf("requests %v, want one with Ideal-Node: 1a", h)
+	}
+
+	if _, err := derp.Dial(ctx, nodes[:3], derp.Options{PrivateKey: key.NewPrivate()}); err == nil {
+		t.Fatal("Dial succeeded with no reachable node")
+	}
 }
 
 func TestNotePreferred(t *testing.T) {

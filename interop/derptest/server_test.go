@@ -2,7 +2,13 @@ package derptest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -31,6 +37,37 @@ type relay struct {
 	http *httptest.Server
 	addr string // host:port
 	logf func(string, ...any)
+
+	mu       sync.Mutex
+	requests []http.Header // headers of the HTTP requests served
+}
+
+// headers returns the headers of the requests served so far.
+func (r *relay) headers() []http.Header {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]http.Header(nil), r.requests...)
+}
+
+// selfSignedCert makes a certificate for 127.0.0.1.
+func selfSignedCert(t *testing.T) tls.Certificate {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "derp test"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}
 }
 
 // safeLogf returns a logf that forwards to t.Logf until the test ends;
@@ -55,6 +92,13 @@ func safeLogf(t *testing.T) func(string, ...any) {
 // startRelay starts a DERP server on addr ("127.0.0.1:0" for any port).
 func startRelay(t *testing.T, addr string) *relay {
 	t.Helper()
+	return startRelayWith(t, addr, false)
+}
+
+// startRelayWith starts a DERP server on addr; withMetaCert makes its TLS
+// chain carry the meta certificate that allows clients a fast start.
+func startRelayWith(t *testing.T, addr string, withMetaCert bool) *relay {
+	t.Helper()
 	var ln net.Listener
 	var err error
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -68,10 +112,21 @@ func startRelay(t *testing.T, addr string) *relay {
 	}
 	r := &relay{t: t, logf: safeLogf(t)}
 	r.srv = derpserver.New(tskey.NewNode(), r.logf)
-	r.http = httptest.NewUnstartedServer(derpserver.Handler(r.srv))
+	h := derpserver.Handler(r.srv)
+	r.http = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		r.requests = append(r.requests, req.Header.Clone())
+		r.mu.Unlock()
+		h.ServeHTTP(w, req)
+	}))
 	r.http.Listener.Close()
 	r.http.Listener = ln
 	r.http.Config.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	if withMetaCert {
+		cert := selfSignedCert(t)
+		r.http.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }}
+		r.srv.ModifyTLSConfigToAddMetaCert(r.http.TLS)
+	}
 	r.http.StartTLS()
 	r.addr = ln.Addr().String()
 	t.Cleanup(r.stop)
