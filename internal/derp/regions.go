@@ -24,7 +24,8 @@ type RegionsOptions struct {
 	Lookup func(regionID int) []Node
 	// Receive is called with every packet relayed to us. pkt is valid
 	// only during the call. Calls for different regions may run
-	// concurrently.
+	// concurrently. It should return quickly: the region's connection
+	// is not read meanwhile.
 	Receive func(region int, src key.NodePublic, pkt []byte)
 	// OnPeerGone, if not nil, is called when a region's server reports
 	// that a peer left it.
