@@ -1,0 +1,301 @@
+// Package control is microlink's client of the Tailscale control server.
+//
+// A [Client] registers the node (with an auth key or interactively),
+// reports its disco key, endpoints and home DERP region in "lite" map
+// updates, and holds the streaming map poll open, handing every decoded
+// map response to the caller. [Client.Run] keeps all of this going,
+// reconnecting with backoff, honouring rate limits and rotating the node
+// key when it expires. Applying map responses to a network map is the
+// caller's business.
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/tailcfg"
+	"github.com/microlink-go/microlink/internal/ts2021"
+)
+
+// CapabilityVersion is the capability version the client advertises.
+const CapabilityVersion = tailcfg.CurrentCapabilityVersion
+
+// Kind says what the client is doing or waiting for.
+type Kind int
+
+// Client states.
+const (
+	Connecting       Kind = iota // dialing, registering or polling, not yet with a netmap
+	NeedsLogin                   // waiting for the user to visit State.AuthURL
+	NeedsMachineAuth             // registered, waiting for an admin to approve the device
+	Connected                    // the map poll is up and has delivered the self node
+	Error                        // the last attempt failed with State.Err; retrying
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Connecting:
+		return "Connecting"
+	case NeedsLogin:
+		return "NeedsLogin"
+	case NeedsMachineAuth:
+		return "NeedsMachineAuth"
+	case Connected:
+		return "Connected"
+	case Error:
+		return "Error"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// State is the client's state as reported to Options.OnState.
+type State struct {
+	Kind    Kind
+	AuthURL string // for NeedsLogin
+	Err     error  // for Error
+}
+
+func (s State) String() string {
+	switch s.Kind {
+	case NeedsLogin:
+		return "NeedsLogin(" + s.AuthURL + ")"
+	case Error:
+		return fmt.Sprintf("Error(%v)", s.Err)
+	}
+	return s.Kind.String()
+}
+
+// Endpoint is a UDP address where the node may be reachable.
+type Endpoint struct {
+	AddrPort netip.AddrPort
+	Type     tailcfg.EndpointType
+}
+
+// Pinger runs the pings control asks for (disco, TSMP, ICMP) toward ip.
+type Pinger interface {
+	Ping(ctx context.Context, ip netip.Addr, pingType string) (*tailcfg.PingResponse, error)
+}
+
+// Options configure a Client.
+type Options struct {
+	ServerURL  string      // control server, e.g. https://controlplane.tailscale.com
+	MachineKey key.Private // the Noise static key; required
+	NodeKey    key.Private // the WireGuard key; zero means generate one (reported via OnNodeKey)
+	AuthKey    string      // pre-authorized key; empty means interactive login
+	Hostinfo   *tailcfg.Hostinfo
+	Ephemeral  bool
+	Logger     *slog.Logger
+
+	// Callbacks, called from the client's goroutines; they must not block
+	// for long. OnMapResponse is called for every non-keep-alive message,
+	// in order, from one goroutine; the first of each stream carries Node.
+	OnState       func(State)
+	OnNodeKey     func(key.Private)
+	OnMapResponse func(*tailcfg.MapResponse)
+	Pinger        Pinger
+
+	// HTTPClient fetches the server key and answers non-Noise pings;
+	// nil means http.DefaultClient.
+	HTTPClient *http.Client
+	// MaxMessageSize bounds one compressed map message and, times eight,
+	// its decoded JSON. Zero means DefaultMaxMessageSize.
+	MaxMessageSize int
+	// PollTimeout is the map-stream watchdog: the poll is restarted when no
+	// message arrives for this long. Zero means 120 s.
+	PollTimeout time.Duration
+}
+
+// DefaultMaxMessageSize is the default bound on one compressed map message.
+const DefaultMaxMessageSize = 8 << 20
+
+// Client talks to one control server. Create it with New, drive it with
+// Run, stop it with Close.
+type Client struct {
+	opts   Options
+	log    *slog.Logger
+	hc     *http.Client
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // goroutines started outside Run (ping answers)
+	kick   chan struct{}  // lite update wanted
+
+	runMu sync.Mutex // held by Run
+
+	mu          sync.Mutex
+	serverKey   key.MachinePublic
+	noise       *ts2021.Client
+	nodeKey     key.Private
+	tryingKey   key.Private // a new node key not yet accepted
+	oldKey      key.Private // the key tryingKey replaces
+	rotate      bool        // generate a new node key at the next registration
+	lastRotate  time.Time
+	authURL     string // pending interactive login
+	discoKey    key.DiscoPublic
+	endpoints   []Endpoint
+	homeDERP    int
+	hostinfo    *tailcfg.Hostinfo
+	sessionUp   bool // registered and the first lite update is sent
+	liteGen     int  // bumped on every change that needs a lite update
+	state       State
+	reported    bool // state was reported at least once
+	lastPingURL string
+	skew        time.Duration // control's clock minus ours
+	closed      bool
+}
+
+// New validates opts and returns a Client.
+func New(opts Options) (*Client, error) {
+	if opts.ServerURL == "" {
+		return nil, errors.New("control: ServerURL is required")
+	}
+	if opts.MachineKey.IsZero() {
+		return nil, errors.New("control: MachineKey is required")
+	}
+	if _, err := ts2021.NewDialer(opts.ServerURL, opts.MachineKey, key.MachinePublic{}, CapabilityVersion); err != nil {
+		return nil, err
+	}
+	c := &Client{
+		opts:    opts,
+		log:     opts.Logger,
+		hc:      opts.HTTPClient,
+		kick:    make(chan struct{}, 1),
+		nodeKey: opts.NodeKey,
+		state:   State{Kind: Connecting},
+	}
+	if c.log == nil {
+		c.log = discardLogger()
+	}
+	if c.hc == nil {
+		c.hc = http.DefaultClient
+	}
+	if opts.Hostinfo != nil {
+		hi := *opts.Hostinfo
+		c.hostinfo = &hi
+	} else {
+		c.hostinfo = &tailcfg.Hostinfo{OS: "linux", IPNVersion: "microlink"}
+	}
+	if c.nodeKey.IsZero() {
+		c.nodeKey = key.NewPrivate()
+		if opts.OnNodeKey != nil {
+			opts.OnNodeKey(c.nodeKey)
+		}
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c, nil
+}
+
+// NodeKey returns the current node key.
+func (c *Client) NodeKey() key.Private {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodeKey
+}
+
+// State returns the last reported state.
+func (c *Client) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+func (c *Client) setState(s State) {
+	c.mu.Lock()
+	same := c.reported && c.state.Kind == s.Kind && c.state.AuthURL == s.AuthURL && c.state.Err == s.Err
+	c.state, c.reported = s, true
+	c.mu.Unlock()
+	if same {
+		return
+	}
+	c.log.Info("control state", "state", s.String())
+	if c.opts.OnState != nil {
+		c.opts.OnState(s)
+	}
+}
+
+// SetDiscoKey sets the disco key reported to control.
+func (c *Client) SetDiscoKey(k key.DiscoPublic) {
+	c.update(func() bool {
+		if c.discoKey == k {
+			return false
+		}
+		c.discoKey = k
+		return true
+	})
+}
+
+// SetEndpoints sets the UDP endpoints reported to control.
+func (c *Client) SetEndpoints(eps []Endpoint) {
+	c.update(func() bool {
+		if slices.Equal(c.endpoints, eps) {
+			return false
+		}
+		c.endpoints = slices.Clone(eps)
+		return true
+	})
+}
+
+// SetPreferredDERP sets the home DERP region reported to control.
+func (c *Client) SetPreferredDERP(region int) {
+	c.update(func() bool {
+		if c.homeDERP == region {
+			return false
+		}
+		c.homeDERP = region
+		return true
+	})
+}
+
+// SetHostinfo replaces the Hostinfo reported to control. Its NetInfo's
+// PreferredDERP is overridden by SetPreferredDERP.
+func (c *Client) SetHostinfo(hi *tailcfg.Hostinfo) {
+	h := *hi
+	c.update(func() bool {
+		c.hostinfo = &h
+		return true
+	})
+}
+
+// update applies f under the lock and, if it changed something, queues a
+// lite update.
+func (c *Client) update(f func() bool) {
+	c.mu.Lock()
+	changed := f()
+	if changed {
+		c.liteGen++
+	}
+	c.mu.Unlock()
+	if changed {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Close stops Run and every goroutine of the client and closes the
+// connection to control.
+func (c *Client) Close() error {
+	c.cancel()
+	c.runMu.Lock() // wait for Run to return
+	c.mu.Lock()
+	c.closed = true
+	nc := c.noise
+	c.noise = nil
+	c.mu.Unlock()
+	c.runMu.Unlock()
+	if nc != nil {
+		nc.Close()
+	}
+	c.wg.Wait()
+	return nil
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

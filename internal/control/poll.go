@@ -1,0 +1,173 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/microlink-go/microlink/internal/tailcfg"
+)
+
+// DefaultPollTimeout is the map-stream watchdog.
+const DefaultPollTimeout = 120 * time.Second
+
+// mapRequest builds a MapRequest with everything the client reports.
+func (c *Client) mapRequest(stream bool) *tailcfg.MapRequest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	hi := *c.hostinfo
+	ni := tailcfg.NetInfo{}
+	if hi.NetInfo != nil {
+		ni = *hi.NetInfo
+	}
+	ni.PreferredDERP = c.homeDERP
+	hi.NetInfo = &ni
+	req := &tailcfg.MapRequest{
+		Version:   CapabilityVersion,
+		Compress:  "zstd",
+		KeepAlive: true,
+		NodeKey:   c.nodeKey.NodePublic(),
+		DiscoKey:  c.discoKey,
+		Stream:    stream,
+		Hostinfo:  &hi,
+		OmitPeers: !stream,
+	}
+	for _, ep := range c.endpoints {
+		req.Endpoints = append(req.Endpoints, ep.AddrPort)
+		req.EndpointTypes = append(req.EndpointTypes, ep.Type)
+	}
+	return req
+}
+
+// sendLiteUpdate reports disco key, endpoints and Hostinfo without
+// disturbing the streaming poll.
+func (c *Client) sendLiteUpdate(ctx context.Context) error {
+	req := c.mapRequest(false)
+	res, err := c.post(ctx, "/machine/map", req, req.NodeKey)
+	if err != nil {
+		return fmt.Errorf("control: lite update: %w", err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return statusError("lite update", res, time.Now())
+	}
+	_, err = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<20))
+	res.Body.Close()
+	if err != nil {
+		return fmt.Errorf("control: lite update: %w", err)
+	}
+	c.log.Debug("control: lite update sent", "endpoints", len(req.Endpoints), "derp", req.Hostinfo.NetInfo.PreferredDERP)
+	return nil
+}
+
+var errNoSelfNode = errors.New("control: first map response lacks the self node")
+
+// poll runs the streaming map poll until it fails. It reports whether it
+// delivered a netmap.
+func (c *Client) poll(ctx context.Context) (connected bool, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	max := c.opts.MaxMessageSize
+	if max <= 0 {
+		max = DefaultMaxMessageSize
+	}
+	mr, err := newMessageReader(max)
+	if err != nil {
+		return false, err
+	}
+	defer mr.close()
+
+	req := c.mapRequest(true)
+	res, err := c.post(ctx, "/machine/map", req, req.NodeKey)
+	if err != nil {
+		return false, fmt.Errorf("control: map poll: %w", err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return false, statusError("map poll", res, time.Now())
+	}
+	defer res.Body.Close()
+
+	timeout := c.opts.PollTimeout
+	if timeout <= 0 {
+		timeout = DefaultPollTimeout
+	}
+	errWatchdog := fmt.Errorf("control: no map message for %v", timeout)
+	watchdog := time.AfterFunc(timeout, func() { cancel(errWatchdog) })
+	defer watchdog.Stop()
+
+	var rotate *time.Timer
+	defer func() {
+		if rotate != nil {
+			rotate.Stop()
+		}
+	}()
+
+	mr.reset(res.Body, req.Compress == "zstd")
+	first := true
+	for {
+		b, err := mr.next()
+		if err != nil {
+			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+				err = cause
+			}
+			if err == io.EOF {
+				err = errors.New("control: map stream ended")
+			}
+			return connected, err
+		}
+		watchdog.Reset(timeout)
+		resp, err := decodeMapResponse(b)
+		if err != nil {
+			return connected, err
+		}
+		c.handleHousekeeping(resp)
+		if resp.KeepAlive {
+			continue
+		}
+		if first {
+			if resp.Node == nil {
+				return connected, errNoSelfNode
+			}
+			first = false
+		}
+		if n := resp.Node; n != nil {
+			if n.MachineAuthorized {
+				c.setState(State{Kind: Connected})
+			} else {
+				c.setState(State{Kind: NeedsMachineAuth})
+			}
+			connected = true
+			if rotate != nil {
+				rotate.Stop()
+				rotate = nil
+			}
+			if at := c.rotateAt(n.KeyExpiry); !at.IsZero() {
+				rotate = time.AfterFunc(time.Until(at), func() {
+					c.mu.Lock()
+					c.rotate = true
+					c.mu.Unlock()
+					cancel(errRotateKey)
+				})
+			}
+		}
+		if c.opts.OnMapResponse != nil {
+			c.opts.OnMapResponse(resp)
+		}
+	}
+}
+
+// handleHousekeeping honours the parts of a message that matter even in
+// keep-alives: the control clock and ping requests.
+func (c *Client) handleHousekeeping(resp *tailcfg.MapResponse) {
+	if t := resp.ControlTime; t != nil && !t.IsZero() {
+		c.mu.Lock()
+		c.skew = t.Sub(time.Now())
+		c.mu.Unlock()
+	}
+	if pr := resp.PingRequest; pr != nil {
+		c.handlePing(pr)
+	}
+}

@@ -1,0 +1,246 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/tailcfg"
+	"github.com/microlink-go/microlink/internal/ts2021"
+)
+
+// maxBody bounds register responses and other small bodies.
+const maxBody = 1 << 20
+
+// RegisterError is a refusal by control (RegisterResponse.Error), such as
+// an invalid auth key. Run returns it: retrying would not help.
+type RegisterError struct{ Msg string }
+
+func (e *RegisterError) Error() string { return "control: registration refused: " + e.Msg }
+
+// errNewKeyExpired means control called a node key we just generated
+// expired; retrying after a backoff is the only sensible answer.
+var errNewKeyExpired = errors.New("control: server reports the new node key as expired")
+
+// noiseClient returns the ts2021 client, fetching the server key first if
+// needed.
+func (c *Client) noiseClient(ctx context.Context) (*ts2021.Client, error) {
+	c.mu.Lock()
+	nc, sk := c.noise, c.serverKey
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, ts2021.ErrClosed
+	}
+	if nc != nil {
+		return nc, nil
+	}
+	if sk.IsZero() {
+		var err error
+		sk, err = ts2021.FetchServerKey(ctx, c.hc, c.opts.ServerURL, CapabilityVersion)
+		if err != nil {
+			return nil, err
+		}
+		c.hc.CloseIdleConnections() // everything else goes over Noise
+		c.log.Debug("control server key", "key", sk.String())
+	}
+	d, err := ts2021.NewDialer(c.opts.ServerURL, c.opts.MachineKey, sk, CapabilityVersion)
+	if err != nil {
+		return nil, err
+	}
+	d.Logger = c.log
+	nc = ts2021.NewClient(d)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		nc.Close()
+		return nil, ts2021.ErrClosed
+	}
+	if c.noise != nil { // lost a race
+		nc.Close()
+		return c.noise, nil
+	}
+	c.serverKey, c.noise = sk, nc
+	return nc, nil
+}
+
+// forgetServer drops the connection and the server key so that the next
+// attempt fetches the key again.
+func (c *Client) forgetServer() {
+	c.mu.Lock()
+	nc := c.noise
+	c.noise, c.serverKey = nil, key.MachinePublic{}
+	c.mu.Unlock()
+	if nc != nil {
+		nc.Close()
+	}
+}
+
+// post sends a JSON request over Noise. The Ts-Lb header carries each
+// non-zero key in lb.
+func (c *Client) post(ctx context.Context, path string, body any, lb ...key.NodePublic) (*http.Response, error) {
+	nc, err := c.noiseClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, "POST", nc.URL(path), bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for _, k := range lb {
+		if !k.IsZero() {
+			req.Header.Add(ts2021.LBHeader, k.String())
+		}
+	}
+	return nc.Do(req)
+}
+
+// doRegister sends one RegisterRequest and decodes the answer.
+func (c *Client) doRegister(ctx context.Context, req *tailcfg.RegisterRequest) (*tailcfg.RegisterResponse, error) {
+	res, err := c.post(ctx, "/machine/register", req, req.OldNodeKey, req.NodeKey)
+	if err != nil {
+		return nil, fmt.Errorf("control: register: %w", err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return nil, statusError("register", res, time.Now())
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, maxBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("control: register: reading response: %w", err)
+	}
+	if len(b) > maxBody {
+		return nil, errors.New("control: register: response too large")
+	}
+	var resp tailcfg.RegisterResponse
+	if err := json.Unmarshal(b, &resp); err != nil {
+		return nil, fmt.Errorf("control: register: decoding response: %w", err)
+	}
+	return &resp, nil
+}
+
+func (c *Client) registerRequest(nodeKey, oldKey key.Private, followup string) *tailcfg.RegisterRequest {
+	c.mu.Lock()
+	hi := c.hostinfo
+	c.mu.Unlock()
+	req := &tailcfg.RegisterRequest{
+		Version:   CapabilityVersion,
+		NodeKey:   nodeKey.NodePublic(),
+		Followup:  followup,
+		Hostinfo:  hi,
+		Ephemeral: c.opts.Ephemeral,
+	}
+	if !oldKey.IsZero() {
+		req.OldNodeKey = oldKey.NodePublic()
+	}
+	if c.opts.AuthKey != "" {
+		req.Auth = &tailcfg.RegisterResponseAuth{AuthKey: c.opts.AuthKey}
+	}
+	return req
+}
+
+// register registers the node key until control accepts it, rotating the
+// key when control says it expired (or when a rotation is pending) and
+// walking the user through an interactive login when there is no auth key.
+func (c *Client) register(ctx context.Context) error {
+	var urlBackoff backoff
+	for {
+		c.mu.Lock()
+		if c.rotate && c.tryingKey.IsZero() {
+			c.tryingKey, c.oldKey = key.NewPrivate(), c.nodeKey
+			c.lastRotate = time.Now()
+			c.authURL = ""
+		}
+		c.rotate = false
+		nodeKey, oldKey, followup := c.nodeKey, key.Private{}, c.authURL
+		trying := !c.tryingKey.IsZero()
+		if trying {
+			nodeKey, oldKey = c.tryingKey, c.oldKey
+		}
+		c.mu.Unlock()
+
+		resp, err := c.doRegister(ctx, c.registerRequest(nodeKey, oldKey, followup))
+		if err != nil {
+			var he *HTTPError
+			if followup != "" && errors.As(err, &he) {
+				c.mu.Lock()
+				c.authURL = "" // start the login over
+				c.mu.Unlock()
+			}
+			return err
+		}
+		switch {
+		case resp.Error != "":
+			return &RegisterError{Msg: resp.Error}
+		case resp.NodeKeyExpired:
+			if trying {
+				return errNewKeyExpired
+			}
+			c.log.Info("control: node key expired; rotating", "old", nodeKey.NodePublic().ShortString())
+			c.mu.Lock()
+			c.rotate = true
+			c.mu.Unlock()
+			continue
+		case resp.AuthURL != "":
+			if resp.AuthURL == followup {
+				// Login not finished yet: wait and ask again.
+				if err := sleep(ctx, urlBackoff.next()); err != nil {
+					return err
+				}
+				continue
+			}
+			c.mu.Lock()
+			c.authURL = resp.AuthURL
+			c.mu.Unlock()
+			c.setState(State{Kind: NeedsLogin, AuthURL: resp.AuthURL})
+			continue
+		}
+
+		// Accepted.
+		c.mu.Lock()
+		c.authURL = ""
+		rotated := trying
+		if trying {
+			c.nodeKey, c.tryingKey, c.oldKey = c.tryingKey, key.Private{}, key.Private{}
+		}
+		newKey := c.nodeKey
+		c.mu.Unlock()
+		if rotated && c.opts.OnNodeKey != nil {
+			c.opts.OnNodeKey(newKey)
+		}
+		if !resp.MachineAuthorized {
+			c.setState(State{Kind: NeedsMachineAuth})
+		}
+		return nil
+	}
+}
+
+// Logout asks control to expire the node key. The client should be closed
+// afterwards.
+func (c *Client) Logout(ctx context.Context) error {
+	c.mu.Lock()
+	nk := c.nodeKey
+	c.mu.Unlock()
+	req := c.registerRequest(nk, key.Private{}, "")
+	req.Auth = nil
+	req.Expiry = time.Unix(123, 0)
+	resp, err := c.doRegister(ctx, req)
+	if err != nil {
+		return err
+	}
+	if resp.Error != "" {
+		return &RegisterError{Msg: resp.Error}
+	}
+	return nil
+}
