@@ -38,7 +38,15 @@
 // otherwise the first test that needs them builds them into a cache
 // directory, which takes a few minutes once.
 //
-// Everything a lab starts is stopped by the test's Cleanup. Logs of the
-// in-process servers go to Options.Logf; each tailscaled logs to a file
-// whose tail is printed when the test fails.
+// # Programs
+//
+// The lab's functions take a T, which *testing.T satisfies. Programs such
+// as demos use a Runner instead, call the lab inside Runner.Do to turn a
+// fatal error into an error value, and stop everything with Runner.Close;
+// ReexecInNetns is their RunInNetns.
+//
+// Everything a lab starts is stopped by the test's Cleanup, or by the
+// Runner's Close. Logs of the in-process servers go to Options.Logf; each
+// tailscaled logs to a file whose tail is printed when the test (or the
+// Runner) has failed.
 package lab

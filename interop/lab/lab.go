@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"tailscale.com/derp/derpserver"
@@ -76,7 +75,7 @@ type Lab struct {
 }
 
 // Start starts a lab whose servers are shut down by t.Cleanup.
-func Start(t testing.TB, opts Options) *Lab {
+func Start(t T, opts Options) *Lab {
 	t.Helper()
 	l := &Lab{
 		AuthKey: opts.AuthKey,
@@ -130,14 +129,14 @@ func (l *Lab) prefixLogf(prefix string) func(string, ...any) {
 // the same Control again on the same address. Control keeps its state
 // (nodes, keys, queued messages); clients see their connections drop and
 // must reconnect.
-func (l *Lab) RestartControl(t testing.TB) {
+func (l *Lab) RestartControl(t T) {
 	t.Helper()
 	if err := l.ctl.restart(); err != nil {
 		t.Fatalf("lab: restarting control: %v", err)
 	}
 }
 
-func (l *Lab) startSTUN(t testing.TB) {
+func (l *Lab) startSTUN(t T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := stunserver.New(ctx)
 	if err := s.Listen("127.0.0.1:0"); err != nil {
@@ -156,7 +155,7 @@ func (l *Lab) startSTUN(t testing.TB) {
 	l.STUNAddr = s.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
-func (l *Lab) startDERP(t testing.TB) {
+func (l *Lab) startDERP(t T) {
 	d := derpserver.New(key.NewNode(), l.prefixLogf("derp: "))
 	mux := http.NewServeMux()
 	mux.Handle("/derp", derpserver.Handler(d))
@@ -202,7 +201,7 @@ func (l *Lab) startDERP(t testing.TB) {
 // startTrap starts the server that peers use as their HTTP(S) proxy.
 // Loopback destinations bypass proxies, so only requests that would have
 // left the machine arrive here; they are logged and refused.
-func (l *Lab) startTrap(t testing.TB) {
+func (l *Lab) startTrap(t T) {
 	l.trap = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		l.logf("lab: refused outbound request: %s %s", r.Method, r.URL.Redacted())
 		http.Error(w, "lab: no outbound traffic", http.StatusForbidden)

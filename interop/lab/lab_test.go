@@ -3,11 +3,15 @@ package lab
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -245,5 +249,111 @@ func TestBinariesFromEnvMissing(t *testing.T) {
 	t.Setenv(EnvBinDir, t.TempDir())
 	if _, _, err := findOrBuild(); err == nil || !strings.Contains(err.Error(), EnvBinDir) {
 		t.Fatalf("empty %s: err = %v, want an error naming it", EnvBinDir, err)
+	}
+}
+
+var _ T = (*testing.T)(nil)
+
+// TestRunner checks the Runner's T behaviour: Fatalf becomes an error
+// from Do, cleanups run in reverse order at Close, and TempDir
+// directories are distinct and removed at Close.
+func TestRunner(t *testing.T) {
+	var logs []string
+	r := NewRunner("runner test", func(format string, args ...any) {
+		logs = append(logs, fmt.Sprintf(format, args...))
+	})
+	var order []int
+	r.Cleanup(func() { order = append(order, 1) })
+	r.Cleanup(func() { order = append(order, 2) })
+	r.Cleanup(func() { r.Fatalf("failing cleanup") })
+	r.Cleanup(func() { order = append(order, 3) })
+
+	r.Logf("hello %d", 42)
+	if len(logs) != 1 || logs[0] != "hello 42" {
+		t.Fatalf("logs = %q", logs)
+	}
+	if r.Failed() {
+		t.Fatal("Failed before any failure")
+	}
+	if err := r.Do(func() {}); err != nil {
+		t.Fatalf("Do of a passing func: %v", err)
+	}
+	reached := false
+	err := r.Do(func() {
+		r.Fatalf("broke %s", "it")
+		reached = true
+	})
+	var fe *FatalError
+	if !errors.As(err, &fe) || fe.Msg != "broke it" || err.Error() != "runner test: broke it" {
+		t.Fatalf("Do = %v, want the FatalError of Fatalf", err)
+	}
+	if reached || !r.Failed() {
+		t.Fatalf("after Fatalf: reached = %v, Failed = %v", reached, r.Failed())
+	}
+
+	d1, d2 := r.TempDir(), r.TempDir()
+	if d1 == d2 {
+		t.Fatalf("TempDir returned %s twice", d1)
+	}
+	for _, d := range []string{d1, d2} {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			t.Fatalf("TempDir %s: %v", d, err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(d1, "f"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := r.Close(); err == nil || !strings.Contains(err.Error(), "failing cleanup") {
+		t.Fatalf("Close = %v, want the failing cleanup's error", err)
+	}
+	if !slices.Equal(order, []int{3, 2, 1}) {
+		t.Fatalf("cleanup order %v, want [3 2 1]", order)
+	}
+	for _, d := range []string{d1, d2, filepath.Dir(d1)} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Fatalf("%s still there after Close: %v", d, err)
+		}
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	ran := false
+	r.Cleanup(func() { ran = true })
+	if !ran {
+		t.Fatal("Cleanup after Close did not run at once")
+	}
+	if err := r.Do(func() { r.TempDir() }); err == nil {
+		t.Fatal("TempDir after Close succeeded")
+	}
+}
+
+// TestRunnerLab starts a lab and a tsnet peer through a Runner, as a
+// program would, and checks that Close stops them.
+func TestRunnerLab(t *testing.T) {
+	r := NewRunner("lab", t.Logf)
+	defer r.Close()
+	var l *Lab
+	var dir string
+	if err := r.Do(func() {
+		l = Start(r, Options{})
+		s := StartTSNet(r, l, "runner-peer")
+		dir = s.Dir
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.Get(l.ControlURL + "/generate_204")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if err := r.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := http.Get(l.ControlURL + "/generate_204"); err == nil {
+		t.Fatal("control server still serving after Close")
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("tsnet directory %s still there after Close: %v", dir, err)
 	}
 }

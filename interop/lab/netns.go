@@ -12,11 +12,11 @@ import (
 	"testing"
 )
 
-// envNetns marks a test binary that RunInNetns has already moved into a
+// envNetns marks a binary that RunInNetns or ReexecInNetns has already moved into a
 // network namespace; its value is the namespace name.
 const envNetns = "MICROLINK_LAB_NETNS"
 
-// netnsEnv is added to the environment of the re-executed test binary.
+// netnsEnv is added to the environment of the re-executed binary.
 // In-process peers (tsnet) see a namespace holding only loopback, which
 // they would otherwise take for "network down".
 var netnsEnv = []string{
@@ -38,23 +38,48 @@ var netnsEnv = []string{
 // and OS command it starts, thus has a private loopback and may create a
 // TUN device. Otherwise, and inside the namespace, it simply calls m.Run.
 func RunInNetns(m *testing.M) int {
+	if code, ran := reexecInNetns(); ran {
+		return code
+	}
+	return m.Run()
+}
+
+// ReexecInNetns is RunInNetns for programs. Call it first thing in main:
+//
+//	if ran, code := lab.ReexecInNetns(); ran {
+//		os.Exit(code)
+//	}
+//
+// As root with the ip command present, it re-executes the program with
+// the same arguments in a fresh network namespace, waits for it and
+// returns ran == true with the exit code to pass on. Otherwise, and in
+// the re-executed program, it returns ran == false and the program runs
+// in place. Interrupts are forwarded to the re-executed program.
+func ReexecInNetns() (ran bool, code int) {
+	code, ran = reexecInNetns()
+	return ran, code
+}
+
+// reexecInNetns does the work of RunInNetns and ReexecInNetns. It returns
+// ran == false when the caller should run in place.
+func reexecInNetns() (code int, ran bool) {
 	if InNetns() || os.Geteuid() != 0 {
-		return m.Run()
+		return 0, false
 	}
 	ipCmd, err := exec.LookPath("ip")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "lab: running without a network namespace: the ip command is missing (install iproute2)\n")
-		return m.Run()
+		return 0, false
 	}
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "lab: cannot find own executable: %v\n", err)
-		return 1
+		return 1, true
 	}
 	name := fmt.Sprintf("ml-%d", os.Getpid())
 	if out, err := exec.Command(ipCmd, "netns", "add", name).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "lab: ip netns add %s: %v: %s\n", name, err, out)
-		return 1
+		return 1, true
 	}
 	defer func() {
 		if out, err := exec.Command(ipCmd, "netns", "delete", name).CombinedOutput(); err != nil {
@@ -63,7 +88,7 @@ func RunInNetns(m *testing.M) int {
 	}()
 	if out, err := exec.Command(ipCmd, "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "lab: bringing up lo in %s: %v: %s\n", name, err, out)
-		return 1
+		return 1, true
 	}
 
 	args := append([]string{"netns", "exec", name, self}, os.Args[1:]...)
@@ -71,7 +96,7 @@ func RunInNetns(m *testing.M) int {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), envNetns+"="+name)
 	cmd.Env = append(cmd.Env, netnsEnv...)
-	// "ip netns exec" execs the test binary in place, so the child keeps
+	// "ip netns exec" execs the binary in place, so the child keeps
 	// this setting: it dies with us. The signal is tied to the thread that
 	// starts the child, which therefore must not exit before the child.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -83,8 +108,8 @@ func RunInNetns(m *testing.M) int {
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "lab: starting test binary in %s: %v\n", name, err)
-		return 1
+		fmt.Fprintf(os.Stderr, "lab: starting %s in %s: %v\n", self, name, err)
+		return 1, true
 	}
 	waitErr := make(chan error, 1)
 	go func() { waitErr <- cmd.Wait() }()
@@ -96,33 +121,34 @@ func RunInNetns(m *testing.M) int {
 			var ee *exec.ExitError
 			switch {
 			case err == nil:
-				return 0
+				return 0, true
 			case errors.As(err, &ee):
 				if code := ee.ExitCode(); code > 0 {
-					return code
+					return code, true
 				}
-				return 1 // killed by a signal
+				return 1, true // killed by a signal
 			default:
-				fmt.Fprintf(os.Stderr, "lab: test binary in %s: %v\n", name, err)
-				return 1
+				fmt.Fprintf(os.Stderr, "lab: %s in %s: %v\n", self, name, err)
+				return 1, true
 			}
 		}
 	}
 }
 
 // InNetns reports whether this process was moved into a private network
-// namespace by RunInNetns.
+// namespace by RunInNetns or ReexecInNetns.
 func InNetns() bool { return os.Getenv(envNetns) != "" }
 
 // TUNAvailable reports why tailscaled cannot run in TUN mode here, or nil
-// if it can. TUN mode needs root, the private namespace of RunInNetns (so
-// that routes and devices never touch the host) and /dev/net/tun.
+// if it can. TUN mode needs root, the private namespace of RunInNetns or
+// ReexecInNetns (so that routes and devices never touch the host) and
+// /dev/net/tun.
 func TUNAvailable() error {
 	if os.Geteuid() != 0 {
 		return errors.New("lab: TUN mode needs root")
 	}
 	if !InNetns() {
-		return errors.New("lab: TUN mode needs the private network namespace: call lab.RunInNetns from TestMain (and install iproute2 for the ip command)")
+		return errors.New("lab: TUN mode needs the private network namespace: call lab.RunInNetns from TestMain or lab.ReexecInNetns from main (and install iproute2 for the ip command)")
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		return fmt.Errorf("lab: TUN mode needs /dev/net/tun: %w", err)
@@ -131,7 +157,7 @@ func TUNAvailable() error {
 }
 
 // Command returns an exec.Cmd for an OS command such as ping. Since
-// RunInNetns moves the whole test binary into the namespace, the command
+// RunInNetns moves the whole process into the namespace, the command
 // runs there too, and its traffic to 100.x addresses goes through the TUN
 // tailscaled, if one runs.
 func Command(ctx context.Context, name string, args ...string) *exec.Cmd {

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"testing"
 	"time"
 
 	"tailscale.com/client/local"
@@ -83,21 +82,21 @@ var (
 // lab's control server and waits until it is Running with an IPv4
 // address. The daemon is stopped by t.Cleanup; if the test failed, the
 // last lines of its log are printed.
-func (l *Lab) StartTailscaled(t testing.TB, opts TSOptions) *Tailscaled {
+func (l *Lab) StartTailscaled(t T, opts TSOptions) *Tailscaled {
 	t.Helper()
 	if opts.Hostname == "" {
-		t.Fatal("lab: TSOptions.Hostname is required")
+		t.Fatalf("lab: TSOptions.Hostname is required")
 	}
 	tailscaled, tailscale, err := Binaries()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	if opts.TUN {
 		if err := TUNAvailable(); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v", err)
 		}
 		if !tunInUse.CompareAndSwap(false, true) {
-			t.Fatal("lab: only one TUN tailscaled may run at a time; use userspace networking or tsnet for other peers")
+			t.Fatalf("lab: only one TUN tailscaled may run at a time; use userspace networking or tsnet for other peers")
 		}
 	}
 	// Unix socket paths are limited to 108 bytes: keep the directory short
@@ -342,7 +341,7 @@ func (d *Tailscaled) Log() string {
 	return string(b)
 }
 
-func (d *Tailscaled) printLogTail(t testing.TB, n int) {
+func (d *Tailscaled) printLogTail(t T, n int) {
 	b, err := os.ReadFile(d.LogFile)
 	if err != nil {
 		t.Logf("lab: tailscaled %s log: %v", d.Hostname, err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"sync"
-	"testing"
 
 	"tailscale.com/envknob"
 	"tailscale.com/tsnet"
@@ -15,7 +14,7 @@ var tsnetEnvOnce sync.Once
 // StartTSNet starts an in-process tsnet peer with the given hostname,
 // joins it to the lab and waits until it is Running. It is closed by
 // t.Cleanup, or earlier by calling Close, which makes it leave.
-func StartTSNet(t testing.TB, l *Lab, hostname string) *tsnet.Server {
+func StartTSNet(t T, l *Lab, hostname string) *tsnet.Server {
 	t.Helper()
 	tsnetEnvOnce.Do(func() {
 		// Knobs that a tailscaled gets in its environment, set here for
