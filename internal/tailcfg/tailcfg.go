@@ -10,6 +10,7 @@ package tailcfg
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -146,9 +147,34 @@ type NetInfo struct {
 	DERPLatency           map[string]float64 `json:",omitempty"`
 }
 
-// OptBool is a tri-state boolean encoded as the JSON strings "true" and
-// "false", or absent ("") when unknown.
+// OptBool is a tri-state boolean: "true", "false", or "" when unknown. On
+// the wire it is a JSON boolean, or null (or absent) when unknown.
 type OptBool string
+
+// MarshalJSON encodes true, false or null.
+func (b OptBool) MarshalJSON() ([]byte, error) {
+	switch b {
+	case "true", "false":
+		return []byte(b), nil
+	}
+	return []byte("null"), nil
+}
+
+// UnmarshalJSON accepts true, false and null, and the quoted forms "true"
+// and "false" some servers write.
+func (b *OptBool) UnmarshalJSON(j []byte) error {
+	switch string(j) {
+	case "true", `"true"`:
+		*b = "true"
+	case "false", `"false"`:
+		*b = "false"
+	case "null", `""`:
+		*b = ""
+	default:
+		return fmt.Errorf("tailcfg: invalid optional boolean %s", j)
+	}
+	return nil
+}
 
 // NewOptBool returns "true" or "false".
 func NewOptBool(b bool) OptBool {

@@ -71,13 +71,30 @@ func TestMapRequestWire(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{`"Version":115`, `"OmitPeers":true`, `"Endpoints":["[2001:db8::1]:41641"]`, `"EndpointTypes":[2]`,
-		`"PreferredDERP":900`, `"WorkingUDP":"true"`, `"DiscoKey":"discokey:0000`, `"NodeKey":"nodekey:0000`} {
+		`"PreferredDERP":900`, `"WorkingUDP":true`, `"DiscoKey":"discokey:0000`, `"NodeKey":"nodekey:0000`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("missing %s in %s", want, b)
 		}
 	}
 	if strings.Contains(string(b), `"Stream"`) {
 		t.Errorf("lite update must not carry Stream: %s", b)
+	}
+}
+
+func TestOptBool(t *testing.T) {
+	var ni NetInfo
+	if err := json.Unmarshal([]byte(`{"WorkingUDP":true,"WorkingIPv6":"false","OSHasIPv6":null}`), &ni); err != nil {
+		t.Fatal(err)
+	}
+	if ni.WorkingUDP != "true" || ni.WorkingIPv6 != "false" || ni.OSHasIPv6 != "" {
+		t.Fatalf("decoded %+v", ni)
+	}
+	if err := json.Unmarshal([]byte(`{"WorkingUDP":1}`), &ni); err == nil {
+		t.Fatal("number accepted as an optional boolean")
+	}
+	b, _ := json.Marshal(NetInfo{WorkingUDP: NewOptBool(false)})
+	if string(b) != `{"WorkingUDP":false}` {
+		t.Fatalf("encoded %s", b)
 	}
 }
 

@@ -1,0 +1,311 @@
+package microlink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/microlink-go/microlink/internal/netmap"
+	"github.com/microlink-go/microlink/internal/tunnel"
+)
+
+// ErrNotConnected is returned by operations that need the network before
+// Start has brought the node up.
+var ErrNotConnected = errors.New("microlink: node not started")
+
+// Status is a snapshot of the node itself.
+type Status struct {
+	State     State
+	AuthURL   string // set while State is NeedsLogin
+	Hostname  string
+	FQDN      string // MagicDNS name without the trailing dot
+	Addresses []netip.Addr
+	NodeKey   string // "nodekey:…"
+	HomeDERP  int    // home DERP region, 0 if none yet
+	Err       error  // last control error while retrying
+}
+
+// Status returns a snapshot of the node itself.
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	st := Status{State: n.st, AuthURL: n.authURL, Err: n.lastErr, Hostname: n.cfg.Hostname}
+	st.NodeKey = n.ident.NodeKey.NodePublic().String()
+	data := n.data
+	n.mu.Unlock()
+	if self, ok := n.nm.Self(); ok {
+		st.FQDN = strings.TrimSuffix(self.Name, ".")
+		for _, p := range self.Addresses {
+			st.Addresses = append(st.Addresses, p.Addr())
+		}
+	}
+	if data != nil {
+		st.HomeDERP = data.ms.HomeDERP()
+	}
+	return st
+}
+
+// Peers returns the other nodes of the tailnet, sorted by name.
+func (n *Node) Peers() []Peer {
+	n.mu.Lock()
+	data := n.data
+	n.mu.Unlock()
+	now := n.nm.Now()
+	var out []Peer
+	n.nm.ForEachPeer(func(p *netmap.Peer) bool {
+		out = append(out, n.peerInfo(data, p, now))
+		return true
+	})
+	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Peer returns the peer named name (as Resolve understands names) or with
+// tailnet address name.
+func (n *Node) Peer(name string) (Peer, bool) {
+	p, ok := n.lookupPeer(name)
+	if !ok {
+		return Peer{}, false
+	}
+	n.mu.Lock()
+	data := n.data
+	n.mu.Unlock()
+	return n.peerInfo(data, &p, n.nm.Now()), true
+}
+
+func (n *Node) lookupPeer(name string) (netmap.Peer, bool) {
+	if ip, err := netip.ParseAddr(name); err == nil {
+		return n.nm.PeerByIP(ip.Unmap())
+	}
+	addrs, ok := n.nm.Resolve(name)
+	if !ok || len(addrs) == 0 {
+		return netmap.Peer{}, false
+	}
+	return n.nm.PeerByIP(addrs[0])
+}
+
+func (n *Node) peerInfo(data *dataPlane, p *netmap.Peer, now time.Time) Peer {
+	out := Peer{
+		Name:     p.ShortName(),
+		FQDN:     strings.TrimSuffix(p.Name, "."),
+		OS:       p.OS,
+		Online:   p.Online,
+		Expired:  p.ExpiredAt(now),
+		LastSeen: p.LastSeen,
+		NodeKey:  p.Key.String(),
+		HomeDERP: p.HomeDERP,
+	}
+	for _, a := range p.Addresses {
+		out.Addresses = append(out.Addresses, a.Addr())
+	}
+	slices.SortStableFunc(out.Addresses, func(a, b netip.Addr) int {
+		switch {
+		case a.Is4() && !b.Is4():
+			return -1
+		case !a.Is4() && b.Is4():
+			return 1
+		}
+		return 0
+	})
+	if data == nil {
+		return out
+	}
+	if st, ok := data.ms.PeerStatus(p.Key); ok {
+		out.Latency = st.Latency
+		switch {
+		case st.Addr.IsValid() && st.Trusted:
+			out.Path, out.Endpoint = "direct", st.Addr
+		case st.DERPRegion != 0:
+			out.Path, out.DERPRegion = "derp", st.DERPRegion
+		}
+	}
+	if ws, ok := data.wg.PeerStats(p.Key); ok {
+		out.RxBytes, out.TxBytes, out.LastHandshake = ws.RxBytes, ws.TxBytes, ws.LastHandshake
+	}
+	return out
+}
+
+// Resolve returns the tailnet addresses of a node by MagicDNS name: a short
+// name ("laptop"), or a full name with or without its trailing dot. IPv4
+// addresses come first.
+func (n *Node) Resolve(name string) ([]netip.Addr, error) {
+	addrs, ok := n.nm.Resolve(name)
+	if !ok || len(addrs) == 0 {
+		return nil, fmt.Errorf("microlink: no node named %q in the tailnet", name)
+	}
+	out := slices.Clone(addrs)
+	slices.SortStableFunc(out, func(a, b netip.Addr) int {
+		switch {
+		case a.Is4() && !b.Is4():
+			return -1
+		case !a.Is4() && b.Is4():
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+// Ping pings the peer named target (a name Resolve understands, or a
+// tailnet IP) once and returns the answer. typ selects one kind of ping;
+// zero means PingDisco.
+func (n *Node) Ping(ctx context.Context, target string, typ PingType) (PingResult, error) {
+	data, err := n.dataPlane()
+	if err != nil {
+		return PingResult{}, err
+	}
+	p, ok := n.lookupPeer(target)
+	if !ok {
+		return PingResult{}, fmt.Errorf("microlink: no peer %q in the tailnet", target)
+	}
+	if p.ExpiredAt(n.nm.Now()) {
+		return PingResult{}, fmt.Errorf("microlink: peer %s: node key has expired", p.ShortName())
+	}
+	res := PingResult{Type: typ, Peer: p.ShortName()}
+	ip := pickAddr(p, target)
+	res.PeerIP = ip
+	switch typ {
+	case 0, PingDisco:
+		res.Type = PingDisco
+		r, err := data.ms.Ping(ctx, p.Key)
+		if err != nil {
+			return res, err
+		}
+		res.Latency, res.Endpoint, res.DERPRegion = r.Latency, r.Addr, r.DERPRegion
+	case PingTSMP:
+		res.Latency, err = data.stack.PingTSMP(ctx, ip)
+	case PingICMP:
+		res.Latency, err = data.stack.PingICMP(ctx, ip)
+	default:
+		return res, fmt.Errorf("microlink: unknown ping type %v", typ)
+	}
+	if err != nil {
+		return res, err
+	}
+	if typ != PingDisco {
+		if st, ok := data.ms.PeerStatus(p.Key); ok {
+			if st.Addr.IsValid() && st.Trusted {
+				res.Endpoint = st.Addr
+			} else {
+				res.DERPRegion = st.DERPRegion
+			}
+		}
+	}
+	return res, nil
+}
+
+// pickAddr returns the peer address target names, or the peer's first IPv4
+// address (else its first address).
+func pickAddr(p netmap.Peer, target string) netip.Addr {
+	if ip, err := netip.ParseAddr(target); err == nil {
+		return ip.Unmap()
+	}
+	for _, a := range p.Addresses {
+		if a.Addr().Is4() {
+			return a.Addr()
+		}
+	}
+	if len(p.Addresses) > 0 {
+		return p.Addresses[0].Addr()
+	}
+	return netip.Addr{}
+}
+
+func (n *Node) dataPlane() (*dataPlane, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, ErrClosed
+	}
+	if n.data == nil {
+		return nil, ErrNotConnected
+	}
+	return n.data, nil
+}
+
+// UDPConn is a UDP socket on the node's tailnet addresses. It implements
+// net.PacketConn; addresses are *net.UDPAddr.
+type UDPConn = tunnel.UDPConn
+
+// ListenUDP opens a UDP socket on port of the node's tailnet addresses
+// (IPv4 and IPv6). Port 0 picks a free port. Peers reach it at
+// IPv4():port.
+func (n *Node) ListenUDP(port uint16) (*UDPConn, error) {
+	data, err := n.dataPlane()
+	if err != nil {
+		return nil, err
+	}
+	return data.stack.ListenUDP(port)
+}
+
+// DialUDP returns a socket that sends to and receives only from addr,
+// "name:port" or "ip:port". Its Read and Write need no address.
+func (n *Node) DialUDP(ctx context.Context, addr string) (net.Conn, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("microlink: %w", err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("microlink: bad port in %q", addr)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		addrs, rerr := n.Resolve(host)
+		if rerr != nil {
+			return nil, rerr
+		}
+		ip = addrs[0]
+	}
+	c, err := n.ListenUDP(0)
+	if err != nil {
+		return nil, err
+	}
+	return &connectedUDP{c: c, remote: netip.AddrPortFrom(ip.Unmap(), uint16(port))}, nil
+}
+
+// SendUDP sends one datagram to addr ("name:port" or "ip:port") from an
+// ephemeral port: the simplest way to send a reading to a collector.
+func (n *Node) SendUDP(ctx context.Context, addr string, payload []byte) error {
+	c, err := n.DialUDP(ctx, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Write(payload)
+	return err
+}
+
+// Stats returns the node's counters.
+func (n *Node) Stats() Stats {
+	st := Stats{Peers: n.nm.NumPeers()}
+	n.mu.Lock()
+	data := n.data
+	n.mu.Unlock()
+	if data == nil {
+		return st
+	}
+	ws := data.wg.Stats()
+	st.PacketsIn, st.PacketsOut = ws.PacketsIn, ws.PacketsOut
+	st.BytesIn, st.BytesOut = ws.BytesIn, ws.BytesOut
+	st.Handshakes = ws.HandshakesCompleted
+	dropped, _, _ := data.stack.Counters()
+	st.Dropped = ws.Drops + dropped
+	return st
+}
+
+// Rebind reopens the node's UDP socket after a change of network (new
+// address, new interface), probes STUN again and reports the new endpoints
+// to control, without registering again or refetching the netmap.
+func (n *Node) Rebind() error {
+	data, err := n.dataPlane()
+	if err != nil {
+		return err
+	}
+	return data.ms.Rebind()
+}

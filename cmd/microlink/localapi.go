@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/microlink-go/microlink"
+)
+
+// The local API: HTTP over a unix socket, spoken between "microlink up" and
+// the other commands.
+//
+//	GET  /status                      → statusJSON
+//	POST /ping?target=NAME|IP&type=disco|TSMP|ICMP → pingJSON
+//	POST /logout                      → 204
+
+const socketName = "microlink.sock"
+
+// socketPath picks the socket: --socket if given, else <statedir>/microlink.sock.
+func socketPath(socket, statedir string) (string, error) {
+	if socket != "" {
+		return socket, nil
+	}
+	if statedir == "" {
+		statedir = os.Getenv("TS_STATE_DIR")
+	}
+	if statedir == "" {
+		return "", errors.New("no --socket or --statedir given (or TS_STATE_DIR): cannot find the running node")
+	}
+	return filepath.Join(statedir, socketName), nil
+}
+
+type statusJSON struct {
+	State   string          `json:"state"`
+	AuthURL string          `json:"authURL,omitempty"`
+	Self    selfJSON        `json:"self"`
+	Peers   []peerJSON      `json:"peers"`
+	Stats   microlink.Stats `json:"stats"`
+}
+
+type selfJSON struct {
+	Name      string   `json:"name"`
+	Addresses []string `json:"addresses"`
+	NodeKey   string   `json:"nodeKey,omitempty"`
+}
+
+type peerJSON struct {
+	Name       string   `json:"name"`
+	FQDN       string   `json:"fqdn,omitempty"`
+	Addresses  []string `json:"addresses"`
+	OS         string   `json:"os,omitempty"`
+	Online     bool     `json:"online"`
+	Expired    bool     `json:"expired,omitempty"`
+	Path       string   `json:"path,omitempty"`
+	Endpoint   string   `json:"endpoint,omitempty"`
+	DERPRegion int      `json:"derpRegion,omitempty"`
+	LatencyMS  float64  `json:"latencyMs,omitempty"`
+	RxBytes    uint64   `json:"rxBytes"`
+	TxBytes    uint64   `json:"txBytes"`
+}
+
+type pingJSON struct {
+	Type       string  `json:"type"`
+	Peer       string  `json:"peer"`
+	IP         string  `json:"ip"`
+	LatencyMS  float64 `json:"latencyMs"`
+	Endpoint   string  `json:"endpoint,omitempty"`
+	DERPRegion int     `json:"derpRegion,omitempty"`
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func statusOf(n *microlink.Node) statusJSON {
+	st := n.Status()
+	out := statusJSON{State: st.State.String(), AuthURL: st.AuthURL, Stats: n.Stats()}
+	out.Self.Name = st.Hostname
+	out.Self.NodeKey = st.NodeKey
+	for _, a := range st.Addresses {
+		out.Self.Addresses = append(out.Self.Addresses, a.String())
+	}
+	for _, p := range n.Peers() {
+		pj := peerJSON{Name: p.Name, FQDN: p.FQDN, OS: p.OS, Online: p.Online, Expired: p.Expired,
+			Path: p.Path, DERPRegion: p.DERPRegion, LatencyMS: ms(p.Latency), RxBytes: p.RxBytes, TxBytes: p.TxBytes}
+		if p.Endpoint.IsValid() {
+			pj.Endpoint = p.Endpoint.String()
+		}
+		for _, a := range p.Addresses {
+			pj.Addresses = append(pj.Addresses, a.String())
+		}
+		out.Peers = append(out.Peers, pj)
+	}
+	return out
+}
+
+func parsePingType(s string) (microlink.PingType, error) {
+	switch s {
+	case "", "disco":
+		return microlink.PingDisco, nil
+	case "TSMP", "tsmp":
+		return microlink.PingTSMP, nil
+	case "ICMP", "icmp":
+		return microlink.PingICMP, nil
+	}
+	return 0, fmt.Errorf("unknown ping type %q (want disco, TSMP or ICMP)", s)
+}
+
+// localAPI serves the local API for node n.
+func localAPI(n *microlink.Node, logout func() error) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, statusOf(n))
+	})
+	mux.HandleFunc("POST /ping", func(w http.ResponseWriter, r *http.Request) {
+		typ, err := parsePingType(r.URL.Query().Get("type"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		timeout := 10 * time.Second
+		if s := r.URL.Query().Get("timeout"); s != "" {
+			if d, err := time.ParseDuration(s); err == nil && d > 0 {
+				timeout = d
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		res, err := n.Ping(ctx, r.URL.Query().Get("target"), typ)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		pj := pingJSON{Type: res.Type.String(), Peer: res.Peer, IP: res.PeerIP.String(), LatencyMS: ms(res.Latency), DERPRegion: res.DERPRegion}
+		if res.Endpoint.IsValid() {
+			pj.Endpoint = res.Endpoint.String()
+		}
+		writeJSON(w, pj)
+	})
+	mux.HandleFunc("POST /logout", func(w http.ResponseWriter, r *http.Request) {
+		if err := logout(); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// listenUnix listens on path with mode 0600, replacing a stale socket file
+// but refusing to steal one a live daemon still answers on.
+func listenUnix(path string) (net.Listener, error) {
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another microlink is already running on %s", path)
+	}
+	os.Remove(path)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// client talks to a running daemon.
+type client struct {
+	path string
+	hc   *http.Client
+}
+
+func newClient(path string) *client {
+	return &client{path: path, hc: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}}
+}
+
+func (c *client) do(method, path string, out any) error {
+	req, err := http.NewRequest(method, "http://microlink"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) {
+			return fmt.Errorf("no microlink running on %s (start one with 'microlink up'): %v", c.path, ne.Err)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode/100 != 2 {
+		return errors.New(string(trimNL(body)))
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(body, out)
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func pingQuery(target, typ string, timeout time.Duration) string {
+	q := url.Values{"target": {target}, "type": {typ}}
+	if timeout > 0 {
+		q.Set("timeout", timeout.String())
+	}
+	return "?" + q.Encode()
+}

@@ -1,0 +1,114 @@
+// Command microlink runs a small Tailscale node and talks to a running one.
+//
+//	microlink up     --authkey KEY --hostname NAME --login-server URL --statedir DIR [--port N] [--socket PATH]
+//	microlink status [--json] [--socket PATH | --statedir DIR]
+//	microlink ping   [--tsmp|--icmp] [-c N] NAME|IP
+//	microlink logout [--socket PATH | --statedir DIR]
+//	microlink version
+//
+// "up" runs in the foreground until SIGINT or SIGTERM and serves a local API
+// on a unix socket (default <statedir>/microlink.sock, mode 0600) that the
+// other commands use.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+type command struct {
+	name, usage, summary string
+	run                  func(args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"up", "up --authkey KEY --hostname NAME --login-server URL --statedir DIR [--port N] [--socket PATH]", "join the tailnet and run in the foreground", runUp},
+		{"status", "status [--json] [--socket PATH | --statedir DIR]", "show this node and its peers", runStatus},
+		{"ping", "ping [--tsmp|--icmp] [-c N] [--timeout D] NAME|IP", "ping a peer through the tailnet", runPing},
+		{"logout", "logout [--socket PATH | --statedir DIR]", "expire this node's key and forget its identity", runLogout},
+		{"version", "version", "print the version", runVersion},
+	}
+}
+
+// errUsage means the command line was wrong; the message was already printed.
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			err := c.run(args[1:], stdout, stderr)
+			switch {
+			case err == nil:
+				return 0
+			case errors.Is(err, flag.ErrHelp):
+				return 0
+			case errors.Is(err, errUsage):
+				return 2
+			default:
+				fmt.Fprintf(stderr, "microlink %s: %v\n", c.name, err)
+				return 1
+			}
+		}
+	}
+	fmt.Fprintf(stderr, "microlink: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: microlink <command> [flags]")
+	fmt.Fprintln(w)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'microlink <command> --help' for a command's flags.")
+}
+
+// newFlagSet returns a flag set that prints errors and help to stderr and
+// reports bad flags as errUsage.
+func newFlagSet(name, usageLine string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: microlink %s\n\n", usageLine)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	return nil
+}
+
+func runVersion(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("version", "version", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "microlink %s\n", version)
+	return nil
+}

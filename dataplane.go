@@ -1,0 +1,165 @@
+package microlink
+
+import (
+	"encoding/binary"
+	"log/slog"
+	"net/netip"
+
+	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/magicsock"
+	"github.com/microlink-go/microlink/internal/netmap"
+	"github.com/microlink-go/microlink/internal/packet"
+	"github.com/microlink-go/microlink/internal/tailcfg"
+	"github.com/microlink-go/microlink/internal/tunnel"
+	"github.com/microlink-go/microlink/internal/wireguard"
+)
+
+// dataPlane joins the layers a packet crosses: the tunnel stack (our IP
+// endpoint), the WireGuard core and magicsock (UDP socket, disco, DERP).
+type dataPlane struct {
+	logger *slog.Logger
+	stack  *tunnel.Stack
+	wg     *wireguard.Device
+	ms     *magicsock.Conn
+
+	// endpoints and homeDERP are reported to control when they change.
+	onEndpoints func([]magicsock.Endpoint)
+	onHomeDERP  func(int)
+}
+
+type dataPlaneConfig struct {
+	NodeKey, DiscoKey key.Private
+	Port              int
+	Logger            *slog.Logger
+	OnEndpoints       func([]magicsock.Endpoint)
+	OnHomeDERP        func(int)
+}
+
+func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
+	d := &dataPlane{logger: c.Logger, onEndpoints: c.OnEndpoints, onHomeDERP: c.OnHomeDERP}
+	d.stack = tunnel.New(tunnel.Config{
+		Output: func(pkt []byte) error { return d.wg.SendPacket(pkt) },
+		Logger: c.Logger,
+	})
+	var err error
+	d.wg, err = wireguard.NewDevice(wireguard.Config{
+		PrivateKey: c.NodeKey,
+		Send:       func(peer key.NodePublic, msg []byte) error { return d.ms.Send(peer, msg) },
+		Deliver:    d.stack.Inbound,
+		Logger:     c.Logger.With("component", "wireguard"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	port := c.Port
+	if port < 0 {
+		port = 0
+	}
+	d.ms, err = magicsock.New(magicsock.Options{
+		DiscoKey:         c.DiscoKey,
+		NodeKey:          c.NodeKey,
+		Port:             uint16(port),
+		ReceiveWireGuard: d.receiveWireGuard,
+		OnEndpoints: func(eps []magicsock.Endpoint) {
+			if d.onEndpoints != nil {
+				d.onEndpoints(eps)
+			}
+		},
+		OnHomeDERP: func(r int) {
+			if d.onHomeDERP != nil {
+				d.onHomeDERP(r)
+			}
+		},
+		Logger: c.Logger.With("component", "magicsock"),
+	})
+	if err != nil {
+		d.wg.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// receiveWireGuard hands an inbound WireGuard message to the core, with its
+// source packed into a fixed array so that cookie replies can find it.
+func (d *dataPlane) receiveWireGuard(msg []byte, src netip.AddrPort) {
+	var b [18]byte
+	a16 := src.Addr().As16()
+	copy(b[:16], a16[:])
+	binary.BigEndian.PutUint16(b[16:], src.Port())
+	d.wg.ReceiveFrom(msg, b[:])
+}
+
+// apply pushes what changed in the netmap into the layers.
+func (d *dataPlane) apply(nm *netmap.Map, ch netmap.Changes) {
+	if ch.SelfChanged {
+		if self, ok := nm.Self(); ok {
+			d.stack.SetAddresses(self.Addresses)
+			ch.FilterChanged = true // the filter's local addresses changed
+		}
+	}
+	if ch.DERPMapChanged {
+		if m := nm.DERPMap(); m != nil {
+			d.ms.SetDERPMap(m)
+		}
+	}
+	if ch.PeersTouched() || ch.Full {
+		d.setPeers(nm)
+	}
+	if ch.FilterChanged {
+		d.setFilter(nm)
+	}
+}
+
+func (d *dataPlane) setPeers(nm *netmap.Map) {
+	var wgPeers []wireguard.PeerConfig
+	var msPeers []magicsock.Peer
+	now := nm.Now()
+	nm.ForEachPeer(func(p *netmap.Peer) bool {
+		expired := p.ExpiredAt(now)
+		msPeers = append(msPeers, magicsock.Peer{
+			Key: p.Key, DiscoKey: p.DiscoKey, Endpoints: p.Endpoints, HomeDERP: p.HomeDERP, Expired: expired,
+		})
+		if !expired {
+			wgPeers = append(wgPeers, wireguard.PeerConfig{Key: p.Key, AllowedIPs: p.AllowedIPs})
+		}
+		return true
+	})
+	d.ms.SetPeers(msPeers)
+	d.wg.SetPeers(wgPeers)
+}
+
+// setFilter builds the inbound packet filter from the netmap's rules. No
+// rules at all let in only replies to traffic this node started.
+func (d *dataPlane) setFilter(nm *netmap.Map) {
+	rules := nm.FilterRules()
+	self, _ := nm.Self()
+	d.stack.SetFilter(packet.NewFilterFrom(d.stack.Filter(), convertRules(d.logger, rules), self.Addresses))
+}
+
+func convertRules(logger *slog.Logger, rules []tailcfg.FilterRule) []packet.Rule {
+	out := make([]packet.Rule, 0, len(rules))
+	for _, r := range rules {
+		dsts := make([]packet.Dst, 0, len(r.DstPorts))
+		for _, d := range r.DstPorts {
+			dsts = append(dsts, packet.Dst{IP: d.IP, First: d.Ports.First, Last: d.Ports.Last})
+		}
+		pr, err := packet.ParseRule(r.SrcIPs, dsts, r.IPProto)
+		if err != nil {
+			logger.Warn("microlink: skipping packet filter rule", "err", err)
+			continue
+		}
+		out = append(out, pr)
+	}
+	return out
+}
+
+func (d *dataPlane) close() {
+	d.ms.Close()
+	d.wg.Close()
+	d.stack.Close()
+}
+
+// fullChanges is a Changes that makes apply push everything.
+func fullChanges() netmap.Changes {
+	return netmap.Changes{Full: true, SelfChanged: true, DERPMapChanged: true, FilterChanged: true}
+}

@@ -1,0 +1,167 @@
+package nodetest
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microlink-go/microlink"
+	"github.com/microlink-go/microlink/interop/lab"
+	"tailscale.com/tailcfg"
+	"tailscale.com/types/key"
+)
+
+// TestJoinTailnet: microlink registers with testcontrol, its netmap lists a
+// real tailscaled with its addresses, and the tailscaled lists microlink.
+func TestJoinTailnet(t *testing.T) {
+	l := lab.Start(t, lab.Options{})
+	ts := l.StartTailscaled(t, lab.TSOptions{Hostname: "real-peer"})
+	n := startNode(t, l, "ml-join", "")
+
+	if !n.IPv4().IsValid() || !n.IPv4().Is4() || !strings.HasPrefix(n.IPv4().String(), "100.64.") {
+		t.Fatalf("IPv4 = %v", n.IPv4())
+	}
+	if !n.IPv6().Is6() {
+		t.Fatalf("IPv6 = %v", n.IPv6())
+	}
+	var peer microlink.Peer
+	waitFor(t, 5*time.Second, "real-peer in microlink's netmap", func() bool {
+		var ok bool
+		peer, ok = findPeer(n, "real-peer")
+		return ok
+	})
+	if !slices.Contains(peer.Addresses, ts.IPv4()) || !slices.Contains(peer.Addresses, ts.IPv6()) {
+		t.Fatalf("peer addresses %v, want %v and %v", peer.Addresses, ts.IPv4(), ts.IPv6())
+	}
+	if addrs, err := n.Resolve("real-peer"); err != nil || addrs[0] != ts.IPv4() {
+		t.Fatalf("Resolve(real-peer) = %v, %v", addrs, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ps, err := ts.WaitPeer(ctx, "ml-join")
+	if err != nil {
+		t.Fatalf("tailscaled does not list microlink: %v", err)
+	}
+	if !slices.Contains(ps.TailscaleIPs, n.IPv4()) {
+		t.Fatalf("tailscaled sees microlink at %v, want %v", ps.TailscaleIPs, n.IPv4())
+	}
+	// The CLI's JSON status says the same.
+	out, err := ts.CLI(ctx, "status", "--json")
+	if err != nil || !strings.Contains(string(out), `"HostName": "ml-join"`) || !strings.Contains(string(out), n.IPv4().String()) {
+		t.Fatalf("tailscale status --json: %v\n%s", err, out)
+	}
+}
+
+// TestPeerJoinLeave: a third node joining and leaving shows up in
+// microlink's netmap within 2 s.
+func TestPeerJoinLeave(t *testing.T) {
+	l := lab.Start(t, lab.Options{})
+	n := startNode(t, l, "ml-watch", "")
+
+	changed := make(chan struct{}, 16)
+	n.Watch(func(ev microlink.Event) {
+		if ev.PeersChanged {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		}
+	})
+	joinStart := time.Now()
+	third := startNode(t, l, "third", "")
+	waitFor(t, 2*time.Second, "third node to appear", func() bool {
+		_, ok := findPeer(n, "third")
+		return ok
+	})
+	t.Logf("join seen after %v", time.Since(joinStart))
+	select {
+	case <-changed:
+	case <-time.After(time.Second):
+		t.Fatal("no PeersChanged event for the join")
+	}
+
+	// Leaving: the node stops, and control deletes it, telling the others
+	// with a PeersRemoved delta. (testcontrol keeps nodes forever, so the
+	// deletion is sent the way the real control plane sends it.)
+	thirdKey := nodeKey(t, third.Status().NodeKey)
+	thirdNode := l.Control.Node(thirdKey)
+	if thirdNode == nil {
+		t.Fatal("control does not know the third node")
+	}
+	third.Close()
+	leaveStart := time.Now()
+	if !l.Control.AddRawMapResponse(nodeKey(t, n.Status().NodeKey), &tailcfg.MapResponse{PeersRemoved: []tailcfg.NodeID{thirdNode.ID}}) {
+		t.Fatal("control could not queue the removal")
+	}
+	waitFor(t, 2*time.Second, "third node to leave", func() bool {
+		_, ok := findPeer(n, "third")
+		return !ok
+	})
+	t.Logf("leave seen after %v", time.Since(leaveStart))
+}
+
+// TestControlRestart: the control server goes away and comes back; the
+// node reconnects by itself and its netmap recovers.
+func TestControlRestart(t *testing.T) {
+	l := lab.Start(t, lab.Options{})
+	n := startNode(t, l, "ml-restart", "")
+	l.RestartControl(t)
+	waitFor(t, 20*time.Second, "state to leave Connected", func() bool { return n.State() != microlink.Connected })
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	if err := n.WaitState(ctx, microlink.Connected); err != nil {
+		t.Fatalf("did not reconnect: %v (state %v)", err, n.Status())
+	}
+	// The recovered netmap sees a node that joined after the restart.
+	startNode(t, l, "after-restart", "")
+	waitFor(t, 5*time.Second, "post-restart peer", func() bool {
+		_, ok := findPeer(n, "after-restart")
+		return ok
+	})
+}
+
+// TestRestartSameState: a node restarted with the same state directory keeps
+// its node key and tailnet address.
+func TestRestartSameState(t *testing.T) {
+	l := lab.Start(t, lab.Options{})
+	dir := t.TempDir()
+	n1 := startNode(t, l, "ml-persist", dir)
+	key1, ip1 := n1.Status().NodeKey, n1.IPv4()
+	n1.Close()
+
+	n2 := startNode(t, l, "ml-persist", dir)
+	if got := n2.Status().NodeKey; got != key1 {
+		t.Fatalf("node key changed across restart: %s -> %s", key1, got)
+	}
+	if got := n2.IPv4(); got != ip1 {
+		t.Fatalf("address changed across restart: %v -> %v", ip1, got)
+	}
+}
+
+// TestBadAuthKey: a wrong auth key is a clear error from Start.
+func TestBadAuthKey(t *testing.T) {
+	l := lab.Start(t, lab.Options{})
+	n, err := microlink.New(microlink.Config{AuthKey: "tskey-wrong", ControlURL: l.ControlURL, Hostname: "bad", StateDir: t.TempDir(), Port: -1, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err = n.Start(ctx)
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "auth") {
+		t.Fatalf("Start with a bad key: %v", err)
+	}
+}
+
+func nodeKey(t *testing.T, s string) key.NodePublic {
+	t.Helper()
+	var k key.NodePublic
+	if err := k.UnmarshalText([]byte(s)); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

@@ -1,0 +1,327 @@
+package microlink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/microlink-go/microlink/internal/control"
+	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/magicsock"
+	"github.com/microlink-go/microlink/internal/state"
+	"github.com/microlink-go/microlink/internal/tailcfg"
+)
+
+// Start connects the node: it opens the UDP socket, registers with the
+// control server and waits for the first network map. It returns nil once
+// the node is Connected, or an error if registration is refused (a bad auth
+// key, for example) or ctx ends first. Only a nil return leaves the node
+// running; call Close when done either way.
+//
+// While waiting for an interactive login or an administrator's approval,
+// Start keeps waiting; watch for NeedsLogin with Watch and show the URL.
+func (n *Node) Start(ctx context.Context) error {
+	n.mu.Lock()
+	switch {
+	case n.closed:
+		n.mu.Unlock()
+		return ErrClosed
+	case n.started:
+		n.mu.Unlock()
+		return errors.New("microlink: Start called twice")
+	}
+	n.started = true
+	n.mu.Unlock()
+
+	n.disco = key.NewPrivate()
+	data, err := n.newDataPlane(n.ident.NodeKey)
+	if err != nil {
+		return fmt.Errorf("microlink: %w", err)
+	}
+	n.restorePeerCache(data)
+
+	ctl, err := control.New(control.Options{
+		ServerURL:     n.cfg.ControlURL,
+		MachineKey:    n.ident.MachineKey,
+		NodeKey:       n.ident.NodeKey,
+		AuthKey:       n.cfg.AuthKey,
+		Hostinfo:      n.hostinfo(),
+		Ephemeral:     n.cfg.Ephemeral,
+		Logger:        n.logger.With("component", "control"),
+		OnState:       n.onControlState,
+		OnNodeKey:     n.onNodeKey,
+		OnMapResponse: n.onMapResponse,
+		Pinger:        controlPinger{n},
+	})
+	if err != nil {
+		data.close()
+		return fmt.Errorf("microlink: %w", err)
+	}
+	ctl.SetDiscoKey(n.disco.DiscoPublic())
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	runErr := make(chan error, 1)
+	n.mu.Lock()
+	n.data, n.ctl, n.cancel, n.done = data, ctl, cancel, done
+	n.mu.Unlock()
+	n.setState(Connecting, "", nil)
+	go func() {
+		defer close(done)
+		runErr <- ctl.Run(runCtx)
+	}()
+
+	for {
+		n.mu.Lock()
+		st, ch := n.st, n.changed
+		n.mu.Unlock()
+		if st == Connected {
+			return nil
+		}
+		select {
+		case <-ch:
+		case err := <-runErr:
+			if errors.Is(err, control.ErrClosed) {
+				return ErrClosed
+			}
+			return fmt.Errorf("microlink: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Close disconnects the node and stops every goroutine it started. The
+// identity stays in the state directory.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	ctl, data, cancel, done := n.ctl, n.data, n.cancel, n.done
+	n.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if ctl != nil {
+		ctl.Close()
+	}
+	if done != nil {
+		<-done
+	}
+	if data != nil {
+		data.close()
+	}
+	n.savePeerCache()
+	n.setState(Stopped, "", nil)
+	return nil
+}
+
+// Logout expires the node's key on the control server, removes the
+// identity from the state directory and stops the node.
+func (n *Node) Logout(ctx context.Context) error {
+	n.mu.Lock()
+	ctl := n.ctl
+	n.mu.Unlock()
+	if ctl == nil {
+		return ErrNotConnected
+	}
+	if err := ctl.Logout(ctx); err != nil {
+		return fmt.Errorf("microlink: logout: %w", err)
+	}
+	n.Close()
+	if n.store != nil {
+		if err := n.store.Remove(); err != nil {
+			return fmt.Errorf("microlink: logout: %w", err)
+		}
+	}
+	return nil
+}
+
+func (n *Node) newDataPlane(nodeKey key.Private) (*dataPlane, error) {
+	return newDataPlane(dataPlaneConfig{
+		NodeKey:  nodeKey,
+		DiscoKey: n.disco,
+		Port:     n.cfg.Port,
+		Logger:   n.logger,
+		OnEndpoints: func(eps []magicsock.Endpoint) {
+			if ctl := n.control(); ctl != nil {
+				out := make([]control.Endpoint, len(eps))
+				for i, e := range eps {
+					out[i] = control.Endpoint{AddrPort: e.AddrPort, Type: e.Type}
+				}
+				ctl.SetEndpoints(out)
+			}
+		},
+		OnHomeDERP: func(region int) {
+			if ctl := n.control(); ctl != nil {
+				ctl.SetPreferredDERP(region)
+			}
+		},
+	})
+}
+
+func (n *Node) control() *control.Client {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ctl
+}
+
+// onControlState maps the control client's state onto the node's.
+func (n *Node) onControlState(s control.State) {
+	switch s.Kind {
+	case control.NeedsLogin:
+		n.setState(NeedsLogin, s.AuthURL, nil)
+		if n.cfg.OnAuthURL != nil {
+			n.cfg.OnAuthURL(s.AuthURL)
+		} else {
+			n.logger.Warn("microlink: to authorize this node, visit the login URL", "url", s.AuthURL)
+		}
+	case control.NeedsMachineAuth:
+		n.setState(NeedsApproval, "", nil)
+	case control.Connected:
+		// Connected once the netmap is applied (onMapResponse).
+		if _, ok := n.nm.Self(); ok {
+			n.setState(Connected, "", nil)
+		}
+	case control.Error:
+		n.markNewStream()
+		n.setState(Connecting, "", s.Err)
+	default:
+		n.markNewStream()
+		n.setState(Connecting, "", nil)
+	}
+}
+
+func (n *Node) markNewStream() {
+	n.mu.Lock()
+	n.newStream = true
+	n.mu.Unlock()
+}
+
+// onMapResponse applies one map message to the netmap and the data plane.
+func (n *Node) onMapResponse(resp *tailcfg.MapResponse) {
+	n.mu.Lock()
+	fresh := n.newStream || !n.gotMap
+	n.newStream, n.gotMap = false, true
+	data := n.data
+	n.mu.Unlock()
+	if fresh {
+		n.nm.StartStream()
+	}
+	ch, err := n.nm.Apply(resp)
+	if err != nil {
+		n.logger.Warn("microlink: bad map response", "err", err)
+		return
+	}
+	if data != nil {
+		data.apply(n.nm, ch)
+	}
+	if ch.Full || len(ch.PeersAdded) > 0 || len(ch.PeersRemoved) > 0 || ch.DERPMapChanged {
+		n.savePeerCache()
+	}
+	if self, ok := n.nm.Self(); ok && resp.Node != nil {
+		if self.MachineAuthorized {
+			n.setState(Connected, "", nil)
+		} else {
+			n.setState(NeedsApproval, "", nil)
+		}
+	}
+	if ch.PeersTouched() {
+		n.notifyPeers()
+	}
+}
+
+// onNodeKey persists a new node key (after expiry or rotation) and moves
+// the data plane to it.
+func (n *Node) onNodeKey(k key.Private) {
+	n.mu.Lock()
+	if n.ident.NodeKey.Equal(k) {
+		n.mu.Unlock()
+		return
+	}
+	n.ident.OldNodeKey, n.ident.NodeKey = n.ident.NodeKey, k
+	ident := *n.ident
+	old := n.data
+	n.newStream = true
+	n.mu.Unlock()
+	if n.store != nil {
+		if err := n.store.SaveIdentity(&ident); err != nil {
+			n.logger.Error("microlink: saving the new node key", "err", err)
+		}
+	}
+	if old == nil {
+		return
+	}
+	old.close()
+	data, err := n.newDataPlane(k)
+	if err != nil {
+		n.logger.Error("microlink: restarting the data plane with the new node key", "err", err)
+		return
+	}
+	n.mu.Lock()
+	n.data = data
+	n.mu.Unlock()
+	data.apply(n.nm, fullChanges())
+}
+
+// restorePeerCache seeds the netmap with the peers known from the last run,
+// so that traffic to them can start before control answers.
+func (n *Node) restorePeerCache(data *dataPlane) {
+	if n.store == nil {
+		return
+	}
+	pc := n.store.LoadPeers()
+	if pc == nil {
+		return
+	}
+	ch := n.nm.Restore(pc.NetmapPeers(), pc.DERPMap)
+	data.apply(n.nm, ch)
+	n.logger.Info("microlink: restored known peers", "peers", n.nm.NumPeers())
+}
+
+func (n *Node) savePeerCache() {
+	if n.store == nil {
+		return
+	}
+	if _, ok := n.nm.Self(); !ok {
+		return
+	}
+	pc := state.NewPeerCache(n.nm.Peers(), n.nm.DERPMap(), time.Now())
+	if err := n.store.SavePeers(pc); err != nil {
+		n.logger.Warn("microlink: saving the peer cache", "err", err)
+	}
+}
+
+// controlPinger runs the pings control asks for.
+type controlPinger struct{ n *Node }
+
+func (p controlPinger) Ping(ctx context.Context, ip netip.Addr, typ string) (*tailcfg.PingResponse, error) {
+	var t PingType
+	switch typ {
+	case "disco":
+		t = PingDisco
+	case "TSMP":
+		t = PingTSMP
+	case "ICMP":
+		t = PingICMP
+	default:
+		return nil, fmt.Errorf("microlink: unsupported ping type %q", typ)
+	}
+	res, err := p.n.Ping(ctx, ip.String(), t)
+	out := &tailcfg.PingResponse{Type: typ, IP: ip.String(), NodeIP: ip.String(), NodeName: res.Peer}
+	if err != nil {
+		out.Err = err.Error()
+		return out, nil
+	}
+	out.LatencySeconds = res.Latency.Seconds()
+	out.DERPRegionID = res.DERPRegion
+	if res.Endpoint.IsValid() {
+		out.Endpoint = res.Endpoint.String()
+	}
+	return out, nil
+}

@@ -1,0 +1,189 @@
+package microlink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"sync"
+
+	"github.com/microlink-go/microlink/internal/control"
+	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/netmap"
+	"github.com/microlink-go/microlink/internal/state"
+	"github.com/microlink-go/microlink/internal/tailcfg"
+)
+
+// Version is microlink's version, reported to control in Hostinfo.
+const Version = "0.1.0"
+
+// Node is a tailnet node. Create one with New, connect it with Start and
+// stop it with Close. Its methods are safe for concurrent use.
+type Node struct {
+	cfg    Config
+	logger *slog.Logger
+	store  *state.Store // nil when StateDir is empty
+	ident  *state.Identity
+	disco  key.Private // fresh at every start
+
+	nm   *netmap.Map
+	data *dataPlane
+	ctl  *control.Client
+
+	mu        sync.Mutex
+	st        State
+	authURL   string
+	lastErr   error
+	changed   chan struct{} // closed and replaced at every state change
+	watchers  []func(Event)
+	started   bool
+	gotMap    bool // a map message was applied
+	newStream bool // the next map message starts a new stream
+	closed    bool
+	cancel    context.CancelFunc
+	done      chan struct{} // closed when the control loop has returned
+}
+
+// New validates cfg, applies defaults and loads the node's identity from
+// cfg.StateDir, creating one if there is none. It does not touch the network.
+func New(cfg Config) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:     cfg,
+		logger:  cfg.Logger,
+		changed: make(chan struct{}),
+	}
+	if cfg.StateDir != "" {
+		n.store, err = state.Open(cfg.StateDir, n.logger)
+		if err != nil {
+			return nil, fmt.Errorf("microlink: %w", err)
+		}
+		var created bool
+		n.ident, created, err = n.store.LoadOrCreateIdentity()
+		if err != nil {
+			return nil, fmt.Errorf("microlink: %w", err)
+		}
+		if created {
+			n.logger.Info("microlink: created a new identity", "dir", cfg.StateDir)
+		}
+	} else {
+		n.ident = &state.Identity{MachineKey: key.NewPrivate(), NodeKey: key.NewPrivate()}
+	}
+	n.nm = netmap.New(netmap.Options{Logger: n.logger})
+	return n, nil
+}
+
+// StateDir returns the directory holding the node's identity, or "".
+func (n *Node) StateDir() string { return n.cfg.StateDir }
+
+// State returns the node's current state.
+func (n *Node) State() State {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.st
+}
+
+// WaitState blocks until the node is in state want, the node stops, or ctx
+// ends.
+func (n *Node) WaitState(ctx context.Context, want State) error {
+	for {
+		n.mu.Lock()
+		st, ch, closed := n.st, n.changed, n.closed
+		n.mu.Unlock()
+		if st == want {
+			return nil
+		}
+		if closed {
+			return ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Watch registers f to be called after every change of state or of the
+// peer list. Calls are made one at a time, from the node's own goroutines:
+// f must not block.
+func (n *Node) Watch(f func(Event)) {
+	n.mu.Lock()
+	n.watchers = append(n.watchers, f)
+	n.mu.Unlock()
+}
+
+// ErrClosed is returned by operations on a closed Node.
+var ErrClosed = errors.New("microlink: node closed")
+
+func (n *Node) setState(st State, authURL string, err error) {
+	n.mu.Lock()
+	if n.closed && st != Stopped {
+		n.mu.Unlock()
+		return
+	}
+	same := n.st == st && n.authURL == authURL && errors.Is(err, n.lastErr) && errors.Is(n.lastErr, err)
+	n.st, n.authURL, n.lastErr = st, authURL, err
+	if !same {
+		close(n.changed)
+		n.changed = make(chan struct{})
+	}
+	ws := n.watchers
+	n.mu.Unlock()
+	if same {
+		return
+	}
+	n.logger.Info("microlink: state", "state", st.String())
+	ev := Event{State: st, AuthURL: authURL, Err: err}
+	for _, w := range ws {
+		w(ev)
+	}
+}
+
+func (n *Node) notifyPeers() {
+	n.mu.Lock()
+	ev := Event{State: n.st, AuthURL: n.authURL, Err: n.lastErr, PeersChanged: true}
+	ws := n.watchers
+	n.mu.Unlock()
+	for _, w := range ws {
+		w(ev)
+	}
+}
+
+func (n *Node) hostinfo() *tailcfg.Hostinfo {
+	return &tailcfg.Hostinfo{
+		IPNVersion:  Version + "-microlink",
+		OS:          runtime.GOOS,
+		App:         "microlink",
+		Hostname:    n.cfg.Hostname,
+		GoArch:      runtime.GOARCH,
+		GoVersion:   runtime.Version(),
+		RequestTags: n.cfg.Tags,
+		Userspace:   tailcfg.NewOptBool(true),
+	}
+}
+
+// IPv4 returns the node's tailnet IPv4 address, or the zero Addr before the
+// first netmap.
+func (n *Node) IPv4() netip.Addr { return n.addr(netip.Addr.Is4) }
+
+// IPv6 returns the node's tailnet IPv6 address, or the zero Addr.
+func (n *Node) IPv6() netip.Addr { return n.addr(netip.Addr.Is6) }
+
+func (n *Node) addr(is func(netip.Addr) bool) netip.Addr {
+	self, ok := n.nm.Self()
+	if !ok {
+		return netip.Addr{}
+	}
+	for _, p := range self.Addresses {
+		if is(p.Addr()) {
+			return p.Addr()
+		}
+	}
+	return netip.Addr{}
+}

@@ -1,0 +1,126 @@
+package microlink
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// State is where a Node is in its life.
+type State int
+
+// The states of a Node, in the order a successful start goes through them.
+const (
+	// Stopped: not started, or closed.
+	Stopped State = iota
+	// Connecting: talking to the control server (registering, or
+	// reconnecting after a failure).
+	Connecting
+	// NeedsLogin: waiting for a person to visit the login URL.
+	NeedsLogin
+	// NeedsApproval: registered, but an administrator must approve the
+	// device before it may join.
+	NeedsApproval
+	// Connected: registered, the network map has arrived and the node is
+	// reachable by its peers.
+	Connected
+)
+
+func (s State) String() string {
+	switch s {
+	case Stopped:
+		return "Stopped"
+	case Connecting:
+		return "Connecting"
+	case NeedsLogin:
+		return "NeedsLogin"
+	case NeedsApproval:
+		return "NeedsApproval"
+	case Connected:
+		return "Connected"
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// Event tells a Watch callback what changed.
+type Event struct {
+	// State is the node's state after the change.
+	State State
+	// AuthURL is set while State is NeedsLogin.
+	AuthURL string
+	// PeersChanged is true when the peer list or a peer's details changed.
+	PeersChanged bool
+	// Err is the last control error, if the node is retrying.
+	Err error
+}
+
+// Peer describes another node of the tailnet as this node sees it.
+type Peer struct {
+	Name      string       // short MagicDNS name, such as "laptop"
+	FQDN      string       // full MagicDNS name without the trailing dot
+	Addresses []netip.Addr // tailnet addresses (IPv4 first)
+	OS        string
+	Online    bool
+	Expired   bool      // the peer's key has expired: it cannot be reached
+	LastSeen  time.Time // zero if unknown
+	NodeKey   string    // "nodekey:…"
+
+	// Path is how packets reach the peer now: "direct" (Endpoint is set),
+	// "derp" (DERPRegion is set) or "" when nothing was sent yet.
+	Path       string
+	Endpoint   netip.AddrPort
+	DERPRegion int
+	HomeDERP   int           // the peer's home DERP region
+	Latency    time.Duration // last measured round trip; 0 if none yet
+
+	RxBytes, TxBytes uint64    // WireGuard payload bytes
+	LastHandshake    time.Time // zero if no session yet
+}
+
+// PingType selects how Ping reaches a peer. They can be combined with |;
+// the zero value means PingDisco.
+type PingType int
+
+const (
+	// PingDisco sends a disco ping: it proves the path (direct or DERP)
+	// without involving WireGuard, like "tailscale ping".
+	PingDisco PingType = 1 << iota
+	// PingTSMP sends a TSMP ping through WireGuard, answered by the peer's
+	// Tailscale client, like "tailscale ping --tsmp".
+	PingTSMP
+	// PingICMP sends an ICMP echo request through WireGuard, answered by the
+	// peer's IP stack, like "tailscale ping --icmp".
+	PingICMP
+)
+
+func (t PingType) String() string {
+	switch t {
+	case 0, PingDisco:
+		return "disco"
+	case PingTSMP:
+		return "TSMP"
+	case PingICMP:
+		return "ICMP"
+	}
+	return fmt.Sprintf("PingType(%d)", int(t))
+}
+
+// PingResult is the answer to one Ping.
+type PingResult struct {
+	Type     PingType
+	Peer     string // short name of the peer that answered
+	PeerIP   netip.Addr
+	Latency  time.Duration
+	Endpoint netip.AddrPort // the direct path the answer came on, if any
+	// DERPRegion is the relay region the answer came through, if not direct.
+	DERPRegion int
+}
+
+// Stats are a node's counters since it started.
+type Stats struct {
+	PacketsIn, PacketsOut uint64 // WireGuard data packets
+	BytesIn, BytesOut     uint64 // WireGuard payload bytes
+	Handshakes            uint64 // completed WireGuard handshakes
+	Dropped               uint64 // packets dropped by the filter or for errors
+	Peers                 int    // peers in the netmap
+}
