@@ -61,7 +61,10 @@ type pair struct {
 	deliveries atomic.Int64
 }
 
-func newPair(t *testing.T) *pair {
+func newPair(t *testing.T) *pair { return newPairConfig(t, nil) }
+
+// newPairConfig is newPair with a chance to change our device's config.
+func newPairConfig(t *testing.T, mutate func(*pair, *wireguard.Config)) *pair {
 	t.Helper()
 	before := runtime.NumGoroutine()
 	p := &pair{
@@ -74,7 +77,7 @@ func newPair(t *testing.T) *pair {
 		delivered: make(chan []byte, 64),
 		stopPump:  make(chan struct{}),
 	}
-	ours, err := wireguard.NewDevice(wireguard.Config{
+	cfg := wireguard.Config{
 		PrivateKey: p.ourKey,
 		Now:        p.clock.Now,
 		Send: func(_ key.NodePublic, msg []byte) error {
@@ -95,7 +98,11 @@ func newPair(t *testing.T) *pair {
 			default:
 			}
 		},
-	})
+	}
+	if mutate != nil {
+		mutate(p, &cfg)
+	}
+	ours, err := wireguard.NewDevice(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,9 +114,9 @@ func newPair(t *testing.T) *pair {
 
 	p.wg = device.NewDevice(p.tun, p.bind, device.NewLogger(device.LogLevelError, "wg: "))
 	pub := p.ourKey.Public()
-	cfg := fmt.Sprintf("private_key=%s\npublic_key=%s\nallowed_ip=%s/32\nendpoint=127.0.0.1:1\n",
+	uapi := fmt.Sprintf("private_key=%s\npublic_key=%s\nallowed_ip=%s/32\nendpoint=127.0.0.1:1\n",
 		hex.EncodeToString(p.wgKey[:]), hex.EncodeToString(pub[:]), ourAddr)
-	if err := p.wg.IpcSet(cfg); err != nil {
+	if err := p.wg.IpcSet(uapi); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.wg.Up(); err != nil {
@@ -366,5 +373,42 @@ func TestGoldenMessagesAcceptedByWireguardGo(t *testing.T) {
 	m.Static[3] ^= 1
 	if peer := dev.ConsumeMessageInitiation(&m); peer != nil {
 		t.Fatal("wireguard-go accepts a tampered initiation; the check above proves nothing")
+	}
+}
+
+func TestCookieReplyUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for wireguard-go's 5 s handshake retransmission")
+	}
+	var cookies atomic.Int64
+	p := newPairConfig(t, func(p *pair, c *wireguard.Config) {
+		c.UnderLoad = func() bool { return true }
+		c.SendCookieReply = func(src, msg []byte) error {
+			if !bytes.Equal(src, endpoint{}.DstToBytes()) {
+				t.Errorf("cookie reply for source %x", src)
+			}
+			cookies.Add(1)
+			p.bind.in <- bytes.Clone(msg)
+			return nil
+		}
+	})
+	// wireguard-go's first initiation has no mac2: we answer with a
+	// cookie. Its retransmission carries mac2 made from our cookie and is
+	// accepted.
+	pkt := packet(wgAddr, ourAddr, 120, 1)
+	p.tun.toWG <- pkt
+	select {
+	case got := <-p.delivered:
+		if !bytes.Equal(got, pkt) {
+			t.Fatal("packet changed")
+		}
+	case <-time.After(device.RekeyTimeout + 3*time.Second):
+		t.Fatal("no handshake after the cookie reply")
+	}
+	if cookies.Load() < 1 {
+		t.Fatal("no cookie reply sent")
+	}
+	if n := p.countOurs(wireguard.TypeResponse); n != 1 {
+		t.Fatalf("responses = %d", n)
 	}
 }
