@@ -50,6 +50,7 @@ func (c *Conn) receiveDisco(pkt []byte, src netip.AddrPort, region int, derpSrc 
 	if region != 0 {
 		p.derpRegion = region
 	}
+	c.log.Debug("magicsock: disco in", "peer", p.key.ShortString(), "src", src, "msg", disco.Summary(m))
 	switch m := m.(type) {
 	case *disco.Ping:
 		c.handlePing(p, m, src, region, derpSrc)
