@@ -250,6 +250,9 @@ func TestWatchdog(t *testing.T) {
 	c, _ := New(opts)
 	run(t, c)
 	f.waitFor("poll after watchdog", func() bool { return len(f.polls) >= 2 })
+	if n := f.srv.Upgrades.Load(); n < 2 {
+		t.Fatalf("watchdog kept the old connection (%d dials)", n)
+	}
 }
 
 func TestKeepAliveAndPings(t *testing.T) {

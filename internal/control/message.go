@@ -46,6 +46,7 @@ func newMessageReader(max int) (*messageReader, error) {
 
 func (m *messageReader) reset(r io.Reader, compressed bool) {
 	m.r, m.compressed = r, compressed
+	m.trim()
 }
 
 func (m *messageReader) close() {

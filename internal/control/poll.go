@@ -14,6 +14,10 @@ import (
 // DefaultPollTimeout is the map-stream watchdog.
 const DefaultPollTimeout = 120 * time.Second
 
+// requestTimeout bounds requests that should answer promptly: lite
+// updates and registrations other than an interactive login's follow-up.
+const requestTimeout = time.Minute
+
 // mapRequest builds a MapRequest with everything the client reports.
 func (c *Client) mapRequest(stream bool) *tailcfg.MapRequest {
 	c.mu.Lock()
@@ -45,6 +49,8 @@ func (c *Client) mapRequest(stream bool) *tailcfg.MapRequest {
 // sendLiteUpdate reports disco key, endpoints and Hostinfo without
 // disturbing the streaming poll.
 func (c *Client) sendLiteUpdate(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	req := c.mapRequest(false)
 	res, err := c.post(ctx, "/machine/map", req, req.NodeKey)
 	if err != nil {
@@ -66,19 +72,9 @@ var errNoSelfNode = errors.New("control: first map response lacks the self node"
 
 // poll runs the streaming map poll until it fails. It reports whether it
 // delivered a netmap.
-func (c *Client) poll(ctx context.Context) (connected bool, err error) {
+func (c *Client) poll(ctx context.Context, mr *messageReader) (connected bool, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-
-	max := c.opts.MaxMessageSize
-	if max <= 0 {
-		max = DefaultMaxMessageSize
-	}
-	mr, err := newMessageReader(max)
-	if err != nil {
-		return false, err
-	}
-	defer mr.close()
 
 	req := c.mapRequest(true)
 	res, err := c.post(ctx, "/machine/map", req, req.NodeKey)
@@ -112,6 +108,11 @@ func (c *Client) poll(ctx context.Context) (connected bool, err error) {
 		if err != nil {
 			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 				err = cause
+			}
+			if err == errWatchdog {
+				// The connection may be dead without knowing it: dial
+				// afresh rather than queue the next requests on it.
+				c.closeConns()
 			}
 			if err == io.EOF {
 				err = errors.New("control: map stream ended")

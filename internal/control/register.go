@@ -82,6 +82,16 @@ func (c *Client) forgetServer() {
 	}
 }
 
+// closeConns closes the Noise connections; the next request dials again.
+func (c *Client) closeConns() {
+	c.mu.Lock()
+	nc := c.noise
+	c.mu.Unlock()
+	if nc != nil {
+		nc.CloseConns()
+	}
+}
+
 // post sends a JSON request over Noise. The Ts-Lb header carries each
 // non-zero key in lb.
 func (c *Client) post(ctx context.Context, path string, body any, lb ...key.NodePublic) (*http.Response, error) {
@@ -108,6 +118,11 @@ func (c *Client) post(ctx context.Context, path string, body any, lb ...key.Node
 
 // doRegister sends one RegisterRequest and decodes the answer.
 func (c *Client) doRegister(ctx context.Context, req *tailcfg.RegisterRequest) (*tailcfg.RegisterResponse, error) {
+	if req.Followup == "" { // a follow-up waits for the user
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+	}
 	res, err := c.post(ctx, "/machine/register", req, req.OldNodeKey, req.NodeKey)
 	if err != nil {
 		return nil, fmt.Errorf("control: register: %w", err)

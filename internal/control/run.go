@@ -30,9 +30,19 @@ func (c *Client) Run(ctx context.Context) error {
 	defer cancel()
 	wg.Go(func() { c.liteUpdater(ctx) })
 
+	max := c.opts.MaxMessageSize
+	if max <= 0 {
+		max = DefaultMaxMessageSize
+	}
+	mr, err := newMessageReader(max) // one decoder for every poll
+	if err != nil {
+		return err
+	}
+	defer mr.close()
+
 	var bo backoff
 	for {
-		connected, err := c.session(ctx)
+		connected, err := c.session(ctx, mr)
 		c.mu.Lock()
 		c.sessionUp = false
 		c.mu.Unlock()
@@ -78,7 +88,7 @@ var ErrClosed = errors.New("control: client closed")
 
 // session runs one register, lite update and map poll. It reports whether
 // the poll delivered a netmap.
-func (c *Client) session(ctx context.Context) (connected bool, err error) {
+func (c *Client) session(ctx context.Context, mr *messageReader) (connected bool, err error) {
 	if c.State().Kind != NeedsMachineAuth {
 		c.setState(State{Kind: Connecting})
 	}
@@ -91,7 +101,7 @@ func (c *Client) session(ctx context.Context) (connected bool, err error) {
 	c.mu.Lock()
 	c.sessionUp = true
 	c.mu.Unlock()
-	return c.poll(ctx)
+	return c.poll(ctx, mr)
 }
 
 // liteUpdater sends a lite update whenever something reported changes
