@@ -8,6 +8,7 @@ import (
 
 	"github.com/microlink-go/microlink/internal/disco"
 	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/tailcfg"
 )
 
 // rawPeer is a hand-driven disco peer on a loopback UDP socket.
@@ -198,5 +199,52 @@ func TestSetPeersKeepsPaths(t *testing.T) {
 	a.SetPeers(nil)
 	if _, ok := a.PeerStatus(b.key.NodePublic()); ok {
 		t.Fatal("removed peer still known")
+	}
+}
+
+func TestSendStartsDiscovery(t *testing.T) {
+	d := &captureDERP{sent: make(chan relayed, 16)}
+	var rec recorder
+	a := newNode(t, nil, rec.opts(Options{DERP: d}))
+	a.SetDERPMap(&tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{3: {RegionID: 3, Nodes: []*tailcfg.DERPNode{{Name: "3a", RegionID: 3, IPv4: "none", IPv6: "none", STUNPort: -1}}}}})
+	waitFor(t, 2*time.Second, "endpoints", func() bool { return len(a.Endpoints()) > 0 })
+	p := newRawPeer(t)
+	pp := p.peer()
+	pp.HomeDERP = 3
+	pp.Endpoints = []netip.AddrPort{p.addr}
+	a.SetPeers([]Peer{pp})
+	if err := a.Send(p.node.NodePublic(), []byte(wgMsg)); err != nil {
+		t.Fatal(err)
+	}
+	var gotWG, gotCMM bool
+	for !gotWG || !gotCMM {
+		select {
+		case r := <-d.sent:
+			if r.region != 3 || r.dst != p.node.NodePublic() {
+				t.Fatalf("relayed via %d to %v", r.region, r.dst)
+			}
+			if string(r.pkt) == wgMsg {
+				gotWG = true
+				continue
+			}
+			m, ok := p.sealer.Open(r.pkt, a.DiscoPublic())
+			cmm, _ := m.(*disco.CallMeMaybe)
+			if !ok || cmm == nil || len(cmm.MyNumber) != 1 || cmm.MyNumber[0] != a.udpTo {
+				t.Fatalf("relayed %+v", m)
+			}
+			gotCMM = true
+		case <-time.After(2 * time.Second):
+			t.Fatalf("relayed WireGuard %v, call-me-maybe %v", gotWG, gotCMM)
+		}
+	}
+	// And the direct candidate got a ping carrying our node key.
+	found := false
+	for _, m := range p.read(t, a, 200*time.Millisecond) {
+		if ping, ok := m.(*disco.Ping); ok && ping.NodeKey == a.key.NodePublic() {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("no disco ping to the peer's endpoint")
 	}
 }

@@ -194,6 +194,9 @@ func (c *Conn) handleCallMeMaybe(p *peer, m *disco.CallMeMaybe) {
 // the last discoPingInterval unless force is set. It reports whether any
 // ping went out. Conn.mu is held.
 func (c *Conn) pingCandidates(p *peer, now time.Time, force bool, purpose int, result chan<- PingResult) bool {
+	if purpose != pingCLI {
+		p.lastFullPing = now
+	}
 	sent := false
 	for ap, cd := range p.cands {
 		if !force && now.Sub(cd.lastPing) < c.tm.discoPingInterval {
@@ -202,9 +205,6 @@ func (c *Conn) pingCandidates(p *peer, now time.Time, force bool, purpose int, r
 		cd.lastPing = now
 		c.sendPing(p, ap, purpose, result)
 		sent = true
-	}
-	if sent && purpose != pingCLI {
-		p.lastFullPing = now
 	}
 	return sent
 }
