@@ -135,6 +135,9 @@ func newConn(opts Options, tm timing) (*Conn, error) {
 	if opts.DiscoKey.IsZero() {
 		return nil, errors.New("magicsock: no disco key")
 	}
+	if opts.NodeKey.IsZero() && opts.DERP == nil {
+		return nil, errors.New("magicsock: no node key for DERP")
+	}
 	c := &Conn{
 		opts:    opts,
 		log:     opts.Logger,
@@ -152,7 +155,7 @@ func newConn(opts Options, tm timing) (*Conn, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	if opts.NodeKey.IsZero() {
-		c.nodePub = key.NodePublic{}
+		c.nodePub = key.NodePublic{} // pings go out without a node key
 	}
 	c.nc.init()
 	if err := c.listen(opts.Port); err != nil {
