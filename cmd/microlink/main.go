@@ -94,14 +94,24 @@ func newFlagSet(name, usageLine string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// parseFlags parses args, allowing flags after positional arguments
+// ("ping laptop -c 3"); the positional arguments are left in fs.Args().
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return errUsage
 		}
-		return errUsage
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	return nil
+	return fs.Parse(append([]string{"--"}, positional...))
 }
 
 func runVersion(args []string, stdout, stderr io.Writer) error {

@@ -247,8 +247,9 @@ func (c *Client) Logout(ctx context.Context) error {
 	c.mu.Lock()
 	nk := c.nodeKey
 	c.mu.Unlock()
+	// Like every registration, the logout carries the auth key if there is
+	// one: servers that require it check it on every request.
 	req := c.registerRequest(nk, key.Private{}, "")
-	req.Auth = nil
 	req.Expiry = time.Unix(123, 0)
 	resp, err := c.doRegister(ctx, req)
 	if err != nil {

@@ -2,6 +2,8 @@ package nodetest
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -164,4 +166,25 @@ func nodeKey(t *testing.T, s string) key.NodePublic {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestLogout: the real control server accepts the logout registration
+// (an expiry in the past, checked on the wire by the control package's unit
+// tests; testcontrol does not record it), and the identity is removed from
+// the state directory.
+func TestLogout(t *testing.T) {
+	l := lab.Start(t, lab.Options{})
+	dir := t.TempDir()
+	n := startNode(t, l, "ml-logout", dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "microlink.state")); !os.IsNotExist(err) {
+		t.Fatalf("identity still there: %v", err)
+	}
+	if n.State() != microlink.Stopped {
+		t.Fatalf("state = %v", n.State())
+	}
 }

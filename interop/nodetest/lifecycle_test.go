@@ -1,0 +1,175 @@
+package nodetest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/microlink-go/microlink"
+	"github.com/microlink-go/microlink/interop/lab"
+	"tailscale.com/ipn/ipnstate"
+)
+
+// ourGoroutines returns the stacks of goroutines running microlink code.
+func ourGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "github.com/microlink-go/microlink.") || strings.Contains(g, "github.com/microlink-go/microlink/internal/") {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// TestCloseStopsGoroutines: closing a node that has run the whole protocol
+// (control, DERP, disco, WireGuard, sockets) stops every goroutine it
+// started.
+func TestCloseStopsGoroutines(t *testing.T) {
+	l := lab.Start(t, lab.Options{})
+	ts := l.StartTailscaled(t, lab.TSOptions{Hostname: "real-peer", NeverDirect: true})
+	if g := ourGoroutines(); len(g) != 0 {
+		t.Fatalf("goroutines before start:\n%s", strings.Join(g, "\n\n"))
+	}
+	n := startNode(t, l, "ml-leak", "")
+	c, err := n.ListenUDP(5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	waitFor(t, 5*time.Second, "peer", func() bool { _, ok := findPeer(n, "real-peer"); return ok })
+	if _, err := n.Ping(ctx, ts.IPv4().String(), microlink.PingTSMP); err != nil {
+		t.Fatalf("ping before close: %v", err)
+	}
+	if len(ourGoroutines()) == 0 {
+		t.Fatal("a running node shows no goroutines: the check cannot see them")
+	}
+	n.Close()
+	if _, _, err := c.ReadFrom(make([]byte, 10)); err == nil {
+		t.Fatal("socket still open after Close")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		g := ourGoroutines()
+		if len(g) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines left after Close:\n%s", len(g), strings.Join(g, "\n\n"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n.State() != microlink.Stopped {
+		t.Fatalf("state after Close = %v", n.State())
+	}
+}
+
+// TestCLI runs the microlink binary as a person would: "up" in the
+// foreground, then "status" and "ping" against it, then SIGTERM.
+func TestCLI(t *testing.T) {
+	l := lab.Start(t, lab.Options{})
+	ts := l.StartTailscaled(t, lab.TSOptions{Hostname: "real-peer", NeverDirect: true})
+	bin := filepath.Join(t.TempDir(), "microlink")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/microlink-go/microlink/cmd/microlink").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	up := exec.Command(bin, "up", "--authkey", l.AuthKey, "--hostname", "ml-cli", "--login-server", l.ControlURL, "--statedir", dir, "--port", "0")
+	var logs bytes.Buffer
+	up.Stderr = &logs
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if up.ProcessState == nil {
+			up.Process.Kill()
+			up.Wait()
+		}
+		if t.Failed() {
+			t.Logf("microlink up log:\n%s", logs.String())
+		}
+	}()
+	cli := func(args ...string) (string, error) {
+		out, err := exec.Command(bin, append(args, "--statedir", dir)...).CombinedOutput()
+		return string(out), err
+	}
+	var st struct {
+		State string
+		Self  struct{ Addresses []string }
+		Peers []struct {
+			Name      string
+			Addresses []string
+		}
+	}
+	waitFor(t, 15*time.Second, "microlink up to be Connected with its peer", func() bool {
+		out, err := cli("status", "--json")
+		if err != nil || json.Unmarshal([]byte(out), &st) != nil {
+			return false
+		}
+		return st.State == "Connected" && len(st.Peers) == 1
+	})
+	if st.Peers[0].Name != "real-peer" || len(st.Self.Addresses) == 0 {
+		t.Fatalf("status = %+v", st)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "microlink.sock")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket: %v %v", fi, err)
+	}
+	out, err := cli("status")
+	if err != nil || !strings.Contains(out, "real-peer") || !strings.Contains(out, st.Self.Addresses[0]) {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := ts.WaitStatus(ctx, func(s *ipnstate.Status) bool {
+		p := lab.FindPeer(s, "ml-cli")
+		return p != nil && p.Relay != ""
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"ping", "-c", "2", "real-peer"}, {"ping", "--tsmp", "-c", "1", ts.IPv4().String()}, {"ping", "--icmp", "-c", "1", "real-peer"}} {
+		out, err := cli(args...)
+		if err != nil || !strings.Contains(out, "pong from real-peer") {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	// The peer reaches the daemon too.
+	if _, err := ts.Ping(ctx, netip.MustParseAddr(st.Self.Addresses[0]), "TSMP"); err != nil {
+		t.Fatalf("real peer TSMP ping of the daemon: %v", err)
+	}
+	up.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- up.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("up exited with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("up did not stop on SIGTERM")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "microlink.sock")); !os.IsNotExist(err) {
+		t.Fatalf("socket left behind: %v", err)
+	}
+	sc := bufio.NewScanner(strings.NewReader(logs.String()))
+	sawConnected := false
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "state=Connected") {
+			sawConnected = true
+		}
+	}
+	if !sawConnected {
+		t.Fatalf("up did not log the Connected state:\n%s", logs.String())
+	}
+}
