@@ -1,0 +1,586 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/microlink-go/microlink"
+	"github.com/microlink-go/microlink/interop/lab"
+	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/tsnet"
+)
+
+// options configure a demo run.
+type options struct {
+	// DERPOnly keeps the real peer off direct UDP, so traffic with it is
+	// relayed by the lab's DERP server.
+	DERPOnly bool
+	// Userspace runs the real peer with userspace networking even when a
+	// TUN device is possible.
+	Userspace bool
+	// Verbose shows the logs of the lab and microlink's logs from info
+	// level up; otherwise only microlink's warnings are shown, and the last
+	// lab logs only after a failure.
+	Verbose bool
+	// Log receives those logs. Nil means os.Stderr.
+	Log io.Writer
+
+	// authKey, if set, replaces the lab's auth key for the microlink node,
+	// so that tests can make a step fail.
+	authKey string
+}
+
+// Hostnames of the nodes in the demo tailnet.
+const (
+	peerName  = "real-peer"      // the real tailscaled
+	nodeName  = "microlink-demo" // the microlink node
+	tsnetName = "tsnet-peer"     // in-process peer for UDP without a TUN
+)
+
+// Bounds on the waits of the steps.
+const (
+	runTimeout   = 2 * time.Minute
+	startTimeout = 30 * time.Second
+	waitTimeout  = 15 * time.Second
+	pingTimeout  = 3 * time.Second
+	pingAttempts = 5
+	udpTimeout   = 10 * time.Second
+)
+
+// demo is the state of one run.
+type demo struct {
+	opts   options
+	out    io.Writer
+	r      *lab.Runner
+	recent *logRing // lab logs kept for a failure report when not verbose
+
+	lab     *lab.Lab
+	peer    *lab.Tailscaled
+	tun     bool // peer has a TUN device: the demo process reaches 100.x
+	node    *microlink.Node
+	started time.Time // when Node.Start returned
+	step    int
+	failed  []string
+}
+
+// step is one stage of the demo. A fatal step stops the run when it fails,
+// since the later steps need what it sets up.
+type step struct {
+	name  string
+	fatal bool
+	run   func(context.Context) error
+}
+
+// run performs the demo, writing its account to stdout, and returns an
+// error naming the steps that failed, if any. Everything it starts is
+// stopped before it returns.
+func run(ctx context.Context, opts options, stdout io.Writer) error {
+	if opts.Log == nil {
+		opts.Log = os.Stderr
+	}
+	ctx, cancel := context.WithTimeout(ctx, runTimeout)
+	defer cancel()
+	d := &demo{opts: opts, out: stdout, recent: newLogRing(60)}
+	labLogf := d.recent.Logf
+	if opts.Verbose {
+		labLogf = func(format string, args ...any) {
+			fmt.Fprintf(opts.Log, "lab: "+strings.TrimRight(format, "\n")+"\n", args...)
+		}
+	}
+	d.r = lab.NewRunner("demo", labLogf)
+	// Some lab servers log through the standard logger.
+	prevOut, prevFlags := log.Writer(), log.Flags()
+	log.SetOutput(logfWriter(labLogf))
+	log.SetFlags(0)
+	defer func() {
+		log.SetOutput(prevOut)
+		log.SetFlags(prevFlags)
+	}()
+
+	fmt.Fprintf(d.out, "microlink demo: a private tailnet of real Tailscale code, offline on this machine\n")
+	steps := []step{
+		{"Start the lab (control, DERP and STUN servers of tailscale.com " + lab.TailscaleVersion + ")", true, d.startLab},
+		{"Start a real tailscaled named " + peerName, true, d.startPeer},
+		{"Start the microlink node " + nodeName + " in this process", true, d.startNode},
+		{"What microlink sees: Node.Peers()", false, d.nodePeers},
+		{"What the real peer sees: tailscale status", false, d.peerStatus},
+		{"The real peer pings microlink: tailscale ping", false, d.peerPings},
+		{"The OS pings microlink through the real peer's TUN device", false, d.osPing},
+		{"microlink pings the real peer: Node.Ping", false, d.nodePings},
+		{"UDP datagrams both ways", false, d.udp},
+		{"microlink's view afterwards: paths and counters", false, d.nodeSummary},
+	}
+	for _, s := range steps {
+		if err := ctx.Err(); err != nil {
+			d.failed = append(d.failed, fmt.Sprintf("stopped before %q: %v", s.name, context.Cause(ctx)))
+			break
+		}
+		d.header(s.name)
+		if err := s.run(ctx); err != nil {
+			d.fail(s.name, err)
+			if s.fatal {
+				break
+			}
+		}
+	}
+	d.header("Shut down")
+	if err := d.shutdown(); err != nil {
+		d.fail("shut down", err)
+	}
+
+	fmt.Fprintln(d.out)
+	if len(d.failed) == 0 {
+		fmt.Fprintf(d.out, "All steps passed.\n")
+		return nil
+	}
+	fmt.Fprintf(d.out, "%d step(s) FAILED:\n", len(d.failed))
+	for _, f := range d.failed {
+		fmt.Fprintf(d.out, "  - %s\n", f)
+	}
+	if !opts.Verbose {
+		fmt.Fprintf(opts.Log, "--- last lab logs (run with --verbose for all) ---\n")
+		d.recent.WriteTo(opts.Log)
+	}
+	return fmt.Errorf("%d step(s) failed: %s", len(d.failed), strings.Join(d.failed, "; "))
+}
+
+func (d *demo) header(name string) {
+	d.step++
+	fmt.Fprintf(d.out, "\n[%d] %s\n", d.step, name)
+}
+
+// linef prints one indented line of a step's account.
+func (d *demo) linef(format string, args ...any) {
+	fmt.Fprintf(d.out, "    "+format+"\n", args...)
+}
+
+// block prints text indented under the step.
+func (d *demo) block(text string) {
+	text = strings.TrimRight(text, "\n")
+	if text == "" {
+		return
+	}
+	for _, line := range strings.Split(text, "\n") {
+		fmt.Fprintf(d.out, "      %s\n", line)
+	}
+}
+
+func (d *demo) fail(name string, err error) {
+	d.linef("FAILED: %v", err)
+	d.failed = append(d.failed, fmt.Sprintf("%s: %v", name, err))
+}
+
+func (d *demo) startLab(ctx context.Context) error {
+	if err := d.r.Do(func() { d.lab = lab.Start(d.r, lab.Options{}) }); err != nil {
+		return err
+	}
+	l := d.lab
+	if lab.InNetns() {
+		d.linef("network    a private network namespace holding only loopback")
+	} else {
+		d.linef("network    this host's loopback (no private namespace: not root, or no ip command)")
+	}
+	d.linef("control    %s  (auth key %s)", l.ControlURL, l.AuthKey)
+	d.linef("DERP       %s  (region %d)", l.DERPURL, lab.DERPRegionID)
+	d.linef("STUN       %s", l.STUNAddr)
+	return nil
+}
+
+func (d *demo) startPeer(ctx context.Context) error {
+	tunErr := lab.TUNAvailable()
+	d.tun = tunErr == nil && !d.opts.Userspace
+	switch {
+	case d.tun:
+		d.linef("mode       TUN device: this process and OS commands reach 100.x addresses through it")
+	case d.opts.Userspace:
+		d.linef("mode       userspace networking (--userspace)")
+	default:
+		d.linef("mode       userspace networking (%v)", tunErr)
+	}
+	if d.opts.DERPOnly {
+		d.linef("paths      DERP only: TS_DEBUG_NEVER_DIRECT_UDP=1 (--derp-only)")
+	}
+	tailscaled, _, err := lab.Binaries()
+	if err != nil {
+		return err
+	}
+	d.linef("binary     %s", tailscaled)
+	t0 := time.Now()
+	err = d.r.Do(func() {
+		d.peer = d.lab.StartTailscaled(d.r, lab.TSOptions{
+			Hostname:    peerName,
+			TUN:         d.tun,
+			NeverDirect: d.opts.DERPOnly,
+		})
+	})
+	if err != nil {
+		return err
+	}
+	d.linef("running    in %v, device %s", since(t0), d.peer.TUNName)
+	d.linef("addresses  %s", joinAddrs(d.peer.IPv4(), d.peer.IPv6()))
+	return nil
+}
+
+func (d *demo) startNode(ctx context.Context) error {
+	var dir string
+	if err := d.r.Do(func() { dir = d.r.TempDir() }); err != nil {
+		return err
+	}
+	level := slog.LevelWarn
+	if d.opts.Verbose {
+		level = slog.LevelInfo
+	}
+	logger := slog.New(slog.NewTextHandler(d.opts.Log, &slog.HandlerOptions{Level: level})).With("node", nodeName)
+	authKey := d.lab.AuthKey
+	if d.opts.authKey != "" {
+		authKey = d.opts.authKey
+	}
+	n, err := microlink.New(microlink.Config{
+		AuthKey:    authKey,
+		ControlURL: d.lab.ControlURL,
+		Hostname:   nodeName,
+		StateDir:   dir,
+		Port:       -1,
+		Logger:     logger,
+	})
+	if err != nil {
+		return fmt.Errorf("microlink.New: %w", err)
+	}
+	d.node = n
+	d.linef("config     ControlURL %s, StateDir %s, Port -1 (any free port)", d.lab.ControlURL, dir)
+	sctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	t0 := time.Now()
+	if err := n.Start(sctx); err != nil {
+		st := n.Status()
+		return fmt.Errorf("Node.Start after %v: %w (state %v, last control error: %v)", since(t0), err, st.State, st.Err)
+	}
+	d.started = time.Now()
+	st := n.Status()
+	d.linef("connected  in %v, state %v", since(t0), st.State)
+	d.linef("addresses  %s", joinAddrs(n.IPv4(), n.IPv6()))
+	d.linef("name       %s", st.FQDN)
+	d.linef("node key   %s", st.NodeKey)
+	if st.HomeDERP != 0 {
+		d.linef("home DERP  region %d", st.HomeDERP)
+	} else {
+		d.linef("home DERP  not chosen yet")
+	}
+	if !n.IPv4().IsValid() {
+		return errors.New("connected, but the node has no tailnet IPv4 address")
+	}
+	return nil
+}
+
+func (d *demo) nodePeers(ctx context.Context) error {
+	if _, err := d.waitNodePeer(ctx, peerName); err != nil {
+		printPeers(d.out, d.node.Peers())
+		return err
+	}
+	printPeers(d.out, d.node.Peers())
+	addrs, err := d.node.Resolve(peerName)
+	if err != nil {
+		return fmt.Errorf("Resolve(%q): %w", peerName, err)
+	}
+	d.linef("Resolve(%q) = %v", peerName, addrs)
+	if !containsAddr(addrs, d.peer.IPv4()) {
+		return fmt.Errorf("Resolve(%q) = %v, but the real peer has %v", peerName, addrs, d.peer.IPv4())
+	}
+	return nil
+}
+
+// waitNodePeer waits until the microlink node lists a peer named name.
+func (d *demo) waitNodePeer(ctx context.Context, name string) (microlink.Peer, error) {
+	ctx, cancel := context.WithTimeout(ctx, waitTimeout)
+	defer cancel()
+	for {
+		if p, ok := d.node.Peer(name); ok {
+			return p, nil
+		}
+		select {
+		case <-ctx.Done():
+			return microlink.Peer{}, fmt.Errorf("microlink does not list peer %q: %w", name, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (d *demo) peerStatus(ctx context.Context) error {
+	wctx, cancel := context.WithTimeout(ctx, waitTimeout)
+	defer cancel()
+	ps, werr := d.peer.WaitPeer(wctx, nodeName)
+	if werr == nil && ps.Relay == "" && len(ps.Addrs) == 0 {
+		// Until microlink has told control its home DERP region or an
+		// endpoint, the real peer has no way to reach it.
+		d.linef("the real peer lists %s but knows no path to it yet; waiting", nodeName)
+		var path *ipnstate.PeerStatus
+		_, werr = d.peer.WaitStatus(wctx, func(st *ipnstate.Status) bool {
+			path = lab.FindPeer(st, nodeName)
+			return path != nil && (path.Relay != "" || len(path.Addrs) > 0)
+		})
+		if werr != nil {
+			werr = fmt.Errorf("no home DERP region nor endpoint of %s reached the real peer: %w", nodeName, werr)
+		} else {
+			ps = path
+			d.linef("a path became known %v after Node.Start returned", since(d.started))
+		}
+	}
+	out, err := d.peer.CLI(ctx, "status")
+	d.linef("$ tailscale status")
+	d.block(string(out))
+	if err != nil {
+		return fmt.Errorf("tailscale status: %w", err)
+	}
+	if werr != nil {
+		return fmt.Errorf("the real peer: %w", werr)
+	}
+	relay := ps.Relay
+	if relay == "" {
+		relay = "(none yet)"
+	}
+	d.linef("%s as the real peer knows it: home DERP %s, endpoints %v", nodeName, relay, ps.Addrs)
+	if !containsAddr(ps.TailscaleIPs, d.node.IPv4()) {
+		return fmt.Errorf("the real peer sees %s at %v, but microlink has %v", nodeName, ps.TailscaleIPs, d.node.IPv4())
+	}
+	return nil
+}
+
+func (d *demo) peerPings(ctx context.Context) error {
+	ip := d.node.IPv4().String()
+	var errs []error
+	for _, kind := range []struct{ name, flag string }{
+		{"disco", ""},
+		{"TSMP", "--tsmp"},
+		{"ICMP", "--icmp"},
+	} {
+		args := []string{"ping"}
+		if kind.flag != "" {
+			args = append(args, kind.flag)
+		}
+		args = append(args, "--until-direct=false", "-c", "3", "--timeout=3s", ip)
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		out, err := d.peer.CLI(cctx, args...)
+		cancel()
+		d.linef("$ tailscale %s", strings.Join(args, " "))
+		d.block(string(out))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s ping of microlink: %v: %s", kind.name, err, strings.TrimSpace(lastLine(string(out)))))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *demo) osPing(ctx context.Context) error {
+	if !d.tun {
+		d.linef("skipped: the real peer has no TUN device (userspace networking)")
+		return nil
+	}
+	if _, err := exec.LookPath("ping"); err != nil {
+		d.linef("skipped: no ping command (install iputils-ping)")
+		return nil
+	}
+	ip := d.node.IPv4().String()
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	args := []string{"-c", "3", "-i", "0.2", "-W", "3", ip}
+	out, err := lab.Command(cctx, "ping", args...).CombinedOutput()
+	d.linef("$ ping %s", strings.Join(args, " "))
+	d.block(string(out))
+	if err != nil {
+		return fmt.Errorf("ping %s: %v", ip, err)
+	}
+	return nil
+}
+
+func (d *demo) nodePings(ctx context.Context) error {
+	var errs []error
+	for _, typ := range []microlink.PingType{microlink.PingDisco, microlink.PingTSMP, microlink.PingICMP} {
+		res, tries, err := d.pingPeer(ctx, peerName, typ)
+		if err != nil {
+			d.linef("%-6s %s: no answer after %d tries: %v", typ, peerName, tries, err)
+			errs = append(errs, fmt.Errorf("%v ping of %s: %w", typ, peerName, err))
+			continue
+		}
+		d.linef("%-6s pong from %s (%v) via %s in %v%s", typ, res.Peer, res.PeerIP, via(res.Endpoint, res.DERPRegion), roundDur(res.Latency), triesNote(tries))
+	}
+	return errors.Join(errs...)
+}
+
+// pingPeer pings until an answer arrives: the first pings may race with
+// path discovery and the WireGuard handshake.
+func (d *demo) pingPeer(ctx context.Context, target string, typ microlink.PingType) (microlink.PingResult, int, error) {
+	var lastErr error
+	for try := 1; try <= pingAttempts; try++ {
+		pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+		res, err := d.node.Ping(pctx, target, typ)
+		cancel()
+		if err == nil {
+			return res, try, nil
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			return res, try, lastErr
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return microlink.PingResult{}, pingAttempts, lastErr
+}
+
+func (d *demo) udp(ctx context.Context) error {
+	// The far end: a socket of this process reaching the tailnet through
+	// the real peer's TUN device, or a tsnet peer's socket.
+	var (
+		far      net.PacketConn
+		farName  string
+		farAddr  netip.Addr
+		farLabel string
+		err      error
+	)
+	if d.tun {
+		farName, farAddr = peerName, d.peer.IPv4()
+		far, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(farAddr, 0)))
+		if err != nil {
+			return fmt.Errorf("UDP socket on %v (the real peer's TUN address): %w", farAddr, err)
+		}
+		farLabel = "a socket of this process on the real peer's TUN address"
+	} else {
+		var s *tsnet.Server
+		if err := d.r.Do(func() { s = lab.StartTSNet(d.r, d.lab, tsnetName) }); err != nil {
+			return err
+		}
+		farName = tsnetName
+		farAddr, _ = s.TailscaleIPs()
+		far, err = s.ListenPacket("udp", netip.AddrPortFrom(farAddr, 0).String())
+		if err != nil {
+			return fmt.Errorf("tsnet ListenPacket: %w", err)
+		}
+		farLabel = "an in-process tsnet peer " + tsnetName + " (the real peer has no TUN device)"
+		if _, err := d.waitNodePeer(ctx, tsnetName); err != nil {
+			far.Close()
+			return err
+		}
+	}
+	defer far.Close()
+	farPort := uint16(far.LocalAddr().(*net.UDPAddr).Port)
+	d.linef("far end    %s", farLabel)
+	d.linef("           %v", netip.AddrPortFrom(farAddr, farPort))
+
+	var errs []error
+	if err := d.udpToNode(ctx, far, farName, farAddr); err != nil {
+		errs = append(errs, fmt.Errorf("%s -> microlink: %w", farName, err))
+	}
+	if err := d.udpFromNode(ctx, far, farName, farAddr, farPort); err != nil {
+		errs = append(errs, fmt.Errorf("microlink -> %s: %w", farName, err))
+	}
+	return errors.Join(errs...)
+}
+
+// udpToNode sends datagrams from far to a socket of the node until one
+// arrives.
+func (d *demo) udpToNode(ctx context.Context, far net.PacketConn, farName string, farAddr netip.Addr) error {
+	c, err := d.node.ListenUDP(0)
+	if err != nil {
+		return fmt.Errorf("Node.ListenUDP: %w", err)
+	}
+	defer c.Close()
+	dst := netip.AddrPortFrom(d.node.IPv4(), c.Port())
+	msg := []byte("hello microlink, from " + farName)
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(udpTimeout)
+	var lastErr error
+	for sent := 1; time.Now().Before(deadline) && ctx.Err() == nil; sent++ {
+		if _, err := far.WriteTo(msg, net.UDPAddrFromAddrPort(dst)); err != nil {
+			lastErr = err
+		}
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			if lastErr == nil || !isTimeout(err) {
+				lastErr = err
+			}
+			continue
+		}
+		src := from.(*net.UDPAddr).AddrPort()
+		if string(buf[:n]) != string(msg) || src.Addr().Unmap() != farAddr {
+			return fmt.Errorf("got %q from %v, want %q from %v", buf[:n], src, msg, farAddr)
+		}
+		d.linef("%s -> microlink %v: microlink got %q from %v%s", farName, dst, buf[:n], src, sentNote(sent))
+		return nil
+	}
+	return fmt.Errorf("nothing arrived at %v within %v (last error: %v)", dst, udpTimeout, lastErr)
+}
+
+// udpFromNode sends datagrams from the node to far, addressed by name, until
+// one arrives.
+func (d *demo) udpFromNode(ctx context.Context, far net.PacketConn, farName string, farAddr netip.Addr, farPort uint16) error {
+	target := fmt.Sprintf("%s:%d", farName, farPort)
+	c, err := d.node.DialUDP(ctx, target)
+	if err != nil {
+		return fmt.Errorf("Node.DialUDP(%q): %w", target, err)
+	}
+	defer c.Close()
+	msg := []byte("hello " + farName + ", from microlink")
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(udpTimeout)
+	var lastErr error
+	for sent := 1; time.Now().Before(deadline) && ctx.Err() == nil; sent++ {
+		if _, err := c.Write(msg); err != nil {
+			lastErr = err
+		}
+		far.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, from, err := far.ReadFrom(buf)
+		if err != nil {
+			if lastErr == nil || !isTimeout(err) {
+				lastErr = err
+			}
+			continue
+		}
+		src := from.(*net.UDPAddr).AddrPort()
+		if string(buf[:n]) != string(msg) || src.Addr().Unmap() != d.node.IPv4() {
+			return fmt.Errorf("got %q from %v, want %q from %v", buf[:n], src, msg, d.node.IPv4())
+		}
+		d.linef("microlink -> %s (DialUDP %q): got %q from %v%s", farName, target, buf[:n], src, sentNote(sent))
+		return nil
+	}
+	return fmt.Errorf("nothing arrived at %v within %v (last error: %v)", netip.AddrPortFrom(farAddr, farPort), udpTimeout, lastErr)
+}
+
+func (d *demo) nodeSummary(ctx context.Context) error {
+	printPeers(d.out, d.node.Peers())
+	st := d.node.Stats()
+	d.linef("Stats()    packets in/out %d/%d, bytes in/out %d/%d, handshakes %d, dropped %d, peers %d",
+		st.PacketsIn, st.PacketsOut, st.BytesIn, st.BytesOut, st.Handshakes, st.Dropped, st.Peers)
+	return nil
+}
+
+// shutdown closes the node, then everything the lab started, the real
+// peer included.
+func (d *demo) shutdown() error {
+	var errs []error
+	if d.node != nil {
+		t0 := time.Now()
+		if err := d.node.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("Node.Close: %w", err))
+		}
+		d.linef("microlink node closed in %v", since(t0))
+	}
+	if len(d.failed) > 0 {
+		d.r.Fail() // the tailscaled log tail goes to the lab log
+	}
+	t0 := time.Now()
+	if err := d.r.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	d.linef("real peer and lab stopped in %v", since(t0))
+	return errors.Join(errs...)
+}
