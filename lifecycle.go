@@ -86,6 +86,10 @@ func (n *Node) Start(ctx context.Context) error {
 			if errors.Is(err, control.ErrClosed) {
 				return ErrClosed
 			}
+			var re *control.RegisterError
+			if errors.As(err, &re) {
+				return &RegistrationError{Reason: re.Msg}
+			}
 			return fmt.Errorf("microlink: %w", err)
 		case <-ctx.Done():
 			return ctx.Err()

@@ -78,6 +78,9 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// ControlURL returns the control server the node uses.
+func (n *Node) ControlURL() string { return n.cfg.ControlURL }
+
 // StateDir returns the directory holding the node's identity, or "".
 func (n *Node) StateDir() string { return n.cfg.StateDir }
 

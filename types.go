@@ -124,3 +124,13 @@ type Stats struct {
 	Dropped               uint64 // packets dropped by the filter or for errors
 	Peers                 int    // peers in the netmap
 }
+
+// RegistrationError is returned by Start when the control server refuses to
+// register the node, for example for an invalid or expired auth key.
+type RegistrationError struct {
+	Reason string // the server's words
+}
+
+func (e *RegistrationError) Error() string {
+	return "microlink: the control server refused to register this node: " + e.Reason
+}

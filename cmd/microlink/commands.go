@@ -90,17 +90,23 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	n.Watch(func(ev microlink.Event) {
-		attrs := []any{"state", ev.State.String()}
-		if ev.Err != nil {
-			attrs = append(attrs, "err", ev.Err)
+		if ev.PeersChanged {
+			return
 		}
-		if !ev.PeersChanged {
-			logger.Info("state", attrs...)
+		switch {
+		case ev.State == microlink.NeedsApproval:
+			logger.Warn("registered; waiting for an administrator to approve this device in the tailnet's admin console")
+		case ev.State == microlink.Connecting && ev.Err != nil:
+			logger.Warn("cannot reach or use the control server; retrying", "server", n.ControlURL(), "err", ev.Err)
 		}
 	})
 	if err := n.Start(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
+		}
+		var re *microlink.RegistrationError
+		if errors.As(err, &re) {
+			return fmt.Errorf("%v\n(check the auth key given with --authkey or TS_AUTHKEY: it may be mistyped, expired, revoked or already used; a key made for another control server does not work with %s)", err, n.ControlURL())
 		}
 		return err
 	}
