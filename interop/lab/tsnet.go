@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"tailscale.com/envknob"
+	"tailscale.com/logtail"
 	"tailscale.com/tsnet"
 )
 
@@ -17,6 +18,9 @@ var tsnetEnvOnce sync.Once
 func StartTSNet(t T, l *Lab, hostname string) *tsnet.Server {
 	t.Helper()
 	tsnetEnvOnce.Do(func() {
+		// Outside tests, tsnet uploads its logs to log.tailscale.com;
+		// nothing of the lab may leave the machine.
+		logtail.Disable()
 		// Knobs that a tailscaled gets in its environment, set here for
 		// the in-process client.
 		for _, kv := range [][2]string{

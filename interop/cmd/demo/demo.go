@@ -88,6 +88,7 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 	if opts.Log == nil {
 		opts.Log = os.Stderr
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, runTimeout)
 	defer cancel()
 	d := &demo{opts: opts, out: stdout, recent: newLogRing(60)}
@@ -98,6 +99,13 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 		}
 	}
 	d.r = lab.NewRunner("demo", labLogf)
+	defer func() {
+		// Normally done by the last step already; this covers a panic.
+		if d.node != nil {
+			d.node.Close()
+		}
+		d.r.Close()
+	}()
 	// Some lab servers log through the standard logger.
 	prevOut, prevFlags := log.Writer(), log.Flags()
 	log.SetOutput(logfWriter(labLogf))
@@ -139,11 +147,14 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 	}
 
 	fmt.Fprintln(d.out)
+	if parent.Err() != nil {
+		d.failed = append([]string{fmt.Sprintf("interrupted: %v", context.Cause(parent))}, d.failed...)
+	}
 	if len(d.failed) == 0 {
 		fmt.Fprintf(d.out, "All steps passed.\n")
 		return nil
 	}
-	fmt.Fprintf(d.out, "%d step(s) FAILED:\n", len(d.failed))
+	fmt.Fprintf(d.out, "FAILED:\n")
 	for _, f := range d.failed {
 		fmt.Fprintf(d.out, "  - %s\n", f)
 	}
@@ -151,7 +162,7 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 		fmt.Fprintf(opts.Log, "--- last lab logs (run with --verbose for all) ---\n")
 		d.recent.WriteTo(opts.Log)
 	}
-	return fmt.Errorf("%d step(s) failed: %s", len(d.failed), strings.Join(d.failed, "; "))
+	return errors.New(strings.Join(d.failed, "; "))
 }
 
 func (d *demo) header(name string) {
@@ -176,8 +187,10 @@ func (d *demo) block(text string) {
 }
 
 func (d *demo) fail(name string, err error) {
-	d.linef("FAILED: %v", err)
-	d.failed = append(d.failed, fmt.Sprintf("%s: %v", name, err))
+	// errors.Join puts one error a line.
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	d.linef("FAILED: %s", msg)
+	d.failed = append(d.failed, name+": "+msg)
 }
 
 func (d *demo) startLab(ctx context.Context) error {

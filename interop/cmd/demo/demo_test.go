@@ -67,7 +67,10 @@ func TestDemoReportsFailure(t *testing.T) {
 	if !strings.Contains(err.Error(), "Start the microlink node") {
 		t.Errorf("error %q does not name the failed step", err)
 	}
-	checkOutput(t, out.String(), []string{"FAILED: Node.Start", "1 step(s) FAILED", "Shut down"})
+	checkOutput(t, out.String(), []string{"FAILED: Node.Start", "FAILED:\n  - Start the microlink node", "Shut down"})
+	if n := strings.Count(out.String(), "\n  - "); n != 1 {
+		t.Errorf("%d failures listed, want 1", n)
+	}
 	if strings.Contains(out.String(), "What microlink sees") {
 		t.Error("steps after the failed start were run")
 	}
