@@ -332,14 +332,14 @@ func (d *demo) peerStatus(ctx context.Context) error {
 	wctx, cancel := context.WithTimeout(ctx, waitTimeout)
 	defer cancel()
 	ps, werr := d.peer.WaitPeer(wctx, nodeName)
-	if werr == nil && ps.Relay == "" && len(ps.Addrs) == 0 {
+	if werr == nil && ps.Relay == "" && len(d.controlEndpoints()) == 0 {
 		// Until microlink has told control its home DERP region or an
 		// endpoint, the real peer has no way to reach it.
 		d.linef("the real peer lists %s but knows no path to it yet; waiting", nodeName)
 		var path *ipnstate.PeerStatus
 		_, werr = d.peer.WaitStatus(wctx, func(st *ipnstate.Status) bool {
 			path = lab.FindPeer(st, nodeName)
-			return path != nil && (path.Relay != "" || len(path.Addrs) > 0)
+			return path != nil && (path.Relay != "" || len(d.controlEndpoints()) > 0)
 		})
 		if werr != nil {
 			werr = fmt.Errorf("no home DERP region nor endpoint of %s reached the real peer: %w", nodeName, werr)
@@ -361,7 +361,7 @@ func (d *demo) peerStatus(ctx context.Context) error {
 	if relay == "" {
 		relay = "(none yet)"
 	}
-	d.linef("%s as the real peer knows it: home DERP %s, endpoints %v", nodeName, relay, ps.Addrs)
+	d.linef("%s as the real peer knows it: home DERP %s; endpoints at control %v", nodeName, relay, d.controlEndpoints())
 	if !containsAddr(ps.TailscaleIPs, d.node.IPv4()) {
 		return fmt.Errorf("the real peer sees %s at %v, but microlink has %v", nodeName, ps.TailscaleIPs, d.node.IPv4())
 	}
@@ -573,6 +573,35 @@ func (d *demo) nodeSummary(ctx context.Context) error {
 	st := d.node.Stats()
 	d.linef("Stats()    packets in/out %d/%d, bytes in/out %d/%d, handshakes %d, dropped %d, peers %d",
 		st.PacketsIn, st.PacketsOut, st.BytesIn, st.BytesOut, st.Handshakes, st.Dropped, st.Peers)
+	// And the other side's account of the same link.
+	ps, err := d.peer.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("status of the real peer: %w", err)
+	}
+	p := lab.FindPeer(ps, nodeName)
+	if p == nil {
+		return fmt.Errorf("the real peer no longer lists %s", nodeName)
+	}
+	path := "-"
+	switch {
+	case p.CurAddr != "":
+		path = "direct " + p.CurAddr
+	case p.Relay != "":
+		path = "DERP " + p.Relay
+	}
+	d.linef("real peer  sees %s: path %s, home DERP %q, rx/tx bytes %d/%d", nodeName, path, p.Relay, p.RxBytes, p.TxBytes)
+	d.linef("control    has %s's endpoints %v", nodeName, d.controlEndpoints())
+	return nil
+}
+
+// controlEndpoints returns the UDP endpoints the control server holds for
+// the microlink node: what it reported, and what peers are told.
+func (d *demo) controlEndpoints() []netip.AddrPort {
+	for _, n := range d.lab.Control.AllNodes() {
+		if n.Hostinfo.Valid() && n.Hostinfo.Hostname() == nodeName {
+			return n.Endpoints
+		}
+	}
 	return nil
 }
 
