@@ -49,12 +49,21 @@ func udpPacket(src, dst netip.Addr, n int) []byte {
 // -benchmem's allocs/op it is not rounded down, and it sees allocations
 // made by every goroutine of a pipeline.
 func countAllocs(b *testing.B) (stop func()) {
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	start := ms.Mallocs
-	return func() {
-		b.StopTimer()
-		runtime.ReadMemStats(&ms)
-		b.ReportMetric(float64(ms.Mallocs-start)/float64(b.N), "allocs/pkt")
-	}
+	c := &allocCounter{b: b}
+	stop = c.stop // allocated before the count starts
+	runtime.ReadMemStats(&c.ms)
+	c.start = c.ms.Mallocs
+	return stop
+}
+
+type allocCounter struct {
+	b     *testing.B
+	ms    runtime.MemStats
+	start uint64
+}
+
+func (c *allocCounter) stop() {
+	c.b.StopTimer()
+	runtime.ReadMemStats(&c.ms)
+	c.b.ReportMetric(float64(c.ms.Mallocs-c.start)/float64(c.b.N), "allocs/pkt")
 }

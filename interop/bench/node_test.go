@@ -1,0 +1,438 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/microlink-go/microlink"
+	"github.com/microlink-go/microlink/interop/lab"
+	"tailscale.com/ipn/ipnstate"
+)
+
+// The node measurements run each node as a process of its own so that its
+// RSS is its own: `microlink up` from MICROLINK_BIN (built here if unset)
+// and tailscaled from the lab's binaries, in userspace-networking mode.
+// They take a minute or more each; run them with -benchtime=1x, as
+// scripts/bench.sh does. -short shortens the settling times.
+
+// settle is how long a node sits idle before its RSS is read.
+func settle() time.Duration {
+	if testing.Short() {
+		return 2 * time.Second
+	}
+	return 15 * time.Second
+}
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+func microlinkBin(b *testing.B) string {
+	if p := os.Getenv("MICROLINK_BIN"); p != "" {
+		return p
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "microlink-bench-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "microlink")
+		out, err := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", builtBin,
+			"github.com/microlink-go/microlink/cmd/microlink").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/microlink: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		b.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+// mlProc is a running `microlink up`.
+type mlProc struct {
+	bin, dir string
+	cmd      *exec.Cmd
+	log      bytes.Buffer
+	exited   chan struct{}
+}
+
+func startMicrolink(b *testing.B, l *lab.Lab, hostname string) *mlProc {
+	b.Helper()
+	p := &mlProc{bin: microlinkBin(b), dir: b.TempDir(), exited: make(chan struct{})}
+	p.cmd = exec.Command(p.bin, "up", "--authkey", l.AuthKey, "--hostname", hostname,
+		"--login-server", l.ControlURL, "--statedir", p.dir)
+	p.cmd.Stdout = &lockedWriter{w: &p.log}
+	p.cmd.Stderr = p.cmd.Stdout
+	if err := p.cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	go func() { p.cmd.Wait(); close(p.exited) }()
+	b.Cleanup(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(5 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if b.Failed() {
+			b.Logf("microlink %s log:\n%s", hostname, p.cmd.Stdout.(*lockedWriter).String())
+		}
+	})
+	return p
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
+}
+
+func (w *lockedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.String()
+}
+
+type mlStatus struct {
+	State string `json:"state"`
+	Self  struct {
+		Addresses []string `json:"addresses"`
+	} `json:"self"`
+	Peers []struct {
+		Name string `json:"name"`
+	} `json:"peers"`
+}
+
+func (p *mlProc) status(ctx context.Context) (mlStatus, error) {
+	var st mlStatus
+	out, err := exec.CommandContext(ctx, p.bin, "status", "--json", "--statedir", p.dir).Output()
+	if err != nil {
+		return st, err
+	}
+	err = json.Unmarshal(out, &st)
+	return st, err
+}
+
+// waitConnected waits until the node is Connected with at least peers
+// peers and returns its IPv4 address.
+func (p *mlProc) waitConnected(ctx context.Context, peers int) (netip.Addr, error) {
+	var last mlStatus
+	var lastErr error
+	for {
+		select {
+		case <-p.exited:
+			return netip.Addr{}, fmt.Errorf("microlink exited: %v", p.cmd.ProcessState)
+		default:
+		}
+		st, err := p.status(ctx)
+		if err == nil && st.State == "Connected" && len(st.Peers) >= peers {
+			for _, a := range st.Self.Addresses {
+				if ip, err := netip.ParseAddr(a); err == nil && ip.Is4() {
+					return ip, nil
+				}
+			}
+		}
+		last, lastErr = st, err
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, fmt.Errorf("microlink not connected with %d peers: state %q, %d peers, %v", peers, last.State, len(last.Peers), lastErr)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// memory returns the resident set and its high-water mark of a process.
+func memory(pid int) (rss, hwm float64, err error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb * 1024 / 1e6
+		case "VmHWM:":
+			hwm = kb * 1024 / 1e6
+		}
+	}
+	return rss, hwm, nil
+}
+
+// tailscaledPID finds the tailscaled serving socket.
+func tailscaledPID(socket string) (int, error) {
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if filepath.Base(args[0]) != "tailscaled" {
+			continue
+		}
+		for _, a := range args {
+			if a == "--socket="+socket {
+				return pid, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no tailscaled process with --socket=%s", socket)
+}
+
+func quietLab(b *testing.B) *lab.Lab {
+	return lab.Start(b, lab.Options{Logf: func(string, ...any) {}})
+}
+
+// addFakePeers adds n nodes to the lab's control server that exist only
+// there, so that the measured node has n peers in its netmap.
+func addFakePeers(l *lab.Lab, n int) {
+	for range n {
+		l.Control.AddFakeNode()
+	}
+}
+
+// BenchmarkNodeIdle reports the resident memory of an idle node that has
+// joined a tailnet of the given number of peers and settled.
+func BenchmarkNodeIdle(b *testing.B) {
+	for _, peers := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("peers=%d", peers), func(b *testing.B) {
+			b.Run("impl=microlink", func(b *testing.B) {
+				l := quietLab(b)
+				addFakePeers(l, peers)
+				p := startMicrolink(b, l, "bench-idle")
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				if _, err := p.waitConnected(ctx, peers); err != nil {
+					b.Fatal(err)
+				}
+				time.Sleep(settle())
+				reportMemory(b, p.cmd.Process.Pid)
+			})
+			b.Run("impl=tailscaled", func(b *testing.B) {
+				l := quietLab(b)
+				addFakePeers(l, peers)
+				d := l.StartTailscaled(b, lab.TSOptions{Hostname: "bench-idle"})
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				if _, err := d.WaitStatus(ctx, func(st *ipnstate.Status) bool { return len(st.Peer) >= peers }); err != nil {
+					b.Fatal(err)
+				}
+				pid, err := tailscaledPID(d.Socket)
+				if err != nil {
+					b.Fatal(err)
+				}
+				time.Sleep(settle())
+				reportMemory(b, pid)
+			})
+		})
+	}
+}
+
+func reportMemory(b *testing.B, pid int) {
+	rss, hwm, err := memory(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(rss, "rss-MB")
+	b.ReportMetric(hwm, "hwm-MB")
+}
+
+// BenchmarkNodeStart reports the time from launching a node until a real
+// tailscaled peer gets an answer to a TSMP ping through WireGuard.
+func BenchmarkNodeStart(b *testing.B) {
+	b.Run("impl=microlink", func(b *testing.B) {
+		l := quietLab(b)
+		pinger := l.StartTailscaled(b, lab.TSOptions{Hostname: "pinger"})
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		start := time.Now()
+		p := startMicrolink(b, l, "bench-start")
+		ip, err := p.waitConnected(ctx, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		waitPing(ctx, b, pinger, ip)
+		b.ReportMetric(float64(time.Since(start).Milliseconds()), "start-ms")
+	})
+	b.Run("impl=tailscaled", func(b *testing.B) {
+		l := quietLab(b)
+		pinger := l.StartTailscaled(b, lab.TSOptions{Hostname: "pinger"})
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		start := time.Now()
+		d := l.StartTailscaled(b, lab.TSOptions{Hostname: "bench-start"})
+		waitPing(ctx, b, pinger, d.IPv4())
+		b.ReportMetric(float64(time.Since(start).Milliseconds()), "start-ms")
+	})
+}
+
+func waitPing(ctx context.Context, b *testing.B, pinger *lab.Tailscaled, ip netip.Addr) {
+	b.Helper()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := pinger.Ping(pctx, ip, "TSMP")
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			b.Fatalf("TSMP ping to %v never answered: %v", ip, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// BenchmarkNodeUDP reports the UDP throughput between two microlink nodes
+// in this process, through WireGuard over their UDP sockets on loopback.
+func BenchmarkNodeUDP(b *testing.B) {
+	b.Run("impl=microlink", func(b *testing.B) {
+		l := quietLab(b)
+		a := startInProcess(b, l, "udp-a")
+		c := startInProcess(b, l, "udp-b")
+		ln, err := c.ListenUDP(9000)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		pctx, pcancel := context.WithTimeout(ctx, 15*time.Second)
+		_, err = a.Ping(pctx, c.IPv4().String(), microlink.PingTSMP)
+		pcancel()
+		if err != nil {
+			b.Fatalf("TSMP ping between the two nodes: %v", err)
+		}
+		conn, err := dialWhenKnown(ctx, a, netip.AddrPortFrom(c.IPv4(), 9000))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+
+		var got atomic.Int64
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			buf := make([]byte, 2048)
+			for {
+				ln.SetReadDeadline(time.Now().Add(2 * time.Second))
+				n, _, err := ln.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				got.Add(int64(n))
+			}
+		}()
+		// Warm up until the first datagram arrives (handshake, path).
+		payload := make([]byte, 1200)
+		for got.Load() == 0 {
+			if ctx.Err() != nil {
+				b.Fatal("no datagram arrived")
+			}
+			conn.Write(payload)
+			time.Sleep(10 * time.Millisecond)
+		}
+		window := 5 * time.Second
+		if testing.Short() {
+			window = time.Second
+		}
+		base := got.Load()
+		start := time.Now()
+		for time.Since(start) < window {
+			for range 64 {
+				if _, err := conn.Write(payload); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		elapsed := time.Since(start)
+		time.Sleep(200 * time.Millisecond)
+		b.ReportMetric(float64(got.Load()-base)/elapsed.Seconds()/1e6, "MB/s")
+		ln.Close()
+		<-done
+	})
+}
+
+func startInProcess(b *testing.B, l *lab.Lab, hostname string) *microlink.Node {
+	b.Helper()
+	n, err := microlink.New(microlink.Config{
+		AuthKey:    l.AuthKey,
+		ControlURL: l.ControlURL,
+		Hostname:   hostname,
+		StateDir:   b.TempDir(),
+		Port:       -1,
+		Logger:     benchLogger(b, hostname),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { n.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+func dialWhenKnown(ctx context.Context, n *microlink.Node, dst netip.AddrPort) (net.Conn, error) {
+	for {
+		c, err := n.DialUDP(ctx, dst.String())
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// benchLogger collects a node's debug log and prints it if b fails.
+func benchLogger(b *testing.B, name string) *slog.Logger {
+	w := &lockedWriter{w: new(bytes.Buffer)}
+	b.Cleanup(func() {
+		if b.Failed() {
+			b.Logf("%s log:\n%s", name, w.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}

@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# bench.sh: measures microlink next to tailscaled and wireguard-go and
+# writes docs/BENCHMARKS.md.
+#
+#   scripts/bench.sh           full run (tens of minutes on 2 cores; builds
+#                              tailscaled three ways once, then caches them)
+#   scripts/bench.sh --quick   smoke run for CI: tiny iteration counts, only
+#                              cached tailscaled builds, report written to the
+#                              results directory instead of docs/
+#
+# Options: --results DIR keeps the raw results in DIR (default: a temporary
+# directory, removed at the end unless --keep). Environment: BENCH_QUIET_LOAD
+# (default 1.0) and BENCH_QUIET_WAIT (seconds, default 300): a full run first
+# waits up to BENCH_QUIET_WAIT for the 1-minute load average to drop below
+# BENCH_QUIET_LOAD, then runs anyway and records the load in the report.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+
+mode=full
+results=
+keep=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) mode=quick ;;
+	--results) results=$2; keep=1; shift ;;
+	--keep) keep=1 ;;
+	-h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+	*) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+	esac
+	shift
+done
+if [ -z "$results" ]; then
+	results=$(mktemp -d /tmp/microlink-bench.XXXXXX)
+fi
+mkdir -p "$results"
+[ -n "$keep" ] || [ "$mode" = quick ] || trap 'rm -rf "$results"' EXIT
+bin=$results/bin
+mkdir -p "$bin"
+cache=${MICROLINK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/microlink-interop}/bench
+mkdir -p "$cache"
+
+status=0
+log() { printf '\n=== %s\n' "$*" >&2; }
+fail() { echo "bench.sh: $*" >&2; status=1; }
+# rec SECTION DIR COMMAND: records the command for the report and runs it
+# with bash in DIR (relative to the repository root).
+rec() {
+	local sec=$1 dir=$2 cmd=$3
+	if [ "$dir" = . ]; then
+		printf '%s\t%s\n' "$sec" "$cmd" >>"$results/commands.txt"
+	else
+		printf '%s\t(cd %s && %s)\n' "$sec" "$dir" "$cmd" >>"$results/commands.txt"
+	fi
+	(cd "$root/$dir" && bash -c "$cmd")
+}
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+: >"$results/commands.txt"
+
+# --- machine -----------------------------------------------------------------
+if [ "$mode" = full ]; then
+	want=${BENCH_QUIET_LOAD:-1.0}
+	deadline=$(($(date +%s) + ${BENCH_QUIET_WAIT:-300}))
+	while awk -v l="$(load1)" -v w="$want" 'BEGIN{exit !(l >= w)}' && [ "$(date +%s)" -lt "$deadline" ]; do
+		echo "bench.sh: load $(load1) >= $want, waiting for a quieter machine" >&2
+		sleep 20
+	done
+fi
+{
+	echo "MODE=$mode"
+	[ "$mode" = quick ] && echo "MODE_FLAG= --quick" || echo "MODE_FLAG="
+	echo "DATE=$(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "NPROC=$(nproc)"
+	echo "CPU=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')$(grep -m1 '^flags' /proc/cpuinfo | grep -qw avx2 && echo ' (AVX2)')"
+	echo "MEMORY=$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+	echo "GO=$(go version | cut -d' ' -f3-)"
+	echo "KERNEL=$(uname -sr)"
+	echo "COMMIT=$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes in the tree)')"
+	echo "LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$results/meta.env"
+cat "$results/meta.env" >&2
+
+# --- 1. binary size ----------------------------------------------------------
+log "binary size"
+: >"$results/sizes.tsv"
+size_of() { stat -c %s "$1"; }
+for target in amd64 arm64 arm mipsle; do
+	env=(CGO_ENABLED=0 GOOS=linux GOARCH=$target)
+	label=linux/$target
+	[ "$target" = arm ] && env+=(GOARM=7) && label="linux/arm (GOARM=7)"
+	[ "$target" = mipsle ] && env+=(GOMIPS=softfloat) && label="linux/mipsle (GOMIPS=softfloat)"
+	out=$bin/microlink-$target
+	if rec size . "env ${env[*]} go build -trimpath -ldflags='-s -w' -o $out ./cmd/microlink" 2>"$results/build-$target.log"; then
+		printf 'microlink\t%s\t%s\t\n' "$label" "$(size_of "$out")" >>"$results/sizes.tsv"
+	else
+		fail "go build ./cmd/microlink for $label failed:"
+		sed 's/^/    /' "$results/build-$target.log" | head -20 >&2
+		printf 'microlink\t%s\t-\tgo build ./cmd/microlink failed: %s\n' "$label" \
+			"$(grep -m1 -v '^#' "$results/build-$target.log" | tr '\t|' '  ')" >>"$results/sizes.tsv"
+	fi
+done
+
+# The same amd64 build without -s -w, for the report's breakdown by package.
+env CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -o "$bin/microlink-amd64.unstripped" ./cmd/microlink 2>/dev/null || true
+
+tsversion=$(cd interop && go list -m -f '{{.Version}}' tailscale.com 2>/dev/null)
+if [ -z "$tsversion" ]; then
+	fail "cannot resolve the tailscale.com version of the interop module"
+else
+	for variant in default extra-small min; do
+		case $variant in
+		default) tagcmd= ;;
+		extra-small) tagcmd="go run tailscale.com/cmd/featuretags --min --add=osrouter" ;;
+		min) tagcmd="go run tailscale.com/cmd/featuretags --min" ;;
+		esac
+		cached=$cache/tailscaled-$tsversion-$variant-linux-amd64
+		if [ ! -s "$cached" ]; then
+			if [ "$mode" = quick ]; then
+				echo "bench.sh: quick mode: tailscaled $variant not cached, not built" >&2
+				continue
+			fi
+			tags=
+			if [ -n "$tagcmd" ]; then
+				printf 'size\t(cd interop && export TAGS=$(%s))\n' "$tagcmd" >>"$results/commands.txt"
+				tags=$(cd interop && GOOS= GOARCH= $tagcmd) || { fail "featuretags failed"; continue; }
+				export TAGS=$tags
+			fi
+			echo "bench.sh: building tailscaled $tsversion ($variant)" >&2
+			if ! rec size interop "CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build ${tags:+-tags=\$TAGS }-trimpath -ldflags='-s -w' -o $cached.tmp tailscale.com/cmd/tailscaled" \
+				2>"$results/build-tailscaled-$variant.log"; then
+				fail "building tailscaled $variant failed"
+				sed 's/^/    /' "$results/build-tailscaled-$variant.log" | head -20 >&2
+				continue
+			fi
+			mv "$cached.tmp" "$cached"
+		else
+			printf 'size\t(cached) tailscaled %s %s: %s\n' "$tsversion" "$variant" \
+				"$([ -n "$tagcmd" ] && echo "go build -tags=\$($tagcmd)" || echo "go build") -trimpath -ldflags='-s -w' tailscale.com/cmd/tailscaled" >>"$results/commands.txt"
+		fi
+		printf 'tailscaled %s\tlinux/amd64\t%s\t%s\n' "$variant" "$(size_of "$cached")" "$tsversion" >>"$results/sizes.tsv"
+	done
+fi
+cat "$results/sizes.tsv" >&2
+
+# --- 2. data plane -----------------------------------------------------------
+log "data plane"
+if [ "$mode" = quick ]; then
+	benchflags="-benchtime=2000x -count=1"
+else
+	benchflags="-benchtime=2s -count=3"
+fi
+rec dataplane interop "go test -run '^\$' -bench 'BenchmarkChaCha20Poly1305|BenchmarkMicrolink|BenchmarkWireGuardGo' -benchmem $benchflags ./bench" \
+	>"$results/dataplane.txt" 2>&1 || { fail "data plane benchmarks failed"; tail -20 "$results/dataplane.txt" >&2; }
+grep -E '^Benchmark' "$results/dataplane.txt" >&2
+if [ "$mode" = full ]; then
+	# A CPU profile of microlink's whole path, for the explanation of any miss.
+	(cd interop && go test -run '^$' -bench 'BenchmarkMicrolink/e2e$' -benchtime=2s -cpuprofile "$results/e2e.prof" -o "$results/bench.test" ./bench >/dev/null 2>&1 &&
+		go tool pprof -top -nodecount=15 "$results/bench.test" "$results/e2e.prof" 2>/dev/null) >"$results/e2e-profile.txt" || true
+	if [ -s "$results/e2e-profile.txt" ]; then
+		printf 'dataplane\t(cd interop && go test -run '"'"'^$'"'"' -bench '"'"'BenchmarkMicrolink/e2e$'"'"' -benchtime=2s -cpuprofile e2e.prof ./bench; go tool pprof -top bench.test e2e.prof)\n' >>"$results/commands.txt"
+		{
+			echo "CPU profile of microlink e2e (top functions by flat time):"
+			echo
+			echo '```'
+			grep -A16 '^ *flat' "$results/e2e-profile.txt"
+			echo '```'
+		} >"$results/dataplane.notes"
+	fi
+fi
+
+# --- 3. netmap scale ---------------------------------------------------------
+log "netmap scale"
+if [ "$mode" = quick ]; then
+	sizes='10000'
+else
+	sizes='10000|50000'
+fi
+rec netmap . "go test -run '^\$' -bench 'BenchmarkNetmapScale/peers=($sizes)/' -benchtime=1x -count=1 ./internal/netmap" \
+	>"$results/netmap.txt" 2>&1 || { fail "netmap benchmark failed"; tail -20 "$results/netmap.txt" >&2; }
+grep -E '^Benchmark' "$results/netmap.txt" >&2
+
+# --- 4. cross-architecture ---------------------------------------------------
+log "cross-architecture tests"
+if [ "$mode" = quick ]; then
+	rec cross . "CROSS_BUDGET=60 scripts/cross-test.sh -o $results/cross.txt arm64" >"$results/cross.log" 2>&1
+else
+	rec cross . "scripts/cross-test.sh -o $results/cross.txt" >"$results/cross.log" 2>&1
+fi
+rc=$?
+grep -E '^cross-test:|FAIL|\.go:[0-9]+' "$results/cross.log" | head -40 >&2
+grep -E '^    .*\.go:[0-9]+:|^    --- FAIL|^cross-test: .* does not' "$results/cross.log" | sed 's/^    //' | sort -u | head -20 >"$results/cross.notes"
+[ $rc = 0 ] || echo "bench.sh: cross-architecture tests found failures (reported, not fatal)" >&2
+
+# --- 5. the whole node -------------------------------------------------------
+log "node next to tailscaled"
+if ! go build -o /dev/null . 2>"$results/node-build.log"; then
+	{
+		echo "The root package (microlink.New/Start/ListenUDP) does not build at this commit:"
+		echo
+		echo '```'
+		head -10 "$results/node-build.log"
+		echo '```'
+	} >"$results/node.skip"
+elif [ ! -x "$bin/microlink-amd64" ]; then
+	echo "cmd/microlink does not build at this commit (see the binary size section), and the node measurements run it as a process." >"$results/node.skip"
+elif ! grep -qs 'func BenchmarkNode' interop/bench/*_test.go; then
+	echo "The node measurements are not written yet." >"$results/node.skip"
+else
+	tsbin=$(bash interop/build-tailscale.sh 2>>"$results/node.log") || tsbin=
+	if [ "$mode" = quick ]; then nodeflags="-short"; else nodeflags=; fi
+	MICROLINK_BIN=$bin/microlink-amd64 MICROLINK_TS_BIN=$tsbin \
+		rec node interop "go test -run '^\$' -bench 'BenchmarkNode' -benchtime=1x -count=1 -timeout=30m $nodeflags ./bench" \
+		>"$results/node.txt" 2>&1 || fail "node measurements failed"
+	grep -E '^Benchmark|FAIL|--- ' "$results/node.txt" | head -40 >&2
+	if ! grep -q '^BenchmarkNode' "$results/node.txt"; then
+		{
+			echo "The node measurements ran but produced no figures:"
+			echo
+			echo '```'
+			grep -v '^\s*$' "$results/node.txt" | tail -15
+			echo '```'
+		} >"$results/node.skip"
+	fi
+fi
+
+echo "LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"
+
+# --- report ------------------------------------------------------------------
+if [ "$mode" = quick ]; then
+	report=$results/BENCHMARKS.md
+else
+	mkdir -p docs
+	report=$root/docs/BENCHMARKS.md
+fi
+(cd interop && go run ./bench/benchreport -in "$results" -out "$report") || fail "benchreport failed"
+log "wrote $report (raw results in $results${keep:+, kept})"
+if [ $status = 0 ]; then echo "bench: suite ran"; else echo "bench: suite ran with errors"; fi
+exit $status
