@@ -53,6 +53,7 @@ func (n *Node) Start(ctx context.Context) error {
 		OnState:       n.onControlState,
 		OnNodeKey:     n.onNodeKey,
 		OnMapResponse: n.onMapResponse,
+		OnReported:    n.onReported,
 		Pinger:        controlPinger{n},
 	})
 	if err != nil {
@@ -107,6 +108,9 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	ctl, data, cancel, done := n.ctl, n.data, n.cancel, n.done
+	if n.graceTimer != nil {
+		n.graceTimer.Stop()
+	}
 	n.mu.Unlock()
 	if cancel != nil {
 		cancel()
@@ -175,8 +179,16 @@ func (n *Node) control() *control.Client {
 	return n.ctl
 }
 
+// reachableGrace bounds how long a node that has its netmap waits for
+// control to learn its home DERP region before it counts as Connected
+// anyway (for example when no relay can be reached at all).
+const reachableGrace = 3 * time.Second
+
 // onControlState maps the control client's state onto the node's.
 func (n *Node) onControlState(s control.State) {
+	n.mu.Lock()
+	n.ctlKind = s.Kind
+	n.mu.Unlock()
 	switch s.Kind {
 	case control.NeedsLogin:
 		n.setState(NeedsLogin, s.AuthURL, nil)
@@ -188,10 +200,7 @@ func (n *Node) onControlState(s control.State) {
 	case control.NeedsMachineAuth:
 		n.setState(NeedsApproval, "", nil)
 	case control.Connected:
-		// Connected once the netmap is applied (onMapResponse).
-		if _, ok := n.nm.Self(); ok {
-			n.setState(Connected, "", nil)
-		}
+		n.updateConnected()
 	case control.Error:
 		n.markNewStream()
 		n.setState(Connecting, "", s.Err)
@@ -228,17 +237,54 @@ func (n *Node) onMapResponse(resp *tailcfg.MapResponse) {
 	if ch.Full || len(ch.PeersAdded) > 0 || len(ch.PeersRemoved) > 0 || ch.DERPMapChanged {
 		n.savePeerCache()
 	}
-	if self, ok := n.nm.Self(); ok && resp.Node != nil {
-		if self.MachineAuthorized {
-			n.setState(Connected, "", nil)
-		} else {
-			n.setState(NeedsApproval, "", nil)
-		}
+	if resp.Node != nil || ch.DERPMapChanged {
+		n.updateConnected()
 	}
 	if ch.PeersTouched() {
 		n.notifyPeers()
 	}
 }
+
+// onReported records what control now knows of the node's home region.
+func (n *Node) onReported(homeDERP, endpoints int) {
+	n.mu.Lock()
+	n.reportedDERP = homeDERP
+	n.mu.Unlock()
+	n.updateConnected()
+}
+
+// updateConnected moves the node to Connected once it is reachable: control
+// streams the netmap, the device is authorized, and control knows the home
+// DERP region through which peers reach it first (unless there are no
+// relays, or the grace period for finding one is over).
+func (n *Node) updateConnected() {
+	self, ok := n.nm.Self()
+	n.mu.Lock()
+	if n.ctlKind != control.Connected || !ok {
+		n.mu.Unlock()
+		return
+	}
+	if !self.MachineAuthorized {
+		n.mu.Unlock()
+		n.setState(NeedsApproval, "", nil)
+		return
+	}
+	ready := n.reportedDERP != 0 || n.graceOver || !hasRegions(n.nm.DERPMap())
+	if !ready && n.graceTimer == nil && !n.closed {
+		n.graceTimer = time.AfterFunc(reachableGrace, func() {
+			n.mu.Lock()
+			n.graceOver = true
+			n.mu.Unlock()
+			n.updateConnected()
+		})
+	}
+	n.mu.Unlock()
+	if ready {
+		n.setState(Connected, "", nil)
+	}
+}
+
+func hasRegions(m *tailcfg.DERPMap) bool { return m != nil && len(m.Regions) > 0 }
 
 // onNodeKey persists a new node key (after expiry or rotation) and moves
 // the data plane to it.

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/microlink-go/microlink/internal/control"
 	"github.com/microlink-go/microlink/internal/key"
@@ -41,9 +42,14 @@ type Node struct {
 	started   bool
 	gotMap    bool // a map message was applied
 	newStream bool // the next map message starts a new stream
-	closed    bool
-	cancel    context.CancelFunc
-	done      chan struct{} // closed when the control loop has returned
+
+	ctlKind      control.Kind // the control client's last state
+	reportedDERP int          // home DERP region control has accepted from us
+	graceOver    bool         // stopped waiting for reportedDERP
+	graceTimer   *time.Timer
+	closed       bool
+	cancel       context.CancelFunc
+	done         chan struct{} // closed when the control loop has returned
 }
 
 // New validates cfg, applies defaults and loads the node's identity from

@@ -21,8 +21,8 @@ const (
 	// NeedsApproval: registered, but an administrator must approve the
 	// device before it may join.
 	NeedsApproval
-	// Connected: registered, the network map has arrived and the node is
-	// reachable by its peers.
+	// Connected: registered, the network map has arrived and control knows
+	// the node's home DERP region, so its peers can reach it.
 	Connected
 )
 

@@ -100,7 +100,10 @@ type Options struct {
 	OnState       func(State)
 	OnNodeKey     func(key.Private)
 	OnMapResponse func(*tailcfg.MapResponse)
-	Pinger        Pinger
+	// OnReported is called after control accepted a lite update, with the
+	// home DERP region and the number of endpoints it now knows for us.
+	OnReported func(homeDERP, endpoints int)
+	Pinger     Pinger
 
 	// HTTPClient fetches the server key and answers non-Noise pings;
 	// nil means http.DefaultClient.

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -87,7 +88,15 @@ func TestRegisterLiteUpdateAndPoll(t *testing.T) {
 func TestLiteUpdateOnChange(t *testing.T) {
 	f := newFakeControl(t)
 	var r recorder
-	c, _ := New(r.options(f))
+	opts := r.options(f)
+	var reportedMu sync.Mutex
+	var reportedDERP, reportedEps int
+	opts.OnReported = func(derp, eps int) {
+		reportedMu.Lock()
+		reportedDERP, reportedEps = derp, eps
+		reportedMu.Unlock()
+	}
+	c, _ := New(opts)
 	run(t, c)
 	waitUntil(t, "Connected", func() bool { return c.State().Kind == Connected })
 	ep := []Endpoint{
@@ -114,6 +123,11 @@ func TestLiteUpdateOnChange(t *testing.T) {
 	if polls != 1 {
 		t.Fatalf("lite updates disturbed the poll: %d polls", polls)
 	}
+	waitUntil(t, "OnReported", func() bool {
+		reportedMu.Lock()
+		defer reportedMu.Unlock()
+		return reportedDERP == 7 && reportedEps == 2
+	})
 }
 
 func TestWrongAuthKey(t *testing.T) {

@@ -65,6 +65,9 @@ func (c *Client) sendLiteUpdate(ctx context.Context) error {
 		return fmt.Errorf("control: lite update: %w", err)
 	}
 	c.log.Debug("control: lite update sent", "endpoints", len(req.Endpoints), "derp", req.Hostinfo.NetInfo.PreferredDERP)
+	if c.opts.OnReported != nil {
+		c.opts.OnReported(req.Hostinfo.NetInfo.PreferredDERP, len(req.Endpoints))
+	}
 	return nil
 }
 

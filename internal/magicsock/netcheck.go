@@ -64,6 +64,7 @@ type report struct {
 	answered map[probeKey]bool
 	global4  netip.AddrPort
 	global6  netip.AddrPort
+	progress chan struct{} // signalled (without blocking) on every answer
 }
 
 type probeKey struct {
@@ -259,7 +260,7 @@ func (c *Conn) runNetcheck(full bool) {
 	defer c.wg.Done()
 	c.mu.Lock()
 	dm, last, home := c.derpMap, c.nc.last, c.home
-	rep := &report{start: time.Now(), latency: map[int]time.Duration{}, answered: map[probeKey]bool{}}
+	rep := &report{start: time.Now(), latency: map[int]time.Duration{}, answered: map[probeKey]bool{}, progress: make(chan struct{}, 1)}
 	c.nc.report = rep
 	c.mu.Unlock()
 	probes := c.plan(dm, last, home, full)
@@ -272,14 +273,21 @@ func (c *Conn) runNetcheck(full bool) {
 	defer deadline.Stop()
 	start := time.Now()
 	var buf [stun.RequestLen]byte
-	for _, p := range probes {
-		if wait := time.Until(start.Add(p.delay)); wait > 0 {
+	for i, p := range probes {
+		for wait := time.Until(start.Add(p.delay)); wait > 0; wait = time.Until(start.Add(p.delay)) {
+			if c.allAnswered(rep, probes[i:]) {
+				break // retries of answered probes are not needed
+			}
+			t := time.NewTimer(wait)
 			select {
 			case <-c.closing:
+				t.Stop()
 				c.finishNetcheck(rep, full, false)
 				return
-			case <-time.After(wait):
+			case <-rep.progress:
+			case <-t.C:
 			}
+			t.Stop()
 		}
 		tx := stun.NewTxID()
 		c.mu.Lock()
@@ -309,9 +317,23 @@ func (c *Conn) runNetcheck(full bool) {
 			c.finishNetcheck(rep, full, true)
 			return
 		case <-poll.C:
+		case <-rep.progress:
 		}
 	}
 	c.finishNetcheck(rep, full, true)
+}
+
+// allAnswered reports whether every probe in ps is for a key that already
+// has an answer.
+func (c *Conn) allAnswered(rep *report, ps []probe) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range ps {
+		if !rep.answered[p.key] {
+			return false
+		}
+	}
+	return true
 }
 
 // receiveSTUN records a binding response to one of our probes.
@@ -334,6 +356,10 @@ func (c *Conn) receiveSTUN(b []byte, src netip.AddrPort) {
 		rep.latency[sp.key.region] = lat
 	}
 	rep.answered[sp.key] = true
+	select {
+	case rep.progress <- struct{}{}:
+	default:
+	}
 	if addr.Addr().Is4() {
 		rep.global4 = addr
 	} else {
