@@ -10,6 +10,7 @@ import (
 	"github.com/microlink-go/microlink/internal/control"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/magicsock"
+	"github.com/microlink-go/microlink/internal/packet"
 	"github.com/microlink-go/microlink/internal/state"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 )
@@ -76,8 +77,11 @@ func (n *Node) Start(ctx context.Context) error {
 
 	for {
 		n.mu.Lock()
-		st, ch := n.st, n.changed
+		st, ch, closed := n.st, n.changed, n.closed
 		n.mu.Unlock()
+		if closed {
+			return ErrClosed
+		}
 		if st == Connected {
 			return nil
 		}
@@ -330,6 +334,12 @@ func (n *Node) restorePeerCache(data *dataPlane) {
 		return
 	}
 	ch := n.nm.Restore(pc.NetmapPeers(), pc.DERPMap)
+	if len(pc.Self) > 0 {
+		// Until control sends the netmap and its packet filter, use the
+		// cached addresses and let in only replies to what we send.
+		data.stack.SetAddresses(pc.Self)
+		data.stack.SetFilter(packet.NewFilter(nil, pc.Self))
+	}
 	data.apply(n.nm, ch)
 	n.logger.Info("microlink: restored known peers", "peers", n.nm.NumPeers())
 }
@@ -338,10 +348,12 @@ func (n *Node) savePeerCache() {
 	if n.store == nil {
 		return
 	}
-	if _, ok := n.nm.Self(); !ok {
+	self, ok := n.nm.Self()
+	if !ok {
 		return
 	}
 	pc := state.NewPeerCache(n.nm.Peers(), n.nm.DERPMap(), time.Now())
+	pc.Self = self.Addresses
 	if err := n.store.SavePeers(pc); err != nil {
 		n.logger.Warn("microlink: saving the peer cache", "err", err)
 	}

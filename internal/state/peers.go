@@ -19,7 +19,9 @@ const peersVersion = 1
 
 // PeerCache is the last known netmap, reduced to what reaching peers needs.
 type PeerCache struct {
-	Saved   time.Time
+	Saved time.Time
+	// Self are the node's own tailnet addresses when the cache was saved.
+	Self    []netip.Prefix `json:",omitempty"`
 	Peers   []CachedPeer
 	DERPMap *tailcfg.DERPMap `json:",omitempty"`
 }

@@ -188,3 +188,35 @@ func TestLogout(t *testing.T) {
 		t.Fatalf("state = %v", n.State())
 	}
 }
+
+// TestPeerCacheBeforeNetmap: a node restarted with its state directory
+// talks to the peers it knew before control answers: here control is not
+// reachable at all, and a TSMP ping of the real peer still gets through.
+func TestPeerCacheBeforeNetmap(t *testing.T) {
+	l := lab.Start(t, lab.Options{})
+	ts := l.StartTailscaled(t, lab.TSOptions{Hostname: "real-peer", NeverDirect: true})
+	dir := t.TempDir()
+	n1 := startNode(t, l, "ml-cache", dir)
+	waitFor(t, 5*time.Second, "real-peer", func() bool { _, ok := findPeer(n1, "real-peer"); return ok })
+	n1.Close()
+
+	n2, err := microlink.New(microlink.Config{ControlURL: "http://127.0.0.1:1", Hostname: "ml-cache", StateDir: dir, Port: -1, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	go n2.Start(ctx) // never Connected: control is unreachable
+	waitFor(t, 5*time.Second, "cached peers", func() bool { _, ok := findPeer(n2, "real-peer"); return ok })
+	var lastErr error
+	waitFor(t, 10*time.Second, "a TSMP pong through the cached path", func() bool {
+		pctx, pcancel := context.WithTimeout(ctx, time.Second)
+		defer pcancel()
+		_, lastErr = n2.Ping(pctx, ts.IPv4().String(), microlink.PingTSMP)
+		return lastErr == nil
+	})
+	if st := n2.State(); st == microlink.Connected {
+		t.Fatalf("state %v without a control server", st)
+	}
+}
