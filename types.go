@@ -26,6 +26,7 @@ const (
 	Connected
 )
 
+// String returns the state's name, such as "Connected".
 func (s State) String() string {
 	switch s {
 	case Stopped:
@@ -93,6 +94,7 @@ const (
 	PingICMP
 )
 
+// String returns "disco", "TSMP" or "ICMP".
 func (t PingType) String() string {
 	switch t {
 	case 0, PingDisco:

@@ -1,0 +1,129 @@
+package microlink
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestNewCreatesAndReloadsIdentity(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	n1, err := New(Config{StateDir: dir, ControlURL: "http://127.0.0.1:1", Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2, err := New(Config{StateDir: dir, ControlURL: "http://127.0.0.1:1", Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := n1.Status().NodeKey, n2.Status().NodeKey; a != b || !strings.HasPrefix(a, "nodekey:") {
+		t.Fatalf("node keys %s and %s", a, b)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "microlink.state"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file: %v %v", fi, err)
+	}
+	// Without a state directory every node is new.
+	n3, _ := New(Config{ControlURL: "http://127.0.0.1:1", Logger: quietLogger()})
+	n4, _ := New(Config{ControlURL: "http://127.0.0.1:1", Logger: quietLogger()})
+	if n3.Status().NodeKey == n4.Status().NodeKey {
+		t.Fatal("in-memory identities repeat")
+	}
+}
+
+func TestNewCorruptState(t *testing.T) {
+	dir := t.TempDir()
+	bad := []byte(`{"MachineKey":"privkey:zz"}`)
+	path := filepath.Join(dir, "microlink.state")
+	os.WriteFile(path, bad, 0o600)
+	_, err := New(Config{StateDir: dir, ControlURL: "http://127.0.0.1:1", Logger: quietLogger()})
+	if err == nil || !strings.Contains(err.Error(), "microlink.state") {
+		t.Fatalf("err = %v", err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, bad) {
+		t.Fatal("corrupt state overwritten")
+	}
+}
+
+func TestBeforeStart(t *testing.T) {
+	n, err := New(Config{ControlURL: "http://127.0.0.1:1", Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.State() != Stopped || n.IPv4().IsValid() || len(n.Peers()) != 0 {
+		t.Fatalf("fresh node: %v %v %v", n.State(), n.IPv4(), n.Peers())
+	}
+	if _, err := n.ListenUDP(1); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("ListenUDP: %v", err)
+	}
+	if _, err := n.Ping(context.Background(), "x", PingDisco); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("Ping: %v", err)
+	}
+	if _, err := n.Resolve("nobody"); err == nil {
+		t.Fatal("Resolve of an unknown name succeeded")
+	}
+	if err := n.Rebind(); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("Rebind: %v", err)
+	}
+	n.Close()
+	if err := n.Start(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Start after Close: %v", err)
+	}
+	if err := n.WaitState(context.Background(), Connected); !errors.Is(err, ErrClosed) {
+		t.Fatalf("WaitState after Close: %v", err)
+	}
+}
+
+// TestStartUnreachableControl: Start waits, reports Connecting with the
+// error through Watch, gives up with the context, and Close stops all.
+func TestStartUnreachableControl(t *testing.T) {
+	before := runtime.NumGoroutine()
+	n, err := New(Config{ControlURL: "http://127.0.0.1:1", Port: -1, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sawErr := make(chan error, 1)
+	n.Watch(func(ev Event) {
+		if ev.State == Connecting && ev.Err != nil {
+			select {
+			case sawErr <- ev.Err:
+			default:
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := n.Start(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Start = %v", err)
+	}
+	select {
+	case err := <-sawErr:
+		t.Logf("reported: %v", err)
+	default:
+		t.Fatal("no Connecting event with the dial error")
+	}
+	if err := n.Start(context.Background()); err == nil {
+		t.Fatal("second Start accepted")
+	}
+	n.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("goroutines %d > %d after Close:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n.State() != Stopped {
+		t.Fatalf("state %v", n.State())
+	}
+}
