@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of microlink on a fresh machine: installs what is missing,
 # builds the real Tailscale binaries once, then runs the product's unit tests
-# (race detector on), a short pass of every fuzz target's seed corpus, and the
-# interop tests against real Tailscale code.
+# (race detector on), every fuzz target for a short while, and the interop
+# tests against real Tailscale code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -41,6 +41,9 @@ export MICROLINK_TS_BIN
 
 log "unit tests (race)"
 go test -race -count=1 ./...
+
+log "fuzz targets, a short run each (scripts/fuzz.sh 60s for a longer one)"
+./scripts/fuzz.sh "${MICROLINK_FUZZTIME:-2s}"
 
 log "interop tests against tailscale.com v1.102.5"
 (cd interop && go test -count=1 -timeout 20m ./...)
