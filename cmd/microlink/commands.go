@@ -64,6 +64,14 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	rebind := func() error {
+		if err := n.Rebind(); err != nil {
+			logger.Warn("rebind failed", "err", err)
+			return err
+		}
+		logger.Info("rebound: UDP socket reopened, endpoints and relay connections renewed")
+		return nil
+	}
 	var loggedOut = make(chan struct{})
 	if sockPath != "" {
 		ln, err := listenUnix(sockPath)
@@ -78,7 +86,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 			}
 			close(loggedOut)
 			return nil
-		})}
+		}, rebind)}
 		go srv.Serve(ln)
 		defer func() {
 			srv.Close()
@@ -89,6 +97,15 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hangups := make(chan os.Signal, 1)
+	signal.Notify(hangups, syscall.SIGHUP)
+	defer signal.Stop(hangups)
+	hupDone := make(chan struct{})
+	go func() {
+		defer close(hupDone)
+		rebindOnHangup(ctx, hangups, rebind)
+	}()
+	defer func() { stop(); <-hupDone }()
 	n.Watch(func(ev microlink.Event) {
 		if ev.PeersChanged {
 			return
@@ -118,6 +135,19 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 		logger.Info("logged out; identity removed")
 	}
 	return nil
+}
+
+// rebindOnHangup calls rebind for every signal on hangups until ctx is
+// done: "kill -HUP" tells a running node that its network changed.
+func rebindOnHangup(ctx context.Context, hangups <-chan os.Signal, rebind func() error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hangups:
+			rebind() // logs its result
+		}
+	}
 }
 
 func addSocketFlags(fs interface {

@@ -22,6 +22,7 @@ import (
 //	GET  /status                      → statusJSON
 //	POST /ping?target=NAME|IP&type=disco|TSMP|ICMP → pingJSON
 //	POST /logout                      → 204
+//	POST /rebind                      → 204
 
 const socketName = "microlink.sock"
 
@@ -113,8 +114,9 @@ func parsePingType(s string) (microlink.PingType, error) {
 	return 0, fmt.Errorf("unknown ping type %q (want disco, TSMP or ICMP)", s)
 }
 
-// localAPI serves the local API for node n.
-func localAPI(n *microlink.Node, logout func() error) http.Handler {
+// localAPI serves the local API for node n. logout and rebind do the
+// work of POST /logout and POST /rebind.
+func localAPI(n *microlink.Node, logout, rebind func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, statusOf(n))
@@ -147,6 +149,13 @@ func localAPI(n *microlink.Node, logout func() error) http.Handler {
 	mux.HandleFunc("POST /logout", func(w http.ResponseWriter, r *http.Request) {
 		if err := logout(); err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /rebind", func(w http.ResponseWriter, r *http.Request) {
+		if err := rebind(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)

@@ -2,11 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func runCLI(args ...string) (code int, stdout, stderr string) {
@@ -130,5 +135,54 @@ func TestFlagsAfterArguments(t *testing.T) {
 func TestPingQuery(t *testing.T) {
 	if got := pingQuery("my host", "TSMP", 0); got != "?target=my+host&type=TSMP" {
 		t.Fatalf("query = %q", got)
+	}
+}
+
+func TestLocalAPIRebind(t *testing.T) {
+	calls := 0
+	var fail error
+	h := localAPI(nil, func() error { return nil }, func() error { calls++; return fail })
+	do := func(method string) int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(method, "http://microlink/rebind", nil))
+		return rec.Code
+	}
+	if code := do("POST"); code != http.StatusNoContent || calls != 1 {
+		t.Fatalf("POST /rebind: code %d, %d calls", code, calls)
+	}
+	if code := do("GET"); code != http.StatusMethodNotAllowed || calls != 1 {
+		t.Fatalf("GET /rebind: code %d, %d calls", code, calls)
+	}
+	fail = errors.New("no socket")
+	if code := do("POST"); code != http.StatusInternalServerError || calls != 2 {
+		t.Fatalf("failing rebind: code %d, %d calls", code, calls)
+	}
+}
+
+func TestRebindOnHangup(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	hangups := make(chan os.Signal)
+	called := make(chan struct{}, 4)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rebindOnHangup(ctx, hangups, func() error { called <- struct{}{}; return nil })
+	}()
+	for i := 0; i < 2; i++ {
+		hangups <- syscall.SIGHUP
+		select {
+		case <-called:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("hangup %d: no rebind", i+1)
+		}
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("rebindOnHangup did not return after cancel")
+	}
+	if len(called) != 0 {
+		t.Fatalf("%d extra rebinds", len(called))
 	}
 }
