@@ -2,7 +2,7 @@
 // offline, for interoperability tests.
 //
 // Start creates the servers of the tailnet, all in-process and on
-// 127.0.0.1: a control server (tailscale.com's testcontrol, speaking
+// 127.0.0.1 (or Options.ListenAddr): a control server (tailscale.com's testcontrol, speaking
 // ts2021 and requiring an auth key), a DERP server over TLS with an
 // unverified certificate, and a STUN server. Nodes receive a DERP map with
 // only that one region, so nothing reaches the internet.
@@ -30,6 +30,13 @@
 // of the test reach 100.x addresses through the real client. Without root
 // the tests run in place and TUN mode is unavailable (TUNAvailable says
 // why).
+//
+// Tests may build networks of their own inside that namespace: child
+// namespaces joined by veth pairs, with NAT routers made with nftables.
+// Options.ListenAddr then puts the lab's servers on an address the child
+// namespaces can reach, and TSOptions.Netns runs a tailscaled (TUN mode
+// included, one per namespace) and its tailscale command inside a child
+// namespace.
 //
 // # Binaries
 //

@@ -41,10 +41,18 @@ type Options struct {
 	// before it starts serving, to set fields such as AllOnline or
 	// DefaultNodeCapabilities.
 	ConfigureControl func(*testcontrol.Server)
+
+	// ListenAddr is the address the control, DERP and STUN servers
+	// listen on and that the control URL and DERP map name. The zero
+	// value means 127.0.0.1. Tests that put nodes in network namespaces
+	// of their own set it to an address of an interface those
+	// namespaces can reach.
+	ListenAddr netip.Addr
 }
 
-// Lab is a private tailnet on the loopback interface: a control server,
-// a DERP server and a STUN server, all in-process. Create one with Start.
+// Lab is a private tailnet on the loopback interface (or on
+// Options.ListenAddr): a control server, a DERP server and a STUN server,
+// all in-process. Create one with Start.
 type Lab struct {
 	// ControlURL is the base URL of the control server, such as
 	// "http://127.0.0.1:40123", for --login-server.
@@ -62,16 +70,17 @@ type Lab struct {
 	DERPURL string
 
 	// DERPMap is the map handed to nodes: one region, DERPRegionID, whose
-	// only node is DERP on 127.0.0.1 (TLS with an unverified certificate)
-	// and the STUN server.
+	// only node is DERP on the listen address (TLS with an unverified
+	// certificate) and the STUN server.
 	DERPMap *tailcfg.DERPMap
 
 	// STUNAddr is the address of the STUN server.
 	STUNAddr netip.AddrPort
 
-	logf func(format string, args ...any)
-	ctl  *controlListener
-	trap *httptest.Server // stands in as HTTP(S) proxy to catch outbound requests
+	listen netip.Addr // where the servers listen
+	logf   func(format string, args ...any)
+	ctl    *controlListener
+	trap   *httptest.Server // stands in as HTTP(S) proxy to catch outbound requests
 }
 
 // Start starts a lab whose servers are shut down by t.Cleanup.
@@ -79,6 +88,10 @@ func Start(t T, opts Options) *Lab {
 	t.Helper()
 	l := &Lab{
 		AuthKey: opts.AuthKey,
+		listen:  opts.ListenAddr,
+	}
+	if !l.listen.IsValid() {
+		l.listen = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 	}
 	if l.AuthKey == "" {
 		l.AuthKey = DefaultAuthKey
@@ -96,7 +109,7 @@ func Start(t T, opts Options) *Lab {
 	l.startDERP(t)
 	l.startTrap(t)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", l.hostPort(0))
 	if err != nil {
 		t.Fatalf("lab: control listener: %v", err)
 	}
@@ -115,6 +128,13 @@ func Start(t T, opts Options) *Lab {
 	l.ctl.serve(ln)
 	t.Cleanup(l.ctl.close)
 	return l
+}
+
+// ListenAddr returns the address the lab's servers listen on.
+func (l *Lab) ListenAddr() netip.Addr { return l.listen }
+
+func (l *Lab) hostPort(port uint16) string {
+	return netip.AddrPortFrom(l.listen, port).String()
 }
 
 // Logf logs through the lab's logger.
@@ -139,7 +159,7 @@ func (l *Lab) RestartControl(t T) {
 func (l *Lab) startSTUN(t T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := stunserver.New(ctx)
-	if err := s.Listen("127.0.0.1:0"); err != nil {
+	if err := s.Listen(l.hostPort(0)); err != nil {
 		cancel()
 		t.Fatalf("lab: STUN listener: %v", err)
 	}
@@ -164,6 +184,14 @@ func (l *Lab) startDERP(t T) {
 	mux.HandleFunc("/generate_204", derpserver.ServeNoContent)
 
 	srv := httptest.NewUnstartedServer(mux)
+	if !l.listen.IsLoopback() {
+		ln, err := net.Listen("tcp", l.hostPort(0))
+		if err != nil {
+			t.Fatalf("lab: DERP listener: %v", err)
+		}
+		srv.Listener.Close()
+		srv.Listener = ln
+	}
 	srv.Config.ErrorLog = log.New(logWriter(l.prefixLogf("derp http: ")), "", 0)
 	// DERP clients speak HTTP/1.1 and upgrade the connection; no h2.
 	srv.Config.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
@@ -186,8 +214,8 @@ func (l *Lab) startDERP(t T) {
 				Nodes: []*tailcfg.DERPNode{{
 					Name:             fmt.Sprintf("%da", DERPRegionID),
 					RegionID:         DERPRegionID,
-					HostName:         "127.0.0.1",
-					IPv4:             "127.0.0.1",
+					HostName:         l.listen.String(),
+					IPv4:             l.listen.String(),
 					IPv6:             "none",
 					DERPPort:         port,
 					STUNPort:         int(l.STUNAddr.Port()),
@@ -199,13 +227,23 @@ func (l *Lab) startDERP(t T) {
 }
 
 // startTrap starts the server that peers use as their HTTP(S) proxy.
-// Loopback destinations bypass proxies, so only requests that would have
-// left the machine arrive here; they are logged and refused.
+// Loopback destinations and the listen address bypass proxies, so only
+// requests that would have left the machine arrive here; they are logged
+// and refused.
 func (l *Lab) startTrap(t T) {
-	l.trap = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	l.trap = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		l.logf("lab: refused outbound request: %s %s", r.Method, r.URL.Redacted())
 		http.Error(w, "lab: no outbound traffic", http.StatusForbidden)
 	}))
+	if !l.listen.IsLoopback() {
+		ln, err := net.Listen("tcp", l.hostPort(0))
+		if err != nil {
+			t.Fatalf("lab: proxy trap listener: %v", err)
+		}
+		l.trap.Listener.Close()
+		l.trap.Listener = ln
+	}
+	l.trap.Start()
 	t.Cleanup(l.trap.Close)
 }
 

@@ -46,6 +46,15 @@ type TSOptions struct {
 
 	// UpArgs holds extra arguments for "tailscale up".
 	UpArgs []string
+
+	// Netns, if set, names a network namespace (made with "ip netns add")
+	// in which tailscaled and its tailscale command run, through
+	// "ip netns exec". Its socket and files stay on the shared file
+	// system, so LocalClient works from the test's own namespace. The
+	// lab must listen on an address the namespace reaches (see
+	// Options.ListenAddr). A TUN tailscaled in a namespace of its own does
+	// not count against the one-TUN limit; one per namespace may run.
+	Netns string
 }
 
 // Tailscaled is a running tailscaled process joined to a lab.
@@ -64,6 +73,7 @@ type Tailscaled struct {
 	LocalClient *local.Client
 
 	cli      string
+	netns    string
 	cmd      *exec.Cmd
 	exited   chan struct{} // closed when the process has exited
 	exitErr  error         // valid once exited is closed
@@ -91,10 +101,13 @@ func (l *Lab) StartTailscaled(t T, opts TSOptions) *Tailscaled {
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
+	sharedTUN := opts.TUN && opts.Netns == ""
 	if opts.TUN {
 		if err := TUNAvailable(); err != nil {
 			t.Fatalf("%v", err)
 		}
+	}
+	if sharedTUN {
 		if !tunInUse.CompareAndSwap(false, true) {
 			t.Fatalf("lab: only one TUN tailscaled may run at a time; use userspace networking or tsnet for other peers")
 		}
@@ -112,8 +125,9 @@ func (l *Lab) StartTailscaled(t T, opts TSOptions) *Tailscaled {
 		LogFile:  filepath.Join(dir, "tailscaled.log"),
 		TUNName:  "userspace-networking",
 		cli:      tailscale,
+		netns:    opts.Netns,
 		exited:   make(chan struct{}),
-		tun:      opts.TUN,
+		tun:      sharedTUN,
 	}
 	if opts.TUN {
 		d.TUNName = fmt.Sprintf("mltun%d", tunCounter.Add(1))
@@ -128,7 +142,7 @@ func (l *Lab) StartTailscaled(t T, opts TSOptions) *Tailscaled {
 	})
 
 	if err := d.start(tailscaled, l, opts); err != nil {
-		if opts.TUN {
+		if sharedTUN {
 			tunInUse.Store(false)
 		}
 		t.Fatalf("lab: starting tailscaled %s: %v", opts.Hostname, err)
@@ -154,7 +168,7 @@ func (d *Tailscaled) start(bin string, l *Lab, opts TSOptions) error {
 	defer deathR.Close()
 	d.deathW = deathW
 
-	cmd := exec.Command(bin,
+	cmd := d.command(context.Background(), bin,
 		"--statedir="+filepath.Join(d.Dir, "state"),
 		"--socket="+d.Socket,
 		"--port=0",
@@ -171,6 +185,9 @@ func (d *Tailscaled) start(bin string, l *Lab, opts TSOptions) error {
 		"HTTP_PROXY="+l.trap.URL,
 		"HTTPS_PROXY="+l.trap.URL,
 		"TS_PARENT_DEATH_FD=3",
+		// The lab's servers are reached directly, never through the trap.
+		"NO_PROXY="+l.listen.String(),
+		"no_proxy="+l.listen.String(),
 	)
 	if opts.NeverDirect {
 		cmd.Env = append(cmd.Env, "TS_DEBUG_NEVER_DIRECT_UDP=1")
@@ -235,9 +252,21 @@ func (d *Tailscaled) up(ctx context.Context, l *Lab, opts TSOptions) error {
 // CLI runs the tailscale command against this daemon's socket and returns
 // its combined output.
 func (d *Tailscaled) CLI(ctx context.Context, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, d.cli, append([]string{"--socket=" + d.Socket}, args...)...)
+	cmd := d.command(ctx, d.cli, append([]string{"--socket=" + d.Socket}, args...)...)
 	return cmd.CombinedOutput()
 }
+
+// command returns a command for bin that runs in the daemon's namespace.
+func (d *Tailscaled) command(ctx context.Context, bin string, args ...string) *exec.Cmd {
+	if d.netns == "" {
+		return exec.CommandContext(ctx, bin, args...)
+	}
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", d.netns, bin}, args...)...)
+}
+
+// Netns returns the network namespace the daemon runs in, or "" for the
+// test's own.
+func (d *Tailscaled) Netns() string { return d.netns }
 
 // Status returns the daemon's status, peers included.
 func (d *Tailscaled) Status(ctx context.Context) (*ipnstate.Status, error) {
