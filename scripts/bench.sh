@@ -155,19 +155,21 @@ rec dataplane interop "go test -run '^\$' -bench 'BenchmarkChaCha20Poly1305|Benc
 	>"$results/dataplane.txt" 2>&1 || { fail "data plane benchmarks failed"; tail -20 "$results/dataplane.txt" >&2; }
 grep -E '^Benchmark' "$results/dataplane.txt" >&2
 if [ "$mode" = full ]; then
-	# A CPU profile of microlink's whole path, for the explanation of any miss.
-	(cd interop && go test -run '^$' -bench 'BenchmarkMicrolink/e2e$' -benchtime=2s -cpuprofile "$results/e2e.prof" -o "$results/bench.test" ./bench >/dev/null 2>&1 &&
-		go tool pprof -top -nodecount=15 "$results/bench.test" "$results/e2e.prof" 2>/dev/null) >"$results/e2e-profile.txt" || true
-	if [ -s "$results/e2e-profile.txt" ]; then
-		printf 'dataplane\t(cd interop && go test -run '"'"'^$'"'"' -bench '"'"'BenchmarkMicrolink/e2e$'"'"' -benchtime=2s -cpuprofile e2e.prof ./bench; go tool pprof -top bench.test e2e.prof)\n' >>"$results/commands.txt"
+	# CPU profiles of both whole paths, for the explanation of the figures.
+	: >"$results/dataplane.notes"
+	for prof in 'BenchmarkMicrolink/e2e$' 'BenchmarkWireGuardGo/e2e-batch=32$'; do
+		name=$(echo "$prof" | tr -dc 'a-zA-Z0-9=-')
+		rec dataplane interop "go test -run '^\$' -bench '$prof' -benchtime=2s -cpuprofile $results/$name.prof -o $results/bench.test ./bench >/dev/null && go tool pprof -top -nodecount=12 $results/bench.test $results/$name.prof" \
+			>"$results/$name.top" 2>/dev/null || continue
 		{
-			echo "CPU profile of microlink e2e (top functions by flat time):"
+			echo "CPU profile of \`${prof%\$}\` (top 12 by flat time):"
 			echo
 			echo '```'
-			grep -A16 '^ *flat' "$results/e2e-profile.txt"
+			grep -A12 '^ *flat' "$results/$name.top"
 			echo '```'
-		} >"$results/dataplane.notes"
-	fi
+			echo
+		} >>"$results/dataplane.notes"
+	done
 fi
 
 # --- 3. netmap scale ---------------------------------------------------------
@@ -209,9 +211,12 @@ elif ! grep -qs 'func BenchmarkNode' interop/bench/*_test.go; then
 	echo "The node measurements are not written yet." >"$results/node.skip"
 else
 	tsbin=$(bash interop/build-tailscale.sh 2>>"$results/node.log") || tsbin=
-	if [ "$mode" = quick ]; then nodeflags="-short"; else nodeflags=; fi
-	MICROLINK_BIN=$bin/microlink-amd64 MICROLINK_TS_BIN=$tsbin \
-		rec node interop "go test -run '^\$' -bench 'BenchmarkNode' -benchtime=1x -count=1 -timeout=30m $nodeflags ./bench" \
+	if [ "$mode" = quick ]; then
+		nodeflags="-short" nodebench='BenchmarkNodeIdle/peers=1$'
+	else
+		nodeflags= nodebench='BenchmarkNode'
+	fi
+	rec node interop "MICROLINK_BIN=$bin/microlink-amd64 MICROLINK_TS_BIN=$tsbin go test -run '^\$' -bench '$nodebench' -benchtime=1x -count=1 -timeout=30m $nodeflags ./bench" \
 		>"$results/node.txt" 2>&1 || fail "node measurements failed"
 	grep -E '^Benchmark|FAIL|--- ' "$results/node.txt" | head -40 >&2
 	if ! grep -q '^BenchmarkNode' "$results/node.txt"; then
