@@ -9,6 +9,20 @@ root=$(pwd)
 
 log() { printf '\n=== %s\n' "$*"; }
 
+# gotest runs go test -v, keeps the full output in $logdir and shows the
+# package lines and failures; the per-test results are counted at the end.
+logdir=$(mktemp -d)
+gotest() {
+	local name=$1 rc
+	shift
+	set +e
+	go test -v "$@" 2>&1 | tee "$logdir/$name.log" |
+		grep --line-buffered -E '^(ok|FAIL|panic:)|^\s*--- FAIL|^\s+\S+_test\.go:[0-9]+:'
+	rc=${PIPESTATUS[0]}
+	set -e
+	return "$rc"
+}
+
 # System packages the interop lab uses: ip (network namespaces), ping, nft.
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
@@ -40,12 +54,15 @@ MICROLINK_TS_BIN=$(bash interop/build-tailscale.sh)
 export MICROLINK_TS_BIN
 
 log "unit tests (race)"
-go test -race -count=1 ./...
+gotest unit -race -count=1 ./...
 
 log "fuzz targets, a short run each (scripts/fuzz.sh 60s for a longer one)"
-./scripts/fuzz.sh "${MICROLINK_FUZZTIME:-2s}"
+./scripts/fuzz.sh "${MICROLINK_FUZZTIME:-5000x}"
 
 log "interop tests against tailscale.com v1.102.5"
-(cd interop && go test -count=1 -timeout 20m ./...)
+(cd interop && gotest interop -count=1 -timeout 20m ./...)
 
+passed=$(cat "$logdir"/*.log | grep -cE '^\s*--- PASS' || true)
+skipped=$(cat "$logdir"/*.log | grep -cE '^\s*--- SKIP' || true)
 log "all tests passed"
+echo "tests: $passed passed, 0 failed, $skipped skipped"
