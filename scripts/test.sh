@@ -17,9 +17,13 @@ gotest() {
 	shift
 	set +e
 	go test -v "$@" 2>&1 | tee "$logdir/$name.log" |
-		grep --line-buffered -E '^(ok|FAIL|panic:)|^\s*--- FAIL|^\s+\S+_test\.go:[0-9]+:'
+		grep -a --line-buffered -E '^(ok|FAIL|panic:)|^\s*--- FAIL'
 	rc=${PIPESTATUS[0]}
 	set -e
+	if [ "$rc" != 0 ]; then
+		echo "--- output of the failures (full log: $logdir/$name.log):"
+		grep -a -B 150 -A 20 -E -- '--- FAIL|^panic:' "$logdir/$name.log" | tail -400
+	fi
 	return "$rc"
 }
 
@@ -55,6 +59,9 @@ export MICROLINK_TS_BIN
 
 log "unit tests (race)"
 gotest unit -race -count=1 ./...
+
+log "allocation tests without the race detector (it changes allocations)"
+gotest allocs -count=1 -run 'Alloc' ./...
 
 log "fuzz targets, a short run each (scripts/fuzz.sh 60s for a longer one)"
 ./scripts/fuzz.sh "${MICROLINK_FUZZTIME:-5000x}"
