@@ -16,6 +16,8 @@ import (
 
 // dataPlane joins the layers a packet crosses: the tunnel stack (our IP
 // endpoint), the WireGuard core and magicsock (UDP socket, disco, DERP).
+// WireGuard and magicsock belong to one node key; the stack, and with it the
+// application's sockets, outlives them when the key changes.
 type dataPlane struct {
 	logger *slog.Logger
 	stack  *tunnel.Stack
@@ -28,6 +30,7 @@ type dataPlane struct {
 }
 
 type dataPlaneConfig struct {
+	Stack             *tunnel.Stack // sends through Device's current WireGuard
 	NodeKey, DiscoKey key.Private
 	Port              int
 	Logger            *slog.Logger
@@ -36,11 +39,7 @@ type dataPlaneConfig struct {
 }
 
 func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
-	d := &dataPlane{logger: c.Logger, onEndpoints: c.OnEndpoints, onHomeDERP: c.OnHomeDERP}
-	d.stack = tunnel.New(tunnel.Config{
-		Output: func(pkt []byte) error { return d.wg.SendPacket(pkt) },
-		Logger: c.Logger,
-	})
+	d := &dataPlane{logger: c.Logger, stack: c.Stack, onEndpoints: c.OnEndpoints, onHomeDERP: c.OnHomeDERP}
 	var err error
 	d.wg, err = wireguard.NewDevice(wireguard.Config{
 		PrivateKey: c.NodeKey,
@@ -153,10 +152,10 @@ func convertRules(logger *slog.Logger, rules []tailcfg.FilterRule) []packet.Rule
 	return out
 }
 
+// close stops WireGuard and magicsock; the stack is the node's to close.
 func (d *dataPlane) close() {
 	d.ms.Close()
 	d.wg.Close()
-	d.stack.Close()
 }
 
 // fullChanges is a Changes that makes apply push everything.

@@ -13,6 +13,7 @@ import (
 	"github.com/microlink-go/microlink/internal/packet"
 	"github.com/microlink-go/microlink/internal/state"
 	"github.com/microlink-go/microlink/internal/tailcfg"
+	"github.com/microlink-go/microlink/internal/tunnel"
 )
 
 // Start connects the node: it opens the UDP socket, registers with the
@@ -37,8 +38,19 @@ func (n *Node) Start(ctx context.Context) error {
 	n.mu.Unlock()
 
 	n.disco = key.NewPrivate()
+	n.stack = tunnel.New(tunnel.Config{
+		Output: func(pkt []byte) error {
+			d := n.current.Load()
+			if d == nil {
+				return ErrClosed
+			}
+			return d.wg.SendPacket(pkt)
+		},
+		Logger: n.logger,
+	})
 	data, err := n.newDataPlane(n.ident.NodeKey)
 	if err != nil {
+		n.stack.Close()
 		return fmt.Errorf("microlink: %w", err)
 	}
 	n.restorePeerCache(data)
@@ -125,8 +137,12 @@ func (n *Node) Close() error {
 	if done != nil {
 		<-done
 	}
+	n.current.Store(nil)
 	if data != nil {
 		data.close()
+	}
+	if n.stack != nil {
+		n.stack.Close()
 	}
 	n.savePeerCache()
 	n.setState(Stopped, "", nil)
@@ -154,8 +170,11 @@ func (n *Node) Logout(ctx context.Context) error {
 	return nil
 }
 
+// newDataPlane starts WireGuard and magicsock for nodeKey and makes them
+// the stack's way out.
 func (n *Node) newDataPlane(nodeKey key.Private) (*dataPlane, error) {
-	return newDataPlane(dataPlaneConfig{
+	d, err := newDataPlane(dataPlaneConfig{
+		Stack:    n.stack,
 		NodeKey:  nodeKey,
 		DiscoKey: n.disco,
 		Port:     n.cfg.Port,
@@ -175,6 +194,10 @@ func (n *Node) newDataPlane(nodeKey key.Private) (*dataPlane, error) {
 			}
 		},
 	})
+	if err == nil {
+		n.current.Store(d)
+	}
+	return d, err
 }
 
 func (n *Node) control() *control.Client {
@@ -311,6 +334,8 @@ func (n *Node) onNodeKey(k key.Private) {
 	if old == nil {
 		return
 	}
+	// The UDP port is released by the old magicsock before the new one
+	// binds it; the stack and its sockets stay.
 	old.close()
 	data, err := n.newDataPlane(k)
 	if err != nil {
@@ -321,6 +346,7 @@ func (n *Node) onNodeKey(k key.Private) {
 	n.data = data
 	n.mu.Unlock()
 	data.apply(n.nm, fullChanges())
+	n.logger.Info("microlink: node key rotated", "nodekey", k.NodePublic().ShortString())
 }
 
 // restorePeerCache seeds the netmap with the peers known from the last run,

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/control"
@@ -15,6 +16,7 @@ import (
 	"github.com/microlink-go/microlink/internal/netmap"
 	"github.com/microlink-go/microlink/internal/state"
 	"github.com/microlink-go/microlink/internal/tailcfg"
+	"github.com/microlink-go/microlink/internal/tunnel"
 )
 
 // Version is microlink's version, reported to control in Hostinfo.
@@ -29,9 +31,11 @@ type Node struct {
 	ident  *state.Identity
 	disco  key.Private // fresh at every start
 
-	nm   *netmap.Map
-	data *dataPlane
-	ctl  *control.Client
+	nm      *netmap.Map
+	stack   *tunnel.Stack             // the node's IP endpoint, from Start to Close
+	data    *dataPlane                // WireGuard and magicsock for the current node key
+	current atomic.Pointer[dataPlane] // data, for the stack's send path
+	ctl     *control.Client
 
 	mu        sync.Mutex
 	st        State

@@ -2,6 +2,7 @@ package nodetest
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/microlink-go/microlink"
 	"github.com/microlink-go/microlink/interop/lab"
+	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tailcfg"
 	"tailscale.com/types/key"
 )
@@ -218,5 +220,65 @@ func TestPeerCacheBeforeNetmap(t *testing.T) {
 	})
 	if st := n2.State(); st == microlink.Connected {
 		t.Fatalf("state %v without a control server", st)
+	}
+}
+
+// TestNodeKeyRotation: control declares the node key expired; the node
+// registers a new one for the same node (same address), saves it, keeps the
+// application's sockets open, and real peers reach it under the new key.
+func TestNodeKeyRotation(t *testing.T) {
+	l := lab.Start(t, lab.Options{})
+	dir := t.TempDir()
+	n := startNode(t, l, "ml-rotate", dir)
+	oldKey, ip := n.Status().NodeKey, n.IPv4()
+	sock, err := n.ListenUDP(9100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+
+	l.Control.SetExpireAllNodes(true)
+	l.RestartControl(t)
+	waitFor(t, 15*time.Second, "control to refuse the old key", func() bool {
+		st := n.Status()
+		return st.NodeKey != oldKey || (st.Err != nil && strings.Contains(st.Err.Error(), "expired"))
+	})
+	l.Control.SetExpireAllNodes(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	waitFor(t, 30*time.Second, "Connected with a new key", func() bool {
+		st := n.Status()
+		return st.State == microlink.Connected && st.NodeKey != oldKey
+	})
+	if got := n.IPv4(); got != ip {
+		t.Fatalf("address changed with the key: %v -> %v", ip, got)
+	}
+	newKey := n.Status().NodeKey
+
+	// A real peer that joins now reaches the node under its new key, and
+	// the socket opened before the rotation still receives.
+	ts := l.StartTailscaled(t, lab.TSOptions{Hostname: "real-peer", NeverDirect: true})
+	if _, err := ts.WaitStatus(ctx, func(st *ipnstate.Status) bool {
+		p := lab.FindPeer(st, "ml-rotate")
+		return p != nil && p.PublicKey.String() == newKey && p.Relay != ""
+	}); err != nil {
+		t.Fatalf("real peer does not see the new key: %v", err)
+	}
+	if _, err := ts.Ping(ctx, ip, "TSMP"); err != nil {
+		t.Fatalf("TSMP ping after rotation: %v", err)
+	}
+	waitFor(t, 5*time.Second, "real-peer in the netmap", func() bool { _, ok := findPeer(n, "real-peer"); return ok })
+	if _, err := n.Ping(ctx, ts.IPv4().String(), microlink.PingTSMP); err != nil {
+		t.Fatalf("our TSMP ping after rotation: %v", err)
+	}
+	if _, err := sock.WriteToUDPAddrPort([]byte("still open"), netip.AddrPortFrom(ts.IPv4(), 9)); err != nil {
+		t.Fatalf("socket from before the rotation: %v", err)
+	}
+
+	// The new key was saved.
+	n.Close()
+	n2 := startNode(t, l, "ml-rotate", dir)
+	if got := n2.Status().NodeKey; got != newKey {
+		t.Fatalf("restart loaded %s, want the rotated %s", got, newKey)
 	}
 }
