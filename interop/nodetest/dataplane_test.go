@@ -66,6 +66,18 @@ func TestRealPeerPingsOverDERP(t *testing.T) {
 		}
 		t.Logf("%s ping: %+v", typ, res)
 	}
+	// Over IPv6 too.
+	for _, typ := range []string{"TSMP", "ICMP"} {
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := ts.Ping(pctx, n.IPv6(), typ)
+		pcancel()
+		if err != nil {
+			t.Fatalf("%s ping of %v: %v", typ, n.IPv6(), err)
+		}
+	}
+	if _, err := n.Ping(ctx, ts.IPv6().String(), microlink.PingICMP); err != nil {
+		t.Fatalf("our ICMPv6 ping of the real peer: %v", err)
+	}
 	// The CLI agrees, and reports the relay.
 	out, err := ts.CLI(ctx, "ping", "--until-direct=false", "-c", "1", n.IPv4().String())
 	if err != nil || !strings.Contains(string(out), "via DERP") {
