@@ -81,6 +81,7 @@ type regionConn struct {
 	cancel context.CancelFunc
 
 	lastActive atomic.Int64 // unix nanoseconds of the last packet sent or received
+	redial     atomic.Bool  // set by Reconnect: dial again without waiting
 
 	prefMu sync.Mutex // serialises NotePreferred so the latest home wins
 
@@ -210,6 +211,21 @@ func (r *Regions) Send(regionID int, dst key.NodePublic, pkt []byte) error {
 	return c.Send(dst, pkt)
 }
 
+// Reconnect closes every open connection and dials its region again at
+// once. Call it when the host's addresses change: a connection made from
+// an address the host no longer has would otherwise hang until its read
+// timeout.
+func (r *Regions) Reconnect() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rc := range r.conns {
+		if rc.client != nil {
+			rc.redial.Store(true)
+			rc.client.Close()
+		}
+	}
+}
+
 // Latency measures the round-trip time to regionID's server with a DERP
 // ping, connecting to the region first if needed.
 func (r *Regions) Latency(ctx context.Context, regionID int) (time.Duration, error) {
@@ -310,7 +326,10 @@ func (r *Regions) run(rc *regionConn) {
 			backoff = minBackoff
 		}
 		wait := jitter(backoff)
-		if restart.ReconnectIn > 0 || restart.TryFor > 0 {
+		if rc.redial.Swap(false) {
+			// Closed by Reconnect: the network changed, not the server.
+			wait, backoff = 0, minBackoff
+		} else if restart.ReconnectIn > 0 || restart.TryFor > 0 {
 			// The server said when it will be back: wait that long, then
 			// retry at the shortest interval.
 			wait = min(restart.ReconnectIn, maxBackoff)

@@ -287,6 +287,34 @@ func TestRegionsReconnectWithBackoff(t *testing.T) {
 	s.expectPacket(t, peer, "again")
 }
 
+func TestRegionsReconnect(t *testing.T) {
+	defer checkGoroutines(t)()
+	f := newFakeRegions(t)
+	f.fail <- 1 // raise the backoff: a plain reconnect would now wait 375 ms or more
+	f.SetHome(1)
+	s := f.nextServer(t, 1)
+	s.expectPreferred(t, true)
+	asked := time.Now()
+	f.Reconnect()
+	s2 := f.nextServer(t, 1)
+	s2.expectPreferred(t, true)
+	dials := f.dialTimes(1)
+	if gap := dials[len(dials)-1].Sub(asked); gap > 200*time.Millisecond {
+		t.Fatalf("redialed %v after Reconnect, want at once", gap)
+	}
+	s.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := s.conn.Read(make([]byte, 1)); err == nil {
+		t.Fatal("old connection still open after Reconnect")
+	}
+	waitFor(t, "reconnected", func() bool { return f.Connected(1) })
+	peer := key.NewPrivate().NodePublic()
+	if err := f.Send(1, peer, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	s2.expectPacket(t, peer, "after")
+	f.Close()
+}
+
 func TestRegionsRestarting(t *testing.T) {
 	f := newFakeRegions(t)
 	f.SetHome(1)

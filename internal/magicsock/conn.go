@@ -269,8 +269,9 @@ func (c *Conn) closeSockets() {
 	c.readers.Wait()
 }
 
-// Rebind reopens the sockets on the same port if possible, then STUNs
-// again and reports the new endpoints.
+// Rebind reopens the sockets on the same port if possible, redials the
+// DERP connections (when the DERP has a Reconnect method, as
+// *derp.Regions does), then STUNs again and reports the new endpoints.
 func (c *Conn) Rebind() error {
 	c.rebindMu.Lock()
 	defer c.rebindMu.Unlock()
@@ -285,6 +286,11 @@ func (c *Conn) Rebind() error {
 		return err
 	}
 	c.startReaders()
+	// TCP connections made from an address the host no longer has would
+	// hang until their read timeout.
+	if r, ok := c.derp.(interface{ Reconnect() }); ok {
+		r.Reconnect()
+	}
 	c.mu.Lock()
 	c.nc.forceFull = true
 	c.nc.nextRun = time.Time{}

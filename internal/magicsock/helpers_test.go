@@ -76,9 +76,10 @@ func (r *fakeRelay) relayedTo(k key.NodePublic) int {
 
 // fakeDERP is one node's connection to a fakeRelay.
 type fakeDERP struct {
-	r    *fakeRelay
-	self key.NodePublic
-	home atomic.Int32
+	r          *fakeRelay
+	self       key.NodePublic
+	home       atomic.Int32
+	reconnects atomic.Int32
 }
 
 func (f *fakeDERP) Send(region int, dst key.NodePublic, pkt []byte) error {
@@ -97,6 +98,7 @@ func (f *fakeDERP) Send(region int, dst key.NodePublic, pkt []byte) error {
 
 func (f *fakeDERP) SetHome(region int) { f.home.Store(int32(region)) }
 func (f *fakeDERP) Close() error       { return nil }
+func (f *fakeDERP) Reconnect()         { f.reconnects.Add(1) }
 
 // node is a Conn under test with what it received.
 type node struct {

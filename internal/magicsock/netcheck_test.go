@@ -255,6 +255,9 @@ func TestRebind(t *testing.T) {
 	if a.LocalPort() != port {
 		t.Fatalf("port %d after Rebind, was %d", a.LocalPort(), port)
 	}
+	if n := a.derp.(*fakeDERP).reconnects.Load(); n != 1 {
+		t.Fatalf("%d DERP reconnects after Rebind, want 1", n)
+	}
 	waitFor(t, 3*time.Second, "STUN after Rebind", func() bool { return s.requests.Load() > n })
 	waitDirect(t, b, a)
 	a.Send(b.key.NodePublic(), []byte(wgMsg))
