@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -14,12 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/microlink-go/microlink"
 	"github.com/microlink-go/microlink/interop/lab"
 	"tailscale.com/ipn/ipnstate"
 )
@@ -321,119 +317,135 @@ func waitPing(ctx context.Context, b *testing.B, pinger *lab.Tailscaled, ip neti
 	}
 }
 
-// BenchmarkNodeUDP reports the UDP throughput between two microlink nodes
-// in this process, through WireGuard over their UDP sockets on loopback.
+// BenchmarkNodeUDP reports the UDP throughput between two nodes, each a
+// udpload process (microlink, or tsnet: the engine tailscaled runs, in
+// userspace-networking mode), and the peak RSS of either under that load.
 func BenchmarkNodeUDP(b *testing.B) {
-	b.Run("impl=microlink", func(b *testing.B) {
-		l := quietLab(b)
-		a := startInProcess(b, l, "udp-a")
-		c := startInProcess(b, l, "udp-b")
-		ln, err := c.ListenUDP(9000)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ln.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		pctx, pcancel := context.WithTimeout(ctx, 15*time.Second)
-		_, err = a.Ping(pctx, c.IPv4().String(), microlink.PingTSMP)
-		pcancel()
-		if err != nil {
-			b.Fatalf("TSMP ping between the two nodes: %v", err)
-		}
-		conn, err := dialWhenKnown(ctx, a, netip.AddrPortFrom(c.IPv4(), 9000))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer conn.Close()
-
-		var got atomic.Int64
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			buf := make([]byte, 2048)
-			for {
-				ln.SetReadDeadline(time.Now().Add(2 * time.Second))
-				n, _, err := ln.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				got.Add(int64(n))
+	window := 5 * time.Second
+	if testing.Short() {
+		window = time.Second
+	}
+	for _, impl := range []string{"microlink", "tailscaled"} {
+		b.Run("impl="+impl, func(b *testing.B) {
+			flagImpl := impl
+			if impl == "tailscaled" {
+				flagImpl = "tsnet"
 			}
-		}()
-		// Warm up until the first datagram arrives (handshake, path).
-		payload := make([]byte, 1200)
-		for got.Load() == 0 {
-			if ctx.Err() != nil {
-				b.Fatal("no datagram arrived")
+			l := quietLab(b)
+			recv := startUDPLoad(b, l, flagImpl, "udp-recv", "-listen", "9000")
+			ready := recv.next(b)
+			ip, err := netip.ParseAddr(fmt.Sprint(ready["ready"]))
+			if err != nil {
+				b.Fatalf("receiver ready line %v: %v", ready, err)
 			}
-			conn.Write(payload)
-			time.Sleep(10 * time.Millisecond)
-		}
-		window := 5 * time.Second
-		if testing.Short() {
-			window = time.Second
-		}
-		base := got.Load()
-		start := time.Now()
-		for time.Since(start) < window {
-			for range 64 {
-				if _, err := conn.Write(payload); err != nil {
-					b.Fatal(err)
-				}
+			send := startUDPLoad(b, l, flagImpl, "udp-send", "-send", netip.AddrPortFrom(ip, 9000).String(), "-duration", window.String())
+			send.next(b) // ready
+			sent := send.next(b)
+			got := recv.next(b)
+			b.ReportMetric(number(got["mb_per_s"]), "MB/s")
+			b.ReportMetric(max(number(got["hwm_mb"]), number(sent["hwm_mb"])), "peak-rss-MB")
+			b.ReportMetric(number(got["hwm_mb"]), "recv-hwm-MB")
+			b.ReportMetric(number(sent["hwm_mb"]), "send-hwm-MB")
+			if n := number(sent["sent"]); n > 0 {
+				b.ReportMetric(100*(1-number(got["packets"])/n), "%lost")
 			}
-		}
-		elapsed := time.Since(start)
-		time.Sleep(200 * time.Millisecond)
-		b.ReportMetric(float64(got.Load()-base)/elapsed.Seconds()/1e6, "MB/s")
-		ln.Close()
-		<-done
-	})
+		})
+	}
 }
 
-func startInProcess(b *testing.B, l *lab.Lab, hostname string) *microlink.Node {
+func number(v any) float64 {
+	f, _ := v.(float64)
+	return f
+}
+
+var (
+	loadOnce sync.Once
+	loadBin  string
+	loadErr  error
+)
+
+// udploadProc is a running udpload whose JSON lines are read one by one.
+type udploadProc struct {
+	cmd    *exec.Cmd
+	lines  chan map[string]any
+	stderr *lockedWriter
+}
+
+func startUDPLoad(b *testing.B, l *lab.Lab, impl, hostname string, args ...string) *udploadProc {
 	b.Helper()
-	n, err := microlink.New(microlink.Config{
-		AuthKey:    l.AuthKey,
-		ControlURL: l.ControlURL,
-		Hostname:   hostname,
-		StateDir:   b.TempDir(),
-		Port:       -1,
-		Logger:     benchLogger(b, hostname),
+	loadOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "microlink-udpload")
+		if err != nil {
+			loadErr = err
+			return
+		}
+		loadBin = filepath.Join(dir, "udpload")
+		out, err := exec.Command("go", "build", "-o", loadBin, "./udpload").CombinedOutput()
+		if err != nil {
+			loadErr = fmt.Errorf("go build ./bench/udpload: %v\n%s", err, out)
+		}
 	})
+	if loadErr != nil {
+		b.Fatal(loadErr)
+	}
+	p := &udploadProc{lines: make(chan map[string]any, 4), stderr: &lockedWriter{w: new(bytes.Buffer)}}
+	p.cmd = exec.Command(loadBin, append([]string{"-impl", impl, "-control", l.ControlURL, "-authkey", l.AuthKey,
+		"-hostname", hostname, "-dir", b.TempDir()}, args...)...)
+	p.cmd.Env = append(os.Environ(), "TS_ASSUME_NETWORK_UP_FOR_TEST=1", "TS_DISABLE_PORTMAPPER=1", "TS_PANIC_IF_HIT_MAIN_CONTROL=1")
+	p.cmd.Stderr = p.stderr
+	stdin, err := p.cmd.StdinPipe() // closing it ends a receiver
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { n.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.Start(ctx); err != nil {
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
 		b.Fatal(err)
 	}
-	return n
-}
-
-func dialWhenKnown(ctx context.Context, n *microlink.Node, dst netip.AddrPort) (net.Conn, error) {
-	for {
-		c, err := n.DialUDP(ctx, dst.String())
-		if err == nil {
-			return c, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := p.cmd.Start(); err != nil {
+		b.Fatal(err)
 	}
-}
-
-// benchLogger collects a node's debug log and prints it if b fails.
-func benchLogger(b *testing.B, name string) *slog.Logger {
-	w := &lockedWriter{w: new(bytes.Buffer)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		dec := json.NewDecoder(stdout)
+		for {
+			var m map[string]any
+			if err := dec.Decode(&m); err != nil {
+				close(p.lines)
+				return
+			}
+			p.lines <- m
+		}
+	}()
 	b.Cleanup(func() {
+		stdin.Close()
+		exited := make(chan struct{})
+		go func() { p.cmd.Wait(); close(exited) }()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-exited
+		}
+		<-done
 		if b.Failed() {
-			b.Logf("%s log:\n%s", name, w.String())
+			b.Logf("udpload %s stderr:\n%s", hostname, p.stderr.String())
 		}
 	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return p
+}
+
+// next returns the next JSON line of the process.
+func (p *udploadProc) next(b *testing.B) map[string]any {
+	b.Helper()
+	select {
+	case m, ok := <-p.lines:
+		if !ok {
+			b.Fatalf("udpload ended early:\n%s", p.stderr.String())
+		}
+		return m
+	case <-time.After(90 * time.Second):
+		b.Fatalf("udpload said nothing for 90 s:\n%s", p.stderr.String())
+	}
+	return nil
 }

@@ -490,8 +490,9 @@ func (r *report) node() {
 		{"idle RSS, 1000 peers", "BenchmarkNodeIdle/peers=1000", "rss-MB", "MB"},
 		{"start to reachable", "BenchmarkNodeStart", "start-ms", "ms"},
 		{"idle traffic", "BenchmarkNodeIdleTraffic", "idle-B/h", "B/h"},
-		{"end-to-end UDP throughput", "BenchmarkNodeUDP", "MB/s", "MB/s"},
-		{"peak RSS under UDP load", "BenchmarkNodeUDP", "peak-rss-MB", "MB"},
+		{"end-to-end UDP throughput (received)", "BenchmarkNodeUDP", "MB/s", "MB/s"},
+		{"UDP datagrams lost (sender unpaced)", "BenchmarkNodeUDP", "%lost", "%"},
+		{"peak RSS under UDP load (higher of the two ends)", "BenchmarkNodeUDP", "peak-rss-MB", "MB"},
 	}
 	for _, row := range rows {
 		ml, okm := bs[row.bench+"/impl=microlink"]
@@ -509,7 +510,7 @@ func (r *report) node() {
 		a, va := cell(ml, okm)
 		b, vb := cell(ts, okt)
 		ratio := "–"
-		if va > 0 && vb > 0 {
+		if va > 0 && vb > 0 && row.unit != "%" {
 			ratio = fmt.Sprintf("%.2f", va/vb)
 		}
 		r.p("| %s | %s | %s | %s |", row.label, a, b, ratio)
@@ -521,14 +522,17 @@ func (r *report) node() {
 	r.p("  tailscaled is the lab's default build (not stripped, all features), in userspace-networking mode.")
 	r.p("- *start to reachable* runs from launching the process (for tailscaled: starting tailscaled and running")
 	r.p("  `tailscale up`, as the lab does) until a TSMP ping from a real tailscaled peer is answered.")
-	r.p("- *UDP throughput* is between two microlink nodes in the benchmark process (1200-byte datagrams for a fixed")
-	r.p("  window, counted at the receiver), through WireGuard and the nodes' UDP sockets on loopback. The benchmark")
-	r.p("  pings the peer before the first datagram: datagrams sent right after Start, before magicsock has a path,")
-	r.p("  were seen to not get through for 60 s.")
-	r.p("- **Not measured yet:** the tailscaled side of UDP throughput (needs two tailscaled in one lab with a UDP")
-	r.p("  load generator on each side), peak RSS under load (the load generator runs in the benchmark process,")
-	r.p("  so that process's RSS would include it and the lab), and idle traffic per hour (needs per-process")
-	r.p("  traffic accounting, such as one network namespace per node).")
+	r.p("- *UDP* rows: two nodes, each a `udpload` process of interop/bench (microlink, or for the tailscaled column")
+	r.p("  tsnet, the same engine tailscaled runs in userspace-networking mode, from tailscale.com v1.102.5); the")
+	r.p("  sender pings its peer through WireGuard, then sends 1200-byte datagrams as fast as it can for a fixed")
+	r.p("  window, and the receiver counts what arrives. Peak RSS is VmHWM of each process at the end. Both nodes")
+	r.p("  and the lab share the 2 cores, so the sender and receiver compete for CPU and the loss is mostly the")
+	r.p("  receiver falling behind.")
+	r.p("- Datagrams sent right after Start, before magicsock had a path to the peer, were once seen not to get")
+	r.p("  through for 60 s; the benchmarks ping first.")
+	r.p("- Each figure is one run.")
+	r.p("- **Not measured yet:** idle traffic per hour (needs per-process traffic accounting, such as one network")
+	r.p("  namespace per node).")
 	if s, ok := r.read("node.notes"); ok && strings.TrimSpace(s) != "" {
 		r.p("")
 		r.p("%s", strings.TrimSpace(s))
