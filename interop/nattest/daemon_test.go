@@ -1,0 +1,167 @@
+package nattest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/microlink-go/microlink/interop/lab"
+)
+
+var cliBuild struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// microlinkCLI builds the microlink command once per test binary and
+// returns its path.
+func microlinkCLI(t *testing.T) string {
+	t.Helper()
+	cliBuild.once.Do(func() {
+		cliBuild.dir, cliBuild.err = os.MkdirTemp("", "nattest-cli-")
+		if cliBuild.err != nil {
+			return
+		}
+		cliBuild.path = filepath.Join(cliBuild.dir, "microlink")
+		out, err := exec.Command("go", "build", "-buildvcs=false", "-o", cliBuild.path,
+			"github.com/microlink-go/microlink/cmd/microlink").CombinedOutput()
+		if err != nil {
+			cliBuild.err = fmt.Errorf("go build microlink: %v\n%s", err, out)
+		}
+	})
+	if cliBuild.err != nil {
+		t.Fatal(cliBuild.err)
+	}
+	return cliBuild.path
+}
+
+// removeCLI deletes the built command; TestMain calls it.
+func removeCLI() {
+	if cliBuild.dir != "" {
+		os.RemoveAll(cliBuild.dir)
+	}
+}
+
+// daemon is a "microlink up" process in a host namespace.
+type daemon struct {
+	bin, stateDir string
+	cmd           *exec.Cmd
+	logs          *logBuffer
+	done          chan struct{}
+}
+
+// startDaemon runs "microlink up" in namespace ns and waits until its
+// local API answers with state Connected.
+func startDaemon(t *testing.T, l *lab.Lab, ns, hostname string) *daemon {
+	t.Helper()
+	d := &daemon{bin: microlinkCLI(t), logs: &logBuffer{}, done: make(chan struct{})}
+	// A short directory: the socket's path must fit in 108 bytes.
+	dir, err := os.MkdirTemp("", "mlcli-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.stateDir = dir
+	d.cmd = exec.Command("ip", "netns", "exec", ns, d.bin, "up",
+		"--authkey", l.AuthKey, "--hostname", hostname, "--login-server", l.ControlURL,
+		"--statedir", dir, "--port", "0", "--verbose")
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(10 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.done
+		}
+		if t.Failed() {
+			t.Logf("log of microlink up %s:\n%s", hostname, tail(d.logs.String(), 200))
+		}
+		os.RemoveAll(dir)
+	})
+	waitFor(t, 30*time.Second, "microlink up to be connected", func() bool {
+		st, err := d.status()
+		return err == nil && st.State == "Connected"
+	})
+	return d
+}
+
+// cli runs a microlink command against the daemon.
+func (d *daemon) cli(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, d.bin, append(args, "--statedir", d.stateDir)...).CombinedOutput()
+	return string(out), err
+}
+
+// cliStatus is the part of "microlink status --json" the tests read.
+type cliStatus struct {
+	State string `json:"state"`
+	Self  struct {
+		Name      string   `json:"name"`
+		Addresses []string `json:"addresses"`
+		NodeKey   string   `json:"nodeKey"`
+	} `json:"self"`
+	Peers []struct {
+		Name       string  `json:"name"`
+		Path       string  `json:"path"`
+		Endpoint   string  `json:"endpoint"`
+		DERPRegion int     `json:"derpRegion"`
+		LatencyMS  float64 `json:"latencyMs"`
+	} `json:"peers"`
+}
+
+func (d *daemon) status() (cliStatus, error) {
+	var st cliStatus
+	out, err := d.cli("status", "--json")
+	if err != nil {
+		return st, fmt.Errorf("%v: %s", err, out)
+	}
+	err = json.Unmarshal([]byte(out), &st)
+	return st, err
+}
+
+// localAPI sends a request to the daemon's local API socket.
+func (d *daemon) localAPI(method, path string) (int, error) {
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", filepath.Join(d.stateDir, "microlink.sock"))
+		},
+	}, Timeout: 10 * time.Second}
+	req, err := http.NewRequest(method, "http://microlink"+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	res.Body.Close()
+	return res.StatusCode, nil
+}
+
+// statusLine returns the line of "microlink status" about peer name.
+func statusLine(out, name string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[1] == name {
+			return line
+		}
+	}
+	return ""
+}

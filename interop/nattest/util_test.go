@@ -1,0 +1,221 @@
+package nattest
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// waitFor polls cond every 100 ms until it is true or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func contains(out []byte, s string) bool { return strings.Contains(string(out), s) }
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func logf(b *logBuffer, format string, args ...any) {
+	fmt.Fprintf(b, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
+}
+
+// stream sends a numbered datagram every interval from an OS socket to
+// microlink's echo port and records when each echo comes back.
+type stream struct {
+	sock     *net.UDPConn
+	dst      netip.AddrPort
+	interval time.Duration
+	done     chan struct{}
+	wg       sync.WaitGroup
+
+	mu     sync.Mutex
+	sentAt []time.Time // by sequence number
+	echoes []echo      // in arrival order
+}
+
+type echo struct {
+	seq        int
+	sent, recv time.Time
+}
+
+func startStream(t *testing.T, sock *net.UDPConn, dst netip.AddrPort, interval time.Duration) *stream {
+	s := &stream{sock: sock, dst: dst, interval: interval, done: make(chan struct{})}
+	s.wg.Add(2)
+	go s.send()
+	go s.receive()
+	t.Cleanup(func() { s.stop() })
+	return s
+}
+
+func (s *stream) send() {
+	defer s.wg.Done()
+	tick := time.NewTicker(s.interval)
+	defer tick.Stop()
+	buf := make([]byte, 200)
+	for {
+		s.mu.Lock()
+		seq := len(s.sentAt)
+		s.sentAt = append(s.sentAt, time.Now())
+		s.mu.Unlock()
+		binary.BigEndian.PutUint64(buf, uint64(seq))
+		s.sock.WriteToUDPAddrPort(buf, s.dst)
+		select {
+		case <-s.done:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *stream) receive() {
+	defer s.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		s.sock.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		n, from, err := s.sock.ReadFromUDPAddrPort(buf)
+		now := time.Now()
+		select {
+		case <-s.done:
+			return
+		default:
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		if n != 200 || from != s.dst {
+			continue
+		}
+		seq := int(binary.BigEndian.Uint64(buf))
+		s.mu.Lock()
+		if seq < len(s.sentAt) {
+			s.echoes = append(s.echoes, echo{seq: seq, sent: s.sentAt[seq], recv: now})
+		}
+		s.mu.Unlock()
+	}
+}
+
+// stop ends the stream and returns how many datagrams were sent, how many
+// distinct ones came back and the longest time without an echo.
+func (s *stream) stop() (sent, echoed int, longestGap time.Duration) {
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[int]bool{}
+	for _, e := range s.echoes {
+		seen[e.seq] = true
+	}
+	return len(s.sentAt), len(seen), s.longestGapLocked(time.Time{})
+}
+
+// longestGapLocked returns the longest time between consecutive echoes
+// arriving after from.
+func (s *stream) longestGapLocked(from time.Time) time.Duration {
+	var gap time.Duration
+	var prev time.Time
+	for _, e := range s.echoes {
+		if e.recv.Before(from) {
+			prev = e.recv
+			continue
+		}
+		if !prev.IsZero() && e.recv.Sub(prev) > gap {
+			gap = e.recv.Sub(prev)
+		}
+		prev = e.recv
+	}
+	return gap
+}
+
+// around returns the last echo arriving before t and the first echo of a
+// datagram sent after t.
+func (s *stream) around(t time.Time) (lastBefore, firstAfter time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.echoes {
+		if e.recv.Before(t) {
+			lastBefore = e.recv
+		}
+		if e.sent.After(t) && (firstAfter.IsZero() || e.recv.Before(firstAfter)) {
+			firstAfter = e.recv
+		}
+	}
+	return
+}
+
+// echoedSince reports how many echoes of datagrams sent after t arrived.
+func (s *stream) echoedSince(t time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, e := range s.echoes {
+		if e.sent.After(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// gapSince returns the number of echoes arriving after t and the longest
+// time without one from t until now.
+func (s *stream) gapSince(t time.Time) (n int, longest time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev := t
+	for _, e := range s.echoes {
+		if e.recv.Before(t) {
+			continue
+		}
+		n++
+		longest = max(longest, e.recv.Sub(prev))
+		prev = e.recv
+	}
+	return n, max(longest, time.Since(prev))
+}
+
+// writeBench writes v as JSON to name in $MICROLINK_BENCH_OUT, if set,
+// for the benchmark report.
+func writeBench(t *testing.T, name string, v any) {
+	t.Helper()
+	dir := os.Getenv("MICROLINK_BENCH_OUT")
+	if dir == "" {
+		return
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), append(b, '\n'), 0o644); err != nil {
+		t.Errorf("writing %s: %v", name, err)
+	}
+}
