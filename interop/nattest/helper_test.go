@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,9 +37,16 @@ const (
 )
 
 type helperRequest struct {
-	Op     string `json:"op"` // "status", "ping", "rebind"
+	Op     string `json:"op"` // "status", "ping", "rebind", "arrivals"
 	Target string `json:"target,omitempty"`
-	Type   string `json:"type,omitempty"` // for ping: "disco", "TSMP", "ICMP"
+	Type   string `json:"type,omitempty"`  // for ping: "disco", "TSMP", "ICMP"
+	Since  int64  `json:"since,omitempty"` // for arrivals: unix nanoseconds
+}
+
+// arrival is a stream datagram's arrival at the echo port.
+type arrival struct {
+	Seq int   `json:"seq"`
+	At  int64 `json:"at"` // unix nanoseconds
 }
 
 type helperReply struct {
@@ -46,6 +55,8 @@ type helperReply struct {
 	NodeKey string                `json:"nodeKey,omitempty"`
 	Peers   []microlink.Peer      `json:"peers,omitempty"`
 	Ping    *microlink.PingResult `json:"ping,omitempty"`
+	// Arrivals are the stream datagrams that reached the echo port.
+	Arrivals []arrival `json:"arrivals,omitempty"`
 }
 
 func helperMain() int {
@@ -76,6 +87,8 @@ func helperMain() int {
 		return 1
 	}
 	echoDone := make(chan struct{})
+	var arrivalsMu sync.Mutex
+	var arrivals []arrival
 	go func() {
 		defer close(echoDone)
 		buf := make([]byte, 2048)
@@ -83,6 +96,11 @@ func helperMain() int {
 			m, from, err := echo.ReadFromUDPAddrPort(buf)
 			if err != nil {
 				return
+			}
+			if m == streamDatagramLen {
+				arrivalsMu.Lock()
+				arrivals = append(arrivals, arrival{Seq: int(binary.BigEndian.Uint64(buf)), At: time.Now().UnixNano()})
+				arrivalsMu.Unlock()
 			}
 			echo.WriteToUDPAddrPort(buf[:m], from)
 		}
@@ -114,6 +132,14 @@ func helperMain() int {
 			} else {
 				rep.Ping = &res
 			}
+		case "arrivals":
+			arrivalsMu.Lock()
+			for _, a := range arrivals {
+				if a.At >= req.Since {
+					rep.Arrivals = append(rep.Arrivals, a)
+				}
+			}
+			arrivalsMu.Unlock()
 		case "rebind":
 			if err := n.Rebind(); err != nil {
 				rep.Err = err.Error()
@@ -172,17 +198,23 @@ func startML(t *testing.T, l *lab.Lab, ns, hostname string) *mlNode {
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { m.cmd.Wait(); close(m.done) }()
+	var waitErr error
+	go func() { waitErr = m.cmd.Wait(); close(m.done) }()
 	t.Cleanup(func() {
 		m.in.Close()
 		select {
 		case <-m.done:
+			// With -race, a data race in the node makes it exit non-zero.
+			if waitErr != nil || strings.Contains(m.logs.String(), "DATA RACE") {
+				t.Errorf("microlink %s exited badly: %v", hostname, waitErr)
+			}
 		case <-time.After(10 * time.Second):
+			t.Errorf("microlink %s did not stop within 10 s of its stdin closing", hostname)
 			m.cmd.Process.Kill()
 			<-m.done
 		}
 		if t.Failed() {
-			t.Logf("log of microlink %s:\n%s", hostname, m.logs.String())
+			t.Logf("log of microlink %s:\n%s", hostname, tail(m.logs.String(), 300))
 		}
 	})
 	rep, err := m.read(45 * time.Second)
@@ -254,6 +286,17 @@ func (m *mlNode) Ping(target, typ string) (microlink.PingResult, error) {
 		return microlink.PingResult{}, err
 	}
 	return *rep.Ping, nil
+}
+
+// Arrivals returns the stream datagrams that reached the node's echo port
+// since t.
+func (m *mlNode) Arrivals(t *testing.T, since time.Time) []arrival {
+	t.Helper()
+	rep, err := m.call(helperRequest{Op: "arrivals", Since: since.UnixNano()})
+	if err != nil {
+		t.Fatalf("microlink %s arrivals: %v", m.Hostname, err)
+	}
+	return rep.Arrivals
 }
 
 // Logs returns what the node has logged so far.

@@ -259,7 +259,18 @@ func TestDirectPathCut(t *testing.T) {
 	lastBefore, firstAfter := st.around(cutAt)
 	gap := firstAfter.Sub(lastBefore)
 	resumed := firstAfter.Sub(cutAt)
-	t.Logf("stream resumed over DERP %v after the cut (gap between echoes %v)", resumed.Round(time.Millisecond), gap.Round(time.Millisecond))
+	// One way: when the first datagram sent after the cut reached
+	// microlink (tailscaled's side of the switch to DERP).
+	firstSeq, _ := st.sentAfter(cutAt)
+	var oneWay time.Duration
+	for _, a := range p.ml.Arrivals(t, cutAt) {
+		if a.Seq >= firstSeq {
+			oneWay = time.Unix(0, a.At).Sub(cutAt)
+			break
+		}
+	}
+	t.Logf("after the cut: tailscaled→microlink resumed over DERP in %v, the echo stream (both ways) in %v; gap between echoes %v",
+		oneWay.Round(time.Millisecond), resumed.Round(time.Millisecond), gap.Round(time.Millisecond))
 	if gap > maxGap {
 		t.Errorf("stream gap %v, want at most %v", gap, maxGap)
 	}
@@ -309,12 +320,13 @@ func TestDirectPathCut(t *testing.T) {
 	writeBench(t, "nat_times.json", map[string]any{
 		"streamIntervalMs":    interval.Milliseconds(),
 		"cutToDERPMs":         resumed.Milliseconds(),
+		"cutToDERPOneWayMs":   oneWay.Milliseconds(),
 		"streamGapMs":         gap.Milliseconds(),
 		"liftToDirectMs":      back.Milliseconds(),
 		"datagramsSent":       sent,
 		"datagramsEchoed":     echoed,
 		"trustUDPAddrMs":      6500,
-		"description":         "direct path between two NATs cut by dropping UDP; a UDP echo stream every streamIntervalMs continues over DERP",
+		"description":         "direct path between two NATs cut by dropping UDP; a UDP echo stream every streamIntervalMs (tailscaled's TUN to microlink and back) continues over DERP: cutToDERPOneWayMs until tailscaled's datagrams reach microlink again, cutToDERPMs until echoes come back, streamGapMs between the last echo before and the first after; liftToDirectMs from lifting the cut until both sides use the direct path",
 		"microlinkBehindNAT":  true,
 		"tailscaledBehindNAT": true,
 	})

@@ -97,20 +97,25 @@ func TestRebindAfterAddressChange(t *testing.T) {
 	})
 	rebound := time.Now()
 
-	// tailscaled reaches microlink again: at first through whatever path
-	// works, then directly at the new address.
+	// tailscaled reaches microlink again, through DERP: the NATs' old
+	// mappings still hold the ports the new ones would need.
 	waitFor(t, 15*time.Second, "tailscaled's TSMP ping of microlink after the rebind", func() bool {
-		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		pctx, pcancel := context.WithTimeout(ctx, time.Second)
 		defer pcancel()
 		_, err := ts.Ping(pctx, mlIP, "TSMP")
 		return err == nil
 	})
+	// tailscaled keeps sending to the old, trusted address for up to 6.5 s
+	// after its last pong before it adds DERP.
 	t.Logf("reachable again %v after the rebind", time.Since(rebound).Round(time.Millisecond))
 	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 	if out, err := lab.Command(pctx, "ip", "netns", "exec", tsHost.NS, "ping", "-c", "2", "-W", "3", mlIP.String()).CombinedOutput(); err != nil {
 		t.Fatalf("OS ping of microlink after the rebind: %v\n%s", err, out)
 	}
 	pcancel()
+	if out, err := d.cli("ping", "--tsmp", "-c", "1", tsName); err != nil || !strings.Contains(out, "pong from "+tsName) {
+		t.Fatalf("microlink ping of tailscaled after the rebind: %v\n%s", err, out)
+	}
 
 	after, err := d.status()
 	if err != nil {
@@ -123,13 +128,13 @@ func TestRebindAfterAddressChange(t *testing.T) {
 	if n := len(l.Control.AllNodes()); n != nodes {
 		t.Fatalf("control has %d nodes after the rebind, %d before", n, nodes)
 	}
-	if log := d.logs.since(mark); regexp.MustCompile(`(?i)registered|new identity|state=NeedsLogin`).MatchString(log) {
+	if log := d.logs.since(mark); regexp.MustCompile(`(?i)registered|new identity|rotating|state=(NeedsLogin|Connecting)`).MatchString(log) {
 		t.Fatalf("the daemon registered again after the rebind:\n%s", log)
 	}
 	out, _ = d.cli("status")
 	t.Logf("microlink status after the rebind:\n%s", out)
-	if !regexp.MustCompile(`(direct 198\.18\.\d+\.2:\d+|relay 900)\s+\d+\.\d+ms`).MatchString(statusLine(out, tsName)) {
-		t.Fatalf("microlink status does not show the path with a latency:\n%s", out)
+	if !regexp.MustCompile(`(direct 198\.18\.\d+\.2:\d+|relay 900)\s`).MatchString(statusLine(out, tsName)) {
+		t.Fatalf("microlink status does not show the path:\n%s", out)
 	}
 
 	// The local API's rebind does the same, without an address change.

@@ -42,6 +42,10 @@ func logf(b *logBuffer, format string, args ...any) {
 	fmt.Fprintf(b, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
 }
 
+// streamDatagramLen is the size of a stream datagram: a big-endian
+// sequence number and padding.
+const streamDatagramLen = 200
+
 // stream sends a numbered datagram every interval from an OS socket to
 // microlink's echo port and records when each echo comes back.
 type stream struct {
@@ -74,7 +78,7 @@ func (s *stream) send() {
 	defer s.wg.Done()
 	tick := time.NewTicker(s.interval)
 	defer tick.Stop()
-	buf := make([]byte, 200)
+	buf := make([]byte, streamDatagramLen)
 	for {
 		s.mu.Lock()
 		seq := len(s.sentAt)
@@ -109,7 +113,7 @@ func (s *stream) receive() {
 		if err != nil {
 			return
 		}
-		if n != 200 || from != s.dst {
+		if n != streamDatagramLen || from != s.dst {
 			continue
 		}
 		seq := int(binary.BigEndian.Uint64(buf))
@@ -171,6 +175,18 @@ func (s *stream) around(t time.Time) (lastBefore, firstAfter time.Time) {
 		}
 	}
 	return
+}
+
+// sentAfter returns the first sequence number sent after t, and when.
+func (s *stream) sentAfter(t time.Time) (int, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for seq, at := range s.sentAt {
+		if at.After(t) {
+			return seq, at
+		}
+	}
+	return len(s.sentAt), time.Time{}
 }
 
 // echoedSince reports how many echoes of datagrams sent after t arrived.
