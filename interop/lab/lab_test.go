@@ -44,6 +44,39 @@ func TestControlRouting(t *testing.T) {
 	}
 }
 
+// TestListenAddr checks that every server listens on Options.ListenAddr
+// and that the control URL and DERP map name it.
+func TestListenAddr(t *testing.T) {
+	addr := netip.MustParseAddr("127.0.0.2") // on lo, but not where httptest listens
+	l := Start(t, Options{ListenAddr: addr})
+	if l.ListenAddr() != addr {
+		t.Fatalf("ListenAddr() = %v", l.ListenAddr())
+	}
+	if !strings.HasPrefix(l.ControlURL, "http://127.0.0.2:") || !strings.HasPrefix(l.DERPURL, "https://127.0.0.2:") {
+		t.Fatalf("control %s, DERP %s: not on %v", l.ControlURL, l.DERPURL, addr)
+	}
+	if l.STUNAddr.Addr() != addr {
+		t.Fatalf("STUN on %v", l.STUNAddr)
+	}
+	n := l.DERPMap.Regions[DERPRegionID].Nodes[0]
+	if n.HostName != "127.0.0.2" || n.IPv4 != "127.0.0.2" {
+		t.Fatalf("DERP node %s / %s", n.HostName, n.IPv4)
+	}
+	res, err := http.Get(l.ControlURL + "/key?v=142")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	c, err := net.Dial("tcp", net.JoinHostPort(n.IPv4, fmt.Sprint(n.DERPPort)))
+	if err != nil {
+		t.Fatalf("DERP port: %v", err)
+	}
+	c.Close()
+	if l.trap.Listener.Addr().(*net.TCPAddr).AddrPort().Addr() != addr {
+		t.Fatalf("proxy trap on %v", l.trap.Listener.Addr())
+	}
+}
+
 // TestRestartControlCutsConnections checks that RestartControl drops
 // established connections and serves again on the same address.
 func TestRestartControlCutsConnections(t *testing.T) {
