@@ -26,6 +26,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/microlink-go/microlink"
@@ -124,6 +125,18 @@ func receive(n node, port uint16) error {
 	stdinClosed := make(chan struct{})
 	go func() { io.Copy(io.Discard, os.Stdin); close(stdinClosed) }()
 	go func() { <-stdinClosed; c.Close() }()
+	// A watchdog ends the run 2 s after the last datagram, also where a
+	// read deadline does not wake a blocked read.
+	var lastNano atomic.Int64
+	go func() {
+		for {
+			time.Sleep(200 * time.Millisecond)
+			if l := lastNano.Load(); l != 0 && time.Since(time.Unix(0, l)) > 2*time.Second {
+				c.Close()
+				return
+			}
+		}
+	}()
 	buf := make([]byte, 65536)
 	var bytes, packets int64
 	var first, last time.Time
@@ -146,6 +159,7 @@ func receive(n node, port uint16) error {
 			first = now
 		}
 		last = now
+		lastNano.Store(now.UnixNano())
 		bytes += int64(nr)
 		packets++
 	}
@@ -183,6 +197,7 @@ func sendLoad(ctx context.Context, n node, dst string, d time.Duration, size int
 	var sent, errs int64
 	start := time.Now()
 	for time.Since(start) < d {
+		c.SetWriteDeadline(time.Now().Add(time.Second))
 		for range 64 {
 			if _, err := c.Write(payload); err != nil {
 				errs++
