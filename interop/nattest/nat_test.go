@@ -13,7 +13,6 @@ import (
 // pair is a real tailscaled and a microlink node, each in a host
 // namespace of its own, joined to one lab.
 type pair struct {
-	lab    *lab.Lab
 	ts     *lab.Tailscaled
 	ml     *mlNode
 	tsHost *host
@@ -50,7 +49,7 @@ func startLab(t *testing.T) *lab.Lab {
 func startPair(t *testing.T, tsHost, mlHost *host) *pair {
 	t.Helper()
 	l := startLab(t)
-	p := &pair{lab: l, tsHost: tsHost, mlHost: mlHost}
+	p := &pair{tsHost: tsHost, mlHost: mlHost}
 	p.ts = l.StartTailscaled(t, lab.TSOptions{Hostname: tsName, TUN: true, Netns: tsHost.NS})
 	p.ml = startML(t, l, mlHost.NS, mlName)
 	waitFor(t, 10*time.Second, "tailscaled in microlink's netmap", func() bool {

@@ -140,23 +140,14 @@ func (s *stream) stop() (sent, echoed int, longestGap time.Duration) {
 	for _, e := range s.echoes {
 		seen[e.seq] = true
 	}
-	return len(s.sentAt), len(seen), s.longestGapLocked(time.Time{})
+	return len(s.sentAt), len(seen), s.longestGapLocked()
 }
 
-// longestGapLocked returns the longest time between consecutive echoes
-// arriving after from.
-func (s *stream) longestGapLocked(from time.Time) time.Duration {
+// longestGapLocked returns the longest time between consecutive echoes.
+func (s *stream) longestGapLocked() time.Duration {
 	var gap time.Duration
-	var prev time.Time
-	for _, e := range s.echoes {
-		if e.recv.Before(from) {
-			prev = e.recv
-			continue
-		}
-		if !prev.IsZero() && e.recv.Sub(prev) > gap {
-			gap = e.recv.Sub(prev)
-		}
-		prev = e.recv
+	for i := 1; i < len(s.echoes); i++ {
+		gap = max(gap, s.echoes[i].recv.Sub(s.echoes[i-1].recv))
 	}
 	return gap
 }
