@@ -38,7 +38,7 @@ func TestFrameHeaderGolden(t *testing.T) {
 		{frameSendPacket, 0x0102, "0400000102"},
 		{frameKeepAlive, 0, "0600000000"},
 		{frameRestarting, 8, "1500000008"},
-		{frameServerKey, 0xdeadbeef, "01deadbeef"},
+		{frameServerKey, 0x7eadbeef, "017eadbeef"}, // fits a 32-bit int
 	} {
 		got := appendFrameHeader(nil, tc.t, tc.n)
 		if hex.EncodeToString(got) != tc.want {
