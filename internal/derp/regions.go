@@ -30,6 +30,10 @@ type RegionsOptions struct {
 	// OnPeerGone, if not nil, is called when a region's server reports
 	// that a peer left it.
 	OnPeerGone func(region int, k key.NodePublic)
+	// OnConnected, if not nil, is called each time a connection to a
+	// region comes up (after NotePreferred and the queued packets went
+	// out), from that region's goroutine.
+	OnConnected func(region int)
 }
 
 // ErrNoRoute is returned by Regions.Send for region 0 when no reverse
@@ -369,6 +373,9 @@ func (r *Regions) serve(rc *regionConn, c *Client) (restart Restarting) {
 	}
 	if len(pending) > 0 {
 		rc.lastActive.Store(time.Now().UnixNano())
+	}
+	if r.opts.OnConnected != nil {
+		r.opts.OnConnected(rc.id)
 	}
 
 	defer func() {

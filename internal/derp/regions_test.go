@@ -20,10 +20,11 @@ type fakeRegions struct {
 	servers chan regionServer
 	fail    chan int // region IDs whose next dial fails
 
-	mu       sync.Mutex
-	dials    map[int][]time.Time
-	received chan receivedPacket
-	gone     chan key.NodePublic
+	mu        sync.Mutex
+	dials     map[int][]time.Time
+	received  chan receivedPacket
+	gone      chan key.NodePublic
+	connected chan int // regions whose connection came up
 }
 
 type regionServer struct {
@@ -39,12 +40,13 @@ type receivedPacket struct {
 
 func newFakeRegions(t *testing.T) *fakeRegions {
 	f := &fakeRegions{
-		t:        t,
-		servers:  make(chan regionServer, 16),
-		fail:     make(chan int, 16),
-		dials:    make(map[int][]time.Time),
-		received: make(chan receivedPacket, 16),
-		gone:     make(chan key.NodePublic, 16),
+		t:         t,
+		servers:   make(chan regionServer, 16),
+		fail:      make(chan int, 16),
+		dials:     make(map[int][]time.Time),
+		received:  make(chan receivedPacket, 16),
+		gone:      make(chan key.NodePublic, 16),
+		connected: make(chan int, 16),
 	}
 	f.Regions = newRegions(RegionsOptions{
 		PrivateKey: key.NewPrivate(),
@@ -55,6 +57,12 @@ func newFakeRegions(t *testing.T) *fakeRegions {
 			f.received <- receivedPacket{region, src, string(pkt)}
 		},
 		OnPeerGone: func(region int, k key.NodePublic) { f.gone <- k },
+		OnConnected: func(region int) {
+			select {
+			case f.connected <- region:
+			default:
+			}
+		},
 	})
 	f.Regions.dial = f.dial
 	f.Regions.idleTimeout = 300 * time.Millisecond
@@ -162,6 +170,14 @@ func TestRegionsHomeAndPreferred(t *testing.T) {
 	s1.expectPreferred(t, true)
 	if f.Home() != 1 {
 		t.Fatalf("Home = %d", f.Home())
+	}
+	select {
+	case r := <-f.connected:
+		if r != 1 || !f.Connected(1) {
+			t.Fatalf("OnConnected(%d), Connected(1) = %v", r, f.Connected(1))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no OnConnected for the home region")
 	}
 	f.SetHome(2)
 	s2 := f.nextServer(t, 2)
