@@ -47,6 +47,13 @@ type DERP interface {
 }
 
 // EndpointType says how an endpoint was found.
+// ConnectedDERP is an optional interface of a DERP: whether the connection
+// to a region is up. A DERP without it is taken to be connected at once,
+// and the home region is reported as soon as it is chosen.
+type ConnectedDERP interface {
+	Connected(region int) bool
+}
+
 type EndpointType = tailcfg.EndpointType
 
 // Endpoint is an address peers may reach this node at.
@@ -77,7 +84,10 @@ type Options struct {
 	ReceiveWireGuard func(msg []byte, src netip.AddrPort)
 	// OnEndpoints is called when the node's endpoints change.
 	OnEndpoints func([]Endpoint)
-	// OnHomeDERP is called when the home DERP region changes.
+	// OnHomeDERP is called when the home DERP region changes, once the
+	// connection to the new home is up (when DERP can tell; see
+	// ConnectedDERP), so that peers told of it by control find the node
+	// there.
 	OnHomeDERP func(region int)
 
 	// DERP relays packets. If nil, the Conn runs a *derp.Regions of its
@@ -109,19 +119,22 @@ type Conn struct {
 	// given address family's peers.
 	dropUDP atomic.Bool
 
-	mu         sync.Mutex
-	closed     bool
-	peers      map[key.NodePublic]*peer
-	peerSnap   atomic.Pointer[map[key.NodePublic]*peer] // copy of peers for Send
-	byDisco    map[key.DiscoPublic]*peer
-	byAddr     map[netip.AddrPort]*peer // learned from pings
-	pings      map[[disco.TxIDLen]byte]*sentPing
-	derpMap    *tailcfg.DERPMap
-	nc         netcheckState
-	endpoints  []Endpoint
-	epTime     time.Time // when endpoints were last determined
-	home       int
-	lastActive time.Time
+	mu        sync.Mutex
+	closed    bool
+	peers     map[key.NodePublic]*peer
+	peerSnap  atomic.Pointer[map[key.NodePublic]*peer] // copy of peers for Send
+	byDisco   map[key.DiscoPublic]*peer
+	byAddr    map[netip.AddrPort]*peer // learned from pings
+	pings     map[[disco.TxIDLen]byte]*sentPing
+	derpMap   *tailcfg.DERPMap
+	nc        netcheckState
+	endpoints []Endpoint
+	epTime    time.Time // when endpoints were last determined
+	home      int
+	// homeUnreported is a home region not yet reported to OnHomeDERP
+	// because its connection is not up; -1 when there is none.
+	homeUnreported int
+	lastActive     time.Time
 
 	outbox []outPkt // disco packets to send once mu is released
 
@@ -164,10 +177,11 @@ func newConn(opts Options, tm timing) (*Conn, error) {
 	c.derp = opts.DERP
 	if c.derp == nil {
 		c.derp = derp.NewRegions(derp.RegionsOptions{
-			PrivateKey: opts.NodeKey,
-			Logger:     c.log,
-			Lookup:     c.derpNodes,
-			Receive:    c.ReceiveDERP,
+			PrivateKey:  opts.NodeKey,
+			Logger:      c.log,
+			Lookup:      c.derpNodes,
+			Receive:     c.ReceiveDERP,
+			OnConnected: c.derpConnected,
 		})
 	}
 	c.startReaders()

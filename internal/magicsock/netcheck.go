@@ -402,9 +402,7 @@ func (c *Conn) finishNetcheck(rep *report, full, apply bool) {
 		if home != 0 {
 			c.derp.SetHome(home)
 		}
-		if c.opts.OnHomeDERP != nil {
-			c.opts.OnHomeDERP(home)
-		}
+		c.reportHomeWhenConnected(home)
 	}
 	if changed && c.opts.OnEndpoints != nil {
 		c.opts.OnEndpoints(slices.Clone(eps))
@@ -560,3 +558,31 @@ var (
 // isTailscaleIP reports whether ip is in a range tailnet addresses use;
 // such interface addresses are not underlay endpoints.
 func isTailscaleIP(ip netip.Addr) bool { return cgnat.Contains(ip) || tsULA.Contains(ip) }
+
+// reportHomeWhenConnected tells OnHomeDERP of a new home region now if the
+// connection to it is up, or else when it comes up (derpConnected). Peers
+// learn the home region from control; telling control before we are there
+// would have their first packets relayed to nobody.
+func (c *Conn) reportHomeWhenConnected(home int) {
+	cd, canTell := c.derp.(ConnectedDERP)
+	c.mu.Lock()
+	c.homeUnreported = home
+	c.mu.Unlock()
+	if home == 0 || !canTell || cd.Connected(home) {
+		c.derpConnected(home)
+	}
+}
+
+// derpConnected is called when the connection to a region comes up, and
+// reports the home region if that is the one awaited.
+func (c *Conn) derpConnected(region int) {
+	c.mu.Lock()
+	report := c.homeUnreported == region && c.home == region && !c.closed
+	if report {
+		c.homeUnreported = -1
+	}
+	c.mu.Unlock()
+	if report && c.opts.OnHomeDERP != nil {
+		c.opts.OnHomeDERP(region)
+	}
+}
