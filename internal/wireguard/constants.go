@@ -19,6 +19,10 @@ const (
 	// maxHandshakeAttempts is how many times an unanswered initiation is
 	// retransmitted before the device gives up: RekeyAttemptTime / RekeyTimeout.
 	maxHandshakeAttempts = int(RekeyAttemptTime / RekeyTimeout)
+
+	// unsentRetry is how soon an initiation the transport could not send
+	// is tried again.
+	unsentRetry = 250 * time.Millisecond
 )
 
 // Implementation constants.

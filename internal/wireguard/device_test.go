@@ -2,8 +2,11 @@ package wireguard
 
 import (
 	"bytes"
+	"errors"
+	"github.com/microlink-go/microlink/internal/key"
 	"net/netip"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -502,5 +505,48 @@ func TestTimerGoroutineRealClock(t *testing.T) {
 			t.Fatal("timer goroutine did not retransmit")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestUnsentInitiation: an initiation the transport could not send (no path
+// to the peer yet) does not hold the session back for RekeyTimeout.
+func TestUnsentInitiation(t *testing.T) {
+	for _, viaTimer := range []bool{false, true} {
+		w, clock := newWire(), newFakeClock()
+		var noPath atomic.Bool
+		noPath.Store(true)
+		var refused atomic.Int32
+		a := w.newNode(t, clock, "100.64.0.1", func(c *Config) {
+			send := c.Send
+			c.Send = func(to key.NodePublic, msg []byte) error {
+				if noPath.Load() {
+					refused.Add(1)
+					return errors.New("no path to peer yet")
+				}
+				return send(to, msg)
+			}
+		})
+		b := w.newNode(t, clock, "100.64.0.2", nil)
+		connect(a, b)
+		a.dev.SendTo(b.pub, ipv4Packet(a.addr, b.addr, 60, 1))
+		if refused.Load() != 1 {
+			t.Fatalf("transport saw %d sends, want the initiation", refused.Load())
+		}
+		noPath.Store(false)
+		if viaTimer {
+			// No more traffic: the retry comes after unsentRetry.
+			clock.Advance(unsentRetry)
+			a.dev.EvaluateTimers()
+		} else {
+			// The next packet starts a new handshake at once.
+			a.dev.SendTo(b.pub, ipv4Packet(a.addr, b.addr, 60, 2))
+		}
+		w.pump(t)
+		if len(b.delivered()) == 0 {
+			t.Fatalf("viaTimer=%v: nothing delivered before RekeyTimeout", viaTimer)
+		}
+		if n := len(w.sentOfType(TypeInitiation)); n != 1 {
+			t.Fatalf("viaTimer=%v: %d initiations on the wire, want 1", viaTimer, n)
+		}
 	}
 }

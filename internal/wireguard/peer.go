@@ -294,9 +294,30 @@ func (p *peer) sendHandshake(msg []byte) {
 	if err := d.send(p.key, msg); err != nil {
 		d.stats.drops.Add(1)
 		d.log.Debug("wireguard: sending handshake", "peer", p.key.ShortString(), "err", err)
+		if len(msg) == InitiationSize {
+			p.initiationNotSent()
+		}
 		return
 	}
 	p.txBytes.Add(uint64(len(msg)))
+}
+
+// initiationNotSent handles an initiation the transport could not send,
+// typically because it has no path to the peer yet. Nothing reached the
+// wire, so waiting RekeyTimeout for an answer would only delay the session:
+// the next packet for the peer starts a new handshake at once, and without
+// one the initiation is retried after unsentRetry. Retries still count
+// toward the attempt limit.
+func (p *peer) initiationNotSent() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.st
+	if st == nil || p.removed {
+		return
+	}
+	st.lastSentHandshake = time.Time{}
+	st.retransmitAt = p.d.now().Add(unsentRetry)
+	p.d.kickAt(st.retransmitAt)
 }
 
 // beginSessionLocked turns the finished handshake into a keypair and
