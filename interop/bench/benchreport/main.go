@@ -351,7 +351,7 @@ func (r *report) dataplane() {
 	r.p("through its queues and worker goroutines, and here also through the in-memory bind's channels, which the")
 	r.p("profiles below show as copying and scheduling time. On 2 cores neither can use more parallelism than that.")
 	r.p("wireguard-go's figures depend most on scheduling: between full runs on this shared machine its e2e median")
-	r.p("has moved by up to 2× (microlink's by about 15%), so read the throughput ratio as a lower bound of \"at least")
+	r.p("has moved by up to 2× (microlink's by about 15%%), so read the throughput ratio as a lower bound of \"at least")
 	r.p("equal\" rather than as a precise factor.")
 	if s, ok := r.read("dataplane.notes"); ok && strings.TrimSpace(s) != "" {
 		r.p("")
