@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of microlink on a fresh machine: installs what is missing,
 # builds the real Tailscale binaries once, then runs the product's unit tests
-# (race detector on), every fuzz target for a short while, and the interop
-# tests against real Tailscale code.
+# (race detector on), the protocol packages' tests under qemu for arm64, arm
+# and mipsle, every fuzz target for a short while, the interop tests against
+# real Tailscale code, and a smoke run of the benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -63,11 +64,17 @@ gotest unit -race -count=1 ./...
 log "allocation tests without the race detector (it changes allocations)"
 gotest allocs -count=1 -run 'Alloc' ./...
 
+log "cross-architecture unit tests under qemu: arm64, arm (GOARM=7), mipsle (softfloat)"
+./scripts/cross-test.sh
+
 log "fuzz targets, a short run each (scripts/fuzz.sh 60s for a longer one)"
 ./scripts/fuzz.sh "${MICROLINK_FUZZTIME:-5000x}"
 
 log "interop tests against tailscale.com v1.102.5"
 (cd interop && gotest interop -count=1 -timeout 20m ./...)
+
+log "benchmark smoke run (scripts/bench.sh for the full measurements)"
+./scripts/bench.sh --quick
 
 passed=$(cat "$logdir"/*.log | grep -cE '^\s*--- PASS' || true)
 skipped=$(cat "$logdir"/*.log | grep -cE '^\s*--- SKIP' || true)
