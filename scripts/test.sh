@@ -70,8 +70,8 @@ log "cross-architecture unit tests under qemu: arm64, arm (GOARM=7), mipsle (sof
 log "fuzz targets, a short run each (scripts/fuzz.sh 60s for a longer one)"
 ./scripts/fuzz.sh "${MICROLINK_FUZZTIME:-5000x}"
 
-log "interop tests against tailscale.com v1.102.5"
-(cd interop && gotest interop -count=1 -timeout 20m ./...)
+log "interop tests against tailscale.com v1.102.5 (race)"
+(cd interop && gotest interop -race -count=1 -timeout 20m ./...)
 
 log "benchmark smoke run (scripts/bench.sh for the full measurements)"
 ./scripts/bench.sh --quick
