@@ -103,15 +103,7 @@ func (n *Node) peerInfo(data *dataPlane, p *netmap.Peer, now time.Time) Peer {
 	for _, a := range p.Addresses {
 		out.Addresses = append(out.Addresses, a.Addr())
 	}
-	slices.SortStableFunc(out.Addresses, func(a, b netip.Addr) int {
-		switch {
-		case a.Is4() && !b.Is4():
-			return -1
-		case !a.Is4() && b.Is4():
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(out.Addresses, ipv4First)
 	if data == nil {
 		return out
 	}
@@ -139,15 +131,7 @@ func (n *Node) Resolve(name string) ([]netip.Addr, error) {
 		return nil, fmt.Errorf("microlink: no node named %q in the tailnet", name)
 	}
 	out := slices.Clone(addrs)
-	slices.SortStableFunc(out, func(a, b netip.Addr) int {
-		switch {
-		case a.Is4() && !b.Is4():
-			return -1
-		case !a.Is4() && b.Is4():
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(out, ipv4First)
 	return out, nil
 }
 
@@ -197,6 +181,17 @@ func (n *Node) Ping(ctx context.Context, target string, typ PingType) (PingResul
 		}
 	}
 	return res, nil
+}
+
+// ipv4First orders IPv4 addresses before IPv6 ones.
+func ipv4First(a, b netip.Addr) int {
+	switch {
+	case a.Is4() && !b.Is4():
+		return -1
+	case !a.Is4() && b.Is4():
+		return 1
+	}
+	return 0
 }
 
 // pickAddr returns the peer address target names, or the peer's first IPv4

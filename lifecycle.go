@@ -127,6 +127,10 @@ func (n *Node) Close() error {
 	if n.graceTimer != nil {
 		n.graceTimer.Stop()
 	}
+	if n.cacheTimer != nil {
+		n.cacheTimer.Stop()
+		n.cacheTimer = nil
+	}
 	n.mu.Unlock()
 	if cancel != nil {
 		cancel()
@@ -262,7 +266,7 @@ func (n *Node) onMapResponse(resp *tailcfg.MapResponse) {
 		data.apply(n.nm, ch)
 	}
 	if ch.Full || len(ch.PeersAdded) > 0 || len(ch.PeersRemoved) > 0 || ch.DERPMapChanged {
-		n.savePeerCache()
+		n.schedulePeerCacheSave()
 	}
 	if resp.Node != nil || ch.DERPMapChanged {
 		n.updateConnected()
@@ -368,6 +372,32 @@ func (n *Node) restorePeerCache(data *dataPlane) {
 	}
 	data.apply(n.nm, ch)
 	n.logger.Info("microlink: restored known peers", "peers", n.nm.NumPeers())
+}
+
+// peerCacheDelay bounds how often the peer cache is written: a busy
+// tailnet changes its membership often, and each save writes every peer.
+const peerCacheDelay = 30 * time.Second
+
+// schedulePeerCacheSave saves the peer cache in a while, once for all the
+// changes until then. Close saves it too.
+func (n *Node) schedulePeerCacheSave() {
+	if n.store == nil {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cacheTimer != nil || n.closed {
+		return
+	}
+	n.cacheTimer = time.AfterFunc(peerCacheDelay, func() {
+		n.mu.Lock()
+		n.cacheTimer = nil
+		closed := n.closed
+		n.mu.Unlock()
+		if !closed {
+			n.savePeerCache()
+		}
+	})
 }
 
 func (n *Node) savePeerCache() {

@@ -51,6 +51,7 @@ type Node struct {
 	reportedDERP int          // home DERP region control has accepted from us
 	graceOver    bool         // stopped waiting for reportedDERP
 	graceTimer   *time.Timer
+	cacheTimer   *time.Timer // pending peer-cache save
 	closed       bool
 	cancel       context.CancelFunc
 	done         chan struct{} // closed when the control loop has returned
