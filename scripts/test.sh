@@ -49,6 +49,8 @@ log "checks: gofmt, go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt needed:"; echo "$unformatted"; exit 1; fi
 go vet ./...
+GOARCH=arm GOARM=7 go vet ./...    # 32-bit targets: routers and Pi Zeros
+GOARCH=mipsle GOMIPS=softfloat go build -o /dev/null ./cmd/microlink
 (cd interop && go vet ./...)
 if grep -qE '^\s*(tailscale\.com|gvisor\.dev)' go.mod; then
 	echo "product go.mod must not require tailscale.com or gVisor"; exit 1
