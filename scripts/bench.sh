@@ -102,6 +102,22 @@ for target in amd64 arm64 arm mipsle; do
 	fi
 done
 
+# What the goal is up against: microlink without the CLI (a library-only
+# program), and the size floor of any Go client (crypto/tls, encoding/json,
+# log/slog and net only), without and with net/http's client.
+floor() { # NAME DIR TAGS PACKAGE
+	local out=$bin/floor-$(echo "$1" | tr -c 'a-zA-Z0-9\n' -)
+	if rec size "$2" "env CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build ${3:+-tags=$3 }-trimpath -ldflags='-s -w' -o $out $4" 2>"$results/build-floor.log"; then
+		printf '%s\tlinux/amd64\t%s\t\n' "$1" "$(size_of "$out")" >>"$results/sizes.tsv"
+	else
+		fail "go build $4 failed"
+		sed 's/^/    /' "$results/build-floor.log" | head -20 >&2
+	fi
+}
+floor "microlink library only (examples/basic_connect)" . "" ./examples/basic_connect
+floor "size floor (tls, json, slog, net)" interop "" ./bench/sizefloor
+floor "size floor + net/http client" interop withhttp ./bench/sizefloor
+
 # The same amd64 build without -s -w, for the report's breakdown by package.
 env CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -o "$bin/microlink-amd64.unstripped" ./cmd/microlink 2>/dev/null || true
 
@@ -212,11 +228,11 @@ elif ! grep -qs 'func BenchmarkNode' interop/bench/*_test.go; then
 else
 	tsbin=$(bash interop/build-tailscale.sh 2>>"$results/node.log") || tsbin=
 	if [ "$mode" = quick ]; then
-		nodeflags="-short" nodebench='BenchmarkNodeIdle/peers=1$'
+		nodeflags="-short" nodebench='BenchmarkNodeIdle/peers=1$|BenchmarkNodeTraffic'
 	else
 		nodeflags= nodebench='BenchmarkNode'
 	fi
-	rec node interop "MICROLINK_BIN=$bin/microlink-amd64 MICROLINK_TS_BIN=$tsbin go test -run '^\$' -bench '$nodebench' -benchtime=1x -count=1 -timeout=30m $nodeflags ./bench" \
+	rec node interop "MICROLINK_BIN=$bin/microlink-amd64 MICROLINK_TS_BIN=$tsbin go test -run '^\$' -bench '$nodebench' -benchtime=1x -count=1 -timeout=30m -v $nodeflags ./bench" \
 		>"$results/node.txt" 2>&1 || fail "node measurements failed"
 	grep -E '^Benchmark|FAIL|--- ' "$results/node.txt" | head -40 >&2
 	if ! grep -q '^BenchmarkNode' "$results/node.txt"; then

@@ -72,10 +72,23 @@ type mlProc struct {
 }
 
 func startMicrolink(b *testing.B, l *lab.Lab, hostname string) *mlProc {
+	return startMicrolinkIn(b, l, "", hostname)
+}
+
+// startMicrolinkIn starts `microlink up` in the network namespace netns
+// ("" for the test's own). Its local API socket is on the shared file
+// system, so status works from the test's namespace.
+func startMicrolinkIn(b *testing.B, l *lab.Lab, netns, hostname string) *mlProc {
 	b.Helper()
 	p := &mlProc{bin: microlinkBin(b), dir: b.TempDir(), exited: make(chan struct{})}
-	p.cmd = exec.Command(p.bin, "up", "--authkey", l.AuthKey, "--hostname", hostname,
-		"--login-server", l.ControlURL, "--statedir", p.dir)
+	args := []string{"up", "--authkey", l.AuthKey, "--hostname", hostname,
+		"--login-server", l.ControlURL, "--statedir", p.dir}
+	if netns == "" {
+		p.cmd = exec.Command(p.bin, args...)
+	} else {
+		// ip netns exec execs the binary in place: the PID is microlink's.
+		p.cmd = exec.Command("ip", append([]string{"netns", "exec", netns, p.bin}, args...)...)
+	}
 	p.cmd.Stdout = &lockedWriter{w: &p.log}
 	p.cmd.Stderr = p.cmd.Stdout
 	if err := p.cmd.Start(); err != nil {
@@ -162,11 +175,20 @@ func (p *mlProc) waitConnected(ctx context.Context, peers int) (netip.Addr, erro
 	}
 }
 
-// memory returns the resident set and its high-water mark of a process.
-func memory(pid int) (rss, hwm float64, err error) {
+// procMemory is what /proc/PID/status says about a process's memory, in MB.
+type procMemory struct {
+	RSS  float64 // VmRSS: resident set
+	HWM  float64 // VmHWM: the highest RSS so far
+	Anon float64 // RssAnon: private memory (heap, stacks, runtime)
+	File float64 // RssFile: resident pages of mapped files (the binary): clean, shared, reclaimable
+}
+
+// memory reads the memory figures of a process.
+func memory(pid int) (procMemory, error) {
+	var m procMemory
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return m, err
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
@@ -174,14 +196,22 @@ func memory(pid int) (rss, hwm float64, err error) {
 			continue
 		}
 		kb, _ := strconv.ParseFloat(f[1], 64)
+		mb := kb * 1024 / 1e6
 		switch f[0] {
 		case "VmRSS:":
-			rss = kb * 1024 / 1e6
+			m.RSS = mb
 		case "VmHWM:":
-			hwm = kb * 1024 / 1e6
+			m.HWM = mb
+		case "RssAnon:":
+			m.Anon = mb
+		case "RssFile:":
+			m.File = mb
 		}
 	}
-	return rss, hwm, nil
+	if m.RSS == 0 {
+		return m, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	}
+	return m, nil
 }
 
 // tailscaledPID finds the tailscaled serving socket.
@@ -262,12 +292,14 @@ func BenchmarkNodeIdle(b *testing.B) {
 }
 
 func reportMemory(b *testing.B, pid int) {
-	rss, hwm, err := memory(pid)
+	m, err := memory(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.ReportMetric(rss, "rss-MB")
-	b.ReportMetric(hwm, "hwm-MB")
+	b.ReportMetric(m.RSS, "rss-MB")
+	b.ReportMetric(m.HWM, "hwm-MB")
+	b.ReportMetric(m.Anon, "anon-MB")
+	b.ReportMetric(m.File, "file-MB")
 }
 
 // BenchmarkNodeStart reports the time from launching a node until a real

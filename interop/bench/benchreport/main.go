@@ -235,7 +235,7 @@ func (r *report) sizes() {
 	if smallest > 0 {
 		worst := int64(0)
 		for _, x := range rows {
-			if strings.HasPrefix(x.name, "microlink") && x.target == "linux/amd64" {
+			if x.name == "microlink" && x.target == "linux/amd64" {
 				worst = x.bytes
 			}
 		}
@@ -249,6 +249,7 @@ func (r *report) sizes() {
 			r.p("the runtime's tables for stack traces, grows with all code. The product's own packages are a small share.")
 		}
 	}
+	r.sizeFloor(smallest)
 	if bd, err := sizeBreakdown(filepath.Join(r.dir, "bin", "microlink-amd64.unstripped"), 20); err == nil {
 		r.p("")
 		r.p("What the linux/amd64 microlink binary is made of (from the same build without -s -w; symbols and DWARF")
@@ -460,85 +461,6 @@ func (r *report) cross() {
 		r.p("```")
 		r.p("%s", strings.TrimSpace(s))
 		r.p("```")
-	}
-}
-
-func (r *report) node() {
-	r.p("")
-	r.p("## 5. The whole node next to tailscaled")
-	r.p("")
-	if s, ok := r.read("node.skip"); ok {
-		r.p("**Not measured yet.** %s", strings.TrimSpace(s))
-		r.p("")
-		r.p("Items waiting: idle RSS with 1, 100 and 1000 peers next to tailscaled; time from start to reachable;")
-		r.p("idle traffic per hour; peak RSS under load; end-to-end UDP throughput between two nodes.")
-		return
-	}
-	s, ok := r.read("node.txt")
-	if !ok {
-		r.p("**Not measured yet.** The node section did not run.")
-		return
-	}
-	bs := parseBench(s)
-	r.p("Measured by `BenchmarkNode*` in interop/bench against the offline lab (testcontrol, DERP and STUN from")
-	r.p("tailscale.com v1.102.5 on loopback); each node is a separate process (`microlink up`, or tailscaled in")
-	r.p("userspace-networking mode) whose RSS is read from /proc. Peers beyond the measured pair are fake nodes added")
-	r.p("to the control server.")
-	r.p("")
-	r.p("| measurement | microlink | tailscaled | ratio |")
-	r.p("|---|---:|---:|---:|")
-	rows := []struct{ label, bench, metric, unit string }{
-		{"idle RSS, 1 peer", "BenchmarkNodeIdle/peers=1", "rss-MB", "MB"},
-		{"idle RSS, 100 peers", "BenchmarkNodeIdle/peers=100", "rss-MB", "MB"},
-		{"idle RSS, 1000 peers", "BenchmarkNodeIdle/peers=1000", "rss-MB", "MB"},
-		{"start to reachable", "BenchmarkNodeStart", "start-ms", "ms"},
-		{"idle traffic", "BenchmarkNodeIdleTraffic", "idle-B/h", "B/h"},
-		{"end-to-end UDP throughput (received)", "BenchmarkNodeUDP", "MB/s", "MB/s"},
-		{"UDP datagrams lost (sender unpaced)", "BenchmarkNodeUDP", "%lost", "%"},
-		{"peak RSS under UDP load (higher of the two ends)", "BenchmarkNodeUDP", "peak-rss-MB", "MB"},
-	}
-	for _, row := range rows {
-		ml, okm := bs[row.bench+"/impl=microlink"]
-		ts, okt := bs[row.bench+"/impl=tailscaled"]
-		cell := func(b bench, ok bool) (string, float64) {
-			if !ok {
-				return "not measured", 0
-			}
-			v, ok := b.metrics[row.metric]
-			if !ok {
-				return "not measured", 0
-			}
-			return fmt.Sprintf("%.1f %s", v, row.unit), v
-		}
-		a, va := cell(ml, okm)
-		b, vb := cell(ts, okt)
-		ratio := "–"
-		if va > 0 && vb > 0 && row.unit != "%" {
-			ratio = fmt.Sprintf("%.2f", va/vb)
-		}
-		r.p("| %s | %s | %s | %s |", row.label, a, b, ratio)
-	}
-	r.p("")
-	r.p("Notes:")
-	r.p("")
-	r.p("- RSS is read from /proc/PID/status (VmRSS) after the node has joined, seen all its peers and sat idle;")
-	r.p("  tailscaled is the lab's default build (not stripped, all features), in userspace-networking mode.")
-	r.p("- *start to reachable* runs from launching the process (for tailscaled: starting tailscaled and running")
-	r.p("  `tailscale up`, as the lab does) until a TSMP ping from a real tailscaled peer is answered.")
-	r.p("- *UDP* rows: two nodes, each a `udpload` process of interop/bench (microlink, or for the tailscaled column")
-	r.p("  tsnet, the same engine tailscaled runs in userspace-networking mode, from tailscale.com v1.102.5); the")
-	r.p("  sender pings its peer through WireGuard, then sends 1200-byte datagrams as fast as it can for a fixed")
-	r.p("  window, and the receiver counts what arrives. Peak RSS is VmHWM of each process at the end. Both nodes")
-	r.p("  and the lab share the 2 cores, so the sender and receiver compete for CPU and the loss is mostly the")
-	r.p("  receiver falling behind.")
-	r.p("- Datagrams sent right after Start, before magicsock had a path to the peer, were once seen not to get")
-	r.p("  through for 60 s; the benchmarks ping first.")
-	r.p("- Each figure is one run.")
-	r.p("- **Not measured yet:** idle traffic per hour (needs per-process traffic accounting, such as one network")
-	r.p("  namespace per node).")
-	if s, ok := r.read("node.notes"); ok && strings.TrimSpace(s) != "" {
-		r.p("")
-		r.p("%s", strings.TrimSpace(s))
 	}
 }
 

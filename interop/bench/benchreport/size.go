@@ -71,3 +71,50 @@ func symbolPackage(name string) string {
 	}
 	return name
 }
+
+// sizeFloor explains whether the size goal can be reached in Go at all,
+// from the rows that scripts/bench.sh adds next to microlink: the size
+// floor of any Go client, that floor with net/http's client, and
+// microlink as a library without its CLI.
+func (r *report) sizeFloor(smallest int64) {
+	size := func(name string) int64 {
+		s, _ := r.read("sizes.tsv")
+		for _, line := range strings.Split(s, "\n") {
+			f := strings.Split(line, "\t")
+			if len(f) >= 3 && f[0] == name && f[1] == "linux/amd64" {
+				var n int64
+				if _, err := fmt.Sscan(f[2], &n); err == nil {
+					return n
+				}
+			}
+		}
+		return -1
+	}
+	floor, floorHTTP := size("size floor (tls, json, slog, net)"), size("size floor + net/http client")
+	lib, cli := size("microlink library only (examples/basic_connect)"), size("microlink")
+	if floor < 0 && lib < 0 {
+		return
+	}
+	r.p("")
+	r.p("**Can Go reach the goal?** *size floor* (interop/bench/sizefloor) is a program that does only what no")
+	r.p("Tailscale client can do without: it dials TLS (crypto/tls, and with it crypto/x509), encodes and decodes JSON,")
+	r.p("logs with log/slog and sends a UDP datagram (net), built with the same flags. It holds none of the protocol.")
+	if floor > 0 && smallest > 0 {
+		goal := smallest / 3
+		verdict := "the floor alone is over the goal, so no Go client built on the standard library's crypto/tls, encoding/json, log/slog and net can meet it, whatever its own code"
+		if floor <= goal {
+			verdict = fmt.Sprintf("the floor is under the goal, leaving %s for everything else", mib(goal-floor))
+		}
+		r.p("It is %s, the goal %s: %s.", mib(floor), mib(goal), verdict)
+	}
+	if floor > 0 && floorHTTP > 0 {
+		r.p("net/http's client (with its bundled HTTP/2) adds %s to it.", mib(floorHTTP-floor))
+	}
+	if lib > 0 && cli > 0 {
+		r.p("microlink as a library (examples/basic_connect: the node without the CLI and its local API server) is %s;", mib(lib))
+		r.p("the CLI adds %s.", mib(cli-lib))
+	}
+	if lib > 0 && floorHTTP > 0 {
+		r.p("The library is %s over the floor with net/http: the protocol's own code, x/crypto, zstd and the rest.", mib(lib-floorHTTP))
+	}
+}

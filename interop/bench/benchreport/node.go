@@ -1,0 +1,188 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// nodeRow is one line of the table of the whole node.
+type nodeRow struct {
+	label, bench, metric string
+	format               func(float64) string
+	ratio                bool
+}
+
+func unit(format string, scale float64) func(float64) string {
+	return func(v float64) string { return fmt.Sprintf(format, v*scale) }
+}
+
+func (r *report) node() {
+	r.p("")
+	r.p("## 5. The whole node next to tailscaled")
+	r.p("")
+	if s, ok := r.read("node.skip"); ok {
+		r.p("**Not measured yet.** %s", strings.TrimSpace(s))
+		r.p("")
+		r.p("Items waiting: idle RSS with 1, 100 and 1000 peers next to tailscaled; time from start to reachable;")
+		r.p("idle traffic per hour; peak RSS under load; end-to-end UDP throughput between two nodes.")
+		return
+	}
+	s, ok := r.read("node.txt")
+	if !ok {
+		r.p("**Not measured yet.** The node section did not run.")
+		return
+	}
+	bs := parseBench(s)
+	r.p("Measured by `BenchmarkNode*` in interop/bench against the offline lab (testcontrol, DERP and STUN from")
+	r.p("tailscale.com v1.102.5); each node is a separate process (`microlink up`, or tailscaled in")
+	r.p("userspace-networking mode) whose RSS is read from /proc. Peers beyond the measured pair are fake nodes added")
+	r.p("to the control server.")
+	r.p("")
+	r.p("| measurement | microlink | tailscaled | ratio |")
+	r.p("|---|---:|---:|---:|")
+	mb := unit("%.1f MB", 1)
+	rows := []nodeRow{}
+	for _, p := range []string{"1", "100", "1000"} {
+		peers := p + " peers"
+		if p == "1" {
+			peers = "1 peer"
+		}
+		b := "BenchmarkNodeIdle/peers=" + p
+		rows = append(rows,
+			nodeRow{"idle RSS, " + peers, b, "rss-MB", mb, true},
+			nodeRow{"– private (RssAnon)", b, "anon-MB", mb, true},
+			nodeRow{"– mapped files (RssFile)", b, "file-MB", mb, true},
+		)
+	}
+	kbh := unit("%.1f KB/h", 1e-3)
+	rows = append(rows,
+		nodeRow{"start to reachable", "BenchmarkNodeStart", "start-ms", unit("%.1f ms", 1), true},
+		nodeRow{"idle traffic sent", "BenchmarkNodeTraffic", "sent-B/h", kbh, true},
+		nodeRow{"idle traffic received", "BenchmarkNodeTraffic", "recv-B/h", kbh, true},
+		nodeRow{"idle traffic, both ways", "BenchmarkNodeTraffic", "B/h", kbh, true},
+		nodeRow{"idle traffic per day (extrapolated)", "BenchmarkNodeTraffic", "MB/day", unit("%.3f MB", 1), true},
+		nodeRow{"end-to-end UDP throughput (received)", "BenchmarkNodeUDP", "MB/s", unit("%.1f MB/s", 1), true},
+		nodeRow{"UDP datagrams lost (sender unpaced)", "BenchmarkNodeUDP", "%lost", unit("%.1f %%", 1), false},
+		nodeRow{"peak RSS under UDP load (higher of the two ends)", "BenchmarkNodeUDP", "peak-rss-MB", mb, true},
+	)
+	trafficSkip := skipReason(s, "BenchmarkNodeTraffic")
+	for _, row := range rows {
+		cell := func(impl string) (string, float64, bool) {
+			b, ok := bs[row.bench+"/impl="+impl]
+			if !ok {
+				if row.bench == "BenchmarkNodeTraffic" && trafficSkip != "" {
+					return trafficSkip, 0, false
+				}
+				return "not measured", 0, false
+			}
+			v, ok := b.metrics[row.metric]
+			if !ok {
+				return "not measured", 0, false
+			}
+			return row.format(v), v, true
+		}
+		a, va, oka := cell("microlink")
+		b, vb, okb := cell("tailscaled")
+		ratio := "–"
+		switch {
+		case !row.ratio || !oka || !okb:
+		case vb > 0:
+			ratio = fmt.Sprintf("%.2f", va/vb)
+		case va == 0:
+			ratio = "both 0"
+		}
+		r.p("| %s | %s | %s | %s |", row.label, a, b, ratio)
+	}
+	r.nodeGoals(bs, trafficSkip)
+	r.p("")
+	r.p("Notes:")
+	r.p("")
+	r.p("- RSS is read from /proc/PID/status (VmRSS) after the node has joined, seen all its peers and sat idle;")
+	r.p("  tailscaled is the lab's default build (not stripped, all features), in userspace-networking mode.")
+	r.p("  VmRSS is RssAnon, the process's private memory (Go heap, stacks, runtime), plus RssFile, the pages of the")
+	r.p("  binary it has touched: clean, shared with every other process running the same binary, and reclaimable by")
+	r.p("  the kernel under memory pressure (they are read back from the file). A smaller binary shrinks RssFile.")
+	r.p("- *start to reachable* runs from launching the process (for tailscaled: starting tailscaled and running")
+	r.p("  `tailscale up`, as the lab does) until a TSMP ping from a real tailscaled peer is answered.")
+	r.p("- *idle traffic*: microlink (`microlink up`) and tailscaled (userspace networking) run at the same time in")
+	r.p("  one lab, each in a network namespace of its own joined to the lab's by a veth pair, each the other's only")
+	r.p("  peer. Once both have joined, seen each other and settled, the veth's byte counters")
+	r.p("  (/sys/class/net/IF/statistics) are read over an idle window in which nothing is sent between the nodes;")
+	r.p("  the figures count whole Ethernet frames (ARP included; IPv6 is off on the links) and are scaled to an")
+	r.p("  hour and a day. They hold everything a node does on its own: control long-poll keep-alives, DERP")
+	r.p("  keep-alives, STUN and disco.")
+	r.p("- *UDP* rows: two nodes, each a `udpload` process of interop/bench (microlink, or for the tailscaled column")
+	r.p("  tsnet, the same engine tailscaled runs in userspace-networking mode, from tailscale.com v1.102.5); the")
+	r.p("  sender pings its peer through WireGuard, then sends 1200-byte datagrams as fast as it can for a fixed")
+	r.p("  window, and the receiver counts what arrives. Peak RSS is VmHWM of each process at the end. Both nodes")
+	r.p("  and the lab share the 2 cores, so the sender and receiver compete for CPU and the loss is mostly the")
+	r.p("  receiver falling behind.")
+	r.p("- Datagrams sent right after Start, before magicsock had a path to the peer, were once seen not to get")
+	r.p("  through for 60 s; the benchmarks ping first.")
+	r.p("- Each figure is one run.")
+	if s, ok := r.read("node.notes"); ok && strings.TrimSpace(s) != "" {
+		r.p("")
+		r.p("%s", strings.TrimSpace(s))
+	}
+}
+
+// nodeGoals states the goals of the whole node and whether they are met.
+func (r *report) nodeGoals(bs map[string]bench, trafficSkip string) {
+	r.p("")
+	r.p("| goal | figure | met |")
+	r.p("|---|---|---|")
+	if b, ok := bs["BenchmarkNodeIdle/peers=1/impl=microlink"]; ok {
+		m := b.metrics
+		r.p("| single-digit MB RSS, idle with 1 peer: total (VmRSS) | %.1f MB | %s |", m["rss-MB"], yesNo(m["rss-MB"] < 10))
+		r.p("| single-digit MB RSS, idle with 1 peer: private memory (RssAnon) | %.1f MB (plus %.1f MB of mapped binary) | %s |",
+			m["anon-MB"], m["file-MB"], yesNo(m["anon-MB"] < 10))
+	} else {
+		r.p("| single-digit MB RSS, idle | not measured | – |")
+	}
+	var over []string
+	for _, p := range []string{"100", "1000"} {
+		if b, ok := bs["BenchmarkNodeIdle/peers="+p+"/impl=microlink"]; ok && b.metrics["rss-MB"] >= 10 {
+			over = append(over, fmt.Sprintf("%s peers: %.1f MB total, %.1f MB private", p, b.metrics["rss-MB"], b.metrics["anon-MB"]))
+		}
+	}
+	if len(over) > 0 {
+		r.p("| (the same with more peers, for reference) | %s | – |", strings.Join(over, "; "))
+	}
+	b, ok := bs["BenchmarkNodeTraffic/impl=microlink"]
+	switch {
+	case ok:
+		m := b.metrics
+		met := yesNo(m["MB/day"] < 1)
+		if w := m["window-s"]; w < 60 {
+			met += fmt.Sprintf(" (smoke only: a %.0f s window)", w)
+		}
+		r.p("| idle traffic under 1 MB a day | %.3f MB/day (%.1f KB/h over a %.0f s window) | %s |", m["MB/day"], m["B/h"]/1e3, m["window-s"], met)
+	case trafficSkip != "":
+		r.p("| idle traffic under 1 MB a day | %s | – |", trafficSkip)
+	default:
+		r.p("| idle traffic under 1 MB a day | not measured | – |")
+	}
+}
+
+// skipReason returns the message of a skipped benchmark in go test -v
+// -bench output (logged just before or after its "--- SKIP" line), or "".
+func skipReason(out, name string) string {
+	lines := strings.Split(out, "\n")
+	for i, line := range lines {
+		if strings.TrimSpace(line) != "--- SKIP: "+name {
+			continue
+		}
+		for _, j := range []int{i - 1, i + 1} {
+			if j < 0 || j >= len(lines) || !strings.HasPrefix(lines[j], "    ") {
+				continue
+			}
+			msg := strings.TrimSpace(lines[j])
+			if file, after, ok := strings.Cut(msg, ": "); ok && strings.Contains(file, ".go:") {
+				msg = after
+			}
+			return msg
+		}
+		return "skipped"
+	}
+	return ""
+}
