@@ -167,7 +167,9 @@ func BenchmarkNodeTraffic(b *testing.B) {
 	elapsed := time.Since(start)
 	mlTx1, mlRx1 := mlLink.counters(b)
 	tsTx1, tsRx1 := tsLink.counters(b)
-	if st, err := ts.Status(ctx); err != nil || st.BackendState != "Running" {
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	if st, err := ts.Status(sctx); err != nil || st.BackendState != "Running" {
 		b.Fatalf("tailscaled not running after the window: %v", err)
 	}
 
