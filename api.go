@@ -302,5 +302,8 @@ func (n *Node) Rebind() error {
 	if err != nil {
 		return err
 	}
+	if ctl := n.control(); ctl != nil {
+		ctl.Rebind()
+	}
 	return data.ms.Rebind()
 }

@@ -135,6 +135,8 @@ type Client struct {
 	mu          sync.Mutex
 	serverKey   key.MachinePublic
 	noise       *ts2021.Client
+	retired     []*ts2021.Client   // replaced by Rebind; closed when the session ends
+	liteCancel  context.CancelFunc // cancels the lite update in flight
 	nodeKey     key.Private
 	tryingKey   key.Private // a new node key not yet accepted
 	oldKey      key.Private // the key tryingKey replaces
@@ -297,8 +299,41 @@ func (c *Client) Close() error {
 	if nc != nil {
 		nc.Close()
 	}
+	c.closeRetired()
 	c.wg.Wait()
 	return nil
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// Rebind tells the client that the network changed (a new address or
+// uplink), so its connection to control may be dead without knowing it yet.
+// Requests from now on, such as the lite update with the new endpoints, go
+// over a fresh Noise connection; the running map poll keeps its own until
+// it ends, so the node neither registers again nor refetches the netmap
+// because of the rebind. A lite update stuck on the old connection is
+// abandoned and sent again.
+func (c *Client) Rebind() {
+	c.mu.Lock()
+	if c.noise != nil {
+		c.retired = append(c.retired, c.noise)
+		c.noise = nil
+	}
+	cancel := c.liteCancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	c.update(func() bool { return true })
+}
+
+// closeRetired closes the connections Rebind replaced.
+func (c *Client) closeRetired() {
+	c.mu.Lock()
+	old := c.retired
+	c.retired = nil
+	c.mu.Unlock()
+	for _, nc := range old {
+		nc.Close()
+	}
+}

@@ -35,7 +35,9 @@ type fakeControl struct {
 	registers   []*tailcfg.RegisterRequest
 	regHeaders  []http.Header
 	lites       []*tailcfg.MapRequest
+	liteRemotes []string // the connection each lite update came on
 	polls       []*tailcfg.MapRequest
+	pollRemotes []string
 	pollHeaders []http.Header
 	c2n         [][]byte
 	push        chan *tailcfg.MapResponse // extra messages for the live poll
@@ -165,10 +167,12 @@ func (f *fakeControl) serveMap(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	if !req.Stream {
 		f.lites = append(f.lites, &req)
+		f.liteRemotes = append(f.liteRemotes, r.RemoteAddr)
 		f.mu.Unlock()
 		return
 	}
 	f.polls = append(f.polls, &req)
+	f.pollRemotes = append(f.pollRemotes, r.RemoteAddr)
 	f.pollHeaders = append(f.pollHeaders, r.Header.Clone())
 	now := time.Now()
 	first := &tailcfg.MapResponse{Node: f.selfNode(req.NodeKey), ControlTime: &now}

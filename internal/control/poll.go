@@ -51,6 +51,14 @@ func (c *Client) mapRequest(stream bool) *tailcfg.MapRequest {
 func (c *Client) sendLiteUpdate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
+	c.mu.Lock()
+	c.liteCancel = cancel
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.liteCancel = nil
+		c.mu.Unlock()
+	}()
 	req := c.mapRequest(false)
 	res, err := c.post(ctx, "/machine/map", req, req.NodeKey)
 	if err != nil {

@@ -43,6 +43,7 @@ func (c *Client) Run(ctx context.Context) error {
 	var bo backoff
 	for {
 		connected, err := c.session(ctx, mr)
+		c.closeRetired() // the poll that kept them is over
 		c.mu.Lock()
 		c.sessionUp = false
 		c.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/microlink-go/microlink/interop/lab"
 	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/types/key"
 )
 
 // TestRebindAfterAddressChange runs the microlink command ("microlink up")
@@ -95,6 +96,26 @@ func TestRebindAfterAddressChange(t *testing.T) {
 		return strings.Contains(d.logs.since(mark), "rebound")
 	})
 	rebound := time.Now()
+
+	// Control learns the new endpoints at once: the lite update goes over a
+	// fresh connection, not the one that died with the old address.
+	var mlKey key.NodePublic
+	if err := mlKey.UnmarshalText([]byte(before.Self.NodeKey)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "control to learn microlink's new local endpoint", func() bool {
+		n := l.Control.Node(mlKey)
+		if n == nil {
+			return false
+		}
+		for _, ep := range n.Endpoints {
+			if ep.Addr() == mlHost.Addr {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("control has the new endpoints %v after the rebind", time.Since(rebound).Round(time.Millisecond))
 
 	// tailscaled reaches microlink again, through DERP: the NATs' old
 	// mappings still hold the ports the new ones would need.
