@@ -158,14 +158,21 @@ type recorder struct {
 
 func (r *recorder) added(id tailcfg.NodeID) {
 	r.c.PeersAdded = append(r.c.PeersAdded, id)
+	r.c.PathsChanged = true
 	r.mark(id)
 }
 
 func (r *recorder) removed(id tailcfg.NodeID) {
 	r.c.PeersRemoved = append(r.c.PeersRemoved, id)
+	r.c.PathsChanged = true
 }
 
-func (r *recorder) changed(id tailcfg.NodeID) {
+// changed records that peer id changed; paths says whether the change
+// matters to the data plane (see samePaths).
+func (r *recorder) changed(id tailcfg.NodeID, paths bool) {
+	if paths {
+		r.c.PathsChanged = true
+	}
 	if _, dup := r.seen[id]; dup {
 		return
 	}
@@ -202,7 +209,7 @@ func (m *Map) replacePeers(full []*Peer, r *recorder) {
 				x.add(o)
 			default:
 				x.add(p)
-				r.changed(p.ID)
+				r.changed(p.ID, !samePaths(o, p))
 			}
 		}
 		var gone []tailcfg.NodeID
@@ -224,8 +231,9 @@ func (m *Map) replacePeers(full []*Peer, r *recorder) {
 			old.add(p)
 			r.added(p.ID)
 		case !equalPeer(o, p):
+			paths := !samePaths(o, p)
 			old.update(o, p)
-			r.changed(p.ID)
+			r.changed(p.ID, paths)
 		}
 	}
 	var gone []*Peer
@@ -267,8 +275,9 @@ func (m *Map) applyPeerDeltas(resp *tailcfg.MapResponse, changed []*Peer, r *rec
 			x.add(p)
 			r.added(p.ID)
 		case !equalPeer(o, p):
+			paths := !samePaths(o, p)
 			x.update(o, p)
-			r.changed(p.ID)
+			r.changed(p.ID, paths)
 		}
 	}
 	for id, seen := range resp.PeerSeenChange {
@@ -301,8 +310,9 @@ func (m *Map) patch(id tailcfg.NodeID, r *recorder, f func(*Peer)) {
 	np := *o
 	f(&np)
 	if !equalPeer(o, &np) {
+		paths := !samePaths(o, &np)
 		m.peers.update(o, &np)
-		r.changed(id)
+		r.changed(id, paths)
 	}
 }
 

@@ -86,6 +86,11 @@ type Changes struct {
 	// PeersAdded, PeersRemoved and PeersChanged list peer IDs in the order
 	// the message named them. A peer replaced by an equal one is not listed.
 	PeersAdded, PeersRemoved, PeersChanged []tailcfg.NodeID
+	// PathsChanged is set when peers were added or removed, or a peer's
+	// key, disco key, addresses, allowed IPs, endpoints, home region or
+	// expiry changed: what the data plane needs to reach it. Changes of
+	// online state, last-seen time or names alone leave it false.
+	PathsChanged bool
 
 	SelfChanged         bool
 	DERPMapChanged      bool

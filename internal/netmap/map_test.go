@@ -202,6 +202,9 @@ func TestSeenAndOnlineChange(t *testing.T) {
 	if !slices.Equal(c.PeersChanged, []tailcfg.NodeID{1, 2, 3}) {
 		t.Fatalf("changes = %+v", c)
 	}
+	if c.PathsChanged {
+		t.Fatal("online and last-seen changes reported as path changes")
+	}
 	p1, _ := m.PeerByID(1)
 	p2, _ := m.PeerByID(2)
 	p3, _ := m.PeerByID(3)
@@ -533,5 +536,31 @@ func TestDuplicateKeysKeepIndexes(t *testing.T) {
 	}
 	if p, ok := m.PeerByIP(v4(1)); !ok || p.ID != 1 {
 		t.Fatal("remaining peer lost its address entry")
+	}
+}
+
+func TestPathsChanged(t *testing.T) {
+	m := newTestMap(t, 1, 2)
+	if c := mustApply(t, m, &tailcfg.MapResponse{OnlineChange: map[tailcfg.NodeID]bool{1: false}}); c.PathsChanged || len(c.PeersChanged) != 1 {
+		t.Fatalf("online flip: %+v", c)
+	}
+	ep := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:41641")}
+	if c := mustApply(t, m, &tailcfg.MapResponse{PeersChangedPatch: []*tailcfg.PeerChange{{NodeID: 2, Endpoints: ep}}}); !c.PathsChanged {
+		t.Fatalf("endpoint patch: %+v", c)
+	}
+	if c := mustApply(t, m, &tailcfg.MapResponse{PeersChangedPatch: []*tailcfg.PeerChange{{NodeID: 2, DERPRegion: 7}}}); !c.PathsChanged {
+		t.Fatalf("home region patch: %+v", c)
+	}
+	if c := mustApply(t, m, &tailcfg.MapResponse{PeersChanged: []*tailcfg.Node{testNode(3)}}); !c.PathsChanged {
+		t.Fatalf("new peer: %+v", c)
+	}
+	if c := mustApply(t, m, &tailcfg.MapResponse{PeersRemoved: []tailcfg.NodeID{3}}); !c.PathsChanged {
+		t.Fatalf("removed peer: %+v", c)
+	}
+	n1 := testNode(1)
+	n1.Name = "renamed.example.ts.net."
+	n1.Online = new(true)
+	if c := mustApply(t, m, &tailcfg.MapResponse{PeersChanged: []*tailcfg.Node{n1}}); c.PathsChanged || len(c.PeersChanged) != 1 {
+		t.Fatalf("rename: %+v", c)
 	}
 }

@@ -149,6 +149,17 @@ func utc(t time.Time) time.Time {
 }
 
 // equalPeer reports whether two peers carry the same information.
+// samePaths reports whether a and b agree on everything the data plane uses
+// to reach the peer.
+func samePaths(a, b *Peer) bool {
+	return a.Key == b.Key && a.DiscoKey == b.DiscoKey &&
+		a.KeyExpiry.Equal(b.KeyExpiry) && a.Expired == b.Expired &&
+		a.HomeDERP == b.HomeDERP && a.IsWireGuardOnly == b.IsWireGuardOnly &&
+		slices.Equal(a.Addresses, b.Addresses) &&
+		slices.Equal(a.AllowedIPs, b.AllowedIPs) &&
+		slices.Equal(a.Endpoints, b.Endpoints)
+}
+
 func equalPeer(a, b *Peer) bool {
 	return a.ID == b.ID && a.StableID == b.StableID && a.Name == b.Name &&
 		a.Hostname == b.Hostname && a.OS == b.OS && a.User == b.User &&
