@@ -101,7 +101,7 @@ func (d *dataPlane) apply(nm *netmap.Map, ch netmap.Changes) {
 			d.ms.SetDERPMap(m)
 		}
 	}
-	if ch.PeersTouched() || ch.Full {
+	if ch.Full || ch.PathsChanged {
 		d.setPeers(nm)
 	}
 	if ch.FilterChanged {

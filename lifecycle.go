@@ -131,6 +131,10 @@ func (n *Node) Close() error {
 		n.cacheTimer.Stop()
 		n.cacheTimer = nil
 	}
+	if n.expiryTimer != nil {
+		n.expiryTimer.Stop()
+		n.expiryTimer = nil
+	}
 	n.mu.Unlock()
 	if cancel != nil {
 		cancel()
@@ -265,6 +269,9 @@ func (n *Node) onMapResponse(resp *tailcfg.MapResponse) {
 	if data != nil {
 		data.apply(n.nm, ch)
 	}
+	if ch.Full || ch.PathsChanged {
+		n.armExpiryTimer()
+	}
 	if ch.Full || len(ch.PeersAdded) > 0 || len(ch.PeersRemoved) > 0 || ch.DERPMapChanged {
 		n.schedulePeerCacheSave()
 	}
@@ -351,6 +358,33 @@ func (n *Node) onNodeKey(k key.Private) {
 	n.mu.Unlock()
 	data.apply(n.nm, fullChanges())
 	n.logger.Info("microlink: node key rotated", "nodekey", k.NodePublic().ShortString())
+}
+
+// armExpiryTimer arranges for the data plane to drop peers when their keys
+// expire, which happens without any message from control.
+func (n *Node) armExpiryTimer() {
+	next := n.nm.NextPeerExpiry()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.expiryTimer != nil {
+		n.expiryTimer.Stop()
+		n.expiryTimer = nil
+	}
+	if next.IsZero() || n.closed {
+		return
+	}
+	n.expiryTimer = time.AfterFunc(next.Sub(n.nm.Now()), func() {
+		n.mu.Lock()
+		data, closed := n.data, n.closed
+		n.mu.Unlock()
+		if closed || data == nil {
+			return
+		}
+		n.logger.Info("microlink: a peer's key expired")
+		data.setPeers(n.nm)
+		n.notifyPeers()
+		n.armExpiryTimer()
+	})
 }
 
 // restorePeerCache seeds the netmap with the peers known from the last run,

@@ -52,6 +52,7 @@ type Node struct {
 	graceOver    bool         // stopped waiting for reportedDERP
 	graceTimer   *time.Timer
 	cacheTimer   *time.Timer // pending peer-cache save
+	expiryTimer  *time.Timer // fires at the next peer key expiry
 	closed       bool
 	cancel       context.CancelFunc
 	done         chan struct{} // closed when the control loop has returned

@@ -1,9 +1,14 @@
 package microlink
 
 import (
+	"net/netip"
+
 	"bytes"
 	"context"
 	"errors"
+	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/tailcfg"
+	"github.com/microlink-go/microlink/internal/tunnel"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -125,5 +130,44 @@ func TestStartUnreachableControl(t *testing.T) {
 	}
 	if n.State() != Stopped {
 		t.Fatalf("state %v", n.State())
+	}
+}
+
+// TestPeerKeyExpiryDropsPeer: a peer whose key expires between netmap
+// messages is taken out of WireGuard when it expires.
+func TestPeerKeyExpiryDropsPeer(t *testing.T) {
+	n, err := New(Config{ControlURL: "http://127.0.0.1:1", Port: -1, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	n.stack = tunnel.New(tunnel.Config{Output: func([]byte) error { return nil }})
+	n.disco = key.NewPrivate()
+	data, err := n.newDataPlane(n.ident.NodeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.data = data
+	peerKey := key.NewPrivate().NodePublic()
+	n.onMapResponse(&tailcfg.MapResponse{
+		Node: &tailcfg.Node{ID: 1, Key: n.ident.NodeKey.NodePublic(), Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}, MachineAuthorized: true},
+		Peers: []*tailcfg.Node{{ID: 2, Name: "soon.ts.net.", Key: peerKey, DiscoKey: key.NewPrivate().DiscoPublic(),
+			KeyExpiry: time.Now().Add(300 * time.Millisecond), Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32")}}},
+	})
+	if _, ok := data.wg.PeerStats(peerKey); !ok {
+		t.Fatal("peer not configured in WireGuard")
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if _, ok := data.wg.PeerStats(peerKey); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("expired peer still configured in WireGuard")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if p, _ := n.Peer("soon"); !p.Expired {
+		t.Fatalf("Peer = %+v, want Expired", p)
 	}
 }
