@@ -45,7 +45,9 @@ func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
 		PrivateKey: c.NodeKey,
 		Send:       func(peer key.NodePublic, msg []byte) error { return d.ms.Send(peer, msg) },
 		Deliver:    d.stack.Inbound,
-		Logger:     c.Logger.With("component", "wireguard"),
+		// Under a flood of handshakes, answer UDP senders with a cookie.
+		SendCookieReply: func(src, msg []byte) error { return d.ms.WriteUDP(msg, unpackAddr(src)) },
+		Logger:          c.Logger.With("component", "wireguard"),
 	})
 	if err != nil {
 		return nil, err
@@ -86,6 +88,14 @@ func (d *dataPlane) receiveWireGuard(msg []byte, src netip.AddrPort) {
 	copy(b[:16], a16[:])
 	binary.BigEndian.PutUint16(b[16:], src.Port())
 	d.wg.ReceiveFrom(msg, b[:])
+}
+
+// unpackAddr reverses the packing of receiveWireGuard.
+func unpackAddr(b []byte) netip.AddrPort {
+	if len(b) != 18 {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[:16])).Unmap(), binary.BigEndian.Uint16(b[16:]))
 }
 
 // apply pushes what changed in the netmap into the layers.

@@ -418,6 +418,21 @@ func (c *Conn) writeUDP(b []byte, dst netip.AddrPort) error {
 
 var errNoSocket = errors.New("magicsock: no socket for address family")
 
+// ErrNotUDP is returned by WriteUDP for an address that stands for a DERP
+// region rather than a UDP endpoint.
+var ErrNotUDP = errors.New("magicsock: not a UDP address")
+
+// WriteUDP sends b from the node's socket straight to dst, outside any
+// peer's path: for answers to whoever sent a datagram, such as WireGuard
+// cookie replies to unverified handshakes.
+func (c *Conn) WriteUDP(b []byte, dst netip.AddrPort) error {
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if dst.Addr() == DERPMagicIP || !dst.IsValid() {
+		return ErrNotUDP
+	}
+	return c.writeUDP(b, dst)
+}
+
 // randDuration returns a random duration in [lo, hi).
 func randDuration(lo, hi time.Duration) time.Duration {
 	if hi <= lo {

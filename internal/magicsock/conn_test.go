@@ -334,3 +334,24 @@ func TestNetmapEndpointsFiltered(t *testing.T) {
 		t.Fatalf("candidates %v", st.Endpoints)
 	}
 }
+
+// TestWriteUDP: a datagram to any UDP address, outside peer paths, reaches
+// it as WireGuard; DERP addresses are refused.
+func TestWriteUDP(t *testing.T) {
+	r := newFakeRelay(t)
+	a, b := newNode(t, r, Options{}), newNode(t, r, Options{})
+	if err := a.WriteUDP([]byte("\x03\x00\x00\x00cookie"), b.udpTo); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-b.wg:
+		if got.msg != "\x03\x00\x00\x00cookie" || got.src != a.udpTo {
+			t.Fatalf("got %q from %v", got.msg, got.src)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("nothing arrived")
+	}
+	if err := a.WriteUDP([]byte("x"), DERPAddr(900)); !errors.Is(err, ErrNotUDP) {
+		t.Fatalf("DERP address: %v", err)
+	}
+}
