@@ -13,6 +13,9 @@
 # (default 1.0) and BENCH_QUIET_WAIT (seconds, default 300): a full run first
 # waits up to BENCH_QUIET_WAIT for the 1-minute load average to drop below
 # BENCH_QUIET_LOAD, then runs anyway and records the load in the report.
+# Idle traffic is measured per node in network namespaces: it needs root
+# (and iproute2, nftables for its split by kind); otherwise the report says
+# it was not measured.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -26,7 +29,7 @@ while [ $# -gt 0 ]; do
 	--quick) mode=quick ;;
 	--results) results=$2; keep=1; shift ;;
 	--keep) keep=1 ;;
-	-h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,18p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift

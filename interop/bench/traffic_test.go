@@ -3,8 +3,10 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -155,6 +157,11 @@ func BenchmarkNodeTraffic(b *testing.B) {
 	}
 	time.Sleep(settle())
 
+	// Counters per protocol start now, so they cover the window only.
+	var kinds *kindCounters
+	if _, err := exec.LookPath("nft"); err == nil {
+		kinds = countKinds(b, l, mlLink, tsLink)
+	}
 	window := trafficWindow()
 	mlTx0, mlRx0 := mlLink.counters(b)
 	tsTx0, tsRx0 := tsLink.counters(b)
@@ -173,16 +180,112 @@ func BenchmarkNodeTraffic(b *testing.B) {
 		b.Fatalf("tailscaled not running after the window: %v", err)
 	}
 
+	var byKind map[string]uint64
+	if kinds != nil {
+		byKind = kinds.read(b)
+	}
+
 	perHour := func(d uint64) float64 { return float64(d) * float64(time.Hour) / float64(elapsed) }
-	report := func(impl string, tx, rx uint64) {
+	report := func(impl string, link nodeLink, tx, rx uint64) {
 		b.Run("impl="+impl, func(b *testing.B) {
 			b.ReportMetric(perHour(tx), "sent-B/h")
 			b.ReportMetric(perHour(rx), "recv-B/h")
 			b.ReportMetric(perHour(tx+rx), "B/h")
 			b.ReportMetric(perHour(tx+rx)*24/1e6, "MB/day")
 			b.ReportMetric(elapsed.Seconds(), "window-s")
+			if byKind != nil {
+				for _, k := range trafficKinds {
+					b.ReportMetric(perHour(byKind[link.Host+"_"+k]), k+"-B/h")
+				}
+			}
 		})
 	}
-	report("microlink", mlTx1-mlTx0, mlRx1-mlRx0)
-	report("tailscaled", tsTx1-tsTx0, tsRx1-tsRx0)
+	report("microlink", mlLink, mlTx1-mlTx0, mlRx1-mlRx0)
+	report("tailscaled", tsLink, tsTx1-tsTx0, tsRx1-tsRx0)
+}
+
+// trafficKinds are the kinds of traffic counted apart, both ways
+// together, in IP bytes (without Ethernet headers).
+var trafficKinds = []string{"control", "derp", "stun", "peer", "other"}
+
+// kindCounters are nftables counters in the test's namespace that split
+// each node's traffic by the lab server it goes to (control, DERP, STUN),
+// by whether it goes to the other node (direct disco and WireGuard: peer)
+// and the rest (other).
+type kindCounters struct{}
+
+// countKinds loads the counters; the table goes when the benchmark ends.
+func countKinds(b *testing.B, l *lab.Lab, links ...nodeLink) *kindCounters {
+	b.Helper()
+	port := func(raw string) string {
+		u, err := url.Parse(raw)
+		if err != nil || u.Port() == "" {
+			b.Fatalf("no port in %q", raw)
+		}
+		return u.Port()
+	}
+	ctl, derp, stun := port(l.ControlURL), port(l.DERPURL), strconv.Itoa(int(l.STUNAddr.Port()))
+	var decl, in, out, fwd strings.Builder
+	for _, k := range links {
+		for _, kind := range trafficKinds {
+			fmt.Fprintf(&decl, "\tcounter %s_%s {}\n", k.Host, kind)
+		}
+		h := k.Host
+		fmt.Fprintf(&in, "\t\tiifname %q tcp dport %s counter name %s_control accept\n", h, ctl, h)
+		fmt.Fprintf(&in, "\t\tiifname %q tcp dport %s counter name %s_derp accept\n", h, derp, h)
+		fmt.Fprintf(&in, "\t\tiifname %q udp dport %s counter name %s_stun accept\n", h, stun, h)
+		fmt.Fprintf(&in, "\t\tiifname %q counter name %s_other\n", h, h)
+		fmt.Fprintf(&out, "\t\toifname %q tcp sport %s counter name %s_control accept\n", h, ctl, h)
+		fmt.Fprintf(&out, "\t\toifname %q tcp sport %s counter name %s_derp accept\n", h, derp, h)
+		fmt.Fprintf(&out, "\t\toifname %q udp sport %s counter name %s_stun accept\n", h, stun, h)
+		fmt.Fprintf(&out, "\t\toifname %q counter name %s_other\n", h, h)
+		fmt.Fprintf(&fwd, "\t\tiifname %q counter name %s_peer\n", h, h)
+		fmt.Fprintf(&fwd, "\t\toifname %q counter name %s_peer\n", h, h)
+	}
+	script := fmt.Sprintf(`table inet mlbench {
+%s	chain input {
+		type filter hook input priority filter; policy accept;
+%s	}
+	chain output {
+		type filter hook output priority filter; policy accept;
+%s	}
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+%s	}
+}
+`, decl.String(), in.String(), out.String(), fwd.String())
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("nft: %v\n%s\n%s", err, out, script)
+	}
+	b.Cleanup(func() { exec.Command("nft", "delete", "table", "inet", "mlbench").Run() })
+	return &kindCounters{}
+}
+
+// read returns the bytes of every counter by name.
+func (*kindCounters) read(b *testing.B) map[string]uint64 {
+	b.Helper()
+	out, err := exec.Command("nft", "-j", "list", "counters", "table", "inet", "mlbench").Output()
+	if err != nil {
+		b.Fatalf("nft list counters: %v", err)
+	}
+	var list struct {
+		Nftables []struct {
+			Counter *struct {
+				Name  string `json:"name"`
+				Bytes uint64 `json:"bytes"`
+			} `json:"counter"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		b.Fatalf("nft counters: %v\n%s", err, out)
+	}
+	m := map[string]uint64{}
+	for _, x := range list.Nftables {
+		if x.Counter != nil {
+			m[x.Counter.Name] = x.Counter.Bytes
+		}
+	}
+	return m
 }

@@ -60,6 +60,11 @@ func (r *report) node() {
 		nodeRow{"idle traffic sent", "BenchmarkNodeTraffic", "sent-B/h", kbh, true},
 		nodeRow{"idle traffic received", "BenchmarkNodeTraffic", "recv-B/h", kbh, true},
 		nodeRow{"idle traffic, both ways", "BenchmarkNodeTraffic", "B/h", kbh, true},
+		nodeRow{"– control (ts2021)", "BenchmarkNodeTraffic", "control-B/h", kbh, true},
+		nodeRow{"– DERP", "BenchmarkNodeTraffic", "derp-B/h", kbh, true},
+		nodeRow{"– STUN", "BenchmarkNodeTraffic", "stun-B/h", kbh, true},
+		nodeRow{"– direct to the peer (disco, WireGuard)", "BenchmarkNodeTraffic", "peer-B/h", kbh, true},
+		nodeRow{"– other IP traffic", "BenchmarkNodeTraffic", "other-B/h", kbh, true},
 		nodeRow{"idle traffic per day (extrapolated)", "BenchmarkNodeTraffic", "MB/day", unit("%.3f MB", 1), true},
 		nodeRow{"end-to-end UDP throughput (received)", "BenchmarkNodeUDP", "MB/s", unit("%.1f MB/s", 1), true},
 		nodeRow{"UDP datagrams lost (sender unpaced)", "BenchmarkNodeUDP", "%lost", unit("%.1f %%", 1), false},
@@ -110,7 +115,10 @@ func (r *report) node() {
 	r.p("  (/sys/class/net/IF/statistics) are read over an idle window in which nothing is sent between the nodes;")
 	r.p("  the figures count whole Ethernet frames (ARP included; IPv6 is off on the links) and are scaled to an")
 	r.p("  hour and a day. They hold everything a node does on its own: control long-poll keep-alives, DERP")
-	r.p("  keep-alives, STUN and disco.")
+	r.p("  keep-alives, STUN and disco. The rows split by kind come from nftables counters on the same link, by the")
+	r.p("  lab server's port (control, DERP, STUN) or forwarding to the other node (direct); they count IP bytes,")
+	r.p("  both ways together, so they add up to a little less than the total, which also holds Ethernet headers")
+	r.p("  and ARP.")
 	r.p("- *UDP* rows: two nodes, each a `udpload` process of interop/bench (microlink, or for the tailscaled column")
 	r.p("  tsnet, the same engine tailscaled runs in userspace-networking mode, from tailscale.com v1.102.5); the")
 	r.p("  sender pings its peer through WireGuard, then sends 1200-byte datagrams as fast as it can for a fixed")
