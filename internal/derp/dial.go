@@ -343,7 +343,10 @@ func dialTCP(ctx context.Context, n Node) (net.Conn, error) {
 	results := make(chan result, len(targets))
 	for _, t := range targets {
 		go func() {
-			var d net.Dialer
+			// No TCP keep-alive probes: the server sends a KeepAlive
+			// frame every minute and the client's read deadline notices
+			// a dead connection; probes would only add idle traffic.
+			d := net.Dialer{KeepAlive: -1}
 			c, err := d.DialContext(ctx, t.network, net.JoinHostPort(t.host, port))
 			results <- result{c, err}
 		}()

@@ -208,7 +208,10 @@ func (d *Dialer) dialOne(ctx context.Context, useTLS bool, port string) (c *Conn
 	addr := net.JoinHostPort(d.Host, port)
 	dial := d.NetDial
 	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
+		// No TCP keep-alive probes: the map poll has its own keep-alives
+		// and watchdog, and probes every 15 s would be most of an idle
+		// node's traffic.
+		dial = (&net.Dialer{KeepAlive: -1}).DialContext
 	}
 	conn, err := dial(ctx, "tcp", addr)
 	if err != nil {
