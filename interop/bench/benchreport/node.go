@@ -166,6 +166,15 @@ func (r *report) nodeGoals(bs map[string]bench, trafficSkip string) {
 	if len(over) > 0 {
 		r.p("| (the same with more peers, for reference) | %s | – |", strings.Join(over, "; "))
 	}
+	idle, okIdle := bs["BenchmarkNodeIdle/peers=1/impl=microlink"]
+	load, okLoad := bs["BenchmarkNodeUDP/impl=microlink"]
+	if okIdle && okLoad && idle.metrics["rss-MB"] > 0 {
+		ratio := load.metrics["peak-rss-MB"] / idle.metrics["rss-MB"]
+		r.p("| peak RSS under load at most twice idle | %.1f MB under UDP load (a udpload process, VmHWM) vs %.1f MB idle (the CLI): %.1f× | %s |",
+			load.metrics["peak-rss-MB"], idle.metrics["rss-MB"], ratio, yesNo(ratio <= 2))
+	} else {
+		r.p("| peak RSS under load at most twice idle | not measured | – |")
+	}
 	b, ok := bs["BenchmarkNodeTraffic/impl=microlink"]
 	switch {
 	case ok:
