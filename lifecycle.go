@@ -18,9 +18,11 @@ import (
 
 // Start connects the node: it opens the UDP socket, registers with the
 // control server and waits for the first network map. It returns nil once
-// the node is Connected, or an error if registration is refused (a bad auth
-// key, for example) or ctx ends first. Only a nil return leaves the node
-// running; call Close when done either way.
+// the node is Connected, a *RegistrationError if control refuses the node
+// (a bad auth key, for example), or ctx's error if ctx ends first; in that
+// last case the node goes on connecting in the background, and WaitState or
+// Watch tell when it is Connected. Call Close when done, whatever Start
+// returned.
 //
 // While waiting for an interactive login or an administrator's approval,
 // Start keeps waiting; watch for NeedsLogin with Watch and show the URL.
