@@ -145,6 +145,11 @@ func (c *Client) poll(ctx context.Context, mr *messageReader) (connected bool, e
 			}
 			first = false
 		}
+		// The message is handed on before the state changes, so that
+		// whoever sees Connected already has the netmap that made it so.
+		if c.opts.OnMapResponse != nil {
+			c.opts.OnMapResponse(resp)
+		}
 		if n := resp.Node; n != nil {
 			if n.MachineAuthorized {
 				c.setState(State{Kind: Connected})
@@ -164,9 +169,6 @@ func (c *Client) poll(ctx context.Context, mr *messageReader) (connected bool, e
 					cancel(errRotateKey)
 				})
 			}
-		}
-		if c.opts.OnMapResponse != nil {
-			c.opts.OnMapResponse(resp)
 		}
 	}
 }
