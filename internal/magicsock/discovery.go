@@ -3,6 +3,7 @@ package magicsock
 import (
 	"crypto/rand"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/disco"
@@ -129,7 +130,6 @@ func (c *Conn) handlePong(p *peer, m *disco.Pong, src netip.AddrPort) {
 	latency := now.Sub(sp.at)
 	p.lastPong = now
 	p.lastPongFrom = sp.to
-	p.lastPongSrc = m.Src
 
 	isDERP := src.Addr() == DERPMagicIP
 	if sp.result != nil {
@@ -161,17 +161,30 @@ func (c *Conn) handlePong(p *peer, m *disco.Pong, src netip.AddrPort) {
 			c.log.Debug("magicsock: direct path", "peer", p.key.ShortString(), "addr", sp.to, "latency", latency)
 		}
 		p.setBest(sp.to, latency, until)
+	default:
+		return
 	}
+	p.bestSeenAs = m.Src
 }
 
 // handleCallMeMaybe replaces the peer's call-me-maybe endpoints and pings
-// every candidate at once. Conn.mu is held.
+// every candidate at once. A best path that an earlier call-me-maybe
+// listed and this one leaves out is no longer trusted: the peer is saying
+// it cannot be reached there. Conn.mu is held.
 func (c *Conn) handleCallMeMaybe(p *peer, m *disco.CallMeMaybe) {
+	withdrawn := false
 	for ap, cd := range p.cands {
+		if cd.from&fromCallMeMaybe != 0 && ap == p.best && !slices.Contains(m.MyNumber, ap) {
+			withdrawn = true
+		}
 		cd.from &^= fromCallMeMaybe
 		if cd.from == 0 {
 			delete(p.cands, ap)
 		}
+	}
+	if withdrawn {
+		c.log.Debug("magicsock: peer withdrew its direct path", "peer", p.key.ShortString(), "addr", p.best)
+		p.setBest(netip.AddrPort{}, 0, time.Time{})
 	}
 	for _, ap := range m.MyNumber {
 		if !ap.IsValid() || ap.Addr().IsUnspecified() || (ap.Addr().Is6() && ap.Addr().IsLinkLocalUnicast()) {
@@ -229,14 +242,21 @@ func (c *Conn) sendCallMeMaybe(p *peer, now time.Time) {
 		c.nc.nextRun = time.Time{} // STUN again soon
 		c.wake()
 	}
-	cmm := &disco.CallMeMaybe{MyNumber: make([]netip.AddrPort, 0, len(c.endpoints))}
-	for _, ep := range c.endpoints {
-		cmm.MyNumber = append(cmm.MyNumber, ep.AddrPort)
-	}
-	if len(cmm.MyNumber) == 0 {
+	if len(c.endpoints) == 0 {
 		return
 	}
-	c.sendDiscoDERP(p.homeDERP, p.key, p.disco, cmm)
+	c.sendDiscoDERP(p.homeDERP, p.key, p.disco, c.callMeMaybe(netip.AddrPort{}))
+}
+
+// callMeMaybe lists our endpoints, leaving out except. Conn.mu is held.
+func (c *Conn) callMeMaybe(except netip.AddrPort) *disco.CallMeMaybe {
+	cmm := &disco.CallMeMaybe{MyNumber: make([]netip.AddrPort, 0, len(c.endpoints))}
+	for _, ep := range c.endpoints {
+		if ep.AddrPort != except {
+			cmm.MyNumber = append(cmm.MyNumber, ep.AddrPort)
+		}
+	}
+	return cmm
 }
 
 // outPkt is a disco packet queued while Conn.mu is held.
@@ -280,18 +300,29 @@ func (c *Conn) unlockAndFlush() {
 }
 
 // heartbeat keeps active peers' direct paths proven and looks for better
-// ones. Conn.mu is held.
-func (c *Conn) heartbeat(now time.Time) {
+// ones. It returns when the next heartbeat is due (zero if none is).
+// Conn.mu is held.
+func (c *Conn) heartbeat(now time.Time) (next time.Time) {
+	// Heartbeats due this close together go out in one pass.
+	slack := c.tm.heartbeat / 50
 	for _, p := range c.peers {
-		if !p.reachable() || now.Sub(p.lastSend()) > c.tm.sessionActive || now.Sub(p.lastHeartbeat) < c.tm.heartbeat {
+		if !p.reachable() || now.Sub(p.lastSend()) > c.tm.sessionActive {
+			continue
+		}
+		if due := p.lastHeartbeat.Add(c.tm.heartbeat); now.Add(slack).Before(due) {
+			next = earliest(next, due)
 			continue
 		}
 		p.lastHeartbeat = now
+		next = earliest(next, now.Add(c.tm.heartbeat))
 		if p.best.IsValid() {
 			if cd := p.cands[p.best]; cd != nil {
 				cd.lastPing = now
 			}
 			c.sendPing(p, p.best, pingHeartbeat, nil)
+			if p.probeAt.IsZero() && now.Before(p.bestUntil) {
+				p.probeAt, p.probeTries = now, 0
+			}
 		}
 		trusted := p.best.IsValid() && now.Before(p.bestUntil)
 		if !trusted || p.lastFullPing.IsZero() ||
@@ -301,6 +332,70 @@ func (c *Conn) heartbeat(now time.Time) {
 			}
 		}
 	}
+	return next
+}
+
+// probeRetries is how many more pings follow an unanswered heartbeat
+// before its path is taken as lost, so one lost packet is not enough.
+const probeRetries = 2
+
+// lossTimeout is how long the heartbeat to p's trusted path, with its
+// retries, may go unanswered before the path is taken as lost. Paths with
+// long round trips get proportionally longer.
+func (c *Conn) lossTimeout(p *peer) time.Duration {
+	return max(c.tm.lossTimeout, 4*p.bestLatency)
+}
+
+// checkProbes follows unanswered heartbeats to trusted paths: it retries
+// them and ends the trust of a path none of whose pings came back. It
+// returns when it next needs to run (zero if never). Conn.mu is held.
+//
+// Trust would otherwise last until trustUDP after the last pong, several
+// seconds of traffic sent into a path that no longer carries it.
+func (c *Conn) checkProbes(now time.Time) (next time.Time) {
+	for _, p := range c.peers {
+		if p.probeAt.IsZero() {
+			continue
+		}
+		if !p.best.IsValid() || !now.Before(p.bestUntil) {
+			p.probeAt = time.Time{} // no longer trusted: the ordinary timers apply
+			continue
+		}
+		lt := c.lossTimeout(p)
+		if now.Sub(p.probeAt) >= lt {
+			c.pathLost(p, now)
+			continue
+		}
+		step := lt / (probeRetries + 1)
+		due := p.probeAt.Add(step * time.Duration(p.probeTries+1))
+		if !now.Before(due) {
+			p.probeTries++
+			c.sendPing(p, p.best, pingHeartbeat, nil)
+			due = p.probeAt.Add(step * time.Duration(p.probeTries+1))
+		}
+		next = earliest(next, due)
+	}
+	return next
+}
+
+// pathLost ends the trust in p's direct path, so data goes over DERP as
+// well as to the path until a pong proves it again, and tells the peer
+// over DERP our endpoints without the one it has been reaching us at, so
+// that it too stops trusting that path rather than sending into it until
+// its own trust runs out. Conn.mu is held.
+func (c *Conn) pathLost(p *peer, now time.Time) {
+	c.log.Debug("magicsock: direct path stopped answering", "peer", p.key.ShortString(), "addr", p.best)
+	seenAs := p.bestSeenAs
+	p.setBest(p.best, p.bestLatency, now)
+	c.sendDiscoDERP(p.homeDERP, p.key, p.disco, c.callMeMaybe(seenAs))
+}
+
+// earliest returns the earlier of a and b, where zero means never.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 // expirePings drops pings unanswered for pingTimeout. A lost ping to the

@@ -2,10 +2,11 @@ package magicsock
 
 import "time"
 
-// maintain runs the timers: ping timeouts, heartbeats and netchecks.
+// maintain runs the timers: ping timeouts, heartbeats, path probes and
+// netchecks. It runs every tick, and sooner when a heartbeat or probe is due.
 func (c *Conn) maintain() {
 	defer c.wg.Done()
-	t := time.NewTicker(c.tm.tick)
+	t := time.NewTimer(c.tm.tick)
 	defer t.Stop()
 	for {
 		select {
@@ -21,13 +22,18 @@ func (c *Conn) maintain() {
 			return
 		}
 		c.expirePings(now)
-		c.heartbeat(now)
+		next := earliest(c.checkProbes(now), c.heartbeat(now))
 		start, full := c.shouldNetcheck(now, c.active(now))
 		if start {
 			c.wg.Add(1)
 			go c.runNetcheck(full)
 		}
 		c.unlockAndFlush()
+		wait := c.tm.tick
+		if !next.IsZero() {
+			wait = min(wait, max(time.Until(next), 0))
+		}
+		t.Reset(wait)
 	}
 }
 

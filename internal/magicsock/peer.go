@@ -22,6 +22,7 @@ type timing struct {
 	endpointsFresh    time.Duration // STUN again before call-me-maybe if older
 	discoPingInterval time.Duration // minimum between pings to one endpoint
 	pingTimeout       time.Duration
+	lossTimeout       time.Duration // least time a heartbeat may go unanswered
 	restunMin         time.Duration
 	restunMax         time.Duration
 	stunTimeout       time.Duration // one probe set
@@ -39,6 +40,7 @@ var defaultTiming = timing{
 	endpointsFresh:    27 * time.Second,
 	discoPingInterval: 5 * time.Second,
 	pingTimeout:       5 * time.Second,
+	lossTimeout:       1200 * time.Millisecond,
 	restunMin:         20 * time.Second,
 	restunMax:         26 * time.Second,
 	stunTimeout:       3 * time.Second,
@@ -93,13 +95,18 @@ type peer struct {
 	best        netip.AddrPort // zero if none
 	bestLatency time.Duration
 	bestUntil   time.Time
+	bestSeenAs  netip.AddrPort // our address as the peer saw it on best
+
+	// An unanswered heartbeat to best: when it went out (zero if none)
+	// and how many retries have followed it.
+	probeAt    time.Time
+	probeTries int
 
 	lastFullPing  time.Time
 	lastHeartbeat time.Time
 	lastPong      time.Time
 	lastPongFrom  netip.AddrPort
-	lastPongSrc   netip.AddrPort // our address as the peer saw it
-	recentPings   [8]seenPing    // pings answered, to answer duplicates once
+	recentPings   [8]seenPing // pings answered, to answer duplicates once
 	recentNext    int
 	derpRegion    int // region a disco packet last arrived on
 
@@ -119,7 +126,11 @@ func (p *peer) reachable() bool { return !p.expired && !p.disco.IsZero() }
 
 // setBest records the direct path for the send path; Conn.mu is held.
 func (p *peer) setBest(addr netip.AddrPort, latency time.Duration, until time.Time) {
+	if addr != p.best {
+		p.bestSeenAs = netip.AddrPort{}
+	}
 	p.best, p.bestLatency, p.bestUntil = addr, latency, until
+	p.probeAt, p.probeTries = time.Time{}, 0
 	p.hot.Lock()
 	p.hot.addr, p.hot.until = addr, until
 	p.hot.Unlock()
