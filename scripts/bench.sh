@@ -249,6 +249,18 @@ else
 	fi
 fi
 
+# --- 6. path failover ---------------------------------------------------------
+log "path failover through NATs"
+if [ "$(id -u)" != 0 ]; then
+	echo "It needs root, for the network namespaces, veth pairs and nftables of the topology." >"$results/failover.skip"
+else
+	[ -n "${tsbin:-}" ] || tsbin=$(bash interop/build-tailscale.sh 2>>"$results/failover.log") || tsbin=
+	[ "$mode" = quick ] && runs=1 || runs=10
+	rec failover interop "MICROLINK_BENCH_OUT=$results MICROLINK_TS_BIN=$tsbin go test -run '^TestDirectPathCut\$' -count=$runs -timeout=20m -v ./nattest" \
+		>"$results/failover.txt" 2>&1 || fail "path failover runs failed"
+	grep -E 'after the cut|back to direct|^(--- |FAIL)' "$results/failover.txt" >&2
+fi
+
 echo "LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"
 
 # --- report ------------------------------------------------------------------

@@ -210,19 +210,27 @@ func (s *stream) gapSince(t time.Time) (n int, longest time.Duration) {
 	return n, max(longest, time.Since(prev))
 }
 
-// writeBench writes v as JSON to name in $MICROLINK_BENCH_OUT, if set,
-// for the benchmark report.
+// writeBench appends v as one line of JSON to name in
+// $MICROLINK_BENCH_OUT, if set, for scripts/bench.sh; each run of a test
+// adds a line.
 func writeBench(t *testing.T, name string, v any) {
 	t.Helper()
 	dir := os.Getenv("MICROLINK_BENCH_OUT")
 	if dir == "" {
 		return
 	}
-	b, err := json.MarshalIndent(v, "", "  ")
+	b, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, name), append(b, '\n'), 0o644); err != nil {
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err == nil {
+		_, err = f.Write(append(b, '\n'))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
 		t.Errorf("writing %s: %v", name, err)
 	}
 }

@@ -9,6 +9,9 @@
 //	cross.txt      ARCH PACKAGE STATUS SECONDS lines from scripts/cross-test.sh
 //	node.txt       go test -bench output of the node measurements, or
 //	node.skip      why they were not measured
+//	nat_times.jsonl  one JSON line per run of interop/nattest's TestDirectPathCut
+//	failover.txt   its go test -v output, or
+//	failover.skip  why it was not run
 //
 // Usage:
 //
@@ -144,6 +147,7 @@ func (r *report) render() []byte {
 	r.netmap()
 	r.cross()
 	r.node()
+	r.failover()
 	r.commands()
 	return r.b.Bytes()
 }
