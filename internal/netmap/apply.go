@@ -152,39 +152,54 @@ func selfFromNode(n *tailcfg.Node) Self {
 // recorder collects peer IDs into a Changes, listing an ID as changed at
 // most once and not at all if it was added by the same message.
 type recorder struct {
-	c    *Changes
-	seen map[tailcfg.NodeID]struct{}
+	c     *Changes
+	seen  map[tailcfg.NodeID]struct{} // in PeersAdded or PeersChanged
+	paths map[tailcfg.NodeID]struct{} // in PathsUpdated
 }
 
-func (r *recorder) added(id tailcfg.NodeID) {
-	r.c.PeersAdded = append(r.c.PeersAdded, id)
+func (r *recorder) added(p *Peer) {
+	r.c.PeersAdded = append(r.c.PeersAdded, p.ID)
 	r.c.PathsChanged = true
-	r.mark(id)
+	r.seen = mark(r.seen, p.ID)
+	r.pathsUpdated(p.ID)
 }
 
-func (r *recorder) removed(id tailcfg.NodeID) {
-	r.c.PeersRemoved = append(r.c.PeersRemoved, id)
+func (r *recorder) removed(o *Peer) {
+	r.c.PeersRemoved = append(r.c.PeersRemoved, o.ID)
 	r.c.PathsChanged = true
+	r.c.KeysGone = append(r.c.KeysGone, o.Key)
 }
 
-// changed records that peer id changed; paths says whether the change
-// matters to the data plane (see samePaths).
-func (r *recorder) changed(id tailcfg.NodeID, paths bool) {
-	if paths {
+// changed records that peer o became p.
+func (r *recorder) changed(o, p *Peer) {
+	if !samePaths(o, p) {
 		r.c.PathsChanged = true
+		r.pathsUpdated(p.ID)
+		if o.Key != p.Key {
+			r.c.KeysGone = append(r.c.KeysGone, o.Key)
+		}
 	}
-	if _, dup := r.seen[id]; dup {
+	if _, dup := r.seen[p.ID]; dup {
 		return
 	}
-	r.c.PeersChanged = append(r.c.PeersChanged, id)
-	r.mark(id)
+	r.c.PeersChanged = append(r.c.PeersChanged, p.ID)
+	r.seen = mark(r.seen, p.ID)
 }
 
-func (r *recorder) mark(id tailcfg.NodeID) {
-	if r.seen == nil {
-		r.seen = make(map[tailcfg.NodeID]struct{})
+func (r *recorder) pathsUpdated(id tailcfg.NodeID) {
+	if _, dup := r.paths[id]; dup {
+		return
 	}
-	r.seen[id] = struct{}{}
+	r.c.PathsUpdated = append(r.c.PathsUpdated, id)
+	r.paths = mark(r.paths, id)
+}
+
+func mark(set map[tailcfg.NodeID]struct{}, id tailcfg.NodeID) map[tailcfg.NodeID]struct{} {
+	if set == nil {
+		set = make(map[tailcfg.NodeID]struct{})
+	}
+	set[id] = struct{}{}
+	return set
 }
 
 // replacePeers makes full the complete peer set. Peers equal to the current
@@ -204,23 +219,23 @@ func (m *Map) replacePeers(full []*Peer, r *recorder) {
 			switch o := old.byID[p.ID]; {
 			case o == nil:
 				x.add(p)
-				r.added(p.ID)
+				r.added(p)
 			case equalPeer(o, p):
 				x.add(o)
 			default:
 				x.add(p)
-				r.changed(p.ID, !samePaths(o, p))
+				r.changed(o, p)
 			}
 		}
-		var gone []tailcfg.NodeID
-		for id := range old.byID {
+		var gone []*Peer
+		for id, o := range old.byID {
 			if x.byID[id] == nil {
-				gone = append(gone, id)
+				gone = append(gone, o)
 			}
 		}
-		slices.Sort(gone)
-		for _, id := range gone {
-			r.removed(id)
+		slices.SortFunc(gone, func(a, b *Peer) int { return cmp.Compare(a.ID, b.ID) })
+		for _, o := range gone {
+			r.removed(o)
 		}
 		m.peers = x
 		return
@@ -229,11 +244,10 @@ func (m *Map) replacePeers(full []*Peer, r *recorder) {
 		switch o := old.byID[p.ID]; {
 		case o == nil:
 			old.add(p)
-			r.added(p.ID)
+			r.added(p)
 		case !equalPeer(o, p):
-			paths := !samePaths(o, p)
+			r.changed(o, p) // before update, which overwrites o
 			old.update(o, p)
-			r.changed(p.ID, paths)
 		}
 	}
 	var gone []*Peer
@@ -245,7 +259,7 @@ func (m *Map) replacePeers(full []*Peer, r *recorder) {
 	slices.SortFunc(gone, func(a, b *Peer) int { return cmp.Compare(a.ID, b.ID) })
 	for _, o := range gone {
 		old.remove(o)
-		r.removed(o.ID)
+		r.removed(o)
 	}
 }
 
@@ -266,18 +280,17 @@ func (m *Map) applyPeerDeltas(resp *tailcfg.MapResponse, changed []*Peer, r *rec
 	for _, id := range resp.PeersRemoved {
 		if o := x.byID[id]; o != nil {
 			x.remove(o)
-			r.removed(id)
+			r.removed(o)
 		}
 	}
 	for _, p := range changed {
 		switch o := x.byID[p.ID]; {
 		case o == nil:
 			x.add(p)
-			r.added(p.ID)
+			r.added(p)
 		case !equalPeer(o, p):
-			paths := !samePaths(o, p)
+			r.changed(o, p) // before update, which overwrites o
 			x.update(o, p)
-			r.changed(p.ID, paths)
 		}
 	}
 	for id, seen := range resp.PeerSeenChange {
@@ -310,9 +323,8 @@ func (m *Map) patch(id tailcfg.NodeID, r *recorder, f func(*Peer)) {
 	np := *o
 	f(&np)
 	if !equalPeer(o, &np) {
-		paths := !samePaths(o, &np)
+		r.changed(o, &np) // before update, which overwrites o
 		m.peers.update(o, &np)
-		r.changed(id, paths)
 	}
 }
 

@@ -91,6 +91,13 @@ type Changes struct {
 	// expiry changed: what the data plane needs to reach it. Changes of
 	// online state, last-seen time or names alone leave it false.
 	PathsChanged bool
+	// PathsUpdated lists, once each, the peers present after the message
+	// that were added or whose data-plane fields (those of PathsChanged)
+	// changed. KeysGone lists the node keys that stopped naming a peer:
+	// those of removed peers and the old keys of peers whose key changed.
+	// With both, the data plane can be updated peer by peer.
+	PathsUpdated []tailcfg.NodeID
+	KeysGone     []key.NodePublic
 
 	SelfChanged         bool
 	DERPMapChanged      bool

@@ -564,3 +564,35 @@ func TestPathsChanged(t *testing.T) {
 		t.Fatalf("rename: %+v", c)
 	}
 }
+
+func TestPathsUpdatedAndKeysGone(t *testing.T) {
+	m := newTestMap(t, 1, 2, 3)
+	ids := func(c Changes) []tailcfg.NodeID { return c.PathsUpdated }
+	// Online state alone is not a path change.
+	if c := mustApply(t, m, &tailcfg.MapResponse{OnlineChange: map[tailcfg.NodeID]bool{1: false}}); len(c.PathsUpdated)+len(c.KeysGone) != 0 {
+		t.Fatalf("online flip: %+v", c)
+	}
+	// Two patches of one peer list it once.
+	ep := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:41641")}
+	c := mustApply(t, m, &tailcfg.MapResponse{PeersChangedPatch: []*tailcfg.PeerChange{{NodeID: 2, Endpoints: ep}, {NodeID: 2, DERPRegion: 9}}})
+	if !slices.Equal(ids(c), []tailcfg.NodeID{2}) || len(c.KeysGone) != 0 {
+		t.Fatalf("endpoint patches: %+v", c)
+	}
+	// A new key: the old one is gone.
+	newKey := nodeKey(100)
+	c = mustApply(t, m, &tailcfg.MapResponse{PeersChangedPatch: []*tailcfg.PeerChange{{NodeID: 3, Key: &newKey}}})
+	if !slices.Equal(ids(c), []tailcfg.NodeID{3}) || !slices.Equal(c.KeysGone, []key.NodePublic{nodeKey(3)}) {
+		t.Fatalf("key patch: %+v", c)
+	}
+	// Removal and addition in one message.
+	c = mustApply(t, m, &tailcfg.MapResponse{PeersRemoved: []tailcfg.NodeID{1}, PeersChanged: []*tailcfg.Node{testNode(4)}})
+	if !slices.Equal(ids(c), []tailcfg.NodeID{4}) || !slices.Equal(c.KeysGone, []key.NodePublic{nodeKey(1)}) {
+		t.Fatalf("remove and add: %+v", c)
+	}
+	// A full list names what it adds and what it drops.
+	c = mustApply(t, m, &tailcfg.MapResponse{Peers: []*tailcfg.Node{testNode(2), testNode(5)}})
+	gone := []key.NodePublic{newKey, nodeKey(4)}
+	if !slices.Equal(ids(c), []tailcfg.NodeID{2, 5}) || len(c.KeysGone) != 2 || !slices.Contains(c.KeysGone, gone[0]) || !slices.Contains(c.KeysGone, gone[1]) {
+		t.Fatalf("full list: %+v", c)
+	}
+}
