@@ -11,41 +11,87 @@ import (
 // routeTable maps IP prefixes to peers by longest-prefix match. It holds
 // one hash map entry per prefix and the distinct prefix lengths in use, so
 // a lookup costs one map probe per distinct length (usually two or three).
-// A routeTable is immutable once built.
+// Peers are added and removed one at a time; the Device's lock guards it.
 type routeTable struct {
 	routes map[netip.Prefix]*peer
 	bits4  []int // distinct IPv4 prefix lengths, longest first
 	bits6  []int
+	n4     [33]int32 // prefixes in routes per length
+	n6     [129]int32
+	// shadowed counts prefixes a later peer took over from another. While
+	// it is zero, removing a peer's prefixes removes exactly its routes.
+	shadowed int
 }
 
 func newRouteTable(peers map[key.NodePublic]*peer) *routeTable {
 	t := &routeTable{routes: make(map[netip.Prefix]*peer)}
 	for _, p := range peers {
-		for _, pfx := range p.allowed {
-			t.insert(pfx, p)
-		}
+		t.add(p)
 	}
-	desc := func(a, b int) int { return b - a }
-	slices.SortFunc(t.bits4, desc)
-	slices.SortFunc(t.bits6, desc)
 	return t
 }
 
-func (t *routeTable) insert(pfx netip.Prefix, p *peer) {
-	if !pfx.IsValid() {
-		return
-	}
+// canon returns pfx in the form the table keys it by.
+func canon(pfx netip.Prefix) netip.Prefix {
 	if pfx.Addr().Is4In6() && pfx.Bits() >= 96 {
 		pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
 	}
-	pfx = pfx.Masked()
-	t.routes[pfx] = p // a later peer wins a duplicate prefix
-	bits := &t.bits6
-	if pfx.Addr().Is4() {
-		bits = &t.bits4
+	return pfx.Masked()
+}
+
+// add routes p's allowed IPs to p; a later peer wins a duplicate prefix.
+func (t *routeTable) add(p *peer) {
+	for _, pfx := range p.allowed {
+		if !pfx.IsValid() {
+			continue
+		}
+		pfx = canon(pfx)
+		switch q := t.routes[pfx]; {
+		case q == nil:
+			t.count(pfx, 1)
+		case q != p:
+			t.shadowed++
+		}
+		t.routes[pfx] = p
 	}
-	if !slices.Contains(*bits, pfx.Bits()) {
+}
+
+// remove drops p's routes. It reports false, changing nothing, when
+// another peer's route might have been hidden under one of p's: then only
+// a rebuild from all peers is right.
+func (t *routeTable) remove(p *peer) bool {
+	if t.shadowed > 0 {
+		return false
+	}
+	for _, pfx := range p.allowed {
+		if !pfx.IsValid() {
+			continue
+		}
+		pfx = canon(pfx)
+		if t.routes[pfx] == p {
+			delete(t.routes, pfx)
+			t.count(pfx, -1)
+		}
+	}
+	return true
+}
+
+// count adjusts the number of prefixes of pfx's length and keeps the
+// lists of lengths in use.
+func (t *routeTable) count(pfx netip.Prefix, delta int32) {
+	n, bits := &t.n6[pfx.Bits()], &t.bits6
+	if pfx.Addr().Is4() {
+		n, bits = &t.n4[pfx.Bits()], &t.bits4
+	}
+	*n += delta
+	switch {
+	case *n == 1 && delta > 0:
 		*bits = append(*bits, pfx.Bits())
+		slices.SortFunc(*bits, func(a, b int) int { return b - a })
+	case *n == 0:
+		if i := slices.Index(*bits, pfx.Bits()); i >= 0 {
+			*bits = slices.Delete(*bits, i, i+1)
+		}
 	}
 }
 

@@ -219,6 +219,62 @@ func (d *Device) SetPeers(peers []PeerConfig) {
 	}
 }
 
+// UpdatePeers changes only the named peers: it removes those whose keys
+// are in gone, then adds or updates those in upsert. As with SetPeers,
+// peers that stay keep their handshake and session state. Its cost is in
+// proportion to the change, not to the number of peers.
+func (d *Device) UpdatePeers(upsert []PeerConfig, gone []key.NodePublic) {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
+	rebuild := false
+	var removed []*peer
+	for _, k := range gone {
+		p := d.peers[k]
+		if p == nil {
+			continue
+		}
+		rebuild = rebuild || !d.routes.remove(p)
+		delete(d.peers, k)
+		removed = append(removed, p)
+	}
+	for _, pc := range upsert {
+		p := d.peers[pc.Key]
+		switch {
+		case p == nil:
+			p = &peer{d: d, key: pc.Key}
+			d.peers[pc.Key] = p
+		case slices.Equal(p.allowed, pc.AllowedIPs):
+			continue
+		default:
+			rebuild = rebuild || !d.routes.remove(p)
+		}
+		p.allowed = slices.Clone(pc.AllowedIPs)
+		if !rebuild {
+			d.routes.add(p)
+		}
+	}
+	if rebuild {
+		d.routes = newRouteTable(d.peers)
+	}
+	if len(removed) > 0 {
+		for i, e := range d.index {
+			if d.peers[e.p.key] != e.p {
+				delete(d.index, i)
+			}
+		}
+	}
+	d.mu.Unlock()
+	for _, p := range removed {
+		p.mu.Lock()
+		p.removed = true
+		p.dropStateLocked()
+		p.mu.Unlock()
+	}
+}
+
 // SendPacket encrypts an IP packet for the peer whose allowed IPs hold
 // its destination (longest prefix wins) and sends it. Without a session
 // the packet is queued and a handshake started.
