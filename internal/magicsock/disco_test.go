@@ -248,3 +248,72 @@ func TestSendStartsDiscovery(t *testing.T) {
 		t.Fatal("no disco ping to the peer's endpoint")
 	}
 }
+
+func TestUpdatePeers(t *testing.T) {
+	a, b, _ := pair(t)
+	c := newNode(t, nil, Options{})
+	bKey, cKey := b.key.NodePublic(), c.key.NodePublic()
+	waitDirect(t, a, b)
+
+	// Adding c and changing b's home region keeps b's path.
+	a.UpdatePeers([]Peer{b.asPeer(2), c.asPeer(1)}, nil)
+	st, ok := a.PeerStatus(bKey)
+	if !ok || !st.Trusted || st.DERPRegion != 2 {
+		t.Fatalf("b after the update: %+v, %v", st, ok)
+	}
+	if _, ok := a.PeerStatus(cKey); !ok {
+		t.Fatal("c not added")
+	}
+	if err := a.Send(cKey, []byte(wgMsg)); err != nil {
+		t.Fatalf("send to the added peer: %v", err)
+	}
+	// A netmap endpoint that goes away takes the path with it.
+	moved := b.asPeer(2)
+	moved.Endpoints = nil
+	a.UpdatePeers([]Peer{moved}, nil)
+	if st, _ := a.PeerStatus(bKey); st.Addr.IsValid() {
+		t.Fatalf("path kept after its endpoint left the netmap: %+v", st)
+	}
+	// A new disco key starts over; removal forgets the peer.
+	a.UpdatePeers([]Peer{b.asPeer(2)}, nil)
+	waitDirect(t, a, b)
+	nd := b.asPeer(2)
+	nd.DiscoKey = key.NewPrivate().DiscoPublic()
+	a.UpdatePeers([]Peer{nd}, nil)
+	if st, _ := a.PeerStatus(bKey); st.Addr.IsValid() {
+		t.Fatalf("path kept across a disco key change: %+v", st)
+	}
+	a.UpdatePeers(nil, []key.NodePublic{bKey, cKey})
+	if _, ok := a.PeerStatus(bKey); ok {
+		t.Fatal("removed peer still known")
+	}
+	if err := a.Send(cKey, []byte(wgMsg)); err != ErrUnknownPeer {
+		t.Fatalf("send to a removed peer: %v", err)
+	}
+	// Disco from the removed peer is ignored again.
+	a.mu.Lock()
+	n := len(a.byDisco)
+	a.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d disco keys still known", n)
+	}
+}
+
+func TestUpdatePeersAllocs(t *testing.T) {
+	a := newNode(t, nil, Options{DERP: &captureDERP{sent: make(chan relayed, 1)}})
+	var peers []Peer
+	for i := range 1000 {
+		peers = append(peers, Peer{Key: key.NewPrivate().NodePublic(), DiscoKey: key.NewPrivate().DiscoPublic(), HomeDERP: 1,
+			Endpoints: []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), uint16(i))}})
+	}
+	a.SetPeers(peers)
+	// Changing one peer's endpoints must not copy the table.
+	upd := []Peer{peers[7]}
+	allocs := testing.AllocsPerRun(50, func() {
+		upd[0].Endpoints[0] = netip.AddrPortFrom(upd[0].Endpoints[0].Addr(), upd[0].Endpoints[0].Port()+1)
+		a.UpdatePeers(upd, nil)
+	})
+	if allocs > 10 {
+		t.Fatalf("%v allocations to update one of 1000 peers", allocs)
+	}
+}

@@ -156,30 +156,7 @@ func (c *Conn) SetPeers(peers []Peer) {
 			}
 			p = &peer{key: np.Key, cands: make(map[netip.AddrPort]*candidate)}
 		}
-		p.disco = np.DiscoKey
-		p.homeDERP = np.HomeDERP
-		p.expired = np.Expired
-		for ap, cd := range p.cands {
-			cd.from &^= fromNetmap
-			if cd.from == 0 {
-				delete(p.cands, ap)
-			}
-		}
-		for _, ap := range np.Endpoints {
-			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-			if !ap.IsValid() || ap.Addr().Zone() != "" || ap.Addr() == DERPMagicIP || ap.Addr().IsUnspecified() {
-				continue
-			}
-			cd := p.cands[ap]
-			if cd == nil {
-				cd = &candidate{}
-				p.cands[ap] = cd
-			}
-			cd.from |= fromNetmap
-		}
-		if p.best.IsValid() && p.cands[p.best] == nil {
-			p.setBest(netip.AddrPort{}, 0, time.Time{})
-		}
+		p.update(np)
 		next[np.Key] = p
 	}
 	for k, p := range c.peers {
@@ -188,24 +165,115 @@ func (c *Conn) SetPeers(peers []Peer) {
 		}
 	}
 	c.peers = next
-	snap := maps.Clone(next)
-	c.peerSnap.Store(&snap)
 	clear(c.byDisco)
 	for _, p := range next {
 		if p.reachable() {
 			c.byDisco[p.disco] = p
 		}
 	}
+	c.forgetStale()
+	c.publishPeers()
+}
+
+// UpdatePeers changes only the named peers: it removes those whose keys
+// are in gone, then adds or updates those in upsert, keeping the path
+// state of peers that stay with the same disco key. A netmap delta costs
+// work in proportion to its size, not to the number of peers.
+func (c *Conn) UpdatePeers(upsert []Peer, gone []key.NodePublic) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	membership := false
+	for _, k := range gone {
+		if p := c.peers[k]; p != nil {
+			c.dropPeer(p)
+			membership = true
+		}
+	}
+	for _, np := range upsert {
+		p := c.peers[np.Key]
+		if p != nil && p.disco != np.DiscoKey {
+			c.dropPeer(p)
+			p = nil
+		}
+		if p == nil {
+			p = &peer{key: np.Key, cands: make(map[netip.AddrPort]*candidate)}
+			c.peers[np.Key] = p
+			membership = true
+		}
+		if c.byDisco[p.disco] == p {
+			delete(c.byDisco, p.disco)
+		}
+		p.update(np)
+		if p.reachable() {
+			c.byDisco[p.disco] = p
+		}
+	}
+	if membership {
+		c.forgetStale()
+		c.publishPeers()
+	}
+}
+
+// update takes the netmap's view of the peer: keys, home region, expiry
+// and the netmap's endpoints, keeping candidates learned otherwise.
+// Conn.mu is held.
+func (p *peer) update(np Peer) {
+	p.disco = np.DiscoKey
+	p.homeDERP = np.HomeDERP
+	p.expired = np.Expired
+	for ap, cd := range p.cands {
+		cd.from &^= fromNetmap
+		if cd.from == 0 {
+			delete(p.cands, ap)
+		}
+	}
+	for _, ap := range np.Endpoints {
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if !ap.IsValid() || ap.Addr().Zone() != "" || ap.Addr() == DERPMagicIP || ap.Addr().IsUnspecified() {
+			continue
+		}
+		cd := p.cands[ap]
+		if cd == nil {
+			cd = &candidate{}
+			p.cands[ap] = cd
+		}
+		cd.from |= fromNetmap
+	}
+	if p.best.IsValid() && p.cands[p.best] == nil {
+		p.setBest(netip.AddrPort{}, 0, time.Time{})
+	}
+}
+
+// dropPeer removes p from the peer tables, but not from byAddr and pings
+// (see forgetStale). Conn.mu is held.
+func (c *Conn) dropPeer(p *peer) {
+	delete(c.peers, p.key)
+	if c.byDisco[p.disco] == p {
+		delete(c.byDisco, p.disco)
+	}
+	c.sealer.Forget(p.disco)
+}
+
+// forgetStale drops learned addresses and outstanding pings of peers no
+// longer in the table. Conn.mu is held.
+func (c *Conn) forgetStale() {
 	for ap, p := range c.byAddr {
-		if next[p.key] != p {
+		if c.peers[p.key] != p {
 			delete(c.byAddr, ap)
 		}
 	}
 	for tx, sp := range c.pings {
-		if next[sp.peer.key] != sp.peer {
+		if c.peers[sp.peer.key] != sp.peer {
 			delete(c.pings, tx)
 		}
 	}
+}
+
+// publishPeers gives the send path a new snapshot of the peer table.
+// Conn.mu is held.
+func (c *Conn) publishPeers() {
+	snap := maps.Clone(c.peers)
+	c.peerSnap.Store(&snap)
 }
 
 // Status is a peer's current path.
