@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"net/netip"
+	"slices"
 
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/magicsock"
@@ -111,8 +112,11 @@ func (d *dataPlane) apply(nm *netmap.Map, ch netmap.Changes) {
 			d.ms.SetDERPMap(m)
 		}
 	}
-	if ch.Full || ch.PathsChanged {
+	switch {
+	case ch.Full:
 		d.setPeers(nm)
+	case ch.PathsChanged:
+		d.updatePeers(nm, ch.PathsUpdated, ch.KeysGone)
 	}
 	if ch.FilterChanged {
 		d.setFilter(nm)
@@ -135,6 +139,32 @@ func (d *dataPlane) setPeers(nm *netmap.Map) {
 	})
 	d.ms.SetPeers(msPeers)
 	d.wg.SetPeers(wgPeers)
+}
+
+// updatePeers passes on the peers a delta changed, so that its cost does
+// not grow with the size of the tailnet.
+func (d *dataPlane) updatePeers(nm *netmap.Map, ids []tailcfg.NodeID, gone []key.NodePublic) {
+	now := nm.Now()
+	msPeers := make([]magicsock.Peer, 0, len(ids))
+	var wgPeers []wireguard.PeerConfig
+	wgGone := slices.Clip(gone) // expired peers leave WireGuard only
+	for _, id := range ids {
+		p, ok := nm.PeerByID(id)
+		if !ok {
+			continue
+		}
+		expired := p.ExpiredAt(now)
+		msPeers = append(msPeers, magicsock.Peer{
+			Key: p.Key, DiscoKey: p.DiscoKey, Endpoints: p.Endpoints, HomeDERP: p.HomeDERP, Expired: expired,
+		})
+		if expired {
+			wgGone = append(wgGone, p.Key)
+		} else {
+			wgPeers = append(wgPeers, wireguard.PeerConfig{Key: p.Key, AllowedIPs: p.AllowedIPs})
+		}
+	}
+	d.ms.UpdatePeers(msPeers, gone)
+	d.wg.UpdatePeers(wgPeers, wgGone)
 }
 
 // setFilter builds the inbound packet filter from the netmap's rules. No
