@@ -18,7 +18,9 @@
 // then see those peers, ping them and be pinged by them. Lab.Control
 // drives the control plane directly (pushing map responses or ping
 // requests), and Lab.RestartControl drops every control connection to
-// exercise reconnection.
+// exercise reconnection. TSOptions.ControlURL points a tailscaled at
+// another control server instead, such as Headscale, whose DERP map may
+// name the lab's DERP and STUN servers (Lab.DERPMap).
 //
 // # Network namespaces
 //

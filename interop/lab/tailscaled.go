@@ -47,6 +47,13 @@ type TSOptions struct {
 	// UpArgs holds extra arguments for "tailscale up".
 	UpArgs []string
 
+	// ControlURL, if set, is the control server "tailscale up" logs in
+	// to instead of the lab's, such as a Headscale server, and AuthKey
+	// is the auth key it requires. The lab's DERP and STUN servers are
+	// then used only if that server's DERP map names them.
+	ControlURL string
+	AuthKey    string
+
 	// Netns, if set, names a network namespace (made with "ip netns add")
 	// in which tailscaled and its tailscale command run, through
 	// "ip netns exec". Its socket and files stay on the shared file
@@ -217,9 +224,13 @@ func (d *Tailscaled) up(ctx context.Context, l *Lab, opts TSOptions) error {
 	if _, err := d.WaitStatus(ctx, func(*ipnstate.Status) bool { return true }); err != nil {
 		return fmt.Errorf("LocalAPI not ready: %w", err)
 	}
+	controlURL, authKey := l.ControlURL, l.AuthKey
+	if opts.ControlURL != "" {
+		controlURL, authKey = opts.ControlURL, opts.AuthKey
+	}
 	args := []string{"up",
-		"--login-server=" + l.ControlURL,
-		"--authkey=" + l.AuthKey,
+		"--login-server=" + controlURL,
+		"--authkey=" + authKey,
 		"--hostname=" + opts.Hostname,
 	}
 	if opts.TUN {
