@@ -56,9 +56,10 @@ if grep -qE '^\s*(tailscale\.com|gvisor\.dev)' go.mod; then
 	echo "product go.mod must not require tailscale.com or gVisor"; exit 1
 fi
 
-log "building tailscaled and tailscale (once per run)"
+log "building tailscaled and tailscale, and headscale (once per run)"
 MICROLINK_TS_BIN=$(bash interop/build-tailscale.sh)
-export MICROLINK_TS_BIN
+MICROLINK_HEADSCALE_BIN=$(bash interop/build-headscale.sh)
+export MICROLINK_TS_BIN MICROLINK_HEADSCALE_BIN
 
 log "unit tests (race)"
 gotest unit -race -count=1 ./...
@@ -72,7 +73,7 @@ log "cross-architecture unit tests under qemu: arm64, arm (GOARM=7), mipsle (sof
 log "fuzz targets, a short run each (scripts/fuzz.sh 60s for a longer one)"
 ./scripts/fuzz.sh "${MICROLINK_FUZZTIME:-5000x}"
 
-log "interop tests against tailscale.com v1.102.5 (race)"
+log "interop tests against tailscale.com v1.102.5 and Headscale v0.27.1 (race)"
 (cd interop && gotest interop -race -count=1 -timeout 20m ./...)
 
 log "benchmark smoke run (scripts/bench.sh for the full measurements)"
