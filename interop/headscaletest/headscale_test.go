@@ -23,9 +23,10 @@ import (
 	"tailscale.com/tailcfg"
 )
 
-// HeadscaleVersion is the version build-headscale.sh builds, pinned by
-// the module in the interop module's headscale directory.
-const HeadscaleVersion = "v0.27.1"
+// headscaleVersion is the version build-headscale.sh builds, pinned by
+// the module in the interop module's headscale directory; a binary from
+// $MICROLINK_HEADSCALE_BIN must be this version too.
+const headscaleVersion = "v0.27.1"
 
 // envHeadscaleBin names a directory holding a prebuilt headscale binary.
 const envHeadscaleBin = "MICROLINK_HEADSCALE_BIN"
@@ -55,7 +56,7 @@ func headscaleBinary(t *testing.T) string {
 	t.Helper()
 	binOnce.Do(func() { binOnce.path, binOnce.err = findOrBuild() })
 	if binOnce.err != nil {
-		t.Fatalf("no headscale %s binary: %v", HeadscaleVersion, binOnce.err)
+		t.Fatalf("no headscale %s binary: %v", headscaleVersion, binOnce.err)
 	}
 	return binOnce.path
 }
@@ -85,6 +86,16 @@ func findOrBuild() (string, error) {
 	}
 	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
 		return "", fmt.Errorf("%s is not an executable file", path)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "version", "-o", "json").Output()
+	if err != nil {
+		return "", fmt.Errorf("%s version: %v", path, err)
+	}
+	var v struct{ Version string }
+	if err := json.Unmarshal(out, &v); err != nil || v.Version != headscaleVersion {
+		return "", fmt.Errorf("%s is version %q, want %s (%v)", path, v.Version, headscaleVersion, err)
 	}
 	return path, nil
 }

@@ -3,6 +3,7 @@ package headscaletest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -16,15 +17,17 @@ import (
 )
 
 const (
-	mlName   = "ml-hs"     // the microlink node's hostname
-	peerName = "real-peer" // the tailscaled's hostname
+	mlName     = "ml-hs"       // the microlink node's hostname
+	peerName   = "real-peer"   // the tailscaled's hostname
+	directName = "direct-peer" // the tailscaled that may use direct UDP
 )
 
 // TestHeadscale registers a microlink node and a real tailscaled with
 // Headscale using one reusable pre-auth key and checks that each sees the
 // other, that pings and UDP datagrams go both ways through the lab's DERP
-// server (which reaches the clients only through Headscale's DERP map) and
-// that Headscale lists microlink as online.
+// server (which reaches the clients only through Headscale's DERP map),
+// that Headscale lists microlink as online, and that a second real peer
+// finds a direct path to microlink.
 func TestHeadscale(t *testing.T) {
 	if g := ourGoroutines(); len(g) != 0 {
 		t.Fatalf("microlink goroutines before the test:\n%s", strings.Join(g, "\n\n"))
@@ -80,6 +83,7 @@ func TestHeadscale(t *testing.T) {
 	t.Run("MicrolinkPings", func(t *testing.T) { testMicrolinkPings(t, n, ts) })
 	t.Run("UDP", func(t *testing.T) { testUDP(t, n, ts) })
 	t.Run("HeadscaleNodes", func(t *testing.T) { testHeadscaleNodes(t, hs, n, ts) })
+	t.Run("DirectPath", func(t *testing.T) { testDirectPath(t, l, hs, key, n) })
 
 	// Closing the node stops all of its goroutines.
 	n.Close()
@@ -325,5 +329,49 @@ func testHeadscaleNodes(t *testing.T, hs *headscale, n *microlink.Node, ts *lab.
 	}
 	if !found || len(nodes) != 2 {
 		t.Errorf("headscale lists %d nodes, want %s and %s: %+v", len(nodes), mlName, peerName, nodes)
+	}
+}
+
+// testDirectPath: a second real peer, allowed to use direct UDP, reaches
+// microlink over a direct path and microlink reaches it directly too: the
+// endpoints each side reported went through Headscale to the other.
+func testDirectPath(t *testing.T, l *lab.Lab, hs *headscale, key string, n *microlink.Node) {
+	ts := l.StartTailscaled(t, lab.TSOptions{Hostname: directName, ControlURL: hs.URL, AuthKey: key})
+	waitFor(t, 10*time.Second, directName+" in microlink's netmap", func() bool {
+		p, _ := n.Peer(directName)
+		return p.HomeDERP != 0
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	var last string
+	for {
+		if time.Now().After(deadline) {
+			t.Fatalf("no direct path within 20s: %s", last)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		// Data through WireGuard both ways starts discovery on both sides.
+		ts.Ping(ctx, n.IPv4(), "TSMP")
+		n.Ping(ctx, ts.IPv4().String(), microlink.PingTSMP)
+		res, err := ts.Ping(ctx, n.IPv4(), "disco")
+		mres, merr := n.Ping(ctx, ts.IPv4().String(), microlink.PingDisco)
+		cancel()
+		switch {
+		case err != nil:
+			last = "tailscaled's disco ping: " + err.Error()
+		case res.Endpoint == "":
+			last = "tailscaled's disco ping went via DERP"
+		case merr != nil:
+			last = "microlink's disco ping: " + merr.Error()
+		case !mres.Endpoint.IsValid():
+			last = "microlink's disco ping went via DERP"
+		default:
+			p, _ := n.Peer(directName)
+			if p.Path != "direct" || p.Endpoint != mres.Endpoint {
+				last = fmt.Sprintf("microlink's path is %q %v", p.Path, p.Endpoint)
+				break
+			}
+			t.Logf("direct: tailscaled→microlink via %s, microlink→tailscaled via %v", res.Endpoint, mres.Endpoint)
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
