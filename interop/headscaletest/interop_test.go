@@ -36,26 +36,8 @@ func TestHeadscale(t *testing.T) {
 	hs := startHeadscale(t, l)
 	key := hs.preAuthKey(t, hs.createUser(t, "lab"))
 
-	n, err := microlink.New(microlink.Config{
-		AuthKey:    key,
-		ControlURL: hs.URL,
-		Hostname:   mlName,
-		StateDir:   t.TempDir(),
-		Port:       -1,
-		Logger:     testLogger(t).With("node", mlName),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		t.Fatalf("Start against headscale: %v", err)
-	}
-	if st := n.State(); st != microlink.Connected {
-		t.Fatalf("state after Start = %v, want Connected", st)
-	}
+	stateDir := t.TempDir()
+	n := startNode(t, hs, key, stateDir)
 	if !prefix4.Contains(n.IPv4()) {
 		t.Fatalf("microlink's IPv4 %v is not in headscale's %v", n.IPv4(), prefix4)
 	}
@@ -84,8 +66,9 @@ func TestHeadscale(t *testing.T) {
 	t.Run("UDP", func(t *testing.T) { testUDP(t, n, ts) })
 	t.Run("HeadscaleNodes", func(t *testing.T) { testHeadscaleNodes(t, hs, n, ts) })
 	t.Run("DirectPath", func(t *testing.T) { testDirectPath(t, l, hs, key, n) })
+	t.Run("Restart", func(t *testing.T) { testRestart(t, hs, key, stateDir, n, ts) })
 
-	// Closing the node stops all of its goroutines.
+	// Closing the nodes stops all of their goroutines.
 	n.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for g := ourGoroutines(); len(g) != 0; g = ourGoroutines() {
@@ -94,6 +77,33 @@ func TestHeadscale(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// startNode starts a microlink node on headscale and waits until it is
+// Connected. It is closed by t.Cleanup.
+func startNode(t *testing.T, hs *headscale, key, stateDir string) *microlink.Node {
+	t.Helper()
+	n, err := microlink.New(microlink.Config{
+		AuthKey:    key,
+		ControlURL: hs.URL,
+		Hostname:   mlName,
+		StateDir:   stateDir,
+		Port:       -1,
+		Logger:     testLogger(t).With("node", mlName),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatalf("Start against headscale: %v", err)
+	}
+	if st := n.State(); st != microlink.Connected {
+		t.Fatalf("state after Start = %v, want Connected", st)
+	}
+	return n
 }
 
 // testNetmaps: both netmaps hold the other node with the addresses
@@ -373,5 +383,43 @@ func testDirectPath(t *testing.T, l *lab.Lab, hs *headscale, key string, n *micr
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// testRestart: a node restarted with its state directory is the same node
+// to headscale: same addresses, no second entry, and the real peer
+// reaches it again.
+func testRestart(t *testing.T, hs *headscale, key, stateDir string, old *microlink.Node, ts *lab.Tailscaled) {
+	ip4, ip6 := old.IPv4(), old.IPv6()
+	if err := old.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	n := startNode(t, hs, key, stateDir)
+	defer n.Close()
+	if n.IPv4() != ip4 || n.IPv6() != ip6 {
+		t.Fatalf("restarted node has %v %v, was %v %v", n.IPv4(), n.IPv6(), ip4, ip6)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var err error
+	for try := 0; try < 5; try++ {
+		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err = ts.Ping(pctx, ip4, "TSMP")
+		pcancel()
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("the real peer's TSMP ping of the restarted node: %v", err)
+	}
+	count := 0
+	for _, nd := range hs.nodes(t) {
+		if nd.Name == mlName || nd.GivenName == mlName {
+			count++
+		}
+	}
+	if count != 1 {
+		t.Fatalf("headscale lists %d nodes named %s after the restart, want 1", count, mlName)
 	}
 }
