@@ -26,8 +26,9 @@ const (
 // Headscale using one reusable pre-auth key and checks that each sees the
 // other, that pings and UDP datagrams go both ways through the lab's DERP
 // server (which reaches the clients only through Headscale's DERP map),
-// that Headscale lists microlink as online, and that a second real peer
-// finds a direct path to microlink.
+// that Headscale lists microlink as online, that a second real peer finds
+// a direct path to microlink, and that microlink restarted from its state
+// directory is the same node to Headscale.
 func TestHeadscale(t *testing.T) {
 	if g := ourGoroutines(); len(g) != 0 {
 		t.Fatalf("microlink goroutines before the test:\n%s", strings.Join(g, "\n\n"))
