@@ -371,11 +371,13 @@ func BenchmarkNodeUDP(b *testing.B) {
 				b.Fatalf("receiver ready line %v: %v", ready, err)
 			}
 			send := startUDPLoad(b, l, flagImpl, "udp-send", "-send", netip.AddrPortFrom(ip, 9000).String(), "-duration", window.String())
-			send.next(b) // ready
+			sendReady := send.next(b)
 			sent := send.next(b)
 			got := recv.next(b)
 			b.ReportMetric(number(got["mb_per_s"]), "MB/s")
 			b.ReportMetric(max(number(got["hwm_mb"]), number(sent["hwm_mb"])), "peak-rss-MB")
+			// The same processes' RSS once joined, before any load.
+			b.ReportMetric(max(number(ready["rss_mb"]), number(sendReady["rss_mb"])), "ready-rss-MB")
 			b.ReportMetric(number(got["hwm_mb"]), "recv-hwm-MB")
 			b.ReportMetric(number(sent["hwm_mb"]), "send-hwm-MB")
 			if n := number(sent["sent"]); n > 0 {
@@ -392,7 +394,7 @@ func number(v any) float64 {
 
 var (
 	loadOnce sync.Once
-	loadBin  string
+	loadBins map[string]string // by -impl: microlink's built without tsnet
 	loadErr  error
 )
 
@@ -411,15 +413,20 @@ func startUDPLoad(b *testing.B, l *lab.Lab, impl, hostname string, args ...strin
 			loadErr = err
 			return
 		}
-		loadBin = filepath.Join(dir, "udpload")
-		out, err := exec.Command("go", "build", "-o", loadBin, "./udpload").CombinedOutput()
-		if err != nil {
-			loadErr = fmt.Errorf("go build ./bench/udpload: %v\n%s", err, out)
+		// microlink's process holds no tsnet code, so its RSS is its own.
+		loadBins = map[string]string{"microlink": filepath.Join(dir, "udpload-microlink"), "tsnet": filepath.Join(dir, "udpload")}
+		for impl, tags := range map[string]string{"microlink": "microlinkonly", "tsnet": ""} {
+			out, err := exec.Command("go", "build", "-tags="+tags, "-o", loadBins[impl], "./udpload").CombinedOutput()
+			if err != nil {
+				loadErr = fmt.Errorf("go build -tags=%q ./bench/udpload: %v\n%s", tags, err, out)
+				return
+			}
 		}
 	})
 	if loadErr != nil {
 		b.Fatal(loadErr)
 	}
+	loadBin := loadBins[impl]
 	p := &udploadProc{lines: make(chan map[string]any, 4), stderr: &lockedWriter{w: new(bytes.Buffer)}}
 	p.cmd = exec.Command(loadBin, append([]string{"-impl", impl, "-control", l.ControlURL, "-authkey", l.AuthKey,
 		"-hostname", hostname, "-dir", b.TempDir()}, args...)...)

@@ -68,6 +68,7 @@ func (r *report) node() {
 		nodeRow{"idle traffic per day (extrapolated)", "BenchmarkNodeTraffic", "MB/day", unit("%.3f MB", 1), true},
 		nodeRow{"end-to-end UDP throughput (received)", "BenchmarkNodeUDP", "MB/s", unit("%.1f MB/s", 1), true},
 		nodeRow{"UDP datagrams lost (sender unpaced)", "BenchmarkNodeUDP", "%lost", unit("%.1f %%", 1), false},
+		nodeRow{"RSS of the UDP nodes once joined (higher of the two)", "BenchmarkNodeUDP", "ready-rss-MB", mb, true},
 		nodeRow{"peak RSS under UDP load (higher of the two ends)", "BenchmarkNodeUDP", "peak-rss-MB", mb, true},
 	)
 	trafficSkip := skipReason(s, "BenchmarkNodeTraffic")
@@ -132,7 +133,8 @@ func (r *report) node() {
 	r.p("- *UDP* rows: two nodes, each a `udpload` process of interop/bench (microlink, or for the tailscaled column")
 	r.p("  tsnet, the same engine tailscaled runs in userspace-networking mode, from tailscale.com v1.102.5); the")
 	r.p("  sender pings its peer through WireGuard, then sends 1200-byte datagrams as fast as it can for a fixed")
-	r.p("  window, and the receiver counts what arrives. Peak RSS is VmHWM of each process at the end. Both nodes")
+	r.p("  window, and the receiver counts what arrives. Peak RSS is VmHWM of each process at the end, next to its")
+	r.p("  VmRSS once joined; the microlink udpload is built without tsnet (`-tags microlinkonly`). Both nodes")
 	r.p("  and the lab share the 2 cores, so the sender and receiver compete for CPU and the loss is mostly the")
 	r.p("  receiver falling behind.")
 	r.p("- The UDP benchmarks ping before they send (a leftover from a since-fixed 5 s delay of the first")
@@ -166,15 +168,13 @@ func (r *report) nodeGoals(bs map[string]bench, trafficSkip string) {
 	if len(over) > 0 {
 		r.p("| (the same with more peers, for reference) | %s | – |", strings.Join(over, "; "))
 	}
-	idle, okIdle := bs["BenchmarkNodeIdle/peers=1/impl=microlink"]
 	load, okLoad := bs["BenchmarkNodeUDP/impl=microlink"]
-	if okIdle && okLoad && idle.metrics["rss-MB"] > 0 {
-		ratio := load.metrics["peak-rss-MB"] / idle.metrics["rss-MB"]
-		// The load test's udpload binary also links tsnet (for the
-		// tailscaled column), so its mapped pages are larger than the
-		// CLI's and the ratio overstates the growth.
-		r.p("| peak RSS under load at most twice idle | %.1f MB under UDP load (udpload, VmHWM) vs %.1f MB idle (the CLI): %.1f×; udpload also links tsnet, so its mapped binary is larger than the CLI's and this overstates | %s |",
-			load.metrics["peak-rss-MB"], idle.metrics["rss-MB"], ratio, yesNo(ratio <= 2))
+	if ready := load.metrics["ready-rss-MB"]; okLoad && ready > 0 {
+		// Both figures are of the same udpload processes (built without
+		// tsnet): once joined, and at their peak under load.
+		ratio := load.metrics["peak-rss-MB"] / ready
+		r.p("| peak RSS under load at most twice idle | %.1f MB at the peak of UDP load vs %.1f MB once joined (the same udpload processes, VmHWM and VmRSS): %.1f× | %s |",
+			load.metrics["peak-rss-MB"], ready, ratio, yesNo(ratio <= 2))
 	} else {
 		r.p("| peak RSS under load at most twice idle | not measured | – |")
 	}
