@@ -89,6 +89,8 @@ type Conn struct {
 	unacked     int    // data segments received and not yet acknowledged
 	advEdge     uint32 // right edge of the window last advertised
 
+	lastAckLimited time.Time // see sendAckLimited
+
 	timer                    *time.Timer
 	rtoAt, delackAt, closeAt time.Time
 	rdl, wdl                 deadline

@@ -104,11 +104,13 @@ func (c *Conn) inputSynchronized(sg *segment) {
 	wnd := uint32(c.rcvBuf.free())
 	if !c.acceptable(sg.seq, sg.len(), wnd) {
 		if wnd == 0 && sg.seq == c.rcvNxt && !sg.has(flagSYN|flagRST) {
-			// A zero-window probe: take its ACK, not its data.
+			// A zero-window probe: take its ACK, not its data,
+			// and answer with the window.
 			sg.payload, sg.flags = nil, sg.flags&^flagFIN
+			c.unacked = 2
 		} else {
 			if !sg.has(flagRST) {
-				c.sendAck()
+				c.sendAckLimited()
 			}
 			return
 		}
@@ -116,7 +118,7 @@ func (c *Conn) inputSynchronized(sg *segment) {
 	if sg.has(flagRST) {
 		switch {
 		case sg.seq != c.rcvNxt:
-			c.sendAck() // challenge ACK (RFC 5961)
+			c.sendAckLimited() // challenge ACK (RFC 5961)
 		case c.state == stateSynReceived && c.listener != nil:
 			c.close() // back to LISTEN, which the listener still is
 		default:
@@ -125,7 +127,7 @@ func (c *Conn) inputSynchronized(sg *segment) {
 		return
 	}
 	if sg.has(flagSYN) {
-		c.sendAck() // challenge ACK
+		c.sendAckLimited() // challenge ACK
 		return
 	}
 	if !sg.has(flagACK) {
@@ -204,7 +206,7 @@ func (c *Conn) trimToWindow(sg *segment) {
 func (c *Conn) processAck(sg *segment) bool {
 	ack := sg.ack
 	if seqGT(ack, c.sndMax) {
-		c.sendAck()
+		c.sendAckLimited()
 		return false
 	}
 	if seqLT(ack, c.sndUna) {

@@ -40,6 +40,22 @@ func (c *Conn) sendAck() {
 	c.queueControl(flagACK, c.sndMax)
 }
 
+// ackInterval is the least time between two ACKs sent in answer to
+// segments outside the window, challenge ACKs and the like: two stacks
+// that disagree about sequence numbers must not trade such ACKs forever.
+const ackInterval = 20 * time.Millisecond
+
+// sendAckLimited sends an ACK unless one was sent for the same reason
+// less than ackInterval ago.
+func (c *Conn) sendAckLimited() {
+	now := time.Now()
+	if now.Sub(c.lastAckLimited) < ackInterval {
+		return
+	}
+	c.lastAckLimited = now
+	c.sendAck()
+}
+
 // sendSYN queues the SYN (SYN-SENT) or SYN-ACK (SYN-RECEIVED) with the
 // MSS and, when allowed, window scale options.
 func (c *Conn) sendSYN() {
