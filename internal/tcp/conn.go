@@ -87,6 +87,7 @@ type Conn struct {
 	oooFin      bool // a FIN at oooFinSeq arrived before the data up to it
 	oooFinSeq   uint32
 	unacked     int    // data segments received and not yet acknowledged
+	quickAck    bool   // acknowledge with a bare ACK before sending data
 	advEdge     uint32 // right edge of the window last advertised
 
 	lastAckLimited time.Time // see sendAckLimited

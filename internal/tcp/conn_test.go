@@ -17,7 +17,7 @@ import (
 
 // fastConfig has short timers so that failures show quickly.
 func fastConfig() Config {
-	return Config{MinRTO: 20 * time.Millisecond, MaxRTO: time.Second, TimeWait: 100 * time.Millisecond, FinWait2Timeout: time.Second}
+	return Config{MinRTO: 50 * time.Millisecond, MaxRTO: time.Second, TimeWait: 100 * time.Millisecond, FinWait2Timeout: time.Second}
 }
 
 func dial(t testing.TB, s *Stack, src netip.Addr, dst netip.AddrPort) *Conn {
@@ -186,7 +186,7 @@ func TestTransferLossyReordered(t *testing.T) {
 			const size = 1 << 20
 			d := transfer(t, c, s, size)
 			st := a.Stats()
-			t.Logf("%d MiB each way under 5%% loss in %v, %d retransmits by A", size>>20, d, st.Retransmits)
+			t.Logf("%d MiB each way under 5%% loss in %v, %d retransmits by A, %d timeouts", size>>20, d, st.Retransmits, st.Timeouts)
 			if st.Retransmits == 0 {
 				t.Fatal("no retransmissions under loss")
 			}

@@ -161,6 +161,12 @@ func (c *Conn) inputSynchronized(sg *segment) {
 	if sg.has(flagFIN) {
 		c.receiveFIN(sg.seq + uint32(len(sg.payload)))
 	}
+	if c.quickAck {
+		// A bare ACK, before any data: the sender counts only those as
+		// duplicates for fast retransmit.
+		c.quickAck = false
+		c.sendAck()
+	}
 	c.trySend()
 	if c.unacked >= 2 {
 		c.sendAck()
@@ -309,6 +315,7 @@ func (c *Conn) duplicateAck() {
 		c.inRecovery = true
 		c.retransmitFirst()
 	}
+	c.trySend()
 }
 
 // receive stores the data of sg, trimmed to the window, in order or ahead.
@@ -321,7 +328,7 @@ func (c *Conn) receive(sg *segment) {
 		c.unacked++
 		if c.nooo > 0 {
 			c.takeAhead()
-			c.unacked = 2 // a hole filled: tell the sender at once
+			c.quickAck = true // a hole filled: tell the sender at once
 		}
 		if c.oooFin && c.rcvNxt == c.oooFinSeq {
 			c.oooFin = false
@@ -333,7 +340,7 @@ func (c *Conn) receive(sg *segment) {
 	if c.addRange(sg.seq, sg.seq+uint32(n)) {
 		c.rcvBuf.writeAt(c.rcvBuf.n+off, sg.payload)
 	}
-	c.unacked = 2 // a duplicate ACK, for the sender's fast retransmit
+	c.quickAck = true // a duplicate ACK, for the sender's fast retransmit
 }
 
 // addRange records out-of-order data [start, end), merging it with the

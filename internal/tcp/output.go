@@ -127,7 +127,13 @@ func (c *Conn) trySend() {
 			return
 		}
 		inFlight := int(c.sndNxt - c.sndUna)
-		usable := max(min(int(c.sndWnd), c.cwnd)-inFlight, 0)
+		cwnd := c.cwnd
+		if !c.inRecovery {
+			// Limited transmit (RFC 3042): each of the first two
+			// duplicate ACKs lets one new segment out.
+			cwnd += min(c.dupAcks, 2) * c.mss
+		}
+		usable := max(min(int(c.sndWnd), cwnd)-inFlight, 0)
 		n := min(max(avail, 0), c.mss, usable)
 		if n < avail && n < c.mss {
 			switch {

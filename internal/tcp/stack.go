@@ -93,6 +93,7 @@ type connID struct {
 type Stats struct {
 	SegmentsIn, SegmentsOut uint64
 	Retransmits             uint64 // segments sent again: timeouts and fast retransmits
+	Timeouts                uint64 // retransmission timer expiries
 	ResetsSent              uint64
 	Dropped                 uint64 // malformed segments and SYNs beyond a backlog or MaxConns
 	Conns                   int    // connections in any state
@@ -110,7 +111,7 @@ type Stack struct {
 
 	ipID                        atomic.Uint32
 	segsIn, segsOut, retransmit atomic.Uint64
-	resets, dropped             atomic.Uint64
+	resets, dropped, timeouts   atomic.Uint64
 }
 
 // New returns a Stack.
@@ -132,7 +133,7 @@ func (s *Stack) Stats() Stats {
 	return Stats{
 		SegmentsIn: s.segsIn.Load(), SegmentsOut: s.segsOut.Load(),
 		Retransmits: s.retransmit.Load(), ResetsSent: s.resets.Load(),
-		Dropped: s.dropped.Load(), Conns: n,
+		Dropped: s.dropped.Load(), Timeouts: s.timeouts.Load(), Conns: n,
 	}
 }
 

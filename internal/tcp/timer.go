@@ -50,6 +50,7 @@ func (c *Conn) onTimer() {
 // window to one segment and send again from the oldest unacknowledged
 // byte.
 func (c *Conn) retransmitTimeout() {
+	c.s.timeouts.Add(1)
 	c.retries++
 	if c.retries > c.s.cfg.MaxRetries {
 		if c.state == stateSynSent {
