@@ -93,6 +93,13 @@ func TestHandshakeBothWaysBothFamilies(t *testing.T) {
 			if c.sndShift != 2 || s.sndShift != 2 {
 				t.Fatalf("window scale %d/%d, want 2", c.sndShift, s.sndShift)
 			}
+			// With scaling, each side may have more than 64 KiB in flight.
+			s.mu.Lock()
+			wnd := s.sndWnd
+			s.mu.Unlock()
+			if wnd <= 0xffff {
+				t.Fatalf("send window %d, want the peer's 128 KiB", wnd)
+			}
 			c.Write([]byte("ping"))
 			buf := make([]byte, 10)
 			if n, err := io.ReadFull(s, buf[:4]); err != nil || string(buf[:n]) != "ping" {
