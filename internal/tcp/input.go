@@ -228,8 +228,10 @@ func (c *Conn) processAck(sg *segment) bool {
 		c.sndNxt = c.sndUna
 	}
 	if ack == c.sndUna {
-		if c.sndWnd == 0 {
-			c.retries = 0 // the peer answers our probes
+		if c.sndWnd == 0 && !c.userClosed {
+			// The peer answers our probes. A closed connection
+			// nobody waits on gives up after MaxRetries instead.
+			c.retries = 0
 		}
 		if len(sg.payload) == 0 && !sg.has(flagFIN) && c.sndWnd == oldWnd && c.sndUna != c.sndMax {
 			c.duplicateAck()
