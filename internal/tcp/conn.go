@@ -63,6 +63,7 @@ type Conn struct {
 	mss                         int
 	sndShift, rcvShift          uint8
 	offerWScale                 bool
+	sackOK                      bool // the peer takes SACK blocks
 
 	// Congestion control (RFC 5681, RFC 6582) and retransmission timer
 	// (RFC 6298).
@@ -81,7 +82,7 @@ type Conn struct {
 	// waits in its free space at the offsets its ranges give.
 	irs, rcvNxt uint32
 	rcvBuf      ring
-	ooo         [maxRanges]seqRange
+	ooo         [maxRanges]seqRange // most recently extended first
 	nooo        int
 	finRcvd     bool
 	oooFin      bool // a FIN at oooFinSeq arrived before the data up to it

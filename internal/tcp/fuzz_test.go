@@ -82,3 +82,53 @@ func TestSeqArithmeticWraps(t *testing.T) {
 		t.Fatal("sequence comparison does not wrap")
 	}
 }
+
+func TestSACKOption(t *testing.T) {
+	h := header{src: netip.AddrPortFrom(addrA4, 1), dst: netip.AddrPortFrom(addrB4, 2), flags: flagACK, wscale: -1,
+		sacks: []seqRange{{100, 200}, {300, 400}}}
+	raw := seedSegment(h, nil)
+	want := []byte{optNOP, optNOP, optSACK, 18, 0, 0, 0, 100, 0, 0, 0, 200, 0, 0, 1, 44, 0, 0, 1, 144}
+	if len(raw) != 20+len(want) || raw[12]>>4 != byte((20+len(want))/4) || string(raw[20:]) != string(want) {
+		t.Fatalf("segment % x", raw)
+	}
+	syn := header{src: h.src, dst: h.dst, flags: flagSYN, mss: 1240, wscale: 2, sackOK: true}
+	var sg segment
+	if err := parseSegment(addrA4, addrB4, seedSegment(syn, nil), &sg); err != nil || !sg.sackOK || sg.mss != 1240 || sg.wscale != 2 {
+		t.Fatalf("SYN options: %+v %v", sg, err)
+	}
+}
+
+// TestOutOfOrderRanges: ranges merge, the latest comes first, and filling
+// the hole takes them all in.
+func TestOutOfOrderRanges(t *testing.T) {
+	a, b := directPair(t, fastConfig())
+	_, s := connect(t, a, b, addrA4, addrB4, 80)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	base := s.rcvNxt
+	put := func(off, n int) {
+		sg := segment{seq: base + uint32(off), payload: make([]byte, n)}
+		for i := range sg.payload {
+			sg.payload[i] = byte(off + i)
+		}
+		s.receive(&sg)
+	}
+	put(300, 100)
+	put(100, 100)
+	put(200, 100) // joins both
+	put(600, 50)
+	if s.nooo != 2 || s.ooo[0] != (seqRange{base + 600, base + 650}) || s.ooo[1] != (seqRange{base + 100, base + 400}) {
+		t.Fatalf("ranges %v", s.ooo[:s.nooo])
+	}
+	put(0, 100)
+	if s.rcvNxt != base+400 || s.rcvBuf.n != 400 || s.nooo != 1 {
+		t.Fatalf("rcvNxt +%d, %d buffered, %d ranges", s.rcvNxt-base, s.rcvBuf.n, s.nooo)
+	}
+	got := make([]byte, 400)
+	s.rcvBuf.read(got)
+	for i, v := range got {
+		if v != byte(i) {
+			t.Fatalf("byte %d = %d", i, v)
+		}
+	}
+}

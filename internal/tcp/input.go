@@ -25,6 +25,7 @@ func (c *Conn) synOptions(sg *segment) {
 		c.mss = min(c.mss, int(sg.mss))
 	}
 	c.mss = max(c.mss, 64)
+	c.sackOK = sg.sackOK
 	if sg.wscale >= 0 && c.offerWScale {
 		c.sndShift = uint8(sg.wscale)
 	} else {
@@ -346,14 +347,15 @@ func (c *Conn) receive(sg *segment) {
 }
 
 // addRange records out-of-order data [start, end), merging it with the
-// ranges it touches. It reports false if there are too many ranges.
+// ranges it touches, and puts it first, as the SACK block of the latest
+// segment must be. It reports false if there are too many ranges.
 func (c *Conn) addRange(start, end uint32) bool {
 	r := seqRange{start, end}
+	var keep [maxRanges]seqRange
 	k := 0
-	for i := 0; i < c.nooo; i++ {
-		o := c.ooo[i]
+	for _, o := range c.ooo[:c.nooo] {
 		if seqLT(o.end, r.start) || seqGT(o.start, r.end) {
-			c.ooo[k] = o
+			keep[k] = o
 			k++
 			continue
 		}
@@ -365,10 +367,10 @@ func (c *Conn) addRange(start, end uint32) bool {
 		}
 	}
 	if k == maxRanges {
-		c.nooo = k
 		return false
 	}
-	c.ooo[k] = r
+	c.ooo[0] = r
+	copy(c.ooo[1:], keep[:k])
 	c.nooo = k + 1
 	return true
 }
@@ -387,8 +389,8 @@ func (c *Conn) takeAhead() {
 				c.rcvBuf.extend(int(r.end - c.rcvNxt))
 				c.rcvNxt = r.end
 			}
+			copy(c.ooo[i:], c.ooo[i+1:c.nooo])
 			c.nooo--
-			c.ooo[i] = c.ooo[c.nooo]
 			moved = true
 			break
 		}

@@ -26,6 +26,10 @@ func (c *Conn) queueControl(flags packet.TCPFlags, seq uint32) {
 	if flags&flagACK != 0 {
 		h.wnd = c.windowField()
 	}
+	if flags&(flagACK|flagRST) == flagACK && c.sackOK && c.nooo > 0 {
+		// Bare ACKs tell what arrived beyond a hole (RFC 2018).
+		h.sacks = c.ooo[:min(c.nooo, maxSACKBlocks)]
+	}
 	c.queue(&h, nil, nil)
 }
 
@@ -60,6 +64,8 @@ func (c *Conn) sendAckLimited() {
 // MSS and, when allowed, window scale options.
 func (c *Conn) sendSYN() {
 	h := header{seq: c.iss, flags: flagSYN, mss: uint16(c.s.mss(c.id.local.Addr())), wscale: -1}
+	// Offered in a SYN; in a SYN-ACK only if the peer offered it.
+	h.sackOK = c.state == stateSynSent || c.sackOK
 	if c.offerWScale {
 		h.wscale = int8(c.rcvShift)
 	}

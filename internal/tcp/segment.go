@@ -23,7 +23,12 @@ const (
 	optNOP    = 1
 	optMSS    = 2
 	optWScale = 3
+	optSACKOK = 4 // SACK permitted (RFC 2018)
+	optSACK   = 5
 )
+
+// maxSACKBlocks is how many SACK blocks an ACK carries.
+const maxSACKBlocks = 3
 
 // maxWScale is the largest window scale shift RFC 7323 allows.
 const maxWScale = 14
@@ -42,6 +47,7 @@ type segment struct {
 	wnd              uint16
 	mss              uint16 // 0: no MSS option
 	wscale           int8   // -1: no window scale option
+	sackOK           bool   // SACK permitted
 	payload          []byte
 }
 
@@ -106,6 +112,8 @@ func (s *segment) parseOptions(o []byte) error {
 			s.mss = binary.BigEndian.Uint16(o[2:4])
 		case o[0] == optWScale && o[1] == 3:
 			s.wscale = int8(min(o[2], maxWScale))
+		case o[0] == optSACKOK && o[1] == 2:
+			s.sackOK = true
 		}
 		o = o[o[1]:]
 	}
@@ -120,6 +128,8 @@ type header struct {
 	wnd      uint16
 	mss      uint16 // 0: no MSS option
 	wscale   int8   // -1: no window scale option
+	sackOK   bool   // SACK permitted, for SYNs
+	sacks    []seqRange
 	ipID     uint16
 }
 
@@ -132,6 +142,12 @@ func (h *header) optionsLen() int {
 	}
 	if h.wscale >= 0 {
 		n += 4 // NOP and the 3-byte option
+	}
+	if h.sackOK {
+		n += 4 // two NOPs and the 2-byte option
+	}
+	if len(h.sacks) > 0 {
+		n += 4 + 8*len(h.sacks) // two NOPs, kind, length, blocks
 	}
 	return n
 }
@@ -166,6 +182,20 @@ func buildSegment(b []byte, h *header, p1, p2 []byte) (int, error) {
 	}
 	if h.wscale >= 0 {
 		o[0], o[1], o[2], o[3] = optNOP, optWScale, 3, byte(h.wscale)
+		o = o[4:]
+	}
+	if h.sackOK {
+		o[0], o[1], o[2], o[3] = optNOP, optNOP, optSACKOK, 2
+		o = o[4:]
+	}
+	if len(h.sacks) > 0 {
+		o[0], o[1], o[2], o[3] = optNOP, optNOP, optSACK, byte(2+8*len(h.sacks))
+		o = o[4:]
+		for _, r := range h.sacks {
+			binary.BigEndian.PutUint32(o[0:4], r.start)
+			binary.BigEndian.PutUint32(o[4:8], r.end)
+			o = o[8:]
+		}
 	}
 	n := copy(t[hl:], p1)
 	copy(t[hl+n:], p2)
