@@ -166,6 +166,8 @@ func testTransfers(t *testing.T, neverDirect bool) {
 	oc.Close()
 
 	// A port nobody listens on is refused by the kernel with a reset.
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	if _, err := n.DialTCP(ctx, netip.AddrPortFrom(ts.IPv4(), 1).String()); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("dial of a closed OS port: %v", err)
 	}
