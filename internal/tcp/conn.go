@@ -97,6 +97,7 @@ type Conn struct {
 	rtoAt, delackAt, closeAt time.Time
 	rdl, wdl                 deadline
 	pending, spare           []*[]byte // packets to send once mu is released
+	flushing                 bool      // a caller of unlock is sending pending
 }
 
 // deadline is a read or write deadline with its timer.
@@ -139,8 +140,15 @@ func (c *Conn) wake() {
 
 // unlock sends the packets built while mu was held, then releases mu.
 // Packets are sent without the lock so that Output may take its time and
-// a peer stack in the same process may answer synchronously.
+// a peer stack in the same process may answer synchronously. One caller
+// at a time sends; packets queued meanwhile, by it or by others, go out
+// in its loop, in order, so sending never recurses.
 func (c *Conn) unlock() {
+	if c.flushing {
+		c.mu.Unlock()
+		return
+	}
+	c.flushing = true
 	for len(c.pending) > 0 {
 		q := c.pending
 		c.pending, c.spare = c.spare[:0], nil
@@ -150,19 +158,19 @@ func (c *Conn) unlock() {
 			q[i] = nil
 		}
 		c.mu.Lock()
-		if c.spare == nil {
-			c.spare = q[:0]
-		}
+		c.spare = q[:0]
 	}
+	c.flushing = false
 	c.mu.Unlock()
 }
 
-// wait sends pending packets and waits on cond. mu must be held.
+// wait sends pending packets or, if there are none to send, waits on
+// cond. mu must be held; the caller looks at the state again after.
 func (c *Conn) wait(cond *sync.Cond) {
-	if len(c.pending) > 0 {
+	if len(c.pending) > 0 && !c.flushing {
 		c.unlock()
 		c.mu.Lock()
-		return // the state may have changed: the caller looks again
+		return
 	}
 	cond.Wait()
 }

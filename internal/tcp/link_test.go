@@ -107,24 +107,61 @@ func pair(t testing.TB, cfg Config, imp impairments) (a, b *Stack, l *link) {
 	return a, b, l
 }
 
-// directPair returns stacks joined without a timer per packet: each
-// packet is handed over within Output. Used for allocation counts.
+// directPair returns stacks joined without a timer per packet: a packet
+// is delivered by whichever Output call finds the link idle, after the
+// packets queued before it, so that delivery neither recurses nor
+// reorders. Used for allocation counts and benchmarks.
 func directPair(t testing.TB, cfg Config) (a, b *Stack) {
 	t.Helper()
-	stacks := map[netip.Addr]*Stack{}
-	cfg.Output = func(pkt []byte) error {
+	d := &directLink{stacks: map[netip.Addr]*Stack{}}
+	cfg.Output = d.output
+	a, b = New(cfg), New(cfg)
+	d.stacks[addrA4], d.stacks[addrB4] = a, b
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+type directLink struct {
+	mu     sync.Mutex
+	stacks map[netip.Addr]*Stack
+	queue  []*[]byte
+	free   []*[]byte
+	busy   bool
+}
+
+func (d *directLink) output(pkt []byte) error {
+	d.mu.Lock()
+	var bp *[]byte
+	if n := len(d.free); n > 0 {
+		bp, d.free = d.free[n-1], d.free[:n-1]
+	} else {
+		b := make([]byte, 0, 1500)
+		bp = &b
+	}
+	*bp = append((*bp)[:0], pkt...)
+	d.queue = append(d.queue, bp)
+	if d.busy {
+		d.mu.Unlock()
+		return nil
+	}
+	d.busy = true
+	for len(d.queue) > 0 {
+		bp := d.queue[0]
+		copy(d.queue, d.queue[1:])
+		d.queue = d.queue[:len(d.queue)-1]
+		d.mu.Unlock()
 		var p packet.Parsed
-		if p.Decode(pkt) == nil {
-			if s := stacks[p.Dst]; s != nil {
+		if p.Decode(*bp) == nil {
+			if s := d.stacks[p.Dst]; s != nil {
 				s.Inbound(p.Src, p.Dst, p.Transport())
 			}
 		}
-		return nil
+		d.mu.Lock()
+		d.free = append(d.free, bp)
 	}
-	a, b = New(cfg), New(cfg)
-	stacks[addrA4], stacks[addrB4] = a, b
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
+	d.busy = false
+	d.mu.Unlock()
+	return nil
 }
 
 // checkGoroutines fails t if the number of goroutines does not come back
