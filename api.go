@@ -241,27 +241,72 @@ func (n *Node) ListenUDP(port uint16) (*UDPConn, error) {
 // DialUDP returns a socket that sends to and receives only from addr,
 // "name:port" or "ip:port". Its Read and Write need no address.
 func (n *Node) DialUDP(ctx context.Context, addr string) (net.Conn, error) {
-	host, portStr, err := net.SplitHostPort(addr)
+	dst, err := n.resolveAddrPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("microlink: %w", err)
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil {
-		return nil, fmt.Errorf("microlink: bad port in %q", addr)
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		addrs, rerr := n.Resolve(host)
-		if rerr != nil {
-			return nil, rerr
-		}
-		ip = addrs[0]
+		return nil, err
 	}
 	c, err := n.ListenUDP(0)
 	if err != nil {
 		return nil, err
 	}
-	return &connectedUDP{c: c, remote: netip.AddrPortFrom(ip.Unmap(), uint16(port))}, nil
+	return &connectedUDP{c: c, remote: dst}, nil
+}
+
+// resolveAddrPort turns "name:port" or "ip:port" into an address and port.
+func (n *Node) resolveAddrPort(addr string) (netip.AddrPort, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("microlink: %w", err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("microlink: bad port in %q", addr)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		addrs, rerr := n.Resolve(host)
+		if rerr != nil {
+			return netip.AddrPort{}, rerr
+		}
+		ip = addrs[0]
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(port)), nil
+}
+
+// ListenTCP listens for TCP connections to port on the node's tailnet
+// addresses (IPv4 and IPv6). Peers reach it at IPv4():port if the
+// tailnet's ACL lets them; connections to ports nobody listens on are
+// refused with a reset.
+func (n *Node) ListenTCP(port uint16) (net.Listener, error) {
+	data, err := n.dataPlane()
+	if err != nil {
+		return nil, err
+	}
+	l, err := data.stack.ListenTCP(port)
+	if err != nil {
+		return nil, fmt.Errorf("microlink: %w", err)
+	}
+	return l, nil
+}
+
+// DialTCP opens a TCP connection to addr, "name:port" or "ip:port", and
+// waits until it is established, refused, timed out or ctx is done. The
+// connection supports deadlines and, through an interface with a
+// CloseWrite() error method, half-close.
+func (n *Node) DialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	dst, err := n.resolveAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	data, err := n.dataPlane()
+	if err != nil {
+		return nil, err
+	}
+	c, err := data.stack.DialTCP(ctx, dst)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(dst), Err: err}
+	}
+	return c, nil
 }
 
 // SendUDP sends one datagram to addr ("name:port" or "ip:port") from an
@@ -290,7 +335,9 @@ func (n *Node) Stats() Stats {
 	st.BytesIn, st.BytesOut = ws.BytesIn, ws.BytesOut
 	st.Handshakes = ws.HandshakesCompleted
 	dropped, _, _ := data.stack.Counters()
-	st.Dropped = ws.Drops + dropped
+	ts := data.stack.TCPStats()
+	st.Dropped = ws.Drops + dropped + ts.Dropped
+	st.TCPConns, st.TCPRetransmits = ts.Conns, ts.Retransmits
 	return st
 }
 

@@ -124,6 +124,8 @@ type Stats struct {
 	BytesIn, BytesOut     uint64 // WireGuard payload bytes
 	Handshakes            uint64 // completed WireGuard handshakes
 	Dropped               uint64 // packets dropped by the filter or for errors
+	TCPConns              int    // TCP connections in any state
+	TCPRetransmits        uint64 // TCP segments sent again after a loss
 	Peers                 int    // peers in the netmap
 }
 

@@ -58,3 +58,11 @@ func pseudoSum(src, dst netip.Addr, proto Proto, n int) uint64 {
 func transportChecksum(src, dst netip.Addr, proto Proto, b []byte) uint16 {
 	return fold(sum(pseudoSum(src, dst, proto, len(b)), b))
 }
+
+// TransportChecksum returns the checksum of the transport message b with
+// the IPv4 or IPv6 pseudo header of src, dst and proto. Computed over a
+// message whose checksum field is zero, it is the value to store there;
+// over a received message, it is zero if the checksum is correct.
+func TransportChecksum(src, dst netip.Addr, proto Proto, b []byte) uint16 {
+	return transportChecksum(src, dst, proto, b)
+}

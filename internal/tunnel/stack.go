@@ -11,6 +11,7 @@ import (
 
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/packet"
+	"github.com/microlink-go/microlink/internal/tcp"
 )
 
 // Config configures a Stack.
@@ -21,7 +22,10 @@ type Config struct {
 	// OnDiscoKey, if set, is called when a peer advertises its disco key
 	// in a TSMP message.
 	OnDiscoKey func(peer key.NodePublic, disco key.DiscoPublic)
-	Logger     *slog.Logger
+	// TCP configures the TCP stack; its Output and Logger are set by the
+	// Stack.
+	TCP    tcp.Config
+	Logger *slog.Logger
 }
 
 // Stack is the node's userspace IP endpoint. It is safe for concurrent use.
@@ -29,6 +33,7 @@ type Stack struct {
 	cfg    Config
 	logger *slog.Logger
 	pool   *bufPool
+	tcp    *tcp.Stack
 
 	addrs  atomic.Pointer[[]netip.Addr]  // own addresses, IPv4 first
 	filter atomic.Pointer[packet.Filter] // nil: allow everything
@@ -70,6 +75,11 @@ func New(cfg Config) *Stack {
 	}
 	empty := []netip.Addr{}
 	s.addrs.Store(&empty)
+	tc := cfg.TCP
+	tc.Output = s.output
+	tc.Logger = cfg.Logger
+	tc.MTU = MaxPacket
+	s.tcp = tcp.New(tc)
 	return s
 }
 
@@ -141,6 +151,9 @@ func (s *Stack) Inbound(peer key.NodePublic, pkt []byte) {
 	switch {
 	case p.Proto == packet.ProtoUDP && !p.Fragment:
 		s.deliverUDP(&p)
+	case p.Proto == packet.ProtoTCP && !p.Fragment:
+		s.delivered.Add(1)
+		s.tcp.Inbound(p.Src, p.Dst, p.Transport())
 	case p.IsEchoRequest():
 		s.replyEcho(p.Buffer())
 	case p.IsEchoReply():
@@ -258,5 +271,6 @@ func (s *Stack) Close() error {
 	for _, c := range conns {
 		c.Close()
 	}
+	s.tcp.Close()
 	return nil
 }

@@ -1,0 +1,368 @@
+package tcp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config configures a Stack. Zero fields take the defaults shown.
+type Config struct {
+	// Output sends one complete IP packet. The packet is only valid
+	// during the call. It must not call back into the Stack.
+	Output func(ipPacket []byte) error
+	Logger *slog.Logger
+
+	// MTU is the largest IP packet sent or expected: 1280, giving an MSS
+	// of 1240 for IPv4 and 1220 for IPv6.
+	MTU int
+	// MaxConns bounds the connections of the stack, in every state: 64.
+	MaxConns int
+	// SendBuffer and ReceiveBuffer are the per-connection buffer sizes,
+	// 4 KiB to 1 MiB: 128 KiB each. The receive buffer is the largest
+	// window the connection advertises.
+	SendBuffer, ReceiveBuffer int
+	// Backlog bounds the connections of a listener that are being set up
+	// or wait for Accept: 16. Further SYNs are dropped.
+	Backlog int
+	// TimeWait is how long a closed connection lingers in TIME-WAIT: 2 s.
+	TimeWait time.Duration
+	// FinWait2Timeout is how long a connection closed by Close waits for
+	// the peer's FIN: 10 s.
+	FinWait2Timeout time.Duration
+	// MinRTO and MaxRTO bound the retransmission timeout: 200 ms and 30 s.
+	MinRTO, MaxRTO time.Duration
+	// MaxRetries is how many times in a row a segment is retransmitted
+	// before the connection fails: 8 (with MinRTO 200 ms, about 50 s for
+	// data; SYNs start from 1 s).
+	MaxRetries int
+}
+
+func (c *Config) setDefaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.MTU, 1280)
+	def(&c.MaxConns, 64)
+	def(&c.SendBuffer, 128<<10)
+	def(&c.ReceiveBuffer, 128<<10)
+	def(&c.Backlog, 16)
+	def(&c.MaxRetries, 8)
+	c.SendBuffer = min(max(c.SendBuffer, 4<<10), 1<<20)
+	c.ReceiveBuffer = min(max(c.ReceiveBuffer, 4<<10), 1<<20)
+	defDur(&c.TimeWait, 2*time.Second)
+	defDur(&c.FinWait2Timeout, 10*time.Second)
+	defDur(&c.MinRTO, 200*time.Millisecond)
+	defDur(&c.MaxRTO, 30*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Errors of connections and of the stack.
+var (
+	ErrClosed  = errors.New("tcp: stack closed")
+	ErrRefused = errors.New("tcp: connection refused")
+	ErrReset   = errors.New("tcp: connection reset by peer")
+	ErrTimeout = errors.New("tcp: connection timed out: no acknowledgement after repeated retransmissions")
+	ErrAborted = errors.New("tcp: connection aborted")
+	errTooMany = errors.New("tcp: too many connections")
+	errNoPorts = errors.New("tcp: no free local port")
+)
+
+// connID is a connection's four-tuple.
+type connID struct {
+	local, remote netip.AddrPort
+}
+
+// Stats are a stack's counters.
+type Stats struct {
+	SegmentsIn, SegmentsOut uint64
+	Retransmits             uint64 // segments sent again: timeouts and fast retransmits
+	Timeouts                uint64 // retransmission timer expiries
+	ResetsSent              uint64
+	Dropped                 uint64 // malformed segments and SYNs beyond a backlog or MaxConns
+	Conns                   int    // connections in any state
+}
+
+// Stack is a TCP endpoint. It is safe for concurrent use.
+type Stack struct {
+	cfg  Config
+	pool *bufPool
+
+	mu        sync.Mutex
+	conns     map[connID]*Conn
+	listeners map[uint16]*Listener
+	closed    bool
+
+	ipID                        atomic.Uint32
+	segsIn, segsOut, retransmit atomic.Uint64
+	resets, dropped, timeouts   atomic.Uint64
+}
+
+// New returns a Stack.
+func New(cfg Config) *Stack {
+	cfg.setDefaults()
+	return &Stack{
+		cfg:       cfg,
+		pool:      newBufPool(256, cfg.MTU),
+		conns:     map[connID]*Conn{},
+		listeners: map[uint16]*Listener{},
+	}
+}
+
+// Stats returns the stack's counters.
+func (s *Stack) Stats() Stats {
+	s.mu.Lock()
+	n := len(s.conns)
+	s.mu.Unlock()
+	return Stats{
+		SegmentsIn: s.segsIn.Load(), SegmentsOut: s.segsOut.Load(),
+		Retransmits: s.retransmit.Load(), ResetsSent: s.resets.Load(),
+		Dropped: s.dropped.Load(), Timeouts: s.timeouts.Load(), Conns: n,
+	}
+}
+
+// Inbound handles the TCP segment seg (header and payload) that src sent
+// to dst. The segment is only read during the call.
+func (s *Stack) Inbound(src, dst netip.Addr, seg []byte) {
+	var sg segment
+	if parseSegment(src, dst, seg, &sg) != nil {
+		s.dropped.Add(1)
+		return
+	}
+	s.segsIn.Add(1)
+	id := connID{local: netip.AddrPortFrom(dst, sg.dstPort), remote: netip.AddrPortFrom(src, sg.srcPort)}
+	s.mu.Lock()
+	c := s.conns[id]
+	var l *Listener
+	if c == nil {
+		l = s.listeners[sg.dstPort]
+	}
+	s.mu.Unlock()
+	switch {
+	case c != nil:
+		c.input(&sg)
+	case l != nil:
+		s.listenInput(l, id, &sg)
+	default:
+		s.sendReset(id, &sg)
+	}
+}
+
+// listenInput handles a segment for a listener with no connection of
+// its four-tuple.
+func (s *Stack) listenInput(l *Listener, id connID, sg *segment) {
+	switch {
+	case sg.has(flagRST):
+		return
+	case sg.has(flagACK):
+		s.sendReset(id, sg)
+		return
+	case !sg.has(flagSYN):
+		return
+	}
+	s.mu.Lock()
+	if s.closed || l.closed || l.pending+len(l.acceptq) >= cap(l.acceptq) || len(s.conns) >= s.cfg.MaxConns {
+		s.mu.Unlock()
+		s.dropped.Add(1)
+		return
+	}
+	if c := s.conns[id]; c != nil {
+		s.mu.Unlock()
+		c.input(sg)
+		return
+	}
+	c := s.newConn(id)
+	c.listener = l
+	c.inBacklog = true
+	l.pending++
+	s.conns[id] = c
+	s.mu.Unlock()
+
+	c.mu.Lock()
+	c.acceptSYN(sg)
+	c.unlock()
+}
+
+// sendReset answers a segment that belongs to no connection (RFC 9293,
+// section 3.10.7.1).
+func (s *Stack) sendReset(id connID, sg *segment) {
+	if sg.has(flagRST) {
+		return
+	}
+	h := header{src: id.local, dst: id.remote, wscale: -1}
+	if sg.has(flagACK) {
+		h.seq, h.flags = sg.ack, flagRST
+	} else {
+		h.ack, h.flags = sg.seq+sg.len(), flagRST|flagACK
+	}
+	s.resets.Add(1)
+	bp := s.pool.get()
+	s.send(bp, &h, nil, nil)
+	s.output(bp)
+}
+
+// send builds a packet into bp, cutting it to its length.
+func (s *Stack) send(bp *[]byte, h *header, p1, p2 []byte) {
+	h.ipID = uint16(s.ipID.Add(1))
+	n, err := buildSegment(*bp, h, p1, p2)
+	if err != nil {
+		n = 0
+	}
+	*bp = (*bp)[:n]
+}
+
+// output hands the packet in bp to Config.Output and returns bp to the
+// pool.
+func (s *Stack) output(bp *[]byte) {
+	if len(*bp) > 0 {
+		s.segsOut.Add(1)
+		s.cfg.Output(*bp)
+	}
+	s.pool.put(bp)
+}
+
+// mss returns the largest segment payload for packets from local.
+func (s *Stack) mss(local netip.Addr) int {
+	if local.Is4() {
+		return s.cfg.MTU - 40
+	}
+	return s.cfg.MTU - 60
+}
+
+// Listen opens a listener on port of every local address.
+func (s *Stack) Listen(port uint16) (*Listener, error) {
+	if port == 0 {
+		return nil, errors.New("tcp: listening needs a port")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if s.listeners[port] != nil {
+		return nil, fmt.Errorf("tcp: port %d already in use", port)
+	}
+	l := &Listener{s: s, port: port, acceptq: make(chan *Conn, s.cfg.Backlog), done: make(chan struct{})}
+	s.listeners[port] = l
+	return l, nil
+}
+
+// Dial opens a connection from src (an address of the node) to dst, from
+// a free ephemeral port, and waits until it is established, refused, timed
+// out or ctx is done.
+func (s *Stack) Dial(ctx context.Context, src netip.Addr, dst netip.AddrPort) (*Conn, error) {
+	if src.Is4() != dst.Addr().Is4() {
+		return nil, fmt.Errorf("tcp: source %v and destination %v of different families", src, dst)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if len(s.conns) >= s.cfg.MaxConns {
+		s.mu.Unlock()
+		return nil, errTooMany
+	}
+	var r [2]byte
+	rand.Read(r[:])
+	start := binary.BigEndian.Uint16(r[:])
+	var id connID
+	found := false
+	for i := range 16384 {
+		port := uint16(49152 + (int(start)+i)%16384)
+		id = connID{local: netip.AddrPortFrom(src, port), remote: dst}
+		if s.conns[id] == nil && s.listeners[port] == nil {
+			found = true
+			break
+		}
+	}
+	if !found {
+		s.mu.Unlock()
+		return nil, errNoPorts
+	}
+	c := s.newConn(id)
+	s.conns[id] = c
+	s.mu.Unlock()
+
+	c.mu.Lock()
+	c.state = stateSynSent
+	c.offerWScale = true
+	c.sendSYN()
+	stop := context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		c.wake()
+		c.mu.Unlock()
+	})
+	defer stop()
+	for c.state == stateSynSent || c.state == stateSynReceived {
+		if err := ctx.Err(); err != nil {
+			c.abort(err)
+			c.unlock()
+			return nil, err
+		}
+		c.wait(&c.sndCond)
+	}
+	err := c.err
+	c.unlock()
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// remove forgets c. Called with c.mu held.
+func (s *Stack) remove(c *Conn) {
+	s.mu.Lock()
+	if s.conns[c.id] == c {
+		delete(s.conns, c.id)
+	}
+	if c.inBacklog {
+		c.inBacklog = false
+		c.listener.pending--
+	}
+	s.mu.Unlock()
+}
+
+// Close closes every listener and aborts every connection with a reset.
+func (s *Stack) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	ls := make([]*Listener, 0, len(s.listeners))
+	for _, l := range s.listeners {
+		ls = append(ls, l)
+	}
+	cs := make([]*Conn, 0, len(s.conns))
+	for _, c := range s.conns {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.Close()
+	}
+	for _, c := range cs {
+		c.mu.Lock()
+		c.abort(ErrClosed)
+		c.unlock()
+	}
+	return nil
+}

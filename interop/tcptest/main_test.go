@@ -1,0 +1,123 @@
+// Package tcptest runs microlink's TCP against the Linux kernel's TCP
+// through a real tailscaled in TUN mode: the test process and the
+// tailscaled share a network namespace of their own, so the test's OS
+// sockets on the 100.x addresses go through the kernel stack, the TUN
+// device and tailscaled to microlink, over DERP or a direct path.
+package tcptest
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/microlink-go/microlink"
+	"github.com/microlink-go/microlink/interop/lab"
+	"tailscale.com/ipn/ipnstate"
+)
+
+func TestMain(m *testing.M) { os.Exit(lab.RunInNetns(m)) }
+
+// tcpLab starts a lab, a real tailscaled in TUN mode and a connected
+// microlink node, and waits until each can reach the other.
+func tcpLab(t *testing.T, hostname string, neverDirect bool) (*lab.Lab, *lab.Tailscaled, *microlink.Node) {
+	t.Helper()
+	if err := lab.TUNAvailable(); err != nil {
+		t.Skipf("needs the real peer in TUN mode: %v", err)
+	}
+	l := lab.Start(t, lab.Options{})
+	ts := l.StartTailscaled(t, lab.TSOptions{Hostname: "real-peer", TUN: true, NeverDirect: neverDirect})
+	n := startNode(t, l, hostname)
+	waitFor(t, 5*time.Second, "real-peer in the netmap", func() bool { _, ok := findPeer(n, "real-peer"); return ok })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := ts.WaitStatus(ctx, func(st *ipnstate.Status) bool {
+		p := lab.FindPeer(st, hostname)
+		return p != nil && p.Relay != ""
+	}); err != nil {
+		t.Fatalf("real peer never learned microlink's home DERP: %v", err)
+	}
+	// The first packets wait for the WireGuard handshake: warm the path.
+	for range 5 {
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := n.Ping(pctx, ts.IPv4().String(), microlink.PingTSMP)
+		pcancel()
+		if err == nil {
+			break
+		}
+	}
+	return l, ts, n
+}
+
+func startNode(t *testing.T, l *lab.Lab, hostname string) *microlink.Node {
+	t.Helper()
+	n, err := microlink.New(microlink.Config{
+		AuthKey:    l.AuthKey,
+		ControlURL: l.ControlURL,
+		Hostname:   hostname,
+		StateDir:   t.TempDir(),
+		Port:       -1,
+		Logger:     testLogger(t).With("node", hostname),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return n
+}
+
+// testLogger writes into the test log until the test ends.
+func testLogger(t *testing.T) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(w.stop)
+	level := slog.LevelInfo
+	if os.Getenv("MICROLINK_TEST_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+type testWriter struct {
+	mu   sync.Mutex
+	t    *testing.T
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *testWriter) stop() { w.mu.Lock(); w.done = true; w.mu.Unlock() }
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func findPeer(n *microlink.Node, name string) (microlink.Peer, bool) {
+	for _, p := range n.Peers() {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return microlink.Peer{}, false
+}
