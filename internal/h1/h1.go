@@ -312,6 +312,9 @@ func ReadRequest(br *bufio.Reader, maxBody int) (*Request, error) {
 	if err != nil {
 		return nil, err
 	}
+	if f, ok := body.(*fixedReader); ok && f.n > int64(maxBody) {
+		return nil, fmt.Errorf("%w: body of %d bytes", ErrTooLarge, f.n)
+	}
 	b, err := io.ReadAll(io.LimitReader(body, int64(maxBody)+1))
 	if err != nil {
 		return nil, err
