@@ -218,7 +218,11 @@ func (cc *ClientConn) unusableLocked() error {
 // writeBody sends body as DATA frames within the send windows, ending
 // the stream at EOF.
 func (cc *ClientConn) writeBody(ctx context.Context, s *stream, body io.Reader) error {
-	buf := make([]byte, defaultMaxFrame)
+	size := defaultMaxFrame
+	if l, ok := body.(interface{ Len() int }); ok {
+		size = min(max(l.Len(), 512), size) // small JSON bodies need no 16 KiB
+	}
+	buf := make([]byte, size)
 	for {
 		n, rerr := body.Read(buf)
 		data := buf[:n]
