@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -78,7 +77,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: localAPI(n, func() error {
+		srv := serveAPI(ln, localAPI(n, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
 			if err := n.Logout(ctx); err != nil {
@@ -86,8 +85,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 			}
 			close(loggedOut)
 			return nil
-		}, rebind)}
-		go srv.Serve(ln)
+		}, rebind))
 		defer func() {
 			srv.Close()
 			os.Remove(sockPath)

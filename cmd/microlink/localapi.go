@@ -1,19 +1,21 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	"net/textproto"
 	"net/url"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/microlink-go/microlink"
+	"github.com/microlink-go/microlink/internal/h1"
 )
 
 // The local API: HTTP over a unix socket, spoken between "microlink up" and
@@ -114,60 +116,97 @@ func parsePingType(s string) (microlink.PingType, error) {
 	return 0, fmt.Errorf("unknown ping type %q (want disco, TSMP or ICMP)", s)
 }
 
-// localAPI serves the local API for node n. logout and rebind do the
-// work of POST /logout and POST /rebind.
-func localAPI(n *microlink.Node, logout, rebind func() error) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, statusOf(n))
-	})
-	mux.HandleFunc("POST /ping", func(w http.ResponseWriter, r *http.Request) {
-		typ, err := parsePingType(r.URL.Query().Get("type"))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		timeout := 10 * time.Second
-		if s := r.URL.Query().Get("timeout"); s != "" {
-			if d, err := time.ParseDuration(s); err == nil && d > 0 {
-				timeout = d
-			}
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), timeout)
-		defer cancel()
-		res, err := n.Ping(ctx, r.URL.Query().Get("target"), typ)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		pj := pingJSON{Type: res.Type.String(), Peer: res.Peer, IP: res.PeerIP.String(), LatencyMS: ms(res.Latency), DERPRegion: res.DERPRegion}
-		if res.Endpoint.IsValid() {
-			pj.Endpoint = res.Endpoint.String()
-		}
-		writeJSON(w, pj)
-	})
-	mux.HandleFunc("POST /logout", func(w http.ResponseWriter, r *http.Request) {
-		if err := logout(); err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("POST /rebind", func(w http.ResponseWriter, r *http.Request) {
-		if err := rebind(); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	return mux
+// apiResponse is the local API's answer to one request.
+type apiResponse struct {
+	status int
+	header textproto.MIMEHeader
+	body   []byte
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+// apiHandler answers one local API request.
+type apiHandler func(ctx context.Context, method string, u *url.URL) apiResponse
+
+// apiRoute is one path of the local API and the method it answers.
+type apiRoute struct {
+	method string
+	serve  func(ctx context.Context, q url.Values) apiResponse
+}
+
+// localAPI returns the local API for node n. logout and rebind do the
+// work of POST /logout and POST /rebind.
+func localAPI(n *microlink.Node, logout, rebind func() error) apiHandler {
+	routes := map[string]apiRoute{
+		"/status": {"GET", func(ctx context.Context, q url.Values) apiResponse {
+			return jsonResponse(statusOf(n))
+		}},
+		"/ping": {"POST", func(ctx context.Context, q url.Values) apiResponse {
+			typ, err := parsePingType(q.Get("type"))
+			if err != nil {
+				return errorResponse(err.Error(), 400)
+			}
+			timeout := 10 * time.Second
+			if s := q.Get("timeout"); s != "" {
+				if d, err := time.ParseDuration(s); err == nil && d > 0 {
+					timeout = d
+				}
+			}
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			res, err := n.Ping(ctx, q.Get("target"), typ)
+			if err != nil {
+				return errorResponse(err.Error(), 502)
+			}
+			pj := pingJSON{Type: res.Type.String(), Peer: res.Peer, IP: res.PeerIP.String(), LatencyMS: ms(res.Latency), DERPRegion: res.DERPRegion}
+			if res.Endpoint.IsValid() {
+				pj.Endpoint = res.Endpoint.String()
+			}
+			return jsonResponse(pj)
+		}},
+		"/logout": {"POST", func(ctx context.Context, q url.Values) apiResponse {
+			if err := logout(); err != nil {
+				return errorResponse(err.Error(), 502)
+			}
+			return apiResponse{status: 204}
+		}},
+		"/rebind": {"POST", func(ctx context.Context, q url.Values) apiResponse {
+			if err := rebind(); err != nil {
+				return errorResponse(err.Error(), 500)
+			}
+			return apiResponse{status: 204}
+		}},
+	}
+	return func(ctx context.Context, method string, u *url.URL) apiResponse {
+		r, ok := routes[u.Path]
+		if !ok {
+			return errorResponse("404 page not found", 404)
+		}
+		allow := r.method
+		if r.method == "GET" {
+			allow = "GET, HEAD"
+		}
+		if method != r.method && !(r.method == "GET" && method == "HEAD") {
+			res := errorResponse("Method Not Allowed", 405)
+			res.header.Set("Allow", allow)
+			return res
+		}
+		return r.serve(ctx, u.Query())
+	}
+}
+
+// errorResponse is a plain-text error, as net/http's Error writes it.
+func errorResponse(msg string, status int) apiResponse {
+	return apiResponse{status: status, header: textproto.MIMEHeader{
+		"Content-Type":           {"text/plain; charset=utf-8"},
+		"X-Content-Type-Options": {"nosniff"},
+	}, body: []byte(msg + "\n")}
+}
+
+func jsonResponse(v any) apiResponse {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return errorResponse(err.Error(), 500)
+	}
+	return apiResponse{status: 200, header: textproto.MIMEHeader{"Content-Type": {"application/json"}}, body: append(b, '\n')}
 }
 
 // listenUnix listens on path with mode 0600, replacing a stale socket file
@@ -195,24 +234,13 @@ func listenUnix(path string) (net.Listener, error) {
 // client talks to a running daemon.
 type client struct {
 	path string
-	hc   *http.Client
 }
 
-func newClient(path string) *client {
-	return &client{path: path, hc: &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-	}}}
-}
+func newClient(path string) *client { return &client{path: path} }
 
+// do sends one request and decodes a JSON answer into out, if not nil.
 func (c *client) do(method, path string, out any) error {
-	req, err := http.NewRequest(method, "http://microlink"+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.hc.Do(req)
+	conn, err := net.Dial("unix", c.path)
 	if err != nil {
 		var ne *net.OpError
 		if errors.As(err, &ne) {
@@ -220,9 +248,16 @@ func (c *client) do(method, path string, out any) error {
 		}
 		return err
 	}
-	defer resp.Body.Close()
+	defer conn.Close()
+	if err := h1.WriteRequest(conn, method, path, "microlink", textproto.MIMEHeader{"Connection": {"close"}}, nil); err != nil {
+		return err
+	}
+	resp, err := h1.ReadResponse(bufio.NewReader(conn), method)
+	if err != nil {
+		return fmt.Errorf("local API: %w", err)
+	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode/100 != 2 {
+	if resp.Status/100 != 2 {
 		return errors.New(string(trimNL(body)))
 	}
 	if out == nil {

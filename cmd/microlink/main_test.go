@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/http"
-	"net/http/httptest"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -109,8 +113,8 @@ func TestSocketRefusesLiveDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go http.Serve(ln, http.NotFoundHandler())
+	srv := serveAPI(ln, localAPI(nil, nil, nil))
+	defer srv.Close()
 	st, err := os.Stat(path)
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode %v, %v", st.Mode(), err)
@@ -143,9 +147,7 @@ func TestLocalAPIRebind(t *testing.T) {
 	var fail error
 	h := localAPI(nil, func() error { return nil }, func() error { calls++; return fail })
 	do := func(method string) int {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(method, "http://microlink/rebind", nil))
-		return rec.Code
+		return h(context.Background(), method, &url.URL{Path: "/rebind"}).status
 	}
 	if code := do("POST"); code != http.StatusNoContent || calls != 1 {
 		t.Fatalf("POST /rebind: code %d, %d calls", code, calls)
@@ -156,6 +158,131 @@ func TestLocalAPIRebind(t *testing.T) {
 	fail = errors.New("no socket")
 	if code := do("POST"); code != http.StatusInternalServerError || calls != 2 {
 		t.Fatalf("failing rebind: code %d, %d calls", code, calls)
+	}
+}
+
+// startAPI serves the local API with stub actions on a socket in a
+// temporary directory.
+func startAPI(t *testing.T, logout func() error) (path string, srv *apiServer) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "api.sock")
+	ln, err := listenUnix(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv = serveAPI(ln, localAPI(nil, logout, func() error { return nil }))
+	t.Cleanup(func() { srv.Close() })
+	return path, srv
+}
+
+// TestLocalAPIServer talks to the server with net/http's client, as curl
+// and scripts do, and with the command's own client.
+func TestLocalAPIServer(t *testing.T) {
+	before := runtime.NumGoroutine()
+	path, srv := startAPI(t, func() error { return errors.New("control unreachable") })
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}, Timeout: 5 * time.Second}
+	defer hc.CloseIdleConnections()
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		body, allow  string
+	}{
+		{"POST", "/rebind", 204, "", ""},
+		{"POST", "/rebind?x=1", 204, "", ""},
+		{"GET", "/rebind", 405, "Method Not Allowed\n", "POST"},
+		{"POST", "/status", 405, "Method Not Allowed\n", "GET, HEAD"},
+		{"GET", "/nope", 404, "404 page not found\n", ""},
+		{"POST", "/logout", 502, "control unreachable\n", ""},
+		{"POST", "/ping?type=bogus", 400, "unknown ping type \"bogus\" (want disco, TSMP or ICMP)\n", ""},
+	} {
+		req, _ := http.NewRequest(tc.method, "http://microlink"+tc.path, nil)
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tc.method, tc.path, err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != tc.status || string(b) != tc.body || res.Header.Get("Allow") != tc.allow {
+			t.Errorf("%s %s: %d %q allow %q", tc.method, tc.path, res.StatusCode, b, res.Header.Get("Allow"))
+		}
+	}
+	c := newClient(path)
+	if err := c.do("POST", "/rebind", nil); err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	if err := c.do("POST", "/logout", nil); err == nil || err.Error() != "control unreachable" {
+		t.Fatalf("client error: %v", err)
+	}
+
+	// Malformed and oversized requests get 400 and 413.
+	for _, tc := range []struct {
+		req  string
+		want string
+	}{
+		{"NONSENSE\r\n\r\n", "HTTP/1.1 400 "},
+		{"GET /status HTTP/1.1\r\nBad Header\r\n\r\n", "HTTP/1.1 400 "},
+		{"GET http://[::1/ HTTP/1.1\r\n\r\n", "HTTP/1.1 400 "},
+		{"POST /rebind HTTP/1.1\r\nContent-Length: 100000\r\n\r\n", "HTTP/1.1 413 "},
+		{"GET /status HTTP/1.1\r\n" + strings.Repeat("X-A: b\r\n", 300) + "\r\n", "HTTP/1.1 413 "},
+	} {
+		conn, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		go conn.Write([]byte(tc.req))
+		got, _ := io.ReadAll(conn)
+		conn.Close()
+		if !strings.HasPrefix(string(got), tc.want) || !strings.Contains(string(got), "Connection: close") {
+			t.Errorf("%.40q: got %.80q", tc.req, got)
+		}
+	}
+
+	// An idle connection does not hold up Close.
+	idle, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	time.Sleep(20 * time.Millisecond)
+	start := time.Now()
+	srv.Close()
+	if took := time.Since(start); took > apiCloseGrace/2 {
+		t.Fatalf("Close took %v", took)
+	}
+	hc.CloseIdleConnections()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines left after Close", n-before)
+	}
+}
+
+// TestNoNetHTTP keeps net/http (and the HTTP/2 package that needs it) out
+// of the binary: it costs over a megabyte.
+func TestNoNetHTTP(t *testing.T) {
+	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goCmd); err != nil {
+		t.Skipf("no go command: %v", err)
+	}
+	out, err := exec.Command(goCmd, "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		if p == "net/http" || p == "golang.org/x/net/http2" {
+			t.Errorf("cmd/microlink depends on %s", p)
+		}
+	}
+	if !strings.Contains(string(out), "github.com/microlink-go/microlink/internal/h2") {
+		t.Fatalf("dependency list looks wrong:\n%s", out)
 	}
 }
 

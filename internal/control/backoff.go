@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/microlink-go/microlink/internal/ts2021"
 )
 
 // Backoff and rate-limit bounds.
@@ -72,15 +73,15 @@ func (e *HTTPError) Error() string {
 }
 
 // statusError turns a non-200 response into an error, consuming its body.
-func statusError(op string, res *http.Response, now time.Time) error {
+func statusError(op string, res *ts2021.Response, now time.Time) error {
 	msg, _ := io.ReadAll(io.LimitReader(res.Body, 4<<10))
 	res.Body.Close()
 	text := strings.TrimSpace(string(msg))
 	ra := res.Header.Get("Retry-After")
-	if res.StatusCode == http.StatusTooManyRequests || (res.StatusCode == http.StatusServiceUnavailable && ra != "") {
-		return &RateLimitError{Status: res.StatusCode, RetryAfter: parseRetryAfter(ra, now), Msg: text}
+	if res.Status == 429 || (res.Status == 503 && ra != "") {
+		return &RateLimitError{Status: res.Status, RetryAfter: parseRetryAfter(ra, now), Msg: text}
 	}
-	return &HTTPError{Op: op, Status: res.StatusCode, Msg: text}
+	return &HTTPError{Op: op, Status: res.Status, Msg: text}
 }
 
 // parseRetryAfter reads a Retry-After value: seconds or an HTTP date.
@@ -90,11 +91,32 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	var d time.Duration
 	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
 		d = time.Duration(min(s, 7200)) * time.Second
-	} else if t, err := http.ParseTime(v); err == nil {
+	} else if t, err := parseHTTPDate(v); err == nil {
 		d = t.Sub(now)
 	}
 	if d <= 0 || d > time.Hour {
 		d = 5*time.Second + rand.N(5*time.Second)
 	}
 	return min(d, maxRetryAfter)
+}
+
+// httpDateLayouts are the forms of an HTTP date (RFC 9110, section
+// 5.6.7): IMF-fixdate, then the obsolete RFC 850 and asctime forms.
+var httpDateLayouts = []string{
+	"Mon, 02 Jan 2006 15:04:05 GMT",
+	"Monday, 02-Jan-06 15:04:05 GMT",
+	"Mon Jan _2 15:04:05 2006",
+}
+
+// parseHTTPDate parses an HTTP date, which is always in UTC.
+func parseHTTPDate(v string) (time.Time, error) {
+	v = strings.TrimSpace(v)
+	var err error
+	for _, layout := range httpDateLayouts {
+		var t time.Time
+		if t, err = time.Parse(layout, v); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, err
 }

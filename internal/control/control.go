@@ -14,12 +14,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/microlink-go/microlink/internal/h1"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/internal/ts2021"
@@ -106,8 +106,8 @@ type Options struct {
 	Pinger     Pinger
 
 	// HTTPClient fetches the server key and answers non-Noise pings;
-	// nil means http.DefaultClient.
-	HTTPClient *http.Client
+	// nil means a zero h1.Client (system roots).
+	HTTPClient *h1.Client
 	// MaxMessageSize bounds one compressed map message and, times eight,
 	// its decoded JSON. Zero means DefaultMaxMessageSize.
 	MaxMessageSize int
@@ -124,7 +124,7 @@ const DefaultMaxMessageSize = 8 << 20
 type Client struct {
 	opts   Options
 	log    *slog.Logger
-	hc     *http.Client
+	hc     *h1.Client
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // goroutines started outside Run (ping answers)
@@ -179,7 +179,7 @@ func New(opts Options) (*Client, error) {
 		c.log = discardLogger()
 	}
 	if c.hc == nil {
-		c.hc = http.DefaultClient
+		c.hc = &h1.Client{}
 	}
 	if opts.Hostinfo != nil {
 		hi := *opts.Hostinfo

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microlink-go/microlink/internal/h1"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/internal/ts2021/ts2021test"
@@ -280,7 +281,7 @@ func TestKeepAliveAndPings(t *testing.T) {
 	defer target.Close()
 	var r recorder
 	opts := r.options(f)
-	opts.HTTPClient = target.Client()
+	opts.HTTPClient = &h1.Client{}
 	opts.Pinger = pingerFunc(func(ctx context.Context, ip netip.Addr, typ string) (*tailcfg.PingResponse, error) {
 		return &tailcfg.PingResponse{LatencySeconds: 0.5, NodeName: "peer"}, nil
 	})

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/json"
 	"io"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/microlink-go/microlink/internal/h1"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/internal/ts2021/ts2021test"
@@ -226,7 +228,7 @@ func (r *recorder) options(f *fakeControl) Options {
 		ServerURL:  f.srv.URL,
 		MachineKey: key.NewPrivate(),
 		NodeKey:    key.NewPrivate(),
-		HTTPClient: f.srv.HTTP.Client(),
+		HTTPClient: httpClient(f.srv.HTTP.Certificate()),
 		Hostinfo:   &tailcfg.Hostinfo{Hostname: "test", OS: "linux", IPNVersion: "test"},
 		OnState: func(s State) {
 			r.mu.Lock()
@@ -261,4 +263,14 @@ func (r *recorder) numMaps() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.maps)
+}
+
+// httpClient trusts cert, if not nil.
+func httpClient(cert *x509.Certificate) *h1.Client {
+	hc := &h1.Client{}
+	if cert != nil {
+		hc.RootCAs = x509.NewCertPool()
+		hc.RootCAs.AddCert(cert)
+	}
+	return hc
 }

@@ -111,6 +111,10 @@ func TestParseRetryAfter(t *testing.T) {
 		{"99999999999999999999", 5 * time.Second, 10 * time.Second},
 		{now.Add(-time.Minute).Format(http.TimeFormat), 5 * time.Second, 10 * time.Second},
 		{"soon", 5 * time.Second, 10 * time.Second},
+		{"Thursday, 01-Jan-26 00:01:00 GMT", time.Minute, time.Minute},
+		{"Thu Jan  1 00:02:00 2026", 2 * time.Minute, 2 * time.Minute},
+		{" Thu, 01 Jan 2026 00:00:30 GMT ", 30 * time.Second, 30 * time.Second},
+		{"Thu, 01 Jan 2026 00:00:30 PST", 5 * time.Second, 10 * time.Second},
 	} {
 		if got := parseRetryAfter(tc.v, now); got < tc.min || got > tc.max {
 			t.Errorf("parseRetryAfter(%q) = %v, want [%v, %v]", tc.v, got, tc.min, tc.max)

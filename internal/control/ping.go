@@ -6,12 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/microlink-go/microlink/internal/h1"
 	"github.com/microlink-go/microlink/internal/tailcfg"
+	"github.com/microlink-go/microlink/internal/ts2021"
 )
 
 // pingTimeout bounds the answer to one PingRequest.
@@ -83,16 +84,12 @@ func (c *Client) answerPing(ctx context.Context, pr *tailcfg.PingRequest) error 
 
 // pingRequest sends method to pr.URL, over Noise when pr.URLIsNoise.
 func (c *Client) pingRequest(ctx context.Context, pr *tailcfg.PingRequest, method string, body []byte) error {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
 	if !pr.URLIsNoise {
-		req, err := http.NewRequestWithContext(ctx, method, pr.URL, rd)
+		res, err := c.hc.Do(ctx, method, pr.URL, nil, body)
 		if err != nil {
 			return err
 		}
-		return drain(c.hc.Do(req))
+		return drain(res.Body)
 	}
 	nc, err := c.noiseClient(ctx)
 	if err != nil {
@@ -103,49 +100,40 @@ func (c *Client) pingRequest(ctx context.Context, pr *tailcfg.PingRequest, metho
 		return err
 	}
 	// Same server, same connection: only path and query matter.
-	req, err := http.NewRequestWithContext(ctx, method, nc.URL(u.RequestURI()), rd)
+	req := &ts2021.Request{Method: method, Path: u.RequestURI()}
+	if body != nil {
+		req.Body = bytes.NewReader(body)
+	}
+	res, err := nc.RoundTrip(ctx, req)
 	if err != nil {
 		return err
 	}
-	return drain(nc.Do(req))
+	return drain(res.Body)
 }
 
-func drain(res *http.Response, err error) error {
-	if err != nil {
-		return err
-	}
-	io.Copy(io.Discard, io.LimitReader(res.Body, maxBody))
-	res.Body.Close()
+func drain(body io.ReadCloser) error {
+	io.Copy(io.Discard, io.LimitReader(body, maxBody))
+	body.Close()
 	return nil
 }
 
 // answerC2N handles a control-to-node HTTP request carried in a ping's
 // payload and returns the serialized HTTP response. Only /echo is served.
 func answerC2N(payload []byte) ([]byte, error) {
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(payload)))
+	req, err := h1.ReadRequest(bufio.NewReader(bytes.NewReader(payload)), maxBody)
 	if err != nil {
 		return nil, err
 	}
-	res := &http.Response{
-		StatusCode: http.StatusNotFound,
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     http.Header{},
+	u, err := url.ParseRequestURI(req.Target)
+	if err != nil {
+		return nil, err
 	}
-	var body []byte
-	if req.URL.Path == "/echo" {
-		body, err = io.ReadAll(io.LimitReader(req.Body, maxBody))
-		if err != nil {
-			return nil, err
-		}
-		res.StatusCode = http.StatusOK
-	} else {
-		body = []byte("not found\n")
+	status, body := 404, []byte("not found\n")
+	if u.Path == "/echo" {
+		status, body = 200, req.Body
 	}
-	res.Body = io.NopCloser(bytes.NewReader(body))
-	res.ContentLength = int64(len(body))
 	var out bytes.Buffer
-	if err := res.Write(&out); err != nil {
+	if err := h1.WriteResponse(&out, status, nil, body); err != nil {
 		return nil, err
 	}
 	return out.Bytes(), nil

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/tailcfg"
@@ -64,7 +63,7 @@ func (c *Client) sendLiteUpdate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("control: lite update: %w", err)
 	}
-	if res.StatusCode != http.StatusOK {
+	if res.Status != 200 {
 		return statusError("lite update", res, time.Now())
 	}
 	_, err = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<20))
@@ -92,7 +91,7 @@ func (c *Client) poll(ctx context.Context, mr *messageReader) (connected bool, e
 	if err != nil {
 		return false, fmt.Errorf("control: map poll: %w", err)
 	}
-	if res.StatusCode != http.StatusOK {
+	if res.Status != 200 {
 		return false, statusError("map poll", res, time.Now())
 	}
 	defer res.Body.Close()

@@ -1,13 +1,11 @@
 package control
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/key"
@@ -47,7 +45,6 @@ func (c *Client) noiseClient(ctx context.Context) (*ts2021.Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.hc.CloseIdleConnections() // everything else goes over Noise
 		c.log.Debug("control server key", "key", sk.String())
 	}
 	d, err := ts2021.NewDialer(c.opts.ServerURL, c.opts.MachineKey, sk, CapabilityVersion)
@@ -94,26 +91,12 @@ func (c *Client) closeConns() {
 
 // post sends a JSON request over Noise. The Ts-Lb header carries each
 // non-zero key in lb.
-func (c *Client) post(ctx context.Context, path string, body any, lb ...key.NodePublic) (*http.Response, error) {
+func (c *Client) post(ctx context.Context, path string, body any, lb ...key.NodePublic) (*ts2021.Response, error) {
 	nc, err := c.noiseClient(ctx)
 	if err != nil {
 		return nil, err
 	}
-	b, err := json.Marshal(body)
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, "POST", nc.URL(path), bytes.NewReader(b))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	for _, k := range lb {
-		if !k.IsZero() {
-			req.Header.Add(ts2021.LBHeader, k.String())
-		}
-	}
-	return nc.Do(req)
+	return nc.Post(ctx, path, body, lb...)
 }
 
 // doRegister sends one RegisterRequest and decodes the answer.
@@ -127,7 +110,7 @@ func (c *Client) doRegister(ctx context.Context, req *tailcfg.RegisterRequest) (
 	if err != nil {
 		return nil, fmt.Errorf("control: register: %w", err)
 	}
-	if res.StatusCode != http.StatusOK {
+	if res.Status != 200 {
 		return nil, statusError("register", res, time.Now())
 	}
 	defer res.Body.Close()

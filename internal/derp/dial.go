@@ -12,12 +12,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/microlink-go/microlink/internal/h1"
 	"github.com/microlink-go/microlink/internal/key"
 )
 
@@ -160,14 +160,13 @@ func upgrade(ctx context.Context, tcp net.Conn, n Node, ideal string, opts Optio
 // readUpgradeResponse reads the server's answer to the upgrade request
 // and returns the key of its Derp-Public-Key header, or zero if absent.
 func readUpgradeResponse(br *bufio.Reader) (key.NodePublic, error) {
-	resp, err := http.ReadResponse(br, nil)
+	resp, err := h1.ReadResponse(br, "GET")
 	if err != nil {
 		return key.NodePublic{}, err
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
+	if resp.Status != 101 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		resp.Body.Close()
-		return key.NodePublic{}, fmt.Errorf("derp: upgrade refused: %s: %q", resp.Status, b)
+		return key.NodePublic{}, fmt.Errorf("derp: upgrade refused: %d %s: %q", resp.Status, resp.Reason, b)
 	}
 	h := resp.Header.Get("Derp-Public-Key")
 	if h == "" {

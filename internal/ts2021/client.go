@@ -5,10 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
-	"net/http"
+	"io"
+	"net/textproto"
 	"sync"
 
+	"github.com/microlink-go/microlink/internal/h2"
 	"github.com/microlink-go/microlink/internal/key"
 )
 
@@ -18,45 +19,96 @@ const LBHeader = "Ts-Lb"
 // ErrClosed is returned by a closed Client.
 var ErrClosed = errors.New("ts2021: client closed")
 
-// Client sends HTTP requests to the control server over one ts2021
-// connection, dialing a new one when there is none or it has died.
-// It is safe for concurrent use.
-//
-// HTTP/2 comes from net/http (unencrypted HTTP/2 with prior knowledge over
-// the Noise session), so no second HTTP/2 implementation is linked in.
+// Request and Response are the HTTP/2 messages exchanged over the
+// connection.
+type (
+	Request  = h2.Request
+	Response = h2.Response
+)
+
+// Client sends HTTP/2 requests to the control server over one ts2021
+// connection, dialing a new one when there is none or it has died or is
+// going away. It is safe for concurrent use.
 type Client struct {
 	dialer *Dialer
 	host   string
-	tr     *http.Transport
 
 	ctx    context.Context // canceled by Close; bounds dials
 	cancel context.CancelFunc
 
-	mu     sync.Mutex
-	conns  map[*Conn]struct{} // live connections, closed by Close
-	closed bool
+	mu      sync.Mutex
+	cur     *h2.ClientConn              // where new requests go, or nil
+	dialing chan struct{}               // closed when the dial in flight ends
+	conns   map[*h2.ClientConn]struct{} // every connection not yet known dead
+	closed  bool
 }
 
 // NewClient returns a Client that dials with d.
 func NewClient(d *Dialer) *Client {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Client{
+	return &Client{
 		dialer: d,
 		host:   d.Host,
 		ctx:    ctx,
 		cancel: cancel,
-		conns:  make(map[*Conn]struct{}),
+		conns:  make(map[*h2.ClientConn]struct{}),
 	}
-	c.tr = &http.Transport{
-		Protocols:       new(http.Protocols),
-		MaxConnsPerHost: 1,
-		DialTLSContext:  c.dial,
-	}
-	c.tr.Protocols.SetUnencryptedHTTP2(true)
-	return c
 }
 
-func (c *Client) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+// conn returns the connection for a new request, dialing one if needed.
+// Only one dial runs at a time; other callers wait for it.
+func (c *Client) conn(ctx context.Context) (*h2.ClientConn, error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if c.cur != nil && c.cur.CanTakeNewRequest() {
+			cc := c.cur
+			c.mu.Unlock()
+			return cc, nil
+		}
+		c.cur = nil // an old connection finishes its streams on its own
+		for cc := range c.conns {
+			select {
+			case <-cc.Done():
+				delete(c.conns, cc)
+			default:
+			}
+		}
+		if ch := c.dialing; ch != nil {
+			c.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		ch := make(chan struct{})
+		c.dialing = ch
+		c.mu.Unlock()
+
+		cc, err := c.dial(ctx)
+		c.mu.Lock()
+		c.dialing = nil
+		close(ch)
+		if err == nil && c.closed {
+			c.mu.Unlock()
+			cc.Close()
+			return nil, ErrClosed
+		}
+		if err == nil {
+			c.cur = cc
+			c.conns[cc] = struct{}{}
+		}
+		c.mu.Unlock()
+		return cc, err
+	}
+}
+
+func (c *Client) dial(ctx context.Context) (*h2.ClientConn, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(c.ctx, cancel)
@@ -65,71 +117,81 @@ func (c *Client) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
+	cc, err := h2.NewClientConn(conn, &h2.Options{Logger: c.dialer.Logger})
+	if err != nil {
 		conn.Close()
-		return nil, ErrClosed
-	}
-	c.conns[conn] = struct{}{}
-	conn.onClose = func() {
-		c.mu.Lock()
-		delete(c.conns, conn)
-		c.mu.Unlock()
+		return nil, err
 	}
 	c.dialer.logger().Debug("ts2021 connected", "remote", conn.RemoteAddr().String())
-	return conn, nil
+	return cc, nil
 }
 
 // RoundTrip sends req over the current connection, dialing first if
-// needed. It implements http.RoundTripper.
-func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
-	c.mu.Lock()
-	closed := c.closed
-	c.mu.Unlock()
-	if closed {
-		return nil, ErrClosed
+// needed. An empty Authority means the control server's host. A request
+// the server did not process (its connection was going away or gone) is
+// sent once more on a new connection if its body can be rewound.
+func (c *Client) RoundTrip(ctx context.Context, req *Request) (*Response, error) {
+	r := *req
+	if r.Authority == "" {
+		r.Authority = c.host
 	}
-	return c.tr.RoundTrip(req)
+	for attempt := 0; ; attempt++ {
+		cc, err := c.conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		res, err := cc.RoundTrip(ctx, &r)
+		if err == nil {
+			return res, nil
+		}
+		if attempt > 0 || !errors.Is(err, h2.ErrNotProcessed) || !rewind(r.Body) {
+			return nil, err
+		}
+	}
 }
 
-// Do is RoundTrip, for symmetry with http.Client.
-func (c *Client) Do(req *http.Request) (*http.Response, error) { return c.RoundTrip(req) }
+// rewind resets a request body to its start, reporting whether it could.
+func rewind(body io.Reader) bool {
+	if body == nil {
+		return true
+	}
+	s, ok := body.(io.Seeker)
+	if !ok {
+		return false
+	}
+	_, err := s.Seek(0, io.SeekStart)
+	return err == nil
+}
 
-// URL returns the request URL for path on the control server. Scheme and
-// host only fill the HTTP/2 pseudo-headers.
-func (c *Client) URL(path string) string { return "https://" + c.host + path }
-
-// Post sends body as JSON to path, with the node key as load-balancer
-// hint.
-func (c *Client) Post(ctx context.Context, path string, nodeKey key.NodePublic, body any) (*http.Response, error) {
+// Post sends body as JSON to path, with each non-zero key of lb as a
+// load-balancer hint.
+func (c *Client) Post(ctx context.Context, path string, body any, lb ...key.NodePublic) (*Response, error) {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, "POST", c.URL(path), bytes.NewReader(b))
-	if err != nil {
-		return nil, err
+	h := textproto.MIMEHeader{"Content-Type": {"application/json"}}
+	for _, k := range lb {
+		if !k.IsZero() {
+			h.Add(LBHeader, k.String())
+		}
 	}
-	req.Header.Set("Content-Type", "application/json")
-	if !nodeKey.IsZero() {
-		req.Header.Add(LBHeader, nodeKey.String())
-	}
-	return c.RoundTrip(req)
+	return c.RoundTrip(ctx, &Request{Method: "POST", Path: path, Header: h, Body: bytes.NewReader(b)})
 }
 
 // CloseConns closes the live connections; the next request dials again.
 func (c *Client) CloseConns() {
 	c.mu.Lock()
-	conns := make([]*Conn, 0, len(c.conns))
-	for conn := range c.conns {
-		conns = append(conns, conn)
+	conns := make([]*h2.ClientConn, 0, len(c.conns))
+	for cc := range c.conns {
+		conns = append(conns, cc)
 	}
+	clear(c.conns)
+	c.cur = nil
 	c.mu.Unlock()
-	for _, conn := range conns {
-		conn.Close()
+	for _, cc := range conns {
+		cc.Close()
 	}
-	c.tr.CloseIdleConnections()
 }
 
 // Close closes the connections and makes further requests fail.

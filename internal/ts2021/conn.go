@@ -32,20 +32,6 @@ type Conn struct {
 	err     error
 
 	early atomic.Pointer[tailcfg.EarlyNoise]
-
-	closeOnce sync.Once
-	onClose   func() // or nil
-}
-
-// Close closes the connection.
-func (c *Conn) Close() error {
-	err := c.Conn.Close()
-	c.closeOnce.Do(func() {
-		if c.onClose != nil {
-			c.onClose()
-		}
-	})
-	return err
 }
 
 func newConn(nc *noise.Conn) *Conn { return &Conn{Conn: nc} }

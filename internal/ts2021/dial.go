@@ -10,11 +10,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"time"
 
+	"github.com/microlink-go/microlink/internal/h1"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/noise"
 )
@@ -242,29 +243,21 @@ func (d *Dialer) dialOne(ctx context.Context, useTLS bool, port string) (c *Conn
 	if (useTLS && port != "443") || (!useTLS && port != "80") {
 		hostHeader = addr
 	}
-	req := &http.Request{
-		Method:     "POST",
-		URL:        &url.URL{Path: UpgradePath},
-		Host:       hostHeader,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header: http.Header{
-			"Upgrade":       {UpgradeProtocol},
-			"Connection":    {"upgrade"},
-			HandshakeHeader: {base64.StdEncoding.EncodeToString(init.Message())},
-		},
+	h := textproto.MIMEHeader{
+		"Upgrade":       {UpgradeProtocol},
+		"Connection":    {"upgrade"},
+		HandshakeHeader: {base64.StdEncoding.EncodeToString(init.Message())},
 	}
-	if err := req.Write(conn); err != nil {
+	if err := h1.WriteRequest(conn, "POST", UpgradePath, hostHeader, h, nil); err != nil {
 		return nil, fmt.Errorf("writing upgrade request: %w", err)
 	}
 	br := bufio.NewReaderSize(conn, 1024)
-	res, err := http.ReadResponse(br, req)
+	res, err := h1.ReadResponse(br, "POST")
 	if err != nil {
 		return nil, fmt.Errorf("reading upgrade response: %w", err)
 	}
-	if res.StatusCode != http.StatusSwitchingProtocols {
-		return nil, fmt.Errorf("upgrade refused: %s", res.Status)
+	if res.Status != 101 {
+		return nil, fmt.Errorf("upgrade refused: %d %s", res.Status, res.Reason)
 	}
 	if got := res.Header.Get("Upgrade"); got != UpgradeProtocol {
 		return nil, fmt.Errorf("server switched to unexpected protocol %q", got)

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/microlink-go/microlink/internal/h1"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 )
@@ -19,18 +19,14 @@ import (
 var ErrServerTooOld = errors.New("ts2021: control server is too old; no noise key")
 
 // FetchServerKey asks the control server at serverURL for its Noise public
-// key (GET {serverURL}/key?v={capVer}). If hc is nil, http.DefaultClient
+// key (GET {serverURL}/key?v={capVer}). If hc is nil, a zero h1.Client
 // is used; this request uses ordinary TLS verification.
-func FetchServerKey(ctx context.Context, hc *http.Client, serverURL string, capVer int) (key.MachinePublic, error) {
+func FetchServerKey(ctx context.Context, hc *h1.Client, serverURL string, capVer int) (key.MachinePublic, error) {
 	if hc == nil {
-		hc = http.DefaultClient
+		hc = &h1.Client{}
 	}
 	u := strings.TrimSuffix(serverURL, "/") + "/key?v=" + strconv.Itoa(capVer)
-	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
-	if err != nil {
-		return key.MachinePublic{}, err
-	}
-	res, err := hc.Do(req)
+	res, err := hc.Do(ctx, "GET", u, nil, nil)
 	if err != nil {
 		return key.MachinePublic{}, fmt.Errorf("ts2021: fetching server key: %w", err)
 	}
@@ -39,8 +35,8 @@ func FetchServerKey(ctx context.Context, hc *http.Client, serverURL string, capV
 	if err != nil {
 		return key.MachinePublic{}, fmt.Errorf("ts2021: fetching server key: %w", err)
 	}
-	if res.StatusCode != http.StatusOK {
-		return key.MachinePublic{}, fmt.Errorf("ts2021: fetching server key: %s: %.200s", res.Status, strings.TrimSpace(string(body)))
+	if res.Status != 200 {
+		return key.MachinePublic{}, fmt.Errorf("ts2021: fetching server key: %d %s: %.200s", res.Status, res.Reason, strings.TrimSpace(string(body)))
 	}
 	return parseServerKey(body)
 }

@@ -2,6 +2,7 @@ package ts2021_test
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microlink-go/microlink/internal/h1"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/ts2021"
 	"github.com/microlink-go/microlink/internal/ts2021/ts2021test"
@@ -55,7 +57,12 @@ func echoHandler() http.Handler {
 
 func newClient(t *testing.T, srv *ts2021test.Server, version uint16) *ts2021.Client {
 	t.Helper()
-	pub, err := ts2021.FetchServerKey(context.Background(), srv.HTTP.Client(), srv.URL, int(version))
+	hc := &h1.Client{}
+	if cert := srv.HTTP.Certificate(); cert != nil {
+		hc.RootCAs = x509.NewCertPool()
+		hc.RootCAs.AddCert(cert)
+	}
+	pub, err := ts2021.FetchServerKey(context.Background(), hc, srv.URL, int(version))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +114,7 @@ func TestRequestsOverNoise(t *testing.T) {
 			srv := ts2021test.NewServer(t, echoHandler(), opts)
 			c := newClient(t, srv, 115)
 			nk := key.NewPrivate().NodePublic()
-			res, err := c.Post(context.Background(), "/machine/echo", nk, map[string]int{"a": 1})
+			res, err := c.Post(context.Background(), "/machine/echo", map[string]int{"a": 1}, nk)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -134,7 +141,7 @@ func TestEarlyPayloadTooLarge(t *testing.T) {
 	c := newClient(t, srv, 115)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := c.Post(ctx, "/x", key.NodePublic{}, nil); err == nil {
+	if _, err := c.Post(ctx, "/x", nil); err == nil {
 		t.Fatal("request succeeded")
 	}
 }
@@ -143,7 +150,7 @@ func TestMultiplexAndRedial(t *testing.T) {
 	srv := ts2021test.NewServer(t, echoHandler(), ts2021test.Options{})
 	c := newClient(t, srv, 115)
 	do := func() error {
-		res, err := c.Post(context.Background(), "/m", key.NodePublic{}, "x")
+		res, err := c.Post(context.Background(), "/m", "x")
 		if err != nil {
 			return err
 		}
@@ -265,13 +272,13 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	c := newClient(t, srv, 115)
 	time.Sleep(50 * time.Millisecond) // let the /key connection settle
 	base := runtime.NumGoroutine()
-	res, err := c.Post(context.Background(), "/x", key.NodePublic{}, nil)
+	res, err := c.Post(context.Background(), "/x", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	res.Body.Close()
 	c.Close()
-	if _, err := c.Post(context.Background(), "/x", key.NodePublic{}, nil); !errors.Is(err, ts2021.ErrClosed) {
+	if _, err := c.Post(context.Background(), "/x", nil); !errors.Is(err, ts2021.ErrClosed) {
 		t.Fatalf("post after close: %v", err)
 	}
 	ts2021test.WaitGoroutines(t, base)
