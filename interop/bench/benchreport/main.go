@@ -247,10 +247,11 @@ func (r *report) sizes() {
 			r.p("")
 			r.p("**Goal missed.** A third of tailscaled extra-small is %s; microlink for linux/amd64 is %s, %s over.",
 				mib(smallest/3), mib(worst), mib(worst-smallest/3))
-			r.p("The breakdown below shows where the bytes are: most of the code is the Go runtime and standard library")
-			r.p("packages that the protocol needs as used today (net/http for the ts2021 control channel's HTTP/2 and the")
-			r.p("CLI's local API, crypto/tls and crypto/x509 for DERP over TLS, encoding/json for the map), and .gopclntab,")
-			r.p("the runtime's tables for stack traces, grows with all code. The product's own packages are a small share.")
+			r.p("The breakdown below shows where the bytes are: most of the code is the Go runtime and the standard library")
+			r.p("packages no client can do without (crypto/tls and crypto/x509 for DERP and control over TLS, encoding/json")
+			r.p("for the map, net), and .gopclntab, the runtime's tables for stack traces, grows with all code. The product")
+			r.p("does not link net/http: HTTP/2 to control and the HTTP/1.1 of upgrades and the CLI's local API are small")
+			r.p("packages of its own (internal/h2, internal/h1).")
 		}
 	}
 	r.sizeFloor(smallest)

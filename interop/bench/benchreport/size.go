@@ -74,8 +74,8 @@ func symbolPackage(name string) string {
 
 // sizeFloor explains whether the size goal can be reached in Go at all,
 // from the rows that scripts/bench.sh adds next to microlink: the size
-// floor of any Go client, that floor with net/http's client, and
-// microlink as a library without its CLI.
+// floor of any Go client, that floor with net/http's client (which
+// microlink does without), and microlink as a library without its CLI.
 func (r *report) sizeFloor(smallest int64) {
 	size := func(name string) int64 {
 		s, _ := r.read("sizes.tsv")
@@ -108,13 +108,14 @@ func (r *report) sizeFloor(smallest int64) {
 		r.p("It is %s, the goal %s: %s.", mib(floor), mib(goal), verdict)
 	}
 	if floor > 0 && floorHTTP > 0 {
-		r.p("net/http's client (with its bundled HTTP/2) adds %s to it.", mib(floorHTTP-floor))
+		r.p("net/http's client (with its bundled HTTP/2) would add %s to it; microlink does without it.", mib(floorHTTP-floor))
 	}
 	if lib > 0 && cli > 0 {
 		r.p("microlink as a library (examples/basic_connect: the node without the CLI and its local API server) is %s;", mib(lib))
 		r.p("the CLI adds %s.", mib(cli-lib))
 	}
-	if lib > 0 && floorHTTP > 0 {
-		r.p("The library is %s over the floor with net/http: the protocol's own code, x/crypto, zstd and the rest.", mib(lib-floorHTTP))
+	if lib > 0 && floor > 0 {
+		r.p("The library is %s over the floor: the protocol's own code (with its HTTP/2, HTTP/1.1 and TCP), x/crypto,", mib(lib-floor))
+		r.p("zstd and the rest.")
 	}
 }
