@@ -11,7 +11,7 @@ import (
 // current acknowledgement, so any pending delayed ACK is settled.
 func (c *Conn) queue(h *header, p1, p2 []byte) {
 	h.src, h.dst = c.id.local, c.id.remote
-	bp := c.s.pool.get()
+	bp := c.s.pool.Get()
 	c.s.send(bp, h, p1, p2)
 	c.pending = append(c.pending, bp)
 	if h.flags&flagACK != 0 {

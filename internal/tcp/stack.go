@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/microlink-go/microlink/internal/bufpool"
 )
 
 // Config configures a Stack. Zero fields take the defaults shown.
@@ -102,7 +104,7 @@ type Stats struct {
 // Stack is a TCP endpoint. It is safe for concurrent use.
 type Stack struct {
 	cfg  Config
-	pool *bufPool
+	pool *bufpool.Pool
 
 	mu        sync.Mutex
 	conns     map[connID]*Conn
@@ -119,7 +121,7 @@ func New(cfg Config) *Stack {
 	cfg.setDefaults()
 	return &Stack{
 		cfg:       cfg,
-		pool:      newBufPool(256, cfg.MTU),
+		pool:      bufpool.New(256, cfg.MTU),
 		conns:     map[connID]*Conn{},
 		listeners: map[uint16]*Listener{},
 	}
@@ -212,7 +214,7 @@ func (s *Stack) sendReset(id connID, sg *segment) {
 		h.ack, h.flags = sg.seq+sg.len(), flagRST|flagACK
 	}
 	s.resets.Add(1)
-	bp := s.pool.get()
+	bp := s.pool.Get()
 	s.send(bp, &h, nil, nil)
 	s.output(bp)
 }
@@ -234,7 +236,7 @@ func (s *Stack) output(bp *[]byte) {
 		s.segsOut.Add(1)
 		s.cfg.Output(*bp)
 	}
-	s.pool.put(bp)
+	s.pool.Put(bp)
 }
 
 // mss returns the largest segment payload for packets from local.

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/microlink-go/microlink/internal/bufpool"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/packet"
 	"github.com/microlink-go/microlink/internal/tcp"
@@ -32,7 +33,7 @@ type Config struct {
 type Stack struct {
 	cfg    Config
 	logger *slog.Logger
-	pool   *bufPool
+	pool   *bufpool.Pool
 	tcp    *tcp.Stack
 
 	addrs  atomic.Pointer[[]netip.Addr]  // own addresses, IPv4 first
@@ -68,7 +69,7 @@ func New(cfg Config) *Stack {
 	s := &Stack{
 		cfg:    cfg,
 		logger: cfg.Logger,
-		pool:   newBufPool(64, MaxPacket),
+		pool:   bufpool.New(64, MaxPacket),
 		udp:    map[uint16]*UDPConn{},
 		pings:  map[pingKey]chan struct{}{},
 		done:   make(chan struct{}),

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/microlink-go/microlink/internal/bufpool"
 	"github.com/microlink-go/microlink/internal/packet"
 )
 
@@ -74,7 +75,7 @@ func (s *Stack) ListenUDP(port uint16) (*UDPConn, error) {
 }
 
 // enqueue copies a datagram into the socket's queue; false if it is full or closed.
-func (c *UDPConn) enqueue(from netip.AddrPort, payload []byte, pool *bufPool) bool {
+func (c *UDPConn) enqueue(from netip.AddrPort, payload []byte, pool *bufpool.Pool) bool {
 	select {
 	case <-c.done:
 		return false
