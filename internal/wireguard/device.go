@@ -203,20 +203,7 @@ func (d *Device) SetPeers(peers []PeerConfig) {
 	}
 	d.peers = next
 	d.routes = newRouteTable(next)
-	if len(removed) > 0 {
-		for i, e := range d.index {
-			if next[e.p.key] != e.p {
-				delete(d.index, i)
-			}
-		}
-	}
-	d.mu.Unlock()
-	for _, p := range removed {
-		p.mu.Lock()
-		p.removed = true
-		p.dropStateLocked()
-		p.mu.Unlock()
-	}
+	d.unlockAndRetire(removed)
 }
 
 // UpdatePeers changes only the named peers: it removes those whose keys
@@ -259,6 +246,13 @@ func (d *Device) UpdatePeers(upsert []PeerConfig, gone []key.NodePublic) {
 	if rebuild {
 		d.routes = newRouteTable(d.peers)
 	}
+	d.unlockAndRetire(removed)
+}
+
+// unlockAndRetire forgets the index entries of peers no longer in the
+// table, releases d.mu, and then drops the removed peers' keys and
+// sessions. d.mu is held.
+func (d *Device) unlockAndRetire(removed []*peer) {
 	if len(removed) > 0 {
 		for i, e := range d.index {
 			if d.peers[e.p.key] != e.p {
