@@ -14,7 +14,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,45 +22,13 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(lab.RunInNetns(m)) }
 
-// testLogger returns a logger that writes into the test log until the test
-// ends, so a failing test shows what the node did.
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(w.stop)
-	level := slog.LevelInfo
-	if os.Getenv("MICROLINK_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
+// testLogger returns a logger that writes into the test log.
+func testLogger(t *testing.T) *slog.Logger { return lab.Logger(t) }
 
-type testWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *testWriter) stop() { w.mu.Lock(); w.done = true; w.mu.Unlock() }
-
-// waitFor polls cond every 20 ms until it is true or d passes.
+// waitFor polls cond until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	lab.WaitFor(t, d, what, cond)
 }
 
 // ourGoroutines returns the stacks of goroutines running microlink code.

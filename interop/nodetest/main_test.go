@@ -6,11 +6,8 @@ package nodetest
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"os"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,36 +17,8 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(lab.RunInNetns(m)) }
 
-// testLogger returns a logger that writes into the test log, and only after
-// the test has started, so a failing test shows what the node did.
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(w.stop)
-	level := slog.LevelInfo
-	if os.Getenv("MICROLINK_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-type testWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *testWriter) stop() { w.mu.Lock(); w.done = true; w.mu.Unlock() }
-
-var _ io.Writer = (*testWriter)(nil)
+// testLogger returns a logger that writes into the test log.
+func testLogger(t *testing.T) *slog.Logger { return lab.Logger(t) }
 
 // startNode starts a microlink node on the lab and waits until it is
 // Connected.
@@ -78,16 +47,10 @@ func startNode(t *testing.T, l *lab.Lab, hostname, stateDir string) *microlink.N
 	return n
 }
 
-// waitFor polls cond every 20 ms until it is true or d passes.
+// waitFor polls cond until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	lab.WaitFor(t, d, what, cond)
 }
 
 func findPeer(n *microlink.Node, name string) (microlink.Peer, bool) {

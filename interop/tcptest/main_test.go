@@ -9,8 +9,6 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -74,43 +72,13 @@ func startNode(t *testing.T, l *lab.Lab, hostname string) *microlink.Node {
 	return n
 }
 
-// testLogger writes into the test log until the test ends.
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(w.stop)
-	level := slog.LevelInfo
-	if os.Getenv("MICROLINK_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
+// testLogger returns a logger that writes into the test log.
+func testLogger(t *testing.T) *slog.Logger { return lab.Logger(t) }
 
-type testWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *testWriter) stop() { w.mu.Lock(); w.done = true; w.mu.Unlock() }
-
+// waitFor polls cond until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	lab.WaitFor(t, d, what, cond)
 }
 
 func findPeer(n *microlink.Node, name string) (microlink.Peer, bool) {
