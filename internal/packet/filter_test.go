@@ -313,15 +313,22 @@ func TestFilterWildcardRule(t *testing.T) {
 
 func TestFilterConcurrent(t *testing.T) {
 	f := testFilter()
+	// Together the goroutines record fewer flows than the cache holds, so
+	// a reply can only be dropped by a fault, not by eviction while a
+	// goroutine waits for the CPU.
+	const perGoroutine = maxFlows / 4 / 2
 	done := make(chan struct{})
+	record := func(port uint16) (out, in Parsed, ok bool) {
+		ok = out.Decode(pkt(t, b4, outside, ProtoUDP, udpHdr(port, 53))) == nil &&
+			in.Decode(pkt(t, outside, b4, ProtoUDP, udpHdr(53, port))) == nil
+		return out, in, ok
+	}
 	for g := range 4 {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			for i := range 300 {
-				port := uint16(g*1000 + i)
-				var out, in Parsed
-				if out.Decode(pkt(t, b4, outside, ProtoUDP, udpHdr(port, 53))) != nil ||
-					in.Decode(pkt(t, outside, b4, ProtoUDP, udpHdr(53, port))) != nil {
+			for i := range perGoroutine {
+				out, in, ok := record(uint16(g*1000 + i))
+				if !ok {
 					t.Error("decode failed")
 					return
 				}
@@ -336,7 +343,15 @@ func TestFilterConcurrent(t *testing.T) {
 	for range 4 {
 		<-done
 	}
+	// More distinct flows than the cache holds: it stays at its bound.
+	for i := range 2 * maxFlows {
+		out, _, ok := record(uint16(10000 + i))
+		if !ok {
+			t.Fatal("decode failed")
+		}
+		f.Outbound(&out)
+	}
 	if n := f.flows.len(); n != maxFlows {
-		t.Errorf("%d flows after 1200 distinct ones, want %d", n, maxFlows)
+		t.Errorf("%d flows after %d distinct ones, want %d", n, 4*perGoroutine+2*maxFlows, maxFlows)
 	}
 }
