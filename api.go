@@ -291,8 +291,10 @@ func (n *Node) ListenTCP(port uint16) (net.Listener, error) {
 
 // DialTCP opens a TCP connection to addr, "name:port" or "ip:port", and
 // waits until it is established, refused, timed out or ctx is done. The
-// connection supports deadlines and, through an interface with a
-// CloseWrite() error method, half-close.
+// connection supports deadlines and, through interfaces with the methods
+// CloseWrite() error, SetKeepAlive(bool) error and
+// SetKeepAlivePeriod(time.Duration) error, half-close and control of its
+// keep-alive probes (on by default: after 60 s of silence from the peer).
 func (n *Node) DialTCP(ctx context.Context, addr string) (net.Conn, error) {
 	dst, err := n.resolveAddrPort(addr)
 	if err != nil {

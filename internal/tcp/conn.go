@@ -93,6 +93,12 @@ type Conn struct {
 
 	lastAckLimited time.Time // see sendAckLimited
 
+	// Keep-alive (RFC 9293, section 3.8.4): probes go out at kaAt once
+	// the peer has been silent for kaIdle (zero: off).
+	kaIdle, kaInterval time.Duration
+	kaAt, lastRecv     time.Time
+	kaProbes           int
+
 	timer                    *time.Timer
 	rtoAt, delackAt, closeAt time.Time
 	rdl, wdl                 deadline
@@ -126,6 +132,9 @@ func (s *Stack) newConn(id connID) *Conn {
 	c.bufSeq = c.iss + 1
 	for s.cfg.ReceiveBuffer>>c.rcvShift > 0xffff {
 		c.rcvShift++
+	}
+	if s.cfg.KeepAliveIdle > 0 {
+		c.kaIdle, c.kaInterval = s.cfg.KeepAliveIdle, s.cfg.KeepAliveInterval
 	}
 	c.timer = time.AfterFunc(time.Hour, c.onTimer)
 	c.timer.Stop()
@@ -334,6 +343,34 @@ func (c *Conn) close() {
 	c.rtoAt, c.delackAt, c.closeAt = time.Time{}, time.Time{}, time.Time{}
 	c.s.remove(c)
 	c.wake()
+}
+
+// SetKeepAlive turns keep-alive probes on or off for this connection.
+// They are on by default, with the Stack's Config timings.
+func (c *Conn) SetKeepAlive(on bool) error {
+	c.mu.Lock()
+	defer c.unlock()
+	switch {
+	case !on:
+		c.kaIdle, c.kaAt = 0, time.Time{}
+	case c.kaIdle == 0:
+		c.kaIdle = max(c.s.cfg.KeepAliveIdle, time.Second)
+		c.kaInterval = c.s.cfg.KeepAliveInterval
+		c.startKeepAlive(time.Now())
+	}
+	return nil
+}
+
+// SetKeepAlivePeriod sets both the idle time before the first probe and
+// the time between probes, as net.TCPConn's method of that name does.
+func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
+	d = max(d, time.Second)
+	c.mu.Lock()
+	defer c.unlock()
+	c.kaIdle, c.kaInterval = d, d
+	c.kaAt = time.Time{}
+	c.startKeepAlive(time.Now())
+	return nil
 }
 
 // LocalAddr returns the local address, a *net.TCPAddr.

@@ -7,8 +7,8 @@
 // stack implements the MSS and window scale options, retransmission with an
 // RFC 6298 timer and a cap on retries, fast retransmit and NewReno
 // congestion control, buffering of out-of-order data within the receive
-// window (reported to the peer in SACK blocks), zero-window probing and
-// resets for segments to closed ports.
+// window (reported to the peer in SACK blocks), zero-window probing,
+// keep-alive probes and resets for segments to closed ports.
 //
 // Memory is bounded: each connection has fixed send and receive buffers,
 // the number of connections and each listener's backlog are capped, and

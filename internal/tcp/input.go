@@ -5,6 +5,8 @@ import "time"
 // input handles a segment of this connection (RFC 9293, section 3.10.7).
 func (c *Conn) input(sg *segment) {
 	c.mu.Lock()
+	now := time.Now()
+	c.lastRecv, c.kaProbes = now, 0
 	switch c.state {
 	case stateClosed:
 	case stateSynSent:
@@ -13,6 +15,7 @@ func (c *Conn) input(sg *segment) {
 		c.inputSynchronized(sg)
 	}
 	if c.state != stateClosed {
+		c.startKeepAlive(now)
 		c.armTimer()
 	}
 	c.unlock()

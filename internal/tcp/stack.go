@@ -45,6 +45,14 @@ type Config struct {
 	// before the connection fails: 8 (with MinRTO 200 ms, about 50 s for
 	// data; SYNs start from 1 s).
 	MaxRetries int
+	// KeepAliveIdle is how long an established connection may hear
+	// nothing from its peer before it sends keep-alive probes: 60 s; a
+	// negative value turns keep-alives off. KeepAliveInterval is the time
+	// between probes (15 s), and after KeepAliveCount unanswered probes
+	// (4) the connection fails with ErrTimeout, so a vanished peer is
+	// noticed within about two minutes.
+	KeepAliveIdle, KeepAliveInterval time.Duration
+	KeepAliveCount                   int
 }
 
 func (c *Config) setDefaults() {
@@ -70,6 +78,11 @@ func (c *Config) setDefaults() {
 	defDur(&c.FinWait2Timeout, 10*time.Second)
 	defDur(&c.MinRTO, 200*time.Millisecond)
 	defDur(&c.MaxRTO, 30*time.Second)
+	if c.KeepAliveIdle == 0 {
+		c.KeepAliveIdle = 60 * time.Second
+	}
+	defDur(&c.KeepAliveInterval, 15*time.Second)
+	def(&c.KeepAliveCount, 4)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -96,6 +109,7 @@ type Stats struct {
 	SegmentsIn, SegmentsOut uint64
 	Retransmits             uint64 // segments sent again: timeouts and fast retransmits
 	Timeouts                uint64 // retransmission timer expiries
+	KeepAlives              uint64 // keep-alive probes sent
 	ResetsSent              uint64
 	Dropped                 uint64 // malformed segments and SYNs beyond a backlog or MaxConns
 	Conns                   int    // connections in any state
@@ -114,6 +128,7 @@ type Stack struct {
 	ipID                        atomic.Uint32
 	segsIn, segsOut, retransmit atomic.Uint64
 	resets, dropped, timeouts   atomic.Uint64
+	keepalives                  atomic.Uint64
 }
 
 // New returns a Stack.
@@ -135,7 +150,7 @@ func (s *Stack) Stats() Stats {
 	return Stats{
 		SegmentsIn: s.segsIn.Load(), SegmentsOut: s.segsOut.Load(),
 		Retransmits: s.retransmit.Load(), ResetsSent: s.resets.Load(),
-		Dropped: s.dropped.Load(), Timeouts: s.timeouts.Load(), Conns: n,
+		Dropped: s.dropped.Load(), Timeouts: s.timeouts.Load(), KeepAlives: s.keepalives.Load(), Conns: n,
 	}
 }
 

@@ -7,10 +7,10 @@ import "time"
 const delayedAck = 20 * time.Millisecond
 
 // armTimer sets the connection's one timer to the earliest of its
-// retransmission, delayed-ACK and closing deadlines.
+// retransmission, delayed-ACK, closing and keep-alive deadlines.
 func (c *Conn) armTimer() {
 	var next time.Time
-	for _, t := range [...]time.Time{c.rtoAt, c.delackAt, c.closeAt} {
+	for _, t := range [...]time.Time{c.rtoAt, c.delackAt, c.closeAt, c.kaAt} {
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
 			next = t
 		}
@@ -39,6 +39,9 @@ func (c *Conn) onTimer() {
 	}
 	if !c.rtoAt.IsZero() && !now.Before(c.rtoAt) {
 		c.retransmitTimeout()
+	}
+	if !c.kaAt.IsZero() && !now.Before(c.kaAt) && c.state != stateClosed {
+		c.keepAlive(now)
 	}
 	if c.state != stateClosed {
 		c.armTimer()
@@ -97,4 +100,45 @@ func (c *Conn) updateRTT(r time.Duration) {
 		c.srtt = (7*c.srtt + r) / 8
 	}
 	c.rto = min(max(c.srtt+max(4*c.rttvar, time.Millisecond), c.s.cfg.MinRTO), c.s.cfg.MaxRTO)
+}
+
+// startKeepAlive schedules the first keep-alive check of a connection that
+// is open both ways and has keep-alives on.
+func (c *Conn) startKeepAlive(now time.Time) {
+	if c.kaIdle > 0 && c.kaAt.IsZero() && (c.state == stateEstablished || c.state == stateCloseWait) {
+		if c.lastRecv.IsZero() {
+			c.lastRecv = now
+		}
+		c.kaAt = c.lastRecv.Add(c.kaIdle)
+		c.armTimer()
+	}
+}
+
+// keepAlive runs at kaAt: once the peer has been silent for kaIdle it
+// sends a probe, a segment one below the oldest unacknowledged sequence
+// number that the peer must answer with an ACK, every kaInterval, and
+// fails the connection when kaCount probes went unanswered. Any segment
+// from the peer resets the count (see input).
+func (c *Conn) keepAlive(now time.Time) {
+	if c.kaIdle == 0 || (c.state != stateEstablished && c.state != stateCloseWait) {
+		c.kaAt = time.Time{}
+		return
+	}
+	if quiet := c.lastRecv.Add(c.kaIdle); c.kaProbes == 0 && now.Before(quiet) {
+		c.kaAt = quiet
+		return
+	}
+	c.kaAt = now.Add(c.kaInterval)
+	if c.sndUna != c.sndMax {
+		// Data is in flight: the retransmission timer watches the peer.
+		c.kaProbes = 0
+		return
+	}
+	if c.kaProbes >= c.s.cfg.KeepAliveCount {
+		c.abort(ErrTimeout)
+		return
+	}
+	c.kaProbes++
+	c.s.keepalives.Add(1)
+	c.queueControl(flagACK, c.sndUna-1)
 }
