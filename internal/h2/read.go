@@ -205,14 +205,9 @@ func (r *reader) maybeEndBlock(h frameHeader) error {
 func (r *reader) onHeaders(id uint32, fields []hpack.HeaderField, endStream bool) error {
 	cc := r.cc
 	cc.mu.Lock()
-	s := cc.streams[id]
+	s, err := cc.streamLocked(id, "HEADERS")
 	if s == nil {
-		idle := cc.idleLocked(id)
-		cc.mu.Unlock()
-		if idle {
-			return protoErr("HEADERS on idle stream %d", id)
-		}
-		return nil
+		return err
 	}
 	if s.recvDone {
 		cc.mu.Unlock()
@@ -292,16 +287,11 @@ func (r *reader) response(fields []hpack.HeaderField) (*Response, error) {
 func (r *reader) onRST(id uint32, code ErrCode) error {
 	cc := r.cc
 	cc.mu.Lock()
-	s := cc.streams[id]
+	s, err := cc.streamLocked(id, "RST_STREAM")
 	if s == nil {
-		idle := cc.idleLocked(id)
-		cc.mu.Unlock()
-		if idle {
-			return protoErr("RST_STREAM on idle stream %d", id)
-		}
-		return nil
+		return err
 	}
-	var err error = StreamError{id, code}
+	err = StreamError{id, code}
 	if code == ErrCodeRefusedStream {
 		err = fmt.Errorf("%w: %w", ErrNotProcessed, err)
 	}
@@ -393,14 +383,9 @@ func (r *reader) onWindowUpdate(id uint32, inc uint32) error {
 		cc.mu.Unlock()
 		return nil
 	}
-	s := cc.streams[id]
+	s, err := cc.streamLocked(id, "WINDOW_UPDATE")
 	if s == nil {
-		idle := cc.idleLocked(id)
-		cc.mu.Unlock()
-		if idle {
-			return protoErr("WINDOW_UPDATE on idle stream %d", id)
-		}
-		return nil
+		return err
 	}
 	if inc == 0 || s.sendWindow+int64(inc) > maxWindow {
 		code := ErrCodeProtocol
@@ -417,4 +402,20 @@ func (r *reader) onWindowUpdate(id uint32, inc uint32) error {
 	cc.broadcastLocked()
 	cc.mu.Unlock()
 	return nil
+}
+
+// streamLocked returns stream id for a frame of the given type, with
+// cc.mu held. Without such a stream it releases cc.mu and returns nil and
+// the error for a frame on an idle stream, or nil for one on a stream
+// already closed, whose late frames are ignored. cc.mu is held.
+func (cc *ClientConn) streamLocked(id uint32, frame string) (*stream, error) {
+	if s := cc.streams[id]; s != nil {
+		return s, nil
+	}
+	idle := cc.idleLocked(id)
+	cc.mu.Unlock()
+	if idle {
+		return nil, protoErr("%s on idle stream %d", frame, id)
+	}
+	return nil, nil
 }
