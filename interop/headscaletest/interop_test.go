@@ -30,7 +30,7 @@ const (
 // a direct path to microlink, and that microlink restarted from its state
 // directory is the same node to Headscale.
 func TestHeadscale(t *testing.T) {
-	if g := ourGoroutines(); len(g) != 0 {
+	if g := lab.MicrolinkGoroutines(); len(g) != 0 {
 		t.Fatalf("microlink goroutines before the test:\n%s", strings.Join(g, "\n\n"))
 	}
 	l := lab.Start(t, lab.Options{})
@@ -72,7 +72,7 @@ func TestHeadscale(t *testing.T) {
 	// Closing the nodes stops all of their goroutines.
 	n.Close()
 	deadline := time.Now().Add(5 * time.Second)
-	for g := ourGoroutines(); len(g) != 0; g = ourGoroutines() {
+	for g := lab.MicrolinkGoroutines(); len(g) != 0; g = lab.MicrolinkGoroutines() {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d microlink goroutines left after Close:\n%s", len(g), strings.Join(g, "\n\n"))
 		}
@@ -80,27 +80,11 @@ func TestHeadscale(t *testing.T) {
 	}
 }
 
-// startNode starts a microlink node on headscale and waits until it is
-// Connected. It is closed by t.Cleanup.
+// startNode starts microlink against Headscale and checks that it is
+// Connected once Start returns.
 func startNode(t *testing.T, hs *headscale, key, stateDir string) *microlink.Node {
 	t.Helper()
-	n, err := microlink.New(microlink.Config{
-		AuthKey:    key,
-		ControlURL: hs.URL,
-		Hostname:   mlName,
-		StateDir:   stateDir,
-		Port:       -1,
-		Logger:     testLogger(t).With("node", mlName),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		t.Fatalf("Start against headscale: %v", err)
-	}
+	n := lab.StartNode(t, lab.NodeOptions{ControlURL: hs.URL, AuthKey: key, Hostname: mlName, StateDir: stateDir, Timeout: 30 * time.Second})
 	if st := n.State(); st != microlink.Connected {
 		t.Fatalf("state after Start = %v, want Connected", st)
 	}
@@ -206,16 +190,7 @@ func testMicrolinkPings(t *testing.T, n *microlink.Node, ts *lab.Tailscaled) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, typ := range []microlink.PingType{microlink.PingDisco, microlink.PingTSMP, microlink.PingICMP} {
-		var res microlink.PingResult
-		var err error
-		for try := 0; try < 5; try++ {
-			pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
-			res, err = n.Ping(pctx, ts.IPv4().String(), typ)
-			pcancel()
-			if err == nil {
-				break
-			}
-		}
+		res, err := lab.PingRetry(ctx, n, ts.IPv4().String(), typ)
 		if err != nil {
 			t.Fatalf("%v ping of the real peer: %v", typ, err)
 		}

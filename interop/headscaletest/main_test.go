@@ -12,8 +12,6 @@ package headscaletest
 import (
 	"log/slog"
 	"os"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -29,17 +27,4 @@ func testLogger(t *testing.T) *slog.Logger { return lab.Logger(t) }
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	lab.WaitFor(t, d, what, cond)
-}
-
-// ourGoroutines returns the stacks of goroutines running microlink code.
-func ourGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "github.com/microlink-go/microlink.") || strings.Contains(g, "github.com/microlink-go/microlink/internal/") {
-			out = append(out, g)
-		}
-	}
-	return out
 }

@@ -98,16 +98,7 @@ func TestMicrolinkPingsRealPeer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, typ := range []microlink.PingType{microlink.PingDisco, microlink.PingTSMP, microlink.PingICMP} {
-		var res microlink.PingResult
-		var err error
-		for try := 0; try < 5; try++ {
-			pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
-			res, err = n.Ping(pctx, ts.IPv4().String(), typ)
-			pcancel()
-			if err == nil {
-				break
-			}
-		}
+		res, err := lab.PingRetry(ctx, n, ts.IPv4().String(), typ)
 		if err != nil {
 			t.Fatalf("%v ping of the real peer: %v", typ, err)
 		}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,26 +19,13 @@ import (
 	"tailscale.com/ipn/ipnstate"
 )
 
-// ourGoroutines returns the stacks of goroutines running microlink code.
-func ourGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "github.com/microlink-go/microlink.") || strings.Contains(g, "github.com/microlink-go/microlink/internal/") {
-			out = append(out, g)
-		}
-	}
-	return out
-}
-
 // TestCloseStopsGoroutines: closing a node that has run the whole protocol
 // (control, DERP, disco, WireGuard, sockets) stops every goroutine it
 // started.
 func TestCloseStopsGoroutines(t *testing.T) {
 	l := lab.Start(t, lab.Options{})
 	ts := l.StartTailscaled(t, lab.TSOptions{Hostname: "real-peer", NeverDirect: true})
-	if g := ourGoroutines(); len(g) != 0 {
+	if g := lab.MicrolinkGoroutines(); len(g) != 0 {
 		t.Fatalf("goroutines before start:\n%s", strings.Join(g, "\n\n"))
 	}
 	n := startNode(t, l, "ml-leak", "")
@@ -53,7 +39,7 @@ func TestCloseStopsGoroutines(t *testing.T) {
 	if _, err := n.Ping(ctx, ts.IPv4().String(), microlink.PingTSMP); err != nil {
 		t.Fatalf("ping before close: %v", err)
 	}
-	if len(ourGoroutines()) == 0 {
+	if len(lab.MicrolinkGoroutines()) == 0 {
 		t.Fatal("a running node shows no goroutines: the check cannot see them")
 	}
 	n.Close()
@@ -62,7 +48,7 @@ func TestCloseStopsGoroutines(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		g := ourGoroutines()
+		g := lab.MicrolinkGoroutines()
 		if len(g) == 0 {
 			break
 		}

@@ -5,7 +5,6 @@
 package nodetest
 
 import (
-	"context"
 	"log/slog"
 	"os"
 	"testing"
@@ -24,27 +23,7 @@ func testLogger(t *testing.T) *slog.Logger { return lab.Logger(t) }
 // Connected.
 func startNode(t *testing.T, l *lab.Lab, hostname, stateDir string) *microlink.Node {
 	t.Helper()
-	if stateDir == "" {
-		stateDir = t.TempDir()
-	}
-	n, err := microlink.New(microlink.Config{
-		AuthKey:    l.AuthKey,
-		ControlURL: l.ControlURL,
-		Hostname:   hostname,
-		StateDir:   stateDir,
-		Port:       -1,
-		Logger:     testLogger(t).With("node", hostname),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	return n
+	return lab.StartNode(t, lab.NodeOptions{ControlURL: l.ControlURL, AuthKey: l.AuthKey, Hostname: hostname, StateDir: stateDir})
 }
 
 // waitFor polls cond until it holds or d passes.

@@ -50,26 +50,10 @@ func tcpLab(t *testing.T, hostname string, neverDirect bool) (*lab.Lab, *lab.Tai
 	return l, ts, n
 }
 
+// startNode starts a microlink node on the lab.
 func startNode(t *testing.T, l *lab.Lab, hostname string) *microlink.Node {
 	t.Helper()
-	n, err := microlink.New(microlink.Config{
-		AuthKey:    l.AuthKey,
-		ControlURL: l.ControlURL,
-		Hostname:   hostname,
-		StateDir:   t.TempDir(),
-		Port:       -1,
-		Logger:     testLogger(t).With("node", hostname),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	return n
+	return lab.StartNode(t, lab.NodeOptions{ControlURL: l.ControlURL, AuthKey: l.AuthKey, Hostname: hostname})
 }
 
 // testLogger returns a logger that writes into the test log.

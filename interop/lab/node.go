@@ -1,0 +1,76 @@
+package lab
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/microlink-go/microlink"
+)
+
+// NodeOptions says how StartNode starts a microlink node.
+type NodeOptions struct {
+	ControlURL, AuthKey, Hostname string
+	StateDir                      string        // default: a new temporary directory
+	Timeout                       time.Duration // for Start; default 20 s
+}
+
+// StartNode starts a microlink node that logs into t, on an ephemeral UDP
+// port, and waits until Start returns; t fails if it does not. The node
+// is closed when t ends.
+func StartNode(t T, o NodeOptions) *microlink.Node {
+	t.Helper()
+	if o.StateDir == "" {
+		o.StateDir = t.TempDir()
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 20 * time.Second
+	}
+	n, err := microlink.New(microlink.Config{
+		AuthKey:    o.AuthKey,
+		ControlURL: o.ControlURL,
+		Hostname:   o.Hostname,
+		StateDir:   o.StateDir,
+		Port:       -1,
+		Logger:     Logger(t).With("node", o.Hostname),
+	})
+	if err != nil {
+		t.Fatalf("microlink.New: %v", err)
+	}
+	t.Cleanup(func() { n.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatalf("Start of %s against %s: %v", o.Hostname, o.ControlURL, err)
+	}
+	return n
+}
+
+// PingRetry pings target from n with up to five tries of 3 s each, for
+// the first pings after a node joins, which may find no path yet.
+func PingRetry(ctx context.Context, n *microlink.Node, target string, typ microlink.PingType) (res microlink.PingResult, err error) {
+	for range 5 {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		res, err = n.Ping(pctx, target, typ)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+	}
+	return res, err
+}
+
+// MicrolinkGoroutines returns the stacks of the goroutines running
+// microlink's code, for checks that Close leaves none behind.
+func MicrolinkGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "github.com/microlink-go/microlink.") || strings.Contains(g, "github.com/microlink-go/microlink/internal/") {
+			out = append(out, g)
+		}
+	}
+	return out
+}
