@@ -20,7 +20,7 @@ var fastTiming = timing{
 	endpointsFresh:    time.Second,
 	discoPingInterval: 100 * time.Millisecond,
 	pingTimeout:       300 * time.Millisecond,
-	lossTimeout:       200 * time.Millisecond,
+	lossTimeout:       time.Second, // beyond trustUDP: tests that want loss probes set it
 	restunMin:         200 * time.Millisecond,
 	restunMax:         300 * time.Millisecond,
 	stunTimeout:       500 * time.Millisecond,

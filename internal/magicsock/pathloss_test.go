@@ -82,6 +82,7 @@ func lossSetup(t *testing.T) (*node, *rawPeer, *answerer, *captureDERP) {
 	tm := fastTiming
 	tm.trustUDP = 10 * time.Second
 	tm.heartbeat = 300 * time.Millisecond // longer than the loss timeout, as by default
+	tm.lossTimeout = 200 * time.Millisecond
 	tm.pingTimeout = 10 * time.Second
 	d := &captureDERP{sent: make(chan relayed, 256)}
 	a := newNodeTiming(t, nil, Options{DERP: d}, tm)
