@@ -117,7 +117,15 @@ type headscale struct {
 // fresh database and a DERP map holding only the lab's DERP region, and
 // waits until it answers. It is stopped by t.Cleanup, which prints the
 // tail of its log if the test failed or $MICROLINK_TEST_DEBUG is set.
+// Without a policy, every node may reach every other.
 func startHeadscale(t *testing.T, l *lab.Lab) *headscale {
+	t.Helper()
+	return startHeadscalePolicy(t, l, "")
+}
+
+// startHeadscalePolicy is startHeadscale with an ACL policy: policy is
+// the HuJSON text of the policy file, or "" for none.
+func startHeadscalePolicy(t *testing.T, l *lab.Lab, policy string) *headscale {
 	t.Helper()
 	bin := headscaleBinary(t)
 	// Unix socket paths are limited to 108 bytes: keep the directory short.
@@ -150,6 +158,13 @@ func startHeadscale(t *testing.T, l *lab.Lab) *headscale {
 	if err := os.WriteFile(derpFile, derpMapYAML(l.DERPMap), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	policyFile := ""
+	if policy != "" {
+		policyFile = filepath.Join(dir, "policy.hujson")
+		if err := os.WriteFile(policyFile, []byte(policy), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg := fmt.Sprintf(configTemplate,
 		h.URL,
 		net.JoinHostPort(host, strconv.Itoa(ports[0])),
@@ -159,6 +174,7 @@ func startHeadscale(t *testing.T, l *lab.Lab) *headscale {
 		prefix4, prefix6,
 		derpFile,
 		filepath.Join(dir, "db.sqlite"),
+		policyFile,
 		baseDomain,
 		filepath.Join(dir, "headscale.sock"),
 	)
@@ -209,7 +225,7 @@ log:
   format: text
 policy:
   mode: file
-  path: ""
+  path: %q
 dns:
   magic_dns: true
   base_domain: %s
