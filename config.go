@@ -8,6 +8,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/microlink-go/microlink/internal/tcp"
 )
 
 // Defaults used when a Config field is left empty.
@@ -56,8 +59,66 @@ type Config struct {
 	// authorize the node during an interactive login.
 	OnAuthURL func(url string)
 
+	// TCP tunes the node's TCP connections (Node.ListenTCP, Node.DialTCP).
+	// The zero value means the defaults.
+	TCP TCPConfig
+
 	// Logger receives the node's logs. Nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// TCPConfig tunes the node's TCP. A zero field means its default. The
+// memory TCP may use is bounded by MaxConns × (SendBuffer + ReceiveBuffer).
+type TCPConfig struct {
+	// MaxConns bounds the node's TCP connections in every state,
+	// including those a listener has not accepted yet: 64.
+	MaxConns int
+
+	// SendBuffer and ReceiveBuffer are each connection's buffer sizes,
+	// from 4 KiB to 1 MiB: 128 KiB. The receive buffer is the largest
+	// window a connection advertises, so a connection receives at most
+	// about ReceiveBuffer per round trip.
+	SendBuffer, ReceiveBuffer int
+
+	// KeepAlive is how long an established connection may hear nothing
+	// from its peer before it sends keep-alive probes: 60 s. Four probes
+	// 15 s apart go unanswered before the connection fails. Negative
+	// turns keep-alives off. Conn.SetKeepAlive and SetKeepAlivePeriod
+	// change it for one connection.
+	KeepAlive time.Duration
+}
+
+// Bounds of TCPConfig.
+const (
+	maxTCPConns     = 4096
+	minTCPBuffer    = 4 << 10
+	maxTCPBuffer    = 1 << 20
+	tcpBufferBounds = "4 KiB to 1 MiB"
+)
+
+func (c TCPConfig) validate() error {
+	if c.MaxConns < 0 || c.MaxConns > maxTCPConns {
+		return fmt.Errorf("microlink: TCP.MaxConns %d out of range (0 for the default, up to %d)", c.MaxConns, maxTCPConns)
+	}
+	for _, b := range []struct {
+		name string
+		size int
+	}{{"SendBuffer", c.SendBuffer}, {"ReceiveBuffer", c.ReceiveBuffer}} {
+		if b.size != 0 && (b.size < minTCPBuffer || b.size > maxTCPBuffer) {
+			return fmt.Errorf("microlink: TCP.%s %d out of range (0 for the default, or %s)", b.name, b.size, tcpBufferBounds)
+		}
+	}
+	return nil
+}
+
+// stackConfig returns the settings of the node's TCP stack.
+func (c TCPConfig) stackConfig() tcp.Config {
+	return tcp.Config{
+		MaxConns:      c.MaxConns,
+		SendBuffer:    c.SendBuffer,
+		ReceiveBuffer: c.ReceiveBuffer,
+		KeepAliveIdle: c.KeepAlive,
+	}
 }
 
 // withDefaults returns a copy of c with environment fallbacks and defaults
@@ -109,6 +170,9 @@ func (c Config) validate() error {
 		return fmt.Errorf("microlink: port %d out of range (0-65535, or -1 for any)", c.Port)
 	}
 	if err := validHostname(c.Hostname); err != nil {
+		return err
+	}
+	if err := c.TCP.validate(); err != nil {
 		return err
 	}
 	for _, t := range c.Tags {

@@ -53,6 +53,11 @@ func TestConfigInvalid(t *testing.T) {
 		{Config{Hostname: "a b"}, "hostname"},
 		{Config{Hostname: strings.Repeat("a", 64)}, "hostname"},
 		{Config{Tags: []string{"server"}}, "tag"},
+		{Config{TCP: TCPConfig{MaxConns: -1}}, "TCP.MaxConns"},
+		{Config{TCP: TCPConfig{MaxConns: 5000}}, "TCP.MaxConns"},
+		{Config{TCP: TCPConfig{SendBuffer: 1024}}, "TCP.SendBuffer"},
+		{Config{TCP: TCPConfig{ReceiveBuffer: 2 << 20}}, "TCP.ReceiveBuffer"},
+		{Config{TCP: TCPConfig{ReceiveBuffer: -1}}, "TCP.ReceiveBuffer"},
 	} {
 		_, err := tc.c.withDefaults()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -62,5 +67,19 @@ func TestConfigInvalid(t *testing.T) {
 	t.Setenv("TS_PORT", "nope")
 	if _, err := (Config{}).withDefaults(); err == nil || !strings.Contains(err.Error(), "TS_PORT") {
 		t.Errorf("bad TS_PORT: %v", err)
+	}
+}
+
+func TestTCPConfigToStack(t *testing.T) {
+	c := TCPConfig{MaxConns: 8, SendBuffer: 16 << 10, ReceiveBuffer: 32 << 10, KeepAlive: -1}
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	sc := c.stackConfig()
+	if sc.MaxConns != 8 || sc.SendBuffer != 16<<10 || sc.ReceiveBuffer != 32<<10 || sc.KeepAliveIdle != -1 {
+		t.Fatalf("stack config %+v from %+v", sc, c)
+	}
+	if err := (TCPConfig{}).validate(); err != nil {
+		t.Fatalf("zero TCPConfig: %v", err)
 	}
 }

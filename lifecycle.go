@@ -48,6 +48,7 @@ func (n *Node) Start(ctx context.Context) error {
 			}
 			return d.wg.SendPacket(pkt)
 		},
+		TCP:    n.cfg.TCP.stackConfig(),
 		Logger: n.logger,
 	})
 	data, err := n.newDataPlane(n.ident.NodeKey)

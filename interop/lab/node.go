@@ -14,6 +14,7 @@ type NodeOptions struct {
 	ControlURL, AuthKey, Hostname string
 	StateDir                      string        // default: a new temporary directory
 	Timeout                       time.Duration // for Start; default 20 s
+	TCP                           microlink.TCPConfig
 }
 
 // StartNode starts a microlink node that logs into t, on an ephemeral UDP
@@ -33,6 +34,7 @@ func StartNode(t T, o NodeOptions) *microlink.Node {
 		Hostname:   o.Hostname,
 		StateDir:   o.StateDir,
 		Port:       -1,
+		TCP:        o.TCP,
 		Logger:     Logger(t).With("node", o.Hostname),
 	})
 	if err != nil {

@@ -23,12 +23,18 @@ func TestMain(m *testing.M) { os.Exit(lab.RunInNetns(m)) }
 // microlink node, and waits until each can reach the other.
 func tcpLab(t *testing.T, hostname string, neverDirect bool) (*lab.Lab, *lab.Tailscaled, *microlink.Node) {
 	t.Helper()
+	return tcpLabConfig(t, hostname, neverDirect, microlink.TCPConfig{})
+}
+
+// tcpLabConfig is tcpLab with the node's TCP settings.
+func tcpLabConfig(t *testing.T, hostname string, neverDirect bool, tcp microlink.TCPConfig) (*lab.Lab, *lab.Tailscaled, *microlink.Node) {
+	t.Helper()
 	if err := lab.TUNAvailable(); err != nil {
 		t.Skipf("needs the real peer in TUN mode: %v", err)
 	}
 	l := lab.Start(t, lab.Options{})
 	ts := l.StartTailscaled(t, lab.TSOptions{Hostname: "real-peer", TUN: true, NeverDirect: neverDirect})
-	n := startNode(t, l, hostname)
+	n := lab.StartNode(t, lab.NodeOptions{ControlURL: l.ControlURL, AuthKey: l.AuthKey, Hostname: hostname, TCP: tcp})
 	waitFor(t, 5*time.Second, "real-peer in the netmap", func() bool { _, ok := findPeer(n, "real-peer"); return ok })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -48,12 +54,6 @@ func tcpLab(t *testing.T, hostname string, neverDirect bool) (*lab.Lab, *lab.Tai
 		}
 	}
 	return l, ts, n
-}
-
-// startNode starts a microlink node on the lab.
-func startNode(t *testing.T, l *lab.Lab, hostname string) *microlink.Node {
-	t.Helper()
-	return lab.StartNode(t, lab.NodeOptions{ControlURL: l.ControlURL, AuthKey: l.AuthKey, Hostname: hostname})
 }
 
 // testLogger returns a logger that writes into the test log.

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microlink-go/microlink"
 	"tailscale.com/tailcfg"
 	"tailscale.com/types/key"
 )
@@ -248,4 +249,71 @@ func TestTCPACL(t *testing.T) {
 	if st := n.Stats(); st.Dropped == 0 {
 		t.Fatal("no drops counted")
 	}
+}
+
+// TestTCPConfig: the node's Config.TCP reaches its TCP. With MaxConns 2 the
+// kernel's third connection attempt gets no answer (its SYNs are dropped)
+// until one of the two is gone, and an 8 KiB receive buffer, a window of a
+// few segments, still carries a transfer intact.
+func TestTCPConfig(t *testing.T) {
+	_, _, n := tcpLabConfig(t, "ml-tcp-config", true, microlink.TCPConfig{MaxConns: 2, ReceiveBuffer: 8 << 10, SendBuffer: 8 << 10})
+	ln, err := n.ListenTCP(8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	addr := netip.AddrPortFrom(n.IPv4(), 8080).String()
+	var ocs, mcs []net.Conn
+	defer func() {
+		for _, c := range append(ocs, mcs...) {
+			c.Close()
+		}
+	}()
+	for i := range 2 {
+		oc, err := osDialer.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("connection %d of 2: %v", i+1, err)
+		}
+		ocs = append(ocs, oc)
+		select {
+		case mc := <-accepted:
+			mcs = append(mcs, mc)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("connection %d of 2 not accepted", i+1)
+		}
+	}
+	d := net.Dialer{Timeout: 2 * time.Second}
+	if c, err := d.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Fatal("a third connection was accepted with MaxConns 2")
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("third connection: %v, want a timeout (SYNs dropped)", err)
+	}
+
+	// The two connections carry data through the small windows.
+	dur := exchange(t, ocs[0], mcs[0], 1<<20)
+	logSpeed(t, "OS client -> microlink with 8 KiB buffers", 1<<20, dur)
+
+	// Once a connection is fully closed (and past TIME-WAIT), there is
+	// room for another.
+	mcs[1].Close()
+	ocs[1].Close()
+	waitFor(t, 15*time.Second, "room for a new connection", func() bool {
+		c, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", addr)
+		if err != nil {
+			return false
+		}
+		ocs = append(ocs, c)
+		return true
+	})
 }
