@@ -18,6 +18,7 @@ import (
 	"github.com/microlink-go/microlink/interop/lab"
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tsnet"
+	"tailscale.com/tstest/integration/testcontrol"
 )
 
 // options configure a demo run.
@@ -194,7 +195,11 @@ func (d *demo) fail(name string, err error) {
 }
 
 func (d *demo) startLab(ctx context.Context) error {
-	if err := d.r.Do(func() { d.lab = lab.Start(d.r, lab.Options{}) }); err != nil {
+	// A real control server tells each node which peers are online;
+	// testcontrol leaves that out unless AllOnline is set, and the peer
+	// list would then call every peer offline.
+	opts := lab.Options{ConfigureControl: func(s *testcontrol.Server) { s.AllOnline = true }}
+	if err := d.r.Do(func() { d.lab = lab.Start(d.r, opts) }); err != nil {
 		return err
 	}
 	l := d.lab

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -34,6 +35,9 @@ func TestDemo(t *testing.T) {
 		want = append(want, "3 received, 0% packet loss")
 	}
 	checkOutput(t, out, want)
+	if !regexp.MustCompile(`(?m)^ +real-peer +[0-9a-f.:, ]+ +yes +`).MatchString(out) {
+		t.Error("the peer list does not show real-peer online")
+	}
 }
 
 // TestDemoDERPOnlyUserspace runs the demo with a userspace real peer that
