@@ -1,6 +1,7 @@
 package wireguard
 
 import (
+	"bytes"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/key"
@@ -25,10 +26,12 @@ func (d *Device) ReceiveFrom(msg, src []byte) (from key.NodePublic, ok bool) {
 	switch messageType(msg) {
 	case TypeTransport:
 		p = d.receiveTransport(msg)
+	// Cookies are computed from a copy of src, so that src does not escape
+	// and the transport messages of the hot path cost no allocation.
 	case TypeInitiation:
-		p = d.receiveInitiation(msg, src)
+		p = d.receiveInitiation(msg, bytes.Clone(src))
 	case TypeResponse:
-		p = d.receiveResponse(msg, src)
+		p = d.receiveResponse(msg, bytes.Clone(src))
 	case TypeCookieReply:
 		p = d.receiveCookieReply(msg)
 	}
