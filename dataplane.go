@@ -2,6 +2,7 @@ package microlink
 
 import (
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -37,6 +38,11 @@ type dataPlaneConfig struct {
 	Logger            *slog.Logger
 	OnEndpoints       func([]magicsock.Endpoint)
 	OnHomeDERP        func(int)
+
+	// For tests: a DERP in place of the real relay client, and a load
+	// signal in place of WireGuard's own.
+	derp      magicsock.DERP
+	underLoad func() bool
 }
 
 func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
@@ -46,9 +52,11 @@ func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
 		PrivateKey: c.NodeKey,
 		Send:       func(peer key.NodePublic, msg []byte) error { return d.ms.Send(peer, msg) },
 		Deliver:    d.stack.Inbound,
-		// Under a flood of handshakes, answer UDP senders with a cookie.
-		SendCookieReply: func(src, msg []byte) error { return d.ms.WriteUDP(msg, unpackAddr(src)) },
+		// Under a flood of handshakes, answer each sender with a cookie,
+		// the way its message came.
+		SendCookieReply: func(src, msg []byte) error { return d.sendCookieReply(src, msg) },
 		Logger:          c.Logger.With("component", "wireguard"),
+		UnderLoad:       c.underLoad,
 	})
 	if err != nil {
 		return nil, err
@@ -58,10 +66,11 @@ func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
 		port = 0
 	}
 	d.ms, err = magicsock.New(magicsock.Options{
-		DiscoKey:         c.DiscoKey,
-		NodeKey:          c.NodeKey,
-		Port:             uint16(port),
-		ReceiveWireGuard: d.receiveWireGuard,
+		DiscoKey:             c.DiscoKey,
+		NodeKey:              c.NodeKey,
+		Port:                 uint16(port),
+		ReceiveWireGuard:     d.receiveWireGuard,
+		ReceiveWireGuardDERP: d.receiveWireGuardDERP,
 		OnEndpoints: func(eps []magicsock.Endpoint) {
 			if d.onEndpoints != nil {
 				d.onEndpoints(eps)
@@ -72,6 +81,7 @@ func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
 				d.onHomeDERP(r)
 			}
 		},
+		DERP:   c.derp,
 		Logger: c.Logger.With("component", "magicsock"),
 	})
 	if err != nil {
@@ -81,22 +91,50 @@ func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
 	return d, nil
 }
 
-// receiveWireGuard hands an inbound WireGuard message to the core, with its
-// source packed into a fixed array so that cookie replies can find it.
+// WireGuard's cookies are bound to the bytes that identify a message's
+// sender to the transport. A UDP sender is its address and port; a DERP
+// sender, whose packets all come from the same relay, is the region and
+// its node key, so that each peer behind a relay gets a cookie of its own
+// and its reply goes back through the relay.
+const (
+	srcUDP  = 1 // srcUDP, 16-byte address, 2-byte port
+	srcDERP = 2 // srcDERP, 2-byte region, 32-byte node key
+
+	srcUDPLen  = 1 + 16 + 2
+	srcDERPLen = 1 + 2 + 32
+)
+
+// receiveWireGuard hands a WireGuard message that arrived over UDP to the
+// core, with its source packed into a fixed array.
 func (d *dataPlane) receiveWireGuard(msg []byte, src netip.AddrPort) {
-	var b [18]byte
+	var b [srcUDPLen]byte
+	b[0] = srcUDP
 	a16 := src.Addr().As16()
-	copy(b[:16], a16[:])
-	binary.BigEndian.PutUint16(b[16:], src.Port())
+	copy(b[1:17], a16[:])
+	binary.BigEndian.PutUint16(b[17:], src.Port())
 	d.wg.ReceiveFrom(msg, b[:])
 }
 
-// unpackAddr reverses the packing of receiveWireGuard.
-func unpackAddr(b []byte) netip.AddrPort {
-	if len(b) != 18 {
-		return netip.AddrPort{}
+// receiveWireGuardDERP is receiveWireGuard for a message relayed by DERP.
+func (d *dataPlane) receiveWireGuardDERP(msg []byte, region int, from key.NodePublic) {
+	var b [srcDERPLen]byte
+	b[0] = srcDERP
+	binary.BigEndian.PutUint16(b[1:3], uint16(region))
+	copy(b[3:], from[:])
+	d.wg.ReceiveFrom(msg, b[:])
+}
+
+// sendCookieReply sends msg back to src, as packed by receiveWireGuard or
+// receiveWireGuardDERP.
+func (d *dataPlane) sendCookieReply(src, msg []byte) error {
+	switch {
+	case len(src) == srcUDPLen && src[0] == srcUDP:
+		addr := netip.AddrFrom16([16]byte(src[1:17])).Unmap()
+		return d.ms.WriteUDP(msg, netip.AddrPortFrom(addr, binary.BigEndian.Uint16(src[17:])))
+	case len(src) == srcDERPLen && src[0] == srcDERP:
+		return d.ms.WriteDERP(msg, int(binary.BigEndian.Uint16(src[1:3])), key.NodePublic(src[3:]))
 	}
-	return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[:16])).Unmap(), binary.BigEndian.Uint16(b[16:]))
+	return errors.New("microlink: cookie reply to an unknown source")
 }
 
 // apply pushes what changed in the netmap into the layers.

@@ -171,19 +171,3 @@ func TestPeerKeyExpiryDropsPeer(t *testing.T) {
 		t.Fatalf("Peer = %+v, want Expired", p)
 	}
 }
-
-func TestUnpackAddr(t *testing.T) {
-	for _, s := range []string{"127.0.0.1:41641", "[2001:db8::1]:9", "127.3.3.40:900"} {
-		ap := netip.MustParseAddrPort(s)
-		var b [18]byte
-		a16 := ap.Addr().As16()
-		copy(b[:16], a16[:])
-		b[16], b[17] = byte(ap.Port()>>8), byte(ap.Port())
-		if got := unpackAddr(b[:]); got != ap {
-			t.Errorf("unpackAddr(pack(%v)) = %v", ap, got)
-		}
-	}
-	if unpackAddr([]byte{1, 2}).IsValid() {
-		t.Error("short source accepted")
-	}
-}

@@ -82,6 +82,11 @@ type Options struct {
 	// its source: the UDP address, or DERPAddr(region) over DERP. msg is
 	// valid only during the call.
 	ReceiveWireGuard func(msg []byte, src netip.AddrPort)
+	// ReceiveWireGuardDERP, if set, receives the WireGuard messages that
+	// arrive through DERP instead of ReceiveWireGuard, with the region
+	// and the sender's node key, which together identify the sender
+	// where DERPAddr(region) does not. msg is valid only during the call.
+	ReceiveWireGuardDERP func(msg []byte, region int, from key.NodePublic)
 	// OnEndpoints is called when the node's endpoints change.
 	OnEndpoints func([]Endpoint)
 	// OnHomeDERP is called when the home DERP region changes, once the
@@ -395,7 +400,10 @@ func (c *Conn) ReceiveDERP(region int, src key.NodePublic, pkt []byte) {
 		c.receiveDisco(pkt, DERPAddr(region), region, src)
 		return
 	}
-	if c.opts.ReceiveWireGuard != nil {
+	switch {
+	case c.opts.ReceiveWireGuardDERP != nil:
+		c.opts.ReceiveWireGuardDERP(pkt, region, src)
+	case c.opts.ReceiveWireGuard != nil:
 		c.opts.ReceiveWireGuard(pkt, DERPAddr(region))
 	}
 }
@@ -431,6 +439,19 @@ func (c *Conn) WriteUDP(b []byte, dst netip.AddrPort) error {
 		return ErrNotUDP
 	}
 	return c.writeUDP(b, dst)
+}
+
+// WriteDERP sends b to dst through DERP region, or through the region dst
+// was last heard on if region is 0, bypassing path selection: for
+// answers that must go back the way a message came, such as cookie
+// replies.
+func (c *Conn) WriteDERP(b []byte, region int, dst key.NodePublic) error {
+	select {
+	case <-c.closing:
+		return ErrClosed
+	default:
+	}
+	return c.derp.Send(region, dst, b)
 }
 
 // randDuration returns a random duration in [lo, hi).
