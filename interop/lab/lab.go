@@ -87,6 +87,19 @@ type Lab struct {
 	trap   *httptest.Server // stands in as HTTP(S) proxy to catch outbound requests
 }
 
+// serverTCPKeepAlive is how long an accepted connection of the lab's
+// control and DERP servers sits idle before the kernel sends TCP keep-alive
+// probes on it. Go's default is 15 s; the real derper uses 10 minutes (its
+// -tcp-keepalive-time flag), leaving liveness to the protocol's own
+// keep-alive messages, and so does the lab, so that an idle node's traffic
+// is measured against servers that behave like the real ones.
+const serverTCPKeepAlive = 10 * time.Minute
+
+func listenTCP(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: serverTCPKeepAlive}
+	return lc.Listen(context.Background(), "tcp", addr)
+}
+
 // Start starts a lab whose servers are shut down by t.Cleanup.
 func Start(t T, opts Options) *Lab {
 	t.Helper()
@@ -113,7 +126,7 @@ func Start(t T, opts Options) *Lab {
 	l.startDERP(t)
 	l.startTrap(t)
 
-	ln, err := net.Listen("tcp", l.hostPort(0))
+	ln, err := listenTCP(l.hostPort(0))
 	if err != nil {
 		t.Fatalf("lab: control listener: %v", err)
 	}
@@ -188,14 +201,12 @@ func (l *Lab) startDERP(t T) {
 	mux.HandleFunc("/generate_204", derpserver.ServeNoContent)
 
 	srv := httptest.NewUnstartedServer(mux)
-	if l.listen != defaultListenAddr { // httptest listens there
-		ln, err := net.Listen("tcp", l.hostPort(0))
-		if err != nil {
-			t.Fatalf("lab: DERP listener: %v", err)
-		}
-		srv.Listener.Close()
-		srv.Listener = ln
+	ln, err := listenTCP(l.hostPort(0))
+	if err != nil {
+		t.Fatalf("lab: DERP listener: %v", err)
 	}
+	srv.Listener.Close()
+	srv.Listener = ln
 	srv.Config.ErrorLog = log.New(logWriter(l.prefixLogf("derp http: ")), "", 0)
 	// DERP clients speak HTTP/1.1 and upgrade the connection; no h2.
 	srv.Config.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
@@ -331,7 +342,7 @@ func (c *controlListener) restart() error {
 	var err error
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		ln, err = net.Listen("tcp", c.addr)
+		ln, err = listenTCP(c.addr)
 		if err == nil || time.Now().After(deadline) {
 			break
 		}
