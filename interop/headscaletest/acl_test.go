@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,11 +34,12 @@ const (
 	outPort   = 9400 // mlUser may send UDP here on the outsider
 )
 
-// aclPolicy lets tsUser and mlUser reach each other's nodes on one UDP
-// port each and nothing else, and mlUser reach outUser's nodes on one UDP
-// port, but not the other way round. It is HuJSON, with comments and
-// trailing commas.
-var aclPolicy = fmt.Sprintf(`{
+// aclPolicy lets tsUser reach mlUser's nodes on UDP port mlPort, mlUser
+// reach tsUser's nodes on UDP port tsAllowed and outUser's on UDP port
+// outPort, and nothing else. It is HuJSON, with comments and trailing
+// commas.
+func aclPolicy(mlPort int) string {
+	return fmt.Sprintf(`{
 	// No "hosts", "groups" or tags: plain user sources and destinations.
 	"acls": [
 		{"action": "accept", "src": ["%[1]s@"], "proto": "udp", "dst": ["%[2]s@:%[3]d"]},
@@ -47,7 +49,8 @@ var aclPolicy = fmt.Sprintf(`{
 		{"action": "accept", "src": ["%[2]s@"], "proto": "udp", "dst": ["%[5]s@:%[6]d"]},
 	],
 }
-`, tsUser, mlUser, mlAllowed, tsAllowed, outUser, outPort)
+`, tsUser, mlUser, mlPort, tsAllowed, outUser, outPort)
+}
 
 // deniedWait is how long the test waits for datagrams that must not
 // arrive, once datagrams the policy allows have arrived on the same path.
@@ -63,13 +66,17 @@ const deniedWait = 2 * time.Second
 // filter does not govern) do. In the other direction microlink reaches
 // the tailscaled's allowed port only, and the answer to that flow comes
 // back through microlink's filter although the policy alone would drop
-// it, while the flow opens no other port.
+// it, while the flow opens no other port. Finally a policy reloaded by
+// Headscale swaps the allowed and denied ports on microlink.
 func TestHeadscaleACL(t *testing.T) {
 	if err := lab.TUNAvailable(); err != nil {
 		t.Skipf("needs a real peer in TUN mode: %v", err)
 	}
+	if g := lab.MicrolinkGoroutines(); len(g) != 0 {
+		t.Fatalf("microlink goroutines before the test:\n%s", strings.Join(g, "\n\n"))
+	}
 	l := lab.Start(t, lab.Options{})
-	hs := startHeadscalePolicy(t, l, aclPolicy)
+	hs := startHeadscalePolicy(t, l, aclPolicy(mlAllowed))
 	mlKey := hs.preAuthKey(t, hs.createUser(t, mlUser))
 	tsKey := hs.preAuthKey(t, hs.createUser(t, tsUser))
 
@@ -132,6 +139,7 @@ func TestHeadscaleACL(t *testing.T) {
 	// proves the path, then the denied one with an allowed datagram
 	// after each, so that the path is known to work while the denied
 	// datagrams are dropped.
+	tsSrcAddr := tsSrc.LocalAddr().(*net.UDPAddr).AddrPort()
 	deliver(t, tsSrc, netip.AddrPortFrom(mlIP, mlAllowed), allowed, "first")
 	dropped0 := n.Stats().Dropped
 	const deniedCount = 3
@@ -139,7 +147,7 @@ func TestHeadscaleACL(t *testing.T) {
 		send(t, tsSrc, netip.AddrPortFrom(mlIP, mlDenied), fmt.Sprintf("denied %d", i))
 		want := fmt.Sprintf("allowed %d", i)
 		send(t, tsSrc, netip.AddrPortFrom(mlIP, mlAllowed), want)
-		expect(t, allowed, want, tsSrc.LocalAddr().(*net.UDPAddr).AddrPort())
+		expect(t, allowed, want, tsSrcAddr)
 	}
 
 	// ICMP. As in Tailscale's own filter, an echo request is let in from
@@ -201,6 +209,25 @@ func TestHeadscaleACL(t *testing.T) {
 	if d := n.Stats().Dropped - dropped0; d < deniedCount+2 {
 		t.Errorf("microlink counted %d dropped packets, want at least %d", d, deniedCount+2)
 	}
+	if t.Failed() {
+		return
+	}
+
+	// A new policy reaches microlink on its open map stream and replaces
+	// the rules: mlDenied is allowed, mlAllowed no longer.
+	hs.setPolicy(t, aclPolicy(mlDenied))
+	deliver(t, tsSrc, netip.AddrPortFrom(mlIP, mlDenied), denied, "after the reload")
+	send(t, tsSrc, netip.AddrPortFrom(mlIP, mlAllowed), "revoked")
+	send(t, tsSrc, netip.AddrPortFrom(mlIP, mlDenied), "allowed now")
+	expect(t, denied, "allowed now", tsSrcAddr)
+	if err := nothingArrives(allowed, fmt.Sprintf("microlink's port %d", mlAllowed), time.Now().Add(deniedWait)); err != nil {
+		t.Error(err)
+	}
+
+	if err := n.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	waitNoMicrolinkGoroutines(t)
 }
 
 // udpSocket is what the test needs of a microlink or an OS UDP socket.

@@ -106,6 +106,7 @@ type headscale struct {
 	URL string
 
 	bin, dir, config, logFile string
+	policyFile                string // "" without a policy
 
 	cmd      *exec.Cmd
 	exited   chan struct{}
@@ -158,10 +159,9 @@ func startHeadscalePolicy(t *testing.T, l *lab.Lab, policy string) *headscale {
 	if err := os.WriteFile(derpFile, derpMapYAML(l.DERPMap), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	policyFile := ""
 	if policy != "" {
-		policyFile = filepath.Join(dir, "policy.hujson")
-		if err := os.WriteFile(policyFile, []byte(policy), 0o600); err != nil {
+		h.policyFile = filepath.Join(dir, "policy.hujson")
+		if err := os.WriteFile(h.policyFile, []byte(policy), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -174,7 +174,7 @@ func startHeadscalePolicy(t *testing.T, l *lab.Lab, policy string) *headscale {
 		prefix4, prefix6,
 		derpFile,
 		filepath.Join(dir, "db.sqlite"),
-		policyFile,
+		h.policyFile,
 		baseDomain,
 		filepath.Join(dir, "headscale.sock"),
 	)
@@ -333,6 +333,22 @@ func (h *headscale) waitHealthy(ctx context.Context) error {
 			return fmt.Errorf("%w (last error: %v)", ctx.Err(), lastErr)
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// setPolicy replaces the policy of a headscale started with one and has
+// it reload the file, which it does on SIGHUP. The reload happens in the
+// background.
+func (h *headscale) setPolicy(t *testing.T, policy string) {
+	t.Helper()
+	if h.policyFile == "" {
+		t.Fatal("setPolicy: headscale was started without a policy")
+	}
+	if err := os.WriteFile(h.policyFile, []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("SIGHUP to headscale: %v", err)
 	}
 }
 

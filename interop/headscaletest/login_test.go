@@ -130,6 +130,13 @@ func TestHeadscaleInteractiveLogin(t *testing.T) {
 	}
 
 	n.Close()
+	waitNoMicrolinkGoroutines(t)
+}
+
+// waitNoMicrolinkGoroutines waits up to 5 s for microlink's goroutines to
+// end, after the test closed its nodes.
+func waitNoMicrolinkGoroutines(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for g := lab.MicrolinkGoroutines(); len(g) != 0; g = lab.MicrolinkGoroutines() {
 		if time.Now().After(deadline) {
