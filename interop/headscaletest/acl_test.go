@@ -227,7 +227,7 @@ func TestHeadscaleACL(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	waitNoMicrolinkGoroutines(t)
+	lab.WaitNoMicrolinkGoroutines(t, 5*time.Second)
 }
 
 // udpSocket is what the test needs of a microlink or an OS UDP socket.

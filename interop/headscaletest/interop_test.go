@@ -71,13 +71,7 @@ func TestHeadscale(t *testing.T) {
 
 	// Closing the nodes stops all of their goroutines.
 	n.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for g := lab.MicrolinkGoroutines(); len(g) != 0; g = lab.MicrolinkGoroutines() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d microlink goroutines left after Close:\n%s", len(g), strings.Join(g, "\n\n"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	lab.WaitNoMicrolinkGoroutines(t, 5*time.Second)
 }
 
 // startNode starts microlink against Headscale and checks that it is

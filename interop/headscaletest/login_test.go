@@ -130,20 +130,7 @@ func TestHeadscaleInteractiveLogin(t *testing.T) {
 	}
 
 	n.Close()
-	waitNoMicrolinkGoroutines(t)
-}
-
-// waitNoMicrolinkGoroutines waits up to 5 s for microlink's goroutines to
-// end, after the test closed its nodes.
-func waitNoMicrolinkGoroutines(t *testing.T) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for g := lab.MicrolinkGoroutines(); len(g) != 0; g = lab.MicrolinkGoroutines() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d microlink goroutines left after Close:\n%s", len(g), strings.Join(g, "\n\n"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	lab.WaitNoMicrolinkGoroutines(t, 5*time.Second)
 }
 
 // loginRecorder records what a node reports through OnAuthURL and Watch.

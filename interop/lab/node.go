@@ -76,3 +76,17 @@ func MicrolinkGoroutines() []string {
 	}
 	return out
 }
+
+// WaitNoMicrolinkGoroutines waits up to d for the goroutines running
+// microlink's code to end, after a test closed its nodes, and fails t with
+// their stacks if some are left.
+func WaitNoMicrolinkGoroutines(t T, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for g := MicrolinkGoroutines(); len(g) != 0; g = MicrolinkGoroutines() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d microlink goroutines left after Close:\n%s", len(g), strings.Join(g, "\n\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

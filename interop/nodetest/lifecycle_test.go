@@ -46,17 +46,7 @@ func TestCloseStopsGoroutines(t *testing.T) {
 	if _, _, err := c.ReadFrom(make([]byte, 10)); err == nil {
 		t.Fatal("socket still open after Close")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		g := lab.MicrolinkGoroutines()
-		if len(g) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines left after Close:\n%s", len(g), strings.Join(g, "\n\n"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	lab.WaitNoMicrolinkGoroutines(t, 5*time.Second)
 	if n.State() != microlink.Stopped {
 		t.Fatalf("state after Close = %v", n.State())
 	}
