@@ -78,6 +78,12 @@ type Conn struct {
 	rttStart       time.Time
 	retries        int
 
+	// SACK scoreboard (sack.go): the ranges above sndUna the peer
+	// reported, sorted, and how far this recovery has resent holes.
+	sacked  [maxScoreboard]seqRange
+	nsacked int
+	highRxt uint32
+
 	// Receive side. rcvBuf holds data not yet read; out-of-order data
 	// waits in its free space at the offsets its ranges give.
 	irs, rcvNxt uint32
@@ -116,12 +122,16 @@ type deadline struct {
 func (s *Stack) newConn(id connID) *Conn {
 	var r [4]byte
 	rand.Read(r[:])
+	iss := binary.BigEndian.Uint32(r[:])
+	if s.iss != nil {
+		iss = s.iss()
+	}
 	c := &Conn{
 		s:        s,
 		id:       id,
 		sndBuf:   newRing(s.cfg.SendBuffer),
 		rcvBuf:   newRing(s.cfg.ReceiveBuffer),
-		iss:      binary.BigEndian.Uint32(r[:]),
+		iss:      iss,
 		mss:      536,
 		rto:      time.Second,
 		ssthresh: 1 << 30,
@@ -129,6 +139,8 @@ func (s *Stack) newConn(id connID) *Conn {
 	c.rcvCond.L = &c.mu
 	c.sndCond.L = &c.mu
 	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss, c.iss
+	// No recovery has happened before the first byte (RFC 6582).
+	c.recover, c.highRxt = c.iss, c.iss
 	c.bufSeq = c.iss + 1
 	for s.cfg.ReceiveBuffer>>c.rcvShift > 0xffff {
 		c.rcvShift++

@@ -6,8 +6,9 @@
 // segments are complete IPv4 or IPv6 packets handed to Config.Output. The
 // stack implements the MSS and window scale options, retransmission with an
 // RFC 6298 timer and a cap on retries, fast retransmit and NewReno
-// congestion control, buffering of out-of-order data within the receive
-// window (reported to the peer in SACK blocks), zero-window probing,
+// congestion control with loss recovery guided by the peer's SACK blocks,
+// buffering of out-of-order data within the receive window (reported to
+// the peer in SACK blocks), zero-window probing,
 // keep-alive probes and resets for segments to closed ports.
 //
 // Memory is bounded: each connection has fixed send and receive buffers,

@@ -3,6 +3,7 @@ package tcp
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/microlink-go/microlink/internal/packet"
@@ -36,6 +37,7 @@ func FuzzInbound(f *testing.F) {
 		func() header { h := base; h.flags = flagRST; return h }(),
 		func() header { h := base; h.flags = flagACK; h.seq += 5000; return h }(),
 		func() header { h := base; h.flags = flagSYN | flagACK; h.mss = 1; h.wscale = 14; return h }(),
+		func() header { h := base; h.flags = flagACK; h.sacks = []seqRange{{h.ack - 10, h.ack + 20}}; return h }(),
 	} {
 		f.Add(seedSegment(h, []byte("data")))
 	}
@@ -45,11 +47,16 @@ func FuzzInbound(f *testing.F) {
 		parseSegment(addrA4, addrB4, seg, &sg) // must not panic on anything
 		if len(seg) >= packet.TCPHeaderLen {
 			seg = append([]byte(nil), seg...)
-			seg[16], seg[17] = 0, 0
-			binary.BigEndian.PutUint16(seg[16:], packet.TransportChecksum(addrA4, addrB4, packet.ProtoTCP, seg))
+			fixChecksum(seg)
 		}
 		b.Inbound(addrA4, addrB4, seg)
 	})
+}
+
+// fixChecksum sets the checksum of seg, a segment from addrA4 to addrB4.
+func fixChecksum(seg []byte) {
+	seg[16], seg[17] = 0, 0
+	binary.BigEndian.PutUint16(seg[16:], packet.TransportChecksum(addrA4, addrB4, packet.ProtoTCP, seg))
 }
 
 func TestParseRoundTrip(t *testing.T) {
@@ -91,8 +98,23 @@ func TestSACKOption(t *testing.T) {
 	if len(raw) != 20+len(want) || raw[12]>>4 != byte((20+len(want))/4) || string(raw[20:]) != string(want) {
 		t.Fatalf("segment % x", raw)
 	}
-	syn := header{src: h.src, dst: h.dst, flags: flagSYN, mss: 1240, wscale: 2, sackOK: true}
 	var sg segment
+	if err := parseSegment(addrA4, addrB4, raw, &sg); err != nil || sg.nsacks != 2 || sg.sacks[0] != (seqRange{100, 200}) || sg.sacks[1] != (seqRange{300, 400}) {
+		t.Fatalf("SACK blocks of an ACK: %+v %v", sg, err)
+	}
+	// A malformed option loses the SACK blocks, not the segment.
+	bad := slices.Clone(raw)
+	bad[23] = 17
+	fixChecksum(bad)
+	if err := parseSegment(addrA4, addrB4, bad, &sg); err != nil || sg.nsacks != 0 {
+		t.Fatalf("malformed SACK option: %+v %v", sg, err)
+	}
+	// MSS and window scale count only in a SYN.
+	late := header{src: h.src, dst: h.dst, flags: flagACK, mss: 536, wscale: 3}
+	if err := parseSegment(addrA4, addrB4, seedSegment(late, nil), &sg); err != nil || sg.mss != 0 || sg.wscale != -1 {
+		t.Fatalf("options outside a SYN: %+v %v", sg, err)
+	}
+	syn := header{src: h.src, dst: h.dst, flags: flagSYN, mss: 1240, wscale: 2, sackOK: true}
 	if err := parseSegment(addrA4, addrB4, seedSegment(syn, nil), &sg); err != nil || !sg.sackOK || sg.mss != 1240 || sg.wscale != 2 {
 		t.Fatalf("SYN options: %+v %v", sg, err)
 	}

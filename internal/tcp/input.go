@@ -222,6 +222,9 @@ func (c *Conn) processAck(sg *segment) bool {
 	if seqLT(ack, c.sndUna) {
 		return true // an old duplicate: its data may still be new
 	}
+	if c.sackOK && sg.nsacks > 0 {
+		c.noteSACKs(sg)
+	}
 	oldWnd := c.sndWnd
 	if seqLT(c.sndWl1, sg.seq) || c.sndWl1 == sg.seq && seqLEQ(c.sndWl2, ack) {
 		c.sndWnd = uint32(sg.wnd) << c.sndShift
@@ -261,6 +264,7 @@ func (c *Conn) newAck(ack uint32) {
 		c.bufSeq += uint32(d)
 	}
 	c.sndUna = ack
+	c.pruneSACKed()
 	if seqLT(c.sndNxt, ack) {
 		c.sndNxt = ack
 	}
@@ -296,8 +300,13 @@ func (c *Conn) congestionAck(ack uint32, acked int) {
 		c.inRecovery = false
 		c.cwnd = min(c.ssthresh, int(c.sndMax-c.sndUna)+c.mss)
 	case c.inRecovery:
-		// A partial ACK: the next hole was lost too.
-		c.retransmitFirst()
+		// A partial ACK: the next hole was lost too. With SACK it may
+		// have been resent already, and the next one not yet.
+		if seqGT(c.highRxt, c.sndUna) && c.nsacked > 0 {
+			c.retransmitHole()
+		} else {
+			c.retransmitFirst()
+		}
 		c.cwnd = max(c.cwnd-acked+c.mss, c.mss)
 	case c.cwnd < c.ssthresh:
 		c.cwnd += min(acked, c.mss)
@@ -312,13 +321,18 @@ func (c *Conn) duplicateAck() {
 	c.dupAcks++
 	switch {
 	case c.inRecovery:
-		c.cwnd += c.mss
-	case c.dupAcks == 3 && seqGT(c.sndUna, c.recover) || c.dupAcks == 3 && c.recover == c.iss:
+		// Each duplicate ACK means a segment left the network: it
+		// lets out the next hole's retransmission, or new data.
+		if !c.retransmitHole() {
+			c.cwnd += c.mss
+		}
+	case c.dupAcks == 3 && seqGT(c.sndUna, c.recover):
 		flight := int(c.sndMax - c.sndUna)
 		c.ssthresh = max(flight/2, 2*c.mss)
 		c.cwnd = c.ssthresh + 3*c.mss
 		c.recover = c.sndMax
 		c.inRecovery = true
+		c.highRxt = c.sndUna
 		c.retransmitFirst()
 	}
 	c.trySend()

@@ -204,5 +204,6 @@ func (c *Conn) retransmitFirst() {
 		return
 	}
 	c.sendData(c.sndUna, off, n, fin)
+	c.highRxt = seqMax(c.highRxt, c.sndUna+uint32(n))
 	c.rtoAt = time.Now().Add(c.rto)
 }

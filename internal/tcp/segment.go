@@ -48,8 +48,13 @@ type segment struct {
 	mss              uint16 // 0: no MSS option
 	wscale           int8   // -1: no window scale option
 	sackOK           bool   // SACK permitted
+	sacks            [maxSACKOption]seqRange
+	nsacks           int // SACK blocks in sacks
 	payload          []byte
 }
+
+// maxSACKOption is how many SACK blocks fit in a TCP option.
+const maxSACKOption = 4
 
 func (s *segment) has(f packet.TCPFlags) bool { return s.flags&f != 0 }
 
@@ -66,8 +71,9 @@ func (s *segment) len() uint32 {
 }
 
 // parseSegment parses the TCP segment b sent from src to dst, checking its
-// checksum. Options other than MSS and window scale are skipped, and those
-// two are read only from SYN segments, the only ones they may appear in.
+// checksum. MSS, window scale and SACK-permitted options are read only
+// from SYN segments, the only ones they may appear in, SACK blocks from
+// the others; other options are skipped.
 func parseSegment(src, dst netip.Addr, b []byte, s *segment) error {
 	if len(b) < packet.TCPHeaderLen {
 		return errSegment
@@ -92,6 +98,14 @@ func parseSegment(src, dst netip.Addr, b []byte, s *segment) error {
 	if s.has(flagSYN) {
 		return s.parseOptions(b[packet.TCPHeaderLen:off])
 	}
+	if off > packet.TCPHeaderLen {
+		// Only SACK blocks count outside a SYN. Options that do not
+		// parse cost the segment its SACK blocks, not its data.
+		if s.parseOptions(b[packet.TCPHeaderLen:off]) != nil {
+			s.nsacks = 0
+		}
+		s.mss, s.wscale, s.sackOK = 0, -1, false
+	}
 	return nil
 }
 
@@ -114,6 +128,11 @@ func (s *segment) parseOptions(o []byte) error {
 			s.wscale = int8(min(o[2], maxWScale))
 		case o[0] == optSACKOK && o[1] == 2:
 			s.sackOK = true
+		case o[0] == optSACK && (o[1]-2)%8 == 0:
+			for b := o[2:o[1]]; len(b) >= 8 && s.nsacks < maxSACKOption; b = b[8:] {
+				s.sacks[s.nsacks] = seqRange{binary.BigEndian.Uint32(b), binary.BigEndian.Uint32(b[4:])}
+				s.nsacks++
+			}
 		}
 		o = o[o[1]:]
 	}

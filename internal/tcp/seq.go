@@ -14,3 +14,11 @@ func seqMax(a, b uint32) uint32 {
 	}
 	return b
 }
+
+// seqMin returns the earlier of a and b.
+func seqMin(a, b uint32) uint32 {
+	if seqLT(a, b) {
+		return a
+	}
+	return b
+}

@@ -129,6 +129,11 @@ type Stack struct {
 	segsIn, segsOut, retransmit atomic.Uint64
 	resets, dropped, timeouts   atomic.Uint64
 	keepalives                  atomic.Uint64
+
+	// iss, if set, chooses initial sequence numbers instead of chance;
+	// tests use it to cover both halves of the sequence space and its
+	// wrap.
+	iss func() uint32
 }
 
 // New returns a Stack.

@@ -83,6 +83,10 @@ func (c *Conn) retransmitTimeout() {
 	c.dupAcks = 0
 	c.recover = c.sndMax
 	c.sndNxt = c.sndUna
+	// Everything is sent again from sndUna; the peer may also have
+	// dropped what it SACKed (RFC 2018, section 8).
+	c.nsacked = 0
+	c.highRxt = c.sndUna
 	c.trySend()
 }
 
