@@ -54,7 +54,7 @@ func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
 		Deliver:    d.stack.Inbound,
 		// Under a flood of handshakes, answer each sender with a cookie,
 		// the way its message came.
-		SendCookieReply: func(src, msg []byte) error { return d.sendCookieReply(src, msg) },
+		SendCookieReply: d.sendCookieReply,
 		Logger:          c.Logger.With("component", "wireguard"),
 		UnderLoad:       c.underLoad,
 	})
