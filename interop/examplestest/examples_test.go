@@ -1,7 +1,6 @@
 package examplestest
 
 import (
-	"context"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -131,7 +130,7 @@ func TestPingPong(t *testing.T) {
 		t.Fatalf("real peer never learned ping_pong's home DERP: %v", err)
 	}
 	for _, typ := range []string{"disco", "TSMP"} {
-		res, err := pingRetry(ctx, ts, self, typ)
+		res, err := ts.PingRetry(ctx, self, typ, 5)
 		if err != nil {
 			t.Fatalf("real peer %s ping of ping_pong at %v: %v", typ, self, err)
 		}
@@ -141,26 +140,6 @@ func TestPingPong(t *testing.T) {
 		t.Logf("real peer %s ping of ping_pong: %v ms via %s%s", typ, res.LatencySeconds*1000, res.DERPRegionCode, res.Endpoint)
 	}
 	p.stop(t)
-}
-
-// pingRetry pings ip from ts a few times, since the first try may race the
-// WireGuard handshake or DERP route setup.
-func pingRetry(ctx context.Context, ts *lab.Tailscaled, ip netip.Addr, typ string) (*ipnstate.PingResult, error) {
-	var err error
-	for try := 0; try < 5; try++ {
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		var res *ipnstate.PingResult
-		res, err = ts.Ping(pctx, ip, typ)
-		cancel()
-		if err == nil {
-			return res, nil
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return nil, err
 }
 
 var readingLine = regexp.MustCompile(`^reading node=(\S+) seq=(\d+) time=(\S+) temperature_c=(-?[\d.]+) uptime_s=([\d.]+) from=(\S+) (\S+)`)

@@ -153,7 +153,7 @@ func TestHeadscaleACL(t *testing.T) {
 	// ICMP. As in Tailscale's own filter, an echo request is let in from
 	// a source the rules allow to reach some port of the destination by
 	// some protocol: the tailscaled's UDP port lets its ICMP ping through.
-	if err := tsPing(ctx, ts, mlIP, "ICMP"); err != nil {
+	if _, err := ts.PingRetry(ctx, mlIP, "ICMP", 3); err != nil {
 		t.Errorf("the tailscaled's ICMP ping of microlink, which it may reach on UDP port %d: %v", mlAllowed, err)
 	}
 	// The outsider may reach no port of microlink. Its disco and TSMP
@@ -161,7 +161,7 @@ func TestHeadscaleACL(t *testing.T) {
 	// ping then gets no answer. Microlink's own ICMP ping of the outsider,
 	// whose UDP port it may reach, is answered.
 	for _, typ := range []string{"disco", "TSMP"} {
-		if err := tsPing(ctx, out, mlIP, typ); err != nil {
+		if _, err := out.PingRetry(ctx, mlIP, typ, 3); err != nil {
 			t.Fatalf("the outsider's %s ping of microlink: %v", typ, err)
 		}
 	}
@@ -313,18 +313,4 @@ func nothingArrives(c udpSocket, name string, deadline time.Time) error {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// tsPing pings ip from d with up to three tries of 3 s each, for the
-// first pings of a path.
-func tsPing(ctx context.Context, d *lab.Tailscaled, ip netip.Addr, typ string) (err error) {
-	for range 3 {
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		_, err = d.Ping(pctx, ip, typ)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-	}
-	return err
 }

@@ -45,14 +45,7 @@ func tcpLabConfig(t *testing.T, hostname string, neverDirect bool, tcp microlink
 		t.Fatalf("real peer never learned microlink's home DERP: %v", err)
 	}
 	// The first packets wait for the WireGuard handshake: warm the path.
-	for range 5 {
-		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := n.Ping(pctx, ts.IPv4().String(), microlink.PingTSMP)
-		pcancel()
-		if err == nil {
-			break
-		}
-	}
+	lab.PingRetry(ctx, n, ts.IPv4().String(), microlink.PingTSMP)
 	return l, ts, n
 }
 
