@@ -3,6 +3,7 @@ package magicsock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -123,12 +124,19 @@ func TestDirectPath(t *testing.T) {
 		<-b.wg
 	}
 	relayed := r.relayedTo(bKey)
-	for range 5 {
-		if err := a.Send(bKey, []byte(wgMsg)); err != nil {
+	for i := range 5 {
+		// Each message is numbered: a copy of wgMsg that the relay was
+		// still carrying when trust arrived may come in between.
+		msg := fmt.Sprintf("%s-%d", wgMsg, i)
+		if err := a.Send(bKey, []byte(msg)); err != nil {
 			t.Fatal(err)
 		}
-		if m := recv(t, b); m.src != a.udpTo {
-			t.Fatalf("message from %v, want direct from %v", m.src, a.udpTo)
+		m := recv(t, b)
+		for m.msg == wgMsg {
+			m = recv(t, b)
+		}
+		if m.msg != msg || m.src != a.udpTo {
+			t.Fatalf("message %q from %v, want %q direct from %v", m.msg, m.src, msg, a.udpTo)
 		}
 	}
 	if n := r.relayedTo(bKey) - relayed; n > 2 { // a heartbeat round may relay a call-me-maybe
