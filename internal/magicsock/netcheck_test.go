@@ -143,7 +143,9 @@ func TestNetcheckRegionScore(t *testing.T) {
 	fast := newSTUNServer(t, "udp4", "127.0.0.1", 0)
 	dm := &tailcfg.DERPMap{
 		Regions:    map[int]*tailcfg.DERPRegion{1: stunRegion(1, slow), 2: stunRegion(2, fast)},
-		HomeParams: &tailcfg.DERPHomeParams{RegionScore: map[int]float64{2: 1000}},
+		// A loopback round trip takes at least a microsecond: scored a
+		// million times, the fast region is slower than the slow one's 30 ms.
+		HomeParams: &tailcfg.DERPHomeParams{RegionScore: map[int]float64{2: 1e6}},
 	}
 	a := newNode(t, nil, Options{DERP: &fakeDERP{r: newFakeRelay(t)}})
 	a.SetDERPMap(dm)
