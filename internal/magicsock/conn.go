@@ -124,6 +124,8 @@ type Conn struct {
 	// given address family's peers.
 	dropUDP atomic.Bool
 
+	counts counters
+
 	mu        sync.Mutex
 	closed    bool
 	peers     map[key.NodePublic]*peer
@@ -386,6 +388,7 @@ func (c *Conn) receiveUDP(b []byte, src netip.AddrPort) {
 	case classGeneve:
 		// Peer-relay encapsulation; this node is not a relay client.
 	default:
+		c.counts.directIn.add(len(b))
 		if c.opts.ReceiveWireGuard != nil {
 			c.opts.ReceiveWireGuard(b, src)
 		}
@@ -400,6 +403,7 @@ func (c *Conn) ReceiveDERP(region int, src key.NodePublic, pkt []byte) {
 		c.receiveDisco(pkt, DERPAddr(region), region, src)
 		return
 	}
+	c.counts.derpIn.add(len(pkt))
 	switch {
 	case c.opts.ReceiveWireGuardDERP != nil:
 		c.opts.ReceiveWireGuardDERP(pkt, region, src)
@@ -438,7 +442,7 @@ func (c *Conn) WriteUDP(b []byte, dst netip.AddrPort) error {
 	if dst.Addr() == DERPMagicIP || !dst.IsValid() {
 		return ErrNotUDP
 	}
-	return c.writeUDP(b, dst)
+	return c.counts.directOut.countSent(len(b), c.writeUDP(b, dst))
 }
 
 // WriteDERP sends b to dst through DERP region, or through the region dst
@@ -451,7 +455,7 @@ func (c *Conn) WriteDERP(b []byte, region int, dst key.NodePublic) error {
 		return ErrClosed
 	default:
 	}
-	return c.derp.Send(region, dst, b)
+	return c.counts.derpOut.countSent(len(b), c.derp.Send(region, dst, b))
 }
 
 // randDuration returns a random duration in [lo, hi).

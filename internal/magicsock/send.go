@@ -42,7 +42,7 @@ func (c *Conn) Send(peerKey key.NodePublic, msg []byte) error {
 	addr, trusted := p.hot.addr, now.Before(p.hot.until)
 	p.hot.Unlock()
 	if trusted {
-		return c.writeUDP(msg, addr)
+		return c.counts.directOut.countSent(len(msg), c.writeUDP(msg, addr))
 	}
 	return c.sendSlow(p, msg, addr, now)
 }
@@ -70,9 +70,9 @@ func (c *Conn) sendSlow(p *peer, msg []byte, addr netip.AddrPort, now time.Time)
 
 	var udpErr error
 	if addr.IsValid() {
-		udpErr = c.writeUDP(msg, addr)
+		udpErr = c.counts.directOut.countSent(len(msg), c.writeUDP(msg, addr))
 	}
-	derpErr := c.derp.Send(region, p.key, msg)
+	derpErr := c.counts.derpOut.countSent(len(msg), c.derp.Send(region, p.key, msg))
 	if derpErr == nil || (addr.IsValid() && udpErr == nil) {
 		return nil
 	}
