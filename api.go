@@ -11,8 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microlink-go/microlink/internal/magicsock"
 	"github.com/microlink-go/microlink/internal/netmap"
 	"github.com/microlink-go/microlink/internal/tunnel"
+	"github.com/microlink-go/microlink/internal/wireguard"
 )
 
 // ErrNotConnected is returned by operations that need the network before
@@ -325,22 +327,38 @@ func (n *Node) SendUDP(ctx context.Context, addr string, payload []byte) error {
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
-	st := Stats{Peers: n.nm.NumPeers()}
 	n.mu.Lock()
-	data := n.data
+	data, st := n.data, n.retired
 	n.mu.Unlock()
+	st.Peers = n.nm.NumPeers()
+	st.MapUpdates = n.mapUpdates.Load()
 	if data == nil {
 		return st
 	}
-	ws := data.wg.Stats()
-	st.PacketsIn, st.PacketsOut = ws.PacketsIn, ws.PacketsOut
-	st.BytesIn, st.BytesOut = ws.BytesIn, ws.BytesOut
-	st.Handshakes = ws.HandshakesCompleted
+	st.addDataPlane(data.wg.Stats(), data.ms.Counters())
 	dropped, _, _ := data.stack.Counters()
 	ts := data.stack.TCPStats()
-	st.Dropped = ws.Drops + dropped + ts.Dropped
+	st.Dropped += dropped + ts.Dropped
 	st.TCPConns, st.TCPRetransmits = ts.Conns, ts.Retransmits
 	return st
+}
+
+// addDataPlane adds the counters of one data plane (one node key) to st.
+func (st *Stats) addDataPlane(ws wireguard.Stats, mc magicsock.Counters) {
+	st.PacketsIn += ws.PacketsIn
+	st.PacketsOut += ws.PacketsOut
+	st.BytesIn += ws.BytesIn
+	st.BytesOut += ws.BytesOut
+	st.Handshakes += ws.HandshakesCompleted
+	st.Dropped += ws.Drops
+	st.DirectPacketsIn += mc.DirectPacketsIn
+	st.DirectPacketsOut += mc.DirectPacketsOut
+	st.DirectBytesIn += mc.DirectBytesIn
+	st.DirectBytesOut += mc.DirectBytesOut
+	st.DERPPacketsIn += mc.DERPPacketsIn
+	st.DERPPacketsOut += mc.DERPPacketsOut
+	st.DERPBytesIn += mc.DERPBytesIn
+	st.DERPBytesOut += mc.DERPBytesOut
 }
 
 // Rebind reopens the node's UDP socket after a change of network (new

@@ -269,6 +269,7 @@ func (n *Node) onMapResponse(resp *tailcfg.MapResponse) {
 		n.logger.Warn("microlink: bad map response", "err", err)
 		return
 	}
+	n.mapUpdates.Add(1)
 	if data != nil {
 		data.apply(n.nm, ch)
 	}
@@ -357,6 +358,7 @@ func (n *Node) onNodeKey(k key.Private) {
 		return
 	}
 	n.mu.Lock()
+	n.retired.addDataPlane(old.wg.Stats(), old.ms.Counters())
 	n.data = data
 	n.mu.Unlock()
 	data.apply(n.nm, fullChanges())

@@ -37,6 +37,8 @@ type Node struct {
 	current atomic.Pointer[dataPlane] // data, for the stack's send path
 	ctl     *control.Client
 
+	mapUpdates atomic.Uint64 // map messages applied
+
 	mu        sync.Mutex
 	st        State
 	authURL   string
@@ -47,6 +49,7 @@ type Node struct {
 	gotMap    bool // a map message was applied
 	newStream bool // the next map message starts a new stream
 
+	retired      Stats        // counters of data planes replaced at key rotations
 	ctlKind      control.Kind // the control client's last state
 	reportedDERP int          // home DERP region control has accepted from us
 	graceOver    bool         // stopped waiting for reportedDERP

@@ -171,3 +171,43 @@ func TestPeerKeyExpiryDropsPeer(t *testing.T) {
 		t.Fatalf("Peer = %+v, want Expired", p)
 	}
 }
+
+// TestStatsSurviveKeyRotation: the counters of the data plane a key
+// rotation replaces stay in Stats.
+func TestStatsSurviveKeyRotation(t *testing.T) {
+	n, err := New(Config{ControlURL: "http://127.0.0.1:1", Port: -1, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	n.stack = tunnel.New(tunnel.Config{Output: func([]byte) error { return nil }})
+	n.disco = key.NewPrivate()
+	data, err := n.newDataPlane(n.ident.NodeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.data = data
+	n.onMapResponse(&tailcfg.MapResponse{
+		Node: &tailcfg.Node{ID: 1, Key: n.ident.NodeKey.NodePublic(), Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}, MachineAuthorized: true},
+	})
+	// A transport message for no session arrives through DERP: counted
+	// as relayed, and dropped.
+	junk := append([]byte{4, 0, 0, 0}, make([]byte, 44)...)
+	data.ms.ReceiveDERP(1, key.NewPrivate().NodePublic(), junk)
+	before := n.Stats()
+	if before.DERPPacketsIn != 1 || before.DERPBytesIn != uint64(len(junk)) || before.Dropped == 0 || before.MapUpdates != 1 {
+		t.Fatalf("stats before the rotation: %+v", before)
+	}
+
+	n.onNodeKey(key.NewPrivate())
+	if n.data == data {
+		t.Fatal("the data plane was not replaced")
+	}
+	if after := n.Stats(); after != before {
+		t.Fatalf("stats after the rotation %+v, want %+v", after, before)
+	}
+	n.data.ms.ReceiveDERP(1, key.NewPrivate().NodePublic(), junk)
+	if after := n.Stats(); after.DERPPacketsIn != 2 || after.Dropped <= before.Dropped {
+		t.Fatalf("stats after one more message %+v", after)
+	}
+}

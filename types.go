@@ -127,6 +127,17 @@ type Stats struct {
 	TCPConns              int    // TCP connections in any state
 	TCPRetransmits        uint64 // TCP segments sent again after a loss
 	Peers                 int    // peers in the netmap
+
+	// WireGuard messages (data, keep-alives, handshakes) by the way they
+	// went: over a direct UDP path or relayed through DERP. Bytes are
+	// whole WireGuard messages, overhead included. While a direct path is
+	// being proven a message goes both ways and counts on both.
+	DirectPacketsIn, DirectPacketsOut uint64
+	DirectBytesIn, DirectBytesOut     uint64
+	DERPPacketsIn, DERPPacketsOut     uint64
+	DERPBytesIn, DERPBytesOut         uint64
+
+	MapUpdates uint64 // netmap messages from control (whole or delta; not keep-alives)
 }
 
 // RegistrationError is returned by Start when the control server refuses to

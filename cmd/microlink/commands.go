@@ -214,6 +214,10 @@ func printStatus(w io.Writer, st statusJSON) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\trx %d tx %d\n", addrs(p.Addresses), p.Name, p.OS, online, path, lat, p.RxBytes, p.TxBytes)
 	}
 	tw.Flush()
+	if s := st.Stats; s.DirectPacketsIn+s.DirectPacketsOut+s.DERPPacketsIn+s.DERPPacketsOut > 0 {
+		fmt.Fprintf(w, "\nWireGuard bytes: direct rx %d tx %d, relayed rx %d tx %d\n",
+			s.DirectBytesIn, s.DirectBytesOut, s.DERPBytesIn, s.DERPBytesOut)
+	}
 }
 
 func runPing(args []string, stdout, stderr io.Writer) error {

@@ -313,3 +313,34 @@ func TestRebindOnHangup(t *testing.T) {
 		t.Fatalf("%d extra rebinds", len(called))
 	}
 }
+
+func TestPrintStatus(t *testing.T) {
+	st := statusJSON{
+		State: "Connected",
+		Self:  selfJSON{Name: "sensor-1", Addresses: []string{"100.64.0.2"}},
+		Peers: []peerJSON{
+			{Name: "laptop", Addresses: []string{"100.64.0.3"}, OS: "linux", Online: true, Path: "direct", Endpoint: "192.0.2.7:41641", LatencyMS: 1.5, RxBytes: 10, TxBytes: 20},
+			{Name: "phone", Addresses: []string{"100.64.0.4"}, OS: "iOS", Path: "derp", DERPRegion: 9},
+		},
+	}
+	var b strings.Builder
+	printStatus(&b, st)
+	for _, want := range []string{"100.64.0.2", "sensor-1", "self", "Connected",
+		"laptop", "online", "direct 192.0.2.7:41641", "1.50ms", "rx 10 tx 20",
+		"phone", "offline", "relay 9"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+	if strings.Contains(b.String(), "WireGuard bytes") {
+		t.Errorf("a node that carried nothing shows a traffic line:\n%s", b.String())
+	}
+
+	st.Stats.DirectPacketsIn, st.Stats.DirectBytesIn, st.Stats.DirectBytesOut = 1, 148, 96
+	st.Stats.DERPBytesIn, st.Stats.DERPBytesOut = 32, 64
+	b.Reset()
+	printStatus(&b, st)
+	if want := "WireGuard bytes: direct rx 148 tx 96, relayed rx 32 tx 64"; !strings.Contains(b.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, b.String())
+	}
+}

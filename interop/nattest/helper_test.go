@@ -55,6 +55,7 @@ type helperReply struct {
 	NodeKey string                `json:"nodeKey,omitempty"`
 	Peers   []microlink.Peer      `json:"peers,omitempty"`
 	Ping    *microlink.PingResult `json:"ping,omitempty"`
+	Stats   *microlink.Stats      `json:"stats,omitempty"`
 	// Arrivals are the stream datagrams that reached the echo port.
 	Arrivals []arrival `json:"arrivals,omitempty"`
 }
@@ -140,6 +141,9 @@ func helperMain() int {
 				}
 			}
 			arrivalsMu.Unlock()
+		case "stats":
+			st := n.Stats()
+			rep.Stats = &st
 		case "rebind":
 			if err := n.Rebind(); err != nil {
 				rep.Err = err.Error()
@@ -286,6 +290,16 @@ func (m *mlNode) Ping(target, typ string) (microlink.PingResult, error) {
 		return microlink.PingResult{}, err
 	}
 	return *rep.Ping, nil
+}
+
+// Stats returns the node's counters.
+func (m *mlNode) Stats(t *testing.T) microlink.Stats {
+	t.Helper()
+	rep, err := m.call(helperRequest{Op: "stats"})
+	if err != nil || rep.Stats == nil {
+		t.Fatalf("microlink %s stats: %v", m.Hostname, err)
+	}
+	return *rep.Stats
 }
 
 // Arrivals returns the stream datagrams that reached the node's echo port

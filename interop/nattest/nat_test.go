@@ -185,6 +185,7 @@ func TestEndpointDependentNATUsesDERP(t *testing.T) {
 	mlHost.checkNAT(t, false)
 	p := startPair(t, tsHost, mlHost)
 	sock := listenUDPIn(t, p.tsHost.NS, netip.AddrPortFrom(p.ts.IPv4(), 0))
+	stats0 := p.ml.Stats(t)
 	st := startStream(t, sock, netip.AddrPortFrom(p.ml.IPv4, echoPort), 50*time.Millisecond)
 
 	// Give discovery several heartbeats and ping rounds to (fail to) find
@@ -216,6 +217,12 @@ func TestEndpointDependentNATUsesDERP(t *testing.T) {
 	t.Logf("UDP over DERP: %d sent, %d echoed, longest gap %v", sent, got, gap)
 	if got < sent*9/10 || gap > 2*time.Second {
 		t.Fatalf("UDP stream over DERP: %d of %d echoed, longest gap %v", got, sent, gap)
+	}
+	// Every datagram and every echo went through the relay, and microlink
+	// counted them there.
+	stats := p.ml.Stats(t)
+	if in, out := stats.DERPPacketsIn-stats0.DERPPacketsIn, stats.DERPPacketsOut-stats0.DERPPacketsOut; in < uint64(got) || out < uint64(got) {
+		t.Fatalf("microlink counted %d WireGuard messages in and %d out through DERP, for %d datagrams echoed", in, out, got)
 	}
 }
 
@@ -287,9 +294,18 @@ func TestDirectPathCut(t *testing.T) {
 	if err != nil || res.DERPRegionID != lab.DERPRegionID {
 		t.Errorf("tailscaled disco ping during the cut: %+v, %v; want via DERP", res, err)
 	}
-	time.Sleep(time.Second) // the stream keeps flowing over DERP
+	// The stream keeps flowing over DERP, and nothing arrives directly.
+	stats0 := p.ml.Stats(t)
+	time.Sleep(time.Second)
 	if _, lg := st.gapSince(firstAfter); lg > time.Second {
 		t.Errorf("stream over DERP stalled for %v", lg)
+	}
+	stats := p.ml.Stats(t)
+	if d := stats.DirectPacketsIn - stats0.DirectPacketsIn; d != 0 {
+		t.Errorf("microlink counted %d WireGuard messages arriving directly during the cut", d)
+	}
+	if in, out := stats.DERPPacketsIn-stats0.DERPPacketsIn, stats.DERPPacketsOut-stats0.DERPPacketsOut; in < 10 || out < 10 {
+		t.Errorf("microlink counted %d WireGuard messages in and %d out through DERP in a second of the stream", in, out)
 	}
 
 	lift()

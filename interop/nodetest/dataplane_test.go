@@ -184,8 +184,13 @@ func TestOSPingAndUDP(t *testing.T) {
 	if err != nil || string(buf[:nr]) != "dialed" {
 		t.Fatalf("dialed datagram: %q, %v", buf[:nr], err)
 	}
-	if st := n.Stats(); st.PacketsIn == 0 || st.PacketsOut == 0 || st.Handshakes == 0 {
+	st := n.Stats()
+	if st.PacketsIn == 0 || st.PacketsOut == 0 || st.Handshakes == 0 || st.MapUpdates == 0 {
 		t.Fatalf("stats = %+v", st)
+	}
+	// The real peer never sends directly: all it sent came through DERP.
+	if st.DERPPacketsIn < st.PacketsIn || st.DERPPacketsOut == 0 || st.DirectPacketsIn != 0 {
+		t.Fatalf("by path: %+v", st)
 	}
 	if p, _ := findPeer(n, "real-peer"); p.RxBytes == 0 || p.TxBytes == 0 {
 		t.Fatalf("peer counters = %+v", p)

@@ -120,6 +120,11 @@ func TestCLI(t *testing.T) {
 			t.Fatalf("%v: %v\n%s", args, err, out)
 		}
 	}
+	// The TSMP and ICMP pings went through WireGuard, relayed: the real
+	// peer never uses a direct path here.
+	if out, err := cli("status"); err != nil || !strings.Contains(out, "WireGuard bytes: direct rx 0 ") || strings.Contains(out, "relayed rx 0 ") {
+		t.Fatalf("status after pings: %v\n%s", err, out)
+	}
 	// The peer reaches the daemon too.
 	if _, err := ts.Ping(ctx, netip.MustParseAddr(st.Self.Addresses[0]), "TSMP"); err != nil {
 		t.Fatalf("real peer TSMP ping of the daemon: %v", err)
