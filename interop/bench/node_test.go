@@ -135,6 +135,21 @@ type mlStatus struct {
 	Peers []struct {
 		Name string `json:"name"`
 	} `json:"peers"`
+	Stats struct {
+		MapUpdates uint64
+	} `json:"stats"`
+}
+
+// mapUpdates returns how many netmap messages the node has applied.
+func (p *mlProc) mapUpdates(b *testing.B) uint64 {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := p.status(ctx)
+	if err != nil {
+		b.Fatalf("microlink status: %v", err)
+	}
+	return st.Stats.MapUpdates
 }
 
 func (p *mlProc) status(ctx context.Context) (mlStatus, error) {

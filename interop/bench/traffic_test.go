@@ -166,6 +166,7 @@ func BenchmarkNodeTraffic(b *testing.B) {
 		kinds = countKinds(b, l, mlLink, tsLink)
 	}
 	window := trafficWindow()
+	maps0 := ml.mapUpdates(b)
 	mlTx0, mlRx0 := mlLink.counters(b)
 	tsTx0, tsRx0 := tsLink.counters(b)
 	start := time.Now()
@@ -177,6 +178,7 @@ func BenchmarkNodeTraffic(b *testing.B) {
 	elapsed := time.Since(start)
 	mlTx1, mlRx1 := mlLink.counters(b)
 	tsTx1, tsRx1 := tsLink.counters(b)
+	maps := ml.mapUpdates(b) - maps0
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
 	if st, err := ts.Status(sctx); err != nil || st.BackendState != "Running" {
@@ -191,6 +193,9 @@ func BenchmarkNodeTraffic(b *testing.B) {
 	perHour := func(d uint64) float64 { return float64(d) * float64(time.Hour) / float64(elapsed) }
 	report := func(impl string, link nodeLink, tx, rx uint64) {
 		b.Run("impl="+impl, func(b *testing.B) {
+			if impl == "microlink" {
+				b.ReportMetric(float64(maps), "netmaps")
+			}
 			b.ReportMetric(perHour(tx), "sent-B/h")
 			b.ReportMetric(perHour(rx), "recv-B/h")
 			b.ReportMetric(perHour(tx+rx), "B/h")
