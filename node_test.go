@@ -133,14 +133,16 @@ func TestStartUnreachableControl(t *testing.T) {
 	}
 }
 
-// TestPeerKeyExpiryDropsPeer: a peer whose key expires between netmap
-// messages is taken out of WireGuard when it expires.
-func TestPeerKeyExpiryDropsPeer(t *testing.T) {
+// offlineNode returns a node with a data plane but no control server,
+// which tests drive by calling its handlers. It is closed when the test
+// ends.
+func offlineNode(t *testing.T) (*Node, *dataPlane) {
+	t.Helper()
 	n, err := New(Config{ControlURL: "http://127.0.0.1:1", Port: -1, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.Close()
+	t.Cleanup(func() { n.Close() })
 	n.stack = tunnel.New(tunnel.Config{Output: func([]byte) error { return nil }})
 	n.disco = key.NewPrivate()
 	data, err := n.newDataPlane(n.ident.NodeKey)
@@ -148,6 +150,13 @@ func TestPeerKeyExpiryDropsPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.data = data
+	return n, data
+}
+
+// TestPeerKeyExpiryDropsPeer: a peer whose key expires between netmap
+// messages is taken out of WireGuard when it expires.
+func TestPeerKeyExpiryDropsPeer(t *testing.T) {
+	n, data := offlineNode(t)
 	peerKey := key.NewPrivate().NodePublic()
 	n.onMapResponse(&tailcfg.MapResponse{
 		Node: &tailcfg.Node{ID: 1, Key: n.ident.NodeKey.NodePublic(), Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}, MachineAuthorized: true},
@@ -175,18 +184,7 @@ func TestPeerKeyExpiryDropsPeer(t *testing.T) {
 // TestStatsSurviveKeyRotation: the counters of the data plane a key
 // rotation replaces stay in Stats.
 func TestStatsSurviveKeyRotation(t *testing.T) {
-	n, err := New(Config{ControlURL: "http://127.0.0.1:1", Port: -1, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	n.stack = tunnel.New(tunnel.Config{Output: func([]byte) error { return nil }})
-	n.disco = key.NewPrivate()
-	data, err := n.newDataPlane(n.ident.NodeKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.data = data
+	n, data := offlineNode(t)
 	n.onMapResponse(&tailcfg.MapResponse{
 		Node: &tailcfg.Node{ID: 1, Key: n.ident.NodeKey.NodePublic(), Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}, MachineAuthorized: true},
 	})

@@ -142,7 +142,7 @@ func TestNetcheckRegionScore(t *testing.T) {
 	slow := newSTUNServer(t, "udp4", "127.0.0.1", 30*time.Millisecond)
 	fast := newSTUNServer(t, "udp4", "127.0.0.1", 0)
 	dm := &tailcfg.DERPMap{
-		Regions:    map[int]*tailcfg.DERPRegion{1: stunRegion(1, slow), 2: stunRegion(2, fast)},
+		Regions: map[int]*tailcfg.DERPRegion{1: stunRegion(1, slow), 2: stunRegion(2, fast)},
 		// A loopback round trip takes at least a microsecond: scored a
 		// million times, the fast region is slower than the slow one's 30 ms.
 		HomeParams: &tailcfg.DERPHomeParams{RegionScore: map[int]float64{2: 1e6}},
