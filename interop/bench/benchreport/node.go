@@ -133,13 +133,13 @@ func (r *report) node() {
 	r.p("- Most of what an idle microlink receives is control traffic caused by its peer: whenever tailscaled")
 	r.p("  reports new endpoints or network details, testcontrol sends every other node a whole new netmap (with")
 	r.p("  the DERP map and packet filter), where Tailscale's control sends a small delta.")
-	r.p("  microlink's received bytes follow how often tailscaled does so, which varies from run to run. Four")
-	r.p("  more runs of BenchmarkNodeTraffic measured microlink at 0.73, 0.76, 0.79 and 0.95 MB a day (control")
-	r.p("  10–20 KB/h), two full-suite runs at 1.15 and 1.23 (control 30 KB/h). In the 0.79 run a packet capture")
-	r.p("  of the control port held only the keep-alives and their ACKs: no netmap at all. The order of the")
-	r.p("  benchmarks is not the cause: the 0.79 and 0.95 runs both ran all the node benchmarks in the suite's")
-	r.p("  order. The netmap messages microlink received in the window (Stats.MapUpdates) are in the goal's")
-	r.p("  line when measured.")
+	r.p("  microlink's received bytes follow how often tailscaled does so, which varies from run to run. Apart")
+	r.p("  from the run above, four runs of BenchmarkNodeTraffic measured microlink at 0.73, 0.76, 0.79 and 0.95")
+	r.p("  MB a day (control 10–20 KB/h), and two earlier full-suite runs at 1.15 and 1.23 (control 30 KB/h).")
+	r.p("  In the 0.79 run a packet capture of the control port held only the keep-alives and their ACKs: no")
+	r.p("  netmap at all. The order of the benchmarks is not the cause: the 0.79 and 0.95 runs both ran all the")
+	r.p("  node benchmarks in the suite's order. The netmap messages microlink received in the window")
+	r.p("  (Stats.MapUpdates) are in the goal's line when measured.")
 	r.p("- *UDP* rows: two nodes, each a `udpload` process of interop/bench (microlink, or for the tailscaled column")
 	r.p("  tsnet, the same engine tailscaled runs in userspace-networking mode, from tailscale.com v1.102.5); the")
 	r.p("  sender pings its peer through WireGuard, then sends 1200-byte datagrams as fast as it can for a fixed")
@@ -198,7 +198,7 @@ func (r *report) nodeGoals(bs map[string]bench, trafficSkip string) {
 		}
 		maps := ""
 		if n, ok := m["netmaps"]; ok {
-			maps = fmt.Sprintf(", %.0f netmap messages received in it", n)
+			maps = fmt.Sprintf(", %.0f netmap message%s received in it", n, plural(n))
 		}
 		r.p("| idle traffic under 1 MB a day | %.3f MB/day (%.1f KB/h over a %.0f s window%s) | %s |", m["MB/day"], m["B/h"]/1e3, m["window-s"], maps, met)
 	case trafficSkip != "":
@@ -229,4 +229,12 @@ func skipReason(out, name string) string {
 		return "skipped"
 	}
 	return ""
+}
+
+// plural returns "s" unless n is 1.
+func plural(n float64) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
