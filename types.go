@@ -120,24 +120,30 @@ type PingResult struct {
 
 // Stats are a node's counters since it started.
 type Stats struct {
-	PacketsIn, PacketsOut uint64 // WireGuard data packets
-	BytesIn, BytesOut     uint64 // WireGuard payload bytes
-	Handshakes            uint64 // completed WireGuard handshakes
-	Dropped               uint64 // packets dropped by the filter or for errors
-	TCPConns              int    // TCP connections in any state
-	TCPRetransmits        uint64 // TCP segments sent again after a loss
-	Peers                 int    // peers in the netmap
+	PacketsIn      uint64 `json:"packetsIn"`      // WireGuard data packets
+	PacketsOut     uint64 `json:"packetsOut"`     // WireGuard data packets
+	BytesIn        uint64 `json:"bytesIn"`        // WireGuard payload bytes
+	BytesOut       uint64 `json:"bytesOut"`       // WireGuard payload bytes
+	Handshakes     uint64 `json:"handshakes"`     // completed WireGuard handshakes
+	Dropped        uint64 `json:"dropped"`        // packets dropped by the filter or for errors
+	TCPConns       int    `json:"tcpConns"`       // TCP connections in any state
+	TCPRetransmits uint64 `json:"tcpRetransmits"` // TCP segments sent again after a loss
+	Peers          int    `json:"peers"`          // peers in the netmap
 
 	// WireGuard messages (data, keep-alives, handshakes) by the way they
 	// went: over a direct UDP path or relayed through DERP. Bytes are
 	// whole WireGuard messages, overhead included. While a direct path is
 	// being proven a message goes both ways and counts on both.
-	DirectPacketsIn, DirectPacketsOut uint64
-	DirectBytesIn, DirectBytesOut     uint64
-	DERPPacketsIn, DERPPacketsOut     uint64
-	DERPBytesIn, DERPBytesOut         uint64
+	DirectPacketsIn  uint64 `json:"directPacketsIn"`
+	DirectPacketsOut uint64 `json:"directPacketsOut"`
+	DirectBytesIn    uint64 `json:"directBytesIn"`
+	DirectBytesOut   uint64 `json:"directBytesOut"`
+	DERPPacketsIn    uint64 `json:"derpPacketsIn"`
+	DERPPacketsOut   uint64 `json:"derpPacketsOut"`
+	DERPBytesIn      uint64 `json:"derpBytesIn"`
+	DERPBytesOut     uint64 `json:"derpBytesOut"`
 
-	MapUpdates uint64 // netmap messages from control (whole or delta; not keep-alives)
+	MapUpdates uint64 `json:"mapUpdates"` // netmap messages from control (whole or delta; not keep-alives)
 }
 
 // RegistrationError is returned by Start when the control server refuses to

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -342,5 +343,21 @@ func TestPrintStatus(t *testing.T) {
 	printStatus(&b, st)
 	if want := "WireGuard bytes: direct rx 148 tx 96, relayed rx 32 tx 64"; !strings.Contains(b.String(), want) {
 		t.Errorf("status lacks %q:\n%s", want, b.String())
+	}
+}
+
+// TestStatusJSONNames: the stats in status --json use the same camelCase
+// names as the rest of it.
+func TestStatusJSONNames(t *testing.T) {
+	var st statusJSON
+	st.Stats.DERPBytesIn, st.Stats.MapUpdates, st.Stats.TCPConns = 7, 3, 1
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"stats":{"packetsIn":0,`, `"derpBytesIn":7`, `"mapUpdates":3`, `"tcpConns":1`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("status JSON lacks %s: %s", want, b)
+		}
 	}
 }

@@ -136,7 +136,7 @@ type mlStatus struct {
 		Name string `json:"name"`
 	} `json:"peers"`
 	Stats struct {
-		MapUpdates uint64
+		MapUpdates uint64 `json:"mapUpdates"`
 	} `json:"stats"`
 }
 
