@@ -578,6 +578,8 @@ func (d *demo) nodeSummary(ctx context.Context) error {
 	st := d.node.Stats()
 	d.linef("Stats()    packets in/out %d/%d, bytes in/out %d/%d, handshakes %d, dropped %d, peers %d",
 		st.PacketsIn, st.PacketsOut, st.BytesIn, st.BytesOut, st.Handshakes, st.Dropped, st.Peers)
+	d.linef("           WireGuard messages direct in/out %d/%d, relayed in/out %d/%d; netmap messages %d",
+		st.DirectPacketsIn, st.DirectPacketsOut, st.DERPPacketsIn, st.DERPPacketsOut, st.MapUpdates)
 	// And the other side's account of the same link.
 	ps, err := d.peer.Status(ctx)
 	if err != nil {

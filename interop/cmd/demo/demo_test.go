@@ -38,6 +38,10 @@ func TestDemo(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^ +real-peer +[0-9a-f.:, ]+ +yes +`).MatchString(out) {
 		t.Error("the peer list does not show real-peer online")
 	}
+	// The pings through WireGuard came back over the direct path.
+	if !regexp.MustCompile(`direct in/out [1-9][0-9]*/[1-9][0-9]*, relayed in/out [0-9]+/[0-9]+; netmap messages [1-9]`).MatchString(out) {
+		t.Error("the counters do not show direct traffic and netmaps")
+	}
 }
 
 // TestDemoDERPOnlyUserspace runs the demo with a userspace real peer that
@@ -54,6 +58,10 @@ func TestDemoDERPOnlyUserspace(t *testing.T) {
 		`got "hello tsnet-peer, from microlink"`,
 		"All steps passed.",
 	})
+	// The real peer's pings through WireGuard were relayed.
+	if !regexp.MustCompile(`relayed in/out [1-9][0-9]*/[1-9][0-9]*;`).MatchString(out) {
+		t.Error("the counters do not show relayed traffic")
+	}
 }
 
 // TestDemoReportsFailure checks that a failing step fails the run, names
