@@ -51,10 +51,22 @@ func StartNode(t T, o NodeOptions) *microlink.Node {
 
 // PingRetry pings target from n with up to five tries of 3 s each, for
 // the first pings after a node joins, which may find no path yet.
-func PingRetry(ctx context.Context, n *microlink.Node, target string, typ microlink.PingType) (res microlink.PingResult, err error) {
-	for range 5 {
+func PingRetry(ctx context.Context, n *microlink.Node, target string, typ microlink.PingType) (microlink.PingResult, error) {
+	return retry(ctx, 5, 0, func(ctx context.Context) (microlink.PingResult, error) {
+		return n.Ping(ctx, target, typ)
+	})
+}
+
+// retry calls ping with a 3 s timeout up to tries times, pause apart,
+// until it succeeds or ctx ends. It returns the first success or the
+// last error.
+func retry[T any](ctx context.Context, tries int, pause time.Duration, ping func(context.Context) (T, error)) (res T, err error) {
+	for i := range tries {
+		if i > 0 && pause > 0 {
+			time.Sleep(pause)
+		}
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		res, err = n.Ping(pctx, target, typ)
+		res, err = ping(pctx)
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			break

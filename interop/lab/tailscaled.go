@@ -354,19 +354,10 @@ func (d *Tailscaled) Ping(ctx context.Context, ip netip.Addr, typ string) (*ipns
 // PingRetry is Ping with up to tries attempts of 3 s each, 200 ms apart,
 // for the first pings of a path, which may race the WireGuard handshake
 // or the DERP route. It returns the first reply, or the last error.
-func (d *Tailscaled) PingRetry(ctx context.Context, ip netip.Addr, typ string, tries int) (res *ipnstate.PingResult, err error) {
-	for i := range tries {
-		if i > 0 {
-			time.Sleep(200 * time.Millisecond)
-		}
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		res, err = d.Ping(pctx, ip, typ)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-	}
-	return res, err
+func (d *Tailscaled) PingRetry(ctx context.Context, ip netip.Addr, typ string, tries int) (*ipnstate.PingResult, error) {
+	return retry(ctx, tries, 200*time.Millisecond, func(ctx context.Context) (*ipnstate.PingResult, error) {
+		return d.Ping(ctx, ip, typ)
+	})
 }
 
 // IPv4 returns the daemon's tailnet IPv4 address (100.64.0.N).
