@@ -62,7 +62,7 @@ func PingRetry(ctx context.Context, n *microlink.Node, target string, typ microl
 // last error.
 func retry[T any](ctx context.Context, tries int, pause time.Duration, ping func(context.Context) (T, error)) (res T, err error) {
 	for i := range tries {
-		if i > 0 && pause > 0 {
+		if i > 0 {
 			time.Sleep(pause)
 		}
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
