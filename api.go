@@ -328,10 +328,13 @@ func (n *Node) SendUDP(ctx context.Context, addr string, payload []byte) error {
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
 	n.mu.Lock()
-	data, st := n.data, n.retired
+	data, st, ctl := n.data, n.retired, n.ctl
 	n.mu.Unlock()
 	st.Peers = n.nm.NumPeers()
 	st.MapUpdates = n.mapUpdates.Load()
+	if ctl != nil {
+		st.RegisterRequests = ctl.RegisterRequests()
+	}
 	if data == nil {
 		return st
 	}

@@ -144,6 +144,12 @@ type Stats struct {
 	DERPBytesOut     uint64 `json:"derpBytesOut"`
 
 	MapUpdates uint64 `json:"mapUpdates"` // netmap messages from control (whole or delta; not keep-alives)
+
+	// RegisterRequests counts the register requests sent to control:
+	// logins, key rotations, interactive follow-ups and logouts. A node
+	// that reconnects to control without logging in again does not add
+	// to it.
+	RegisterRequests uint64 `json:"registerRequests"`
 }
 
 // RegistrationError is returned by Start when the control server refuses to

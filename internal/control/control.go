@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/h1"
@@ -132,6 +133,8 @@ type Client struct {
 
 	runMu sync.Mutex // held by Run
 
+	registers atomic.Uint64 // register requests sent
+
 	mu          sync.Mutex
 	serverKey   key.MachinePublic
 	noise       *ts2021.Client
@@ -155,6 +158,10 @@ type Client struct {
 	skew        time.Duration // control's clock minus ours
 	closed      bool
 }
+
+// RegisterRequests returns how many register requests the client has sent
+// (logins, key rotations, interactive follow-ups and logouts).
+func (c *Client) RegisterRequests() uint64 { return c.registers.Load() }
 
 // New validates opts and returns a Client.
 func New(opts Options) (*Client, error) {

@@ -59,6 +59,9 @@ func TestRegisterLiteUpdateAndPoll(t *testing.T) {
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if got := c.RegisterRequests(); got != uint64(len(f.registers)) || got == 0 {
+		t.Errorf("RegisterRequests() = %d, server saw %d", got, len(f.registers))
+	}
 	reg := f.registers[0]
 	if reg.Version != CapabilityVersion || reg.NodeKey != opts.NodeKey.NodePublic() || reg.Auth == nil ||
 		reg.Auth.AuthKey != "tskey-good" || reg.Hostinfo == nil || reg.Hostinfo.Hostname != "test" || !reg.OldNodeKey.IsZero() {
@@ -187,7 +190,11 @@ func TestNodeKeyExpiredRotates(t *testing.T) {
 	waitUntil(t, "Connected", func() bool { return c.State().Kind == Connected })
 	f.mu.Lock()
 	last := f.registers[len(f.registers)-1]
+	nreg := len(f.registers)
 	f.mu.Unlock()
+	if got := c.RegisterRequests(); got != uint64(nreg) || got < 2 {
+		t.Errorf("RegisterRequests() = %d, server saw %d (expected the login and the rotation)", got, nreg)
+	}
 	if last.OldNodeKey != old || last.NodeKey == old {
 		t.Fatalf("rotation request %+v", last)
 	}

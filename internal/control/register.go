@@ -106,6 +106,7 @@ func (c *Client) doRegister(ctx context.Context, req *tailcfg.RegisterRequest) (
 		ctx, cancel = context.WithTimeout(ctx, requestTimeout)
 		defer cancel()
 	}
+	c.registers.Add(1)
 	res, err := c.post(ctx, "/machine/register", req, req.OldNodeKey, req.NodeKey)
 	if err != nil {
 		return nil, fmt.Errorf("control: register: %w", err)
