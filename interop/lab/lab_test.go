@@ -390,3 +390,41 @@ func TestRunnerLab(t *testing.T) {
 		t.Fatalf("tsnet directory %s still there after Close: %v", dir, err)
 	}
 }
+
+// TestNewLinkedNetns checks that the far end reaches the near one, that a
+// command runs inside the namespace, and that cleanup removes it.
+func TestNewLinkedNetns(t *testing.T) {
+	if !InNetns() {
+		t.Skip("needs root and the private namespace of RunInNetns")
+	}
+	r := NewRunner("netns", t.Logf)
+	var ns *LinkedNetns
+	if err := r.Do(func() {
+		ns = NewLinkedNetns(r, "labtest", netip.MustParsePrefix("198.18.7.1/24"), netip.MustParsePrefix("198.18.7.2/24"))
+	}); err != nil {
+		r.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := ns.Command(ctx, "ip", "-4", "-o", "addr", "show", "dev", "eth0").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "198.18.7.2/24") {
+		t.Errorf("eth0 in %s: %v: %s", ns.Name, err, out)
+	}
+	if out, err := ns.Command(ctx, "ping", "-c", "1", "-W", "5", "198.18.7.1").CombinedOutput(); err != nil {
+		t.Errorf("ping of the near end from %s: %v: %s", ns.Name, err, out)
+	}
+	// Addresses outside the link go through the near end.
+	if out, err := ns.Command(ctx, "ip", "route", "get", "198.19.0.1").CombinedOutput(); err != nil || !strings.Contains(string(out), "via 198.18.7.1") {
+		t.Errorf("no default route through the near end: %v: %s", err, out)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command("ip", "netns", "list").CombinedOutput(); strings.Contains(string(out), ns.Name) {
+		t.Errorf("namespace %s left after Close: %s", ns.Name, out)
+	}
+	if err := exec.Command("ip", "link", "show", "labtest").Run(); err == nil {
+		t.Error("near end labtest left after Close")
+	}
+}
