@@ -428,3 +428,24 @@ func TestNewLinkedNetns(t *testing.T) {
 		t.Error("near end labtest left after Close")
 	}
 }
+
+// TestTailscaledControlOffLoopback checks that a tailscaled in the test's
+// namespace keeps control after a reconnect when the lab listens on a
+// non-loopback address (tailscaled would then try HTTPS on port 443).
+func TestTailscaledControlOffLoopback(t *testing.T) {
+	if !InNetns() {
+		t.Skip("needs root and the private namespace of RunInNetns")
+	}
+	ns := NewLinkedNetns(t, "labctl", netip.MustParsePrefix("198.18.9.1/24"), netip.MustParsePrefix("198.18.9.2/24"))
+	l := Start(t, Options{ListenAddr: ns.Near.Addr()})
+	ts := l.StartTailscaled(t, TSOptions{Hostname: "ts-a"})
+	l.RestartControl(t)
+	// A node that joins after the restart shows up only on a map stream
+	// that tailscaled opened again.
+	StartNode(t, NodeOptions{ControlURL: l.ControlURL, AuthKey: l.AuthKey, Hostname: "ml-b"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := ts.WaitPeer(ctx, "ml-b"); err != nil {
+		t.Fatalf("tailscaled after the control restart: %v", err)
+	}
+}
