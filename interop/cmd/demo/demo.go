@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"time"
 
@@ -43,19 +42,21 @@ type options struct {
 
 // Hostnames of the nodes in the demo tailnet.
 const (
-	peerName  = "real-peer"      // the real tailscaled
-	nodeName  = "microlink-demo" // the microlink node
-	tsnetName = "tsnet-peer"     // in-process peer for UDP without a TUN
+	peerName   = "real-peer"        // the real tailscaled
+	nodeName   = "microlink-demo"   // the microlink node of this process
+	daemonName = "microlink-router" // the "microlink up" process
+	tsnetName  = "tsnet-peer"       // in-process peer for UDP without a TUN
 )
 
 // Bounds on the waits of the steps.
 const (
-	runTimeout   = 2 * time.Minute
+	runTimeout   = 4 * time.Minute
 	startTimeout = 30 * time.Second
 	waitTimeout  = 15 * time.Second
 	pingTimeout  = 3 * time.Second
 	pingAttempts = 5
 	udpTimeout   = 10 * time.Second
+	stopTimeout  = 10 * time.Second
 )
 
 // demo is the state of one run.
@@ -66,20 +67,17 @@ type demo struct {
 	recent *logRing // lab logs kept for a failure report when not verbose
 
 	lab     *lab.Lab
+	router  *lab.LinkedNetns // the daemon's own network; nil without root
 	peer    *lab.Tailscaled
 	tun     bool // peer has a TUN device: the demo process reaches 100.x
 	node    *microlink.Node
 	started time.Time // when Node.Start returned
-	step    int
-	failed  []string
-}
+	cli     string    // the microlink command, once built
+	daemon  *daemon   // "microlink up", once started
 
-// step is one stage of the demo. A fatal step stops the run when it fails,
-// since the later steps need what it sets up.
-type step struct {
-	name  string
-	fatal bool
-	run   func(context.Context) error
+	part    string // of the step shown last
+	results []result
+	failed  []string
 }
 
 // run performs the demo, writing its account to stdout, and returns an
@@ -89,6 +87,7 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 	if opts.Log == nil {
 		opts.Log = os.Stderr
 	}
+	t0 := time.Now()
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, runTimeout)
 	defer cancel()
@@ -102,6 +101,7 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 	d.r = lab.NewRunner("demo", labLogf)
 	defer func() {
 		// Normally done by the last step already; this covers a panic.
+		d.daemon.kill()
 		if d.node != nil {
 			d.node.Close()
 		}
@@ -117,47 +117,56 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 	}()
 
 	fmt.Fprintf(d.out, "microlink demo: a private tailnet of real Tailscale code, offline on this machine\n")
-	steps := []step{
-		{"Start the lab (control, DERP and STUN servers of tailscale.com " + lab.TailscaleVersion + ")", true, d.startLab},
-		{"Start a real tailscaled named " + peerName, true, d.startPeer},
-		{"Start the microlink node " + nodeName + " in this process", true, d.startNode},
-		{"What microlink sees: Node.Peers()", false, d.nodePeers},
-		{"What the real peer sees: tailscale status", false, d.peerStatus},
-		{"The real peer pings microlink: tailscale ping", false, d.peerPings},
-		{"The OS pings microlink through the real peer's TUN device", false, d.osPing},
-		{"microlink pings the real peer: Node.Ping", false, d.nodePings},
-		{"UDP datagrams both ways", false, d.udp},
-		{"microlink's view afterwards: paths and counters", false, d.nodeSummary},
-	}
-	for _, s := range steps {
-		if err := ctx.Err(); err != nil {
+	steps := d.steps()
+	skips := d.announceSkips(steps)
+	notRun := "" // why the remaining steps are not run, once one is
+	for i, s := range steps {
+		res := result{num: i + 1, name: s.name}
+		if notRun == "" && ctx.Err() != nil {
+			notRun = fmt.Sprintf("stopped: %v", context.Cause(ctx))
 			d.failed = append(d.failed, fmt.Sprintf("stopped before %q: %v", s.name, context.Cause(ctx)))
-			break
 		}
-		d.header(s.name)
-		if err := s.run(ctx); err != nil {
+		if notRun != "" {
+			res.status, res.reason = statusNotRun, notRun
+			d.results = append(d.results, res)
+			continue
+		}
+		d.header(res.num, s.part, s.name)
+		if skips[i] != "" {
+			d.linef("skipped: %s", skips[i])
+			res.status, res.reason = statusSkipped, skips[i]
+			d.results = append(d.results, res)
+			continue
+		}
+		start := time.Now()
+		err := s.run(ctx)
+		res.took = time.Since(start)
+		res.status = statusPassed
+		if err != nil {
 			d.fail(s.name, err)
+			res.status = statusFailed
 			if s.fatal {
-				break
+				notRun = fmt.Sprintf("step %d failed", res.num)
 			}
 		}
+		d.results = append(d.results, res)
 	}
-	d.header("Shut down")
+	res := result{num: len(steps) + 1, name: "Shut down", status: statusPassed}
+	d.header(res.num, "", res.name)
+	start := time.Now()
 	if err := d.shutdown(); err != nil {
-		d.fail("shut down", err)
+		d.fail(res.name, err)
+		res.status = statusFailed
 	}
+	res.took = time.Since(start)
+	d.results = append(d.results, res)
 
-	fmt.Fprintln(d.out)
 	if parent.Err() != nil {
 		d.failed = append([]string{fmt.Sprintf("interrupted: %v", context.Cause(parent))}, d.failed...)
 	}
+	d.summary(time.Since(t0))
 	if len(d.failed) == 0 {
-		fmt.Fprintf(d.out, "All steps passed.\n")
 		return nil
-	}
-	fmt.Fprintf(d.out, "FAILED:\n")
-	for _, f := range d.failed {
-		fmt.Fprintf(d.out, "  - %s\n", f)
 	}
 	if !opts.Verbose {
 		fmt.Fprintf(opts.Log, "--- last lab logs (run with --verbose for all) ---\n")
@@ -166,9 +175,52 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 	return errors.New(strings.Join(d.failed, "; "))
 }
 
-func (d *demo) header(name string) {
-	d.step++
-	fmt.Fprintf(d.out, "\n[%d] %s\n", d.step, name)
+// steps returns the demo's steps in order.
+//
+// A step that other work builds on is fatal: if it fails, the steps after
+// it are not run. A step lists its needs of this machine and of the run's
+// options; a step with an unmet need is skipped, and the run says so before
+// it starts. That is how a step for a feature that needs root (a TUN
+// device, a network namespace) keeps the demo passing where it cannot run.
+//
+// The daemon's part is where steps for the CLI's features go: a flag for
+// "microlink up" is added in startDaemon; d.router.Command runs a program on
+// the router, in the daemon's own network (nil without root, when the
+// daemon shares this process's network); the real peer's addresses are
+// reached from this process through its TUN device when d.tun is set, and
+// otherwise through the tsnet peer of the UDP step.
+func (d *demo) steps() []step {
+	const (
+		tailnet = "A tailnet of real Tailscale code"
+		library = "The library: a microlink node inside this Go program"
+		daemon  = "The daemon: microlink up, as a router runs it"
+	)
+	return []step{
+		{tailnet, "Start the lab (control, DERP and STUN servers of tailscale.com " + lab.TailscaleVersion + ")", true, nil, d.startLab},
+		{tailnet, "Start a real tailscaled named " + peerName, true, nil, d.startPeer},
+
+		{library, "Start the microlink node " + nodeName + " in this process", true, nil, d.startNode},
+		{library, "What microlink sees: Node.Peers()", false, nil, d.nodePeers},
+		{library, "What the real peer sees: tailscale status", false, nil, d.peerStatus},
+		{library, "The real peer pings microlink: tailscale ping", false, nil, d.peerPings},
+		{library, "The OS pings microlink through the real peer's TUN device", false, []need{d.needTUN, needCommand("ping", "iputils-ping")}, d.osPing},
+		{library, "microlink pings the real peer: Node.Ping", false, nil, d.nodePings},
+		{library, "UDP datagrams both ways", false, nil, d.udp},
+		{library, "microlink's view afterwards: paths and counters", false, nil, d.nodeSummary},
+
+		{daemon, "Build the microlink command", true, nil, d.buildCLI},
+		{daemon, "Start the daemon " + daemonName + ": microlink up", true, nil, d.startDaemon},
+		{daemon, "What the daemon sees: microlink status", false, nil, d.daemonStatus},
+		{daemon, "Pings to and from the daemon: microlink ping, tailscale ping", false, nil, d.daemonPings},
+	}
+}
+
+func (d *demo) header(num int, part, name string) {
+	if part != d.part && part != "" {
+		fmt.Fprintf(d.out, "\n== %s ==\n", part)
+	}
+	d.part = part
+	fmt.Fprintf(d.out, "\n[%d] %s\n", num, name)
 }
 
 // linef prints one indented line of a step's account.
@@ -194,17 +246,34 @@ func (d *demo) fail(name string, err error) {
 	d.failed = append(d.failed, name+": "+msg)
 }
 
+// The link between this process's network and the daemon's own
+// namespace, when there is one.
+var (
+	routerNear = netip.MustParsePrefix("198.18.0.1/24")
+	routerFar  = netip.MustParsePrefix("198.18.0.2/24")
+)
+
 func (d *demo) startLab(ctx context.Context) error {
 	// A real control server tells each node which peers are online;
 	// testcontrol leaves that out unless AllOnline is set, and the peer
 	// list would then call every peer offline.
 	opts := lab.Options{ConfigureControl: func(s *testcontrol.Server) { s.AllOnline = true }}
-	if err := d.r.Do(func() { d.lab = lab.Start(d.r, opts) }); err != nil {
+	err := d.r.Do(func() {
+		if lab.InNetns() {
+			// The daemon gets a network of its own, as on a router; the
+			// lab's servers listen where it reaches them.
+			d.router = lab.NewLinkedNetns(d.r, "router", routerNear, routerFar)
+			opts.ListenAddr = d.router.Near.Addr()
+		}
+		d.lab = lab.Start(d.r, opts)
+	})
+	if err != nil {
 		return err
 	}
 	l := d.lab
-	if lab.InNetns() {
-		d.linef("network    a private network namespace holding only loopback")
+	if d.router != nil {
+		d.linef("network    a private network namespace for the lab, the real peer and this process;")
+		d.linef("           the daemon's own, %s, is linked to it by veth: %v <-> %v", d.router.Name, d.router.Near.Addr(), d.router.Far.Addr())
 	} else {
 		d.linef("network    this host's loopback (no private namespace: not root, or no ip command)")
 	}
@@ -215,15 +284,12 @@ func (d *demo) startLab(ctx context.Context) error {
 }
 
 func (d *demo) startPeer(ctx context.Context) error {
-	tunErr := lab.TUNAvailable()
-	d.tun = tunErr == nil && !d.opts.Userspace
-	switch {
-	case d.tun:
+	noTUN := d.needTUN()
+	d.tun = noTUN == ""
+	if d.tun {
 		d.linef("mode       TUN device: this process and OS commands reach 100.x addresses through it")
-	case d.opts.Userspace:
-		d.linef("mode       userspace networking (--userspace)")
-	default:
-		d.linef("mode       userspace networking (%v)", tunErr)
+	} else {
+		d.linef("mode       userspace networking: %s", noTUN)
 	}
 	if d.opts.DERPOnly {
 		d.linef("paths      DERP only: TS_DEBUG_NEVER_DIRECT_UDP=1 (--derp-only)")
@@ -399,14 +465,6 @@ func (d *demo) peerPings(ctx context.Context) error {
 }
 
 func (d *demo) osPing(ctx context.Context) error {
-	if !d.tun {
-		d.linef("skipped: the real peer has no TUN device (userspace networking)")
-		return nil
-	}
-	if _, err := exec.LookPath("ping"); err != nil {
-		d.linef("skipped: no ping command (install iputils-ping)")
-		return nil
-	}
 	ip := d.node.IPv4().String()
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
@@ -612,10 +670,15 @@ func (d *demo) controlEndpoints() []netip.AddrPort {
 	return nil
 }
 
-// shutdown closes the node, then everything the lab started, the real
-// peer included.
+// shutdown stops the daemon, closes the node, then everything the lab
+// started, the real peer included.
 func (d *demo) shutdown() error {
 	var errs []error
+	if d.daemon != nil {
+		if err := d.stopDaemon(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if d.node != nil {
 		t0 := time.Now()
 		if err := d.node.Close(); err != nil {
