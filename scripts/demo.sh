@@ -20,4 +20,5 @@ if [ -z "${MICROLINK_TS_BIN:-}" ]; then
 	MICROLINK_TS_BIN=$(bash build-tailscale.sh)
 	export MICROLINK_TS_BIN
 fi
+echo "demo.sh: compiling the demo (a few minutes the first time, seconds later)" >&2
 exec go run ./cmd/demo "$@"

@@ -101,19 +101,30 @@ func (d *demo) startDaemon(ctx context.Context) error {
 		}
 		select {
 		case <-dm.done:
-			d.linef("its log:")
-			d.block(dm.logs.String())
+			d.showLog()
 			return fmt.Errorf("microlink up exited: %v", dm.err)
 		case <-wctx.Done():
-			d.linef("its log:")
-			d.block(dm.logs.String())
+			d.showLog()
 			return fmt.Errorf("the real peer does not list %s after %v", daemonName, since(t0))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	d.linef("its log:")
-	d.block(dm.logs.String())
+	d.showLog()
 	return nil
+}
+
+// showLog prints the daemon's log so far, without the time of each line.
+func (d *demo) showLog() {
+	d.linef("its log (times left out):")
+	lines := strings.Split(strings.TrimRight(d.daemon.logs.String(), "\n"), "\n")
+	for i, line := range lines {
+		if strings.HasPrefix(line, "time=") {
+			if _, rest, ok := strings.Cut(line, " "); ok {
+				lines[i] = rest
+			}
+		}
+	}
+	d.block(strings.Join(lines, "\n"))
 }
 
 // daemonCLI runs "microlink CMD --statedir DIR ARGS" against the daemon
@@ -200,8 +211,7 @@ func (d *demo) stopDaemon() error {
 		return fmt.Errorf("microlink up did not exit within %v of SIGTERM; killed", stopTimeout)
 	}
 	if dm.err != nil {
-		d.linef("its log:")
-		d.block(dm.logs.String())
+		d.showLog()
 		return fmt.Errorf("microlink up after SIGTERM: %v", dm.err)
 	}
 	d.linef("microlink up exited in %v after SIGTERM, status 0", since(t0))
