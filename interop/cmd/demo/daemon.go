@@ -186,14 +186,8 @@ func (d *demo) daemonPings(ctx context.Context) error {
 	if p == nil || len(p.TailscaleIPs) == 0 {
 		return errors.Join(append(errs, fmt.Errorf("the real peer does not list %s", daemonName))...)
 	}
-	args := []string{"ping", "--until-direct=false", "-c", "3", "--timeout=3s", p.TailscaleIPs[0].String()}
-	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	out, err := d.peer.CLI(cctx, args...)
-	cancel()
-	d.linef("$ tailscale %s", strings.Join(args, " "))
-	d.block(string(out))
-	if err != nil {
-		errs = append(errs, fmt.Errorf("tailscale ping %s: %v: %s", daemonName, err, strings.TrimSpace(lastLine(string(out)))))
+	if err := d.tailscalePing(ctx, p.TailscaleIPs[0].String()); err != nil {
+		errs = append(errs, fmt.Errorf("tailscale ping %s: %w", daemonName, err))
 	}
 	return errors.Join(errs...)
 }

@@ -442,26 +442,35 @@ func (d *demo) peerStatus(ctx context.Context) error {
 func (d *demo) peerPings(ctx context.Context) error {
 	ip := d.node.IPv4().String()
 	var errs []error
-	for _, kind := range []struct{ name, flag string }{
-		{"disco", ""},
-		{"TSMP", "--tsmp"},
-		{"ICMP", "--icmp"},
+	for _, kind := range []struct {
+		name  string
+		flags []string
+	}{
+		{"disco", nil},
+		{"TSMP", []string{"--tsmp"}},
+		{"ICMP", []string{"--icmp"}},
 	} {
-		args := []string{"ping"}
-		if kind.flag != "" {
-			args = append(args, kind.flag)
-		}
-		args = append(args, "--until-direct=false", "-c", "3", "--timeout=3s", ip)
-		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		out, err := d.peer.CLI(cctx, args...)
-		cancel()
-		d.linef("$ tailscale %s", strings.Join(args, " "))
-		d.block(string(out))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s ping of microlink: %v: %s", kind.name, err, strings.TrimSpace(lastLine(string(out)))))
+		if err := d.tailscalePing(ctx, ip, kind.flags...); err != nil {
+			errs = append(errs, fmt.Errorf("%s ping of microlink: %w", kind.name, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// tailscalePing runs "tailscale ping [flags] -c 3 IP" on the real peer and
+// shows it.
+func (d *demo) tailscalePing(ctx context.Context, ip string, flags ...string) error {
+	args := append([]string{"ping"}, flags...)
+	args = append(args, "--until-direct=false", "-c", "3", "--timeout=3s", ip)
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	out, err := d.peer.CLI(cctx, args...)
+	cancel()
+	d.linef("$ tailscale %s", strings.Join(args, " "))
+	d.block(string(out))
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, strings.TrimSpace(lastLine(string(out))))
+	}
+	return nil
 }
 
 func (d *demo) osPing(ctx context.Context) error {
