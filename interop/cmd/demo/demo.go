@@ -183,12 +183,16 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 // it starts. That is how a step for a feature that needs root (a TUN
 // device, a network namespace) keeps the demo passing where it cannot run.
 //
-// The daemon's part is where steps for the CLI's features go: a flag for
-// "microlink up" is added in startDaemon; d.router.Command runs a program on
-// the router, in the daemon's own network (nil without root, when the
+// The daemon's part is where steps for the CLI's features go (TUN mode,
+// MagicDNS, the SOCKS5 and HTTP proxies): their flags for "microlink up"
+// are added in startDaemon; d.router.Command runs a program on the router,
+// in the daemon's own network (d.router is nil without root, when the
 // daemon shares this process's network); the real peer's addresses are
 // reached from this process through its TUN device when d.tun is set, and
-// otherwise through the tsnet peer of the UDP step.
+// otherwise through the tsnet peer of the UDP step. OS commands a step
+// runs go in needCommand and in scripts/demo.sh's install list. "ip netns
+// exec" shares the host's /etc/resolv.conf unless /etc/netns/NAME has
+// one: the daemon must not be let to rewrite it.
 func (d *demo) steps() []step {
 	const (
 		tailnet = "A tailnet of real Tailscale code"
