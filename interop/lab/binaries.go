@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -181,29 +180,7 @@ func goCommand() (string, error) {
 	}
 	p := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("lab: no go command to build with (for tailscale, set %s): %w", EnvBinDir, err)
+		return "", fmt.Errorf("lab: no go command to build tailscale with (set %s): %w", EnvBinDir, err)
 	}
 	return p, nil
-}
-
-// BuildMicrolink builds the microlink command from the product module into
-// dir as a router build would (CGO_ENABLED=0, -trimpath, -ldflags=-s -w)
-// and returns its path. It takes seconds with a warm build cache.
-func BuildMicrolink(ctx context.Context, dir string) (string, error) {
-	modDir, err := moduleDir()
-	if err != nil {
-		return "", err
-	}
-	goBin, err := goCommand()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "microlink")
-	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "github.com/microlink-go/microlink/cmd/microlink")
-	cmd.Dir = modDir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("lab: building the microlink command: %v\n%s", err, out)
-	}
-	return bin, nil
 }

@@ -34,11 +34,11 @@
 // why).
 //
 // Tests may build networks of their own inside that namespace: child
-// namespaces joined by veth pairs (NewLinkedNetns makes one), with NAT
-// routers made with nftables. Options.ListenAddr then puts the lab's
-// servers on an address the child namespaces can reach, and TSOptions.Netns
-// runs a tailscaled (TUN mode included, one per namespace) and its
-// tailscale command inside a child namespace. A tailscaled in the test's
+// namespaces joined by veth pairs, with NAT routers made with nftables.
+// Options.ListenAddr then puts the lab's servers on an address the child
+// namespaces can reach, and TSOptions.Netns runs a tailscaled (TUN mode
+// included, one per namespace) and its tailscale command inside a child
+// namespace. A tailscaled in the test's
 // own namespace then logs in through a loopback forwarder, since
 // tailscaled loses an http:// control server on a public address when it
 // reconnects.

@@ -1,16 +1,13 @@
 package lab
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"runtime"
-	"strings"
 	"syscall"
 	"testing"
 )
@@ -165,53 +162,4 @@ func TUNAvailable() error {
 // tailscaled, if one runs.
 func Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, name, args...)
-}
-
-// LinkedNetns is a child network namespace joined to the current one by a
-// veth pair, as a router's uplink: made by NewLinkedNetns.
-type LinkedNetns struct {
-	Name string       // for "ip netns exec" and TSOptions.Netns
-	Near netip.Prefix // address of the veth end in the current namespace
-	Far  netip.Prefix // address of eth0, the end inside Name
-}
-
-// NewLinkedNetns creates the network namespace ml-<pid>-<label> with
-// loopback up and an interface eth0 holding far, linked by a veth pair to
-// an interface named label in the current namespace holding near, and a
-// default route through near. Near and far must be in the same subnet,
-// taken from 198.18.0.0/15. t's cleanup deletes the pair and the
-// namespace. It needs root and the ip command; t fails otherwise.
-func NewLinkedNetns(t T, label string, near, far netip.Prefix) *LinkedNetns {
-	t.Helper()
-	if len(label) > 15 {
-		t.Fatalf("lab: interface name %q longer than 15 bytes", label)
-	}
-	ns := &LinkedNetns{Name: fmt.Sprintf("ml-%d-%s", os.Getpid(), label), Near: near, Far: far}
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("lab: ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
-		}
-	}
-	ip("netns", "add", ns.Name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "delete", ns.Name).CombinedOutput(); err != nil {
-			t.Logf("lab: ip netns delete %s: %v: %s", ns.Name, err, out)
-		}
-	})
-	ip("-n", ns.Name, "link", "set", "lo", "up")
-	ip("link", "add", label, "type", "veth", "peer", "name", "eth0", "netns", ns.Name)
-	// Deleting the namespace would remove the pair too, but later.
-	t.Cleanup(func() { exec.Command("ip", "link", "delete", label).Run() })
-	ip("addr", "add", near.String(), "dev", label)
-	ip("link", "set", label, "up")
-	ip("-n", ns.Name, "addr", "add", far.String(), "dev", "eth0")
-	ip("-n", ns.Name, "link", "set", "eth0", "up")
-	ip("-n", ns.Name, "route", "add", "default", "via", near.Addr().String())
-	return ns
-}
-
-// Command returns an exec.Cmd that runs name in the namespace.
-func (ns *LinkedNetns) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
 }

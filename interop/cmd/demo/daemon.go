@@ -32,7 +32,7 @@ func (d *demo) buildCLI(ctx context.Context) error {
 		return err
 	}
 	t0 := time.Now()
-	bin, err := lab.BuildMicrolink(ctx, dir)
+	bin, err := buildMicrolink(ctx, dir)
 	if err != nil {
 		return err
 	}

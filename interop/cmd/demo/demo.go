@@ -67,7 +67,7 @@ type demo struct {
 	recent *logRing // lab logs kept for a failure report when not verbose
 
 	lab     *lab.Lab
-	router  *lab.LinkedNetns // the daemon's own network; nil without root
+	router  *routerNetns // the daemon's own network; nil without root
 	peer    *lab.Tailscaled
 	tun     bool // peer has a TUN device: the demo process reaches 100.x
 	node    *microlink.Node
@@ -250,13 +250,6 @@ func (d *demo) fail(name string, err error) {
 	d.failed = append(d.failed, name+": "+msg)
 }
 
-// The link between this process's network and the daemon's own
-// namespace, when there is one.
-var (
-	routerNear = netip.MustParsePrefix("198.18.0.1/24")
-	routerFar  = netip.MustParsePrefix("198.18.0.2/24")
-)
-
 func (d *demo) startLab(ctx context.Context) error {
 	// A real control server tells each node which peers are online;
 	// testcontrol leaves that out unless AllOnline is set, and the peer
@@ -266,7 +259,7 @@ func (d *demo) startLab(ctx context.Context) error {
 		if lab.InNetns() {
 			// The daemon gets a network of its own, as on a router; the
 			// lab's servers listen where it reaches them.
-			d.router = lab.NewLinkedNetns(d.r, "router", routerNear, routerFar)
+			d.router = newRouterNetns(d.r)
 			opts.ListenAddr = d.router.Near.Addr()
 		}
 		d.lab = lab.Start(d.r, opts)

@@ -259,6 +259,7 @@ func TestDemoReportsFailure(t *testing.T) {
 	if !strings.Contains(logs.String(), "last lab logs") {
 		t.Error("no lab logs after a failure")
 	}
+	checkNoRouter(t)
 }
 
 func peerOrTSNet() string {
@@ -288,7 +289,22 @@ func runDemo(t *testing.T, opts options) string {
 		t.Fatalf("run: %v", err)
 	}
 	waitGoroutines(t, before)
+	checkNoRouter(t)
 	return out.String()
+}
+
+// checkNoRouter checks that the daemon's namespace and its link are gone.
+func checkNoRouter(t *testing.T) {
+	t.Helper()
+	if !lab.InNetns() {
+		return
+	}
+	if out, _ := exec.Command("ip", "netns", "list").CombinedOutput(); strings.Contains(string(out), "-router") {
+		t.Errorf("the daemon's namespace is left after the demo:\n%s", out)
+	}
+	if exec.Command("ip", "link", "show", "router").Run() == nil {
+		t.Error("the link to the daemon's namespace is left after the demo")
+	}
 }
 
 func checkOutput(t *testing.T, out string, want []string) {
