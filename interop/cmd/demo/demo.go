@@ -16,7 +16,6 @@ import (
 	"github.com/microlink-go/microlink"
 	"github.com/microlink-go/microlink/interop/lab"
 	"tailscale.com/ipn/ipnstate"
-	"tailscale.com/tsnet"
 	"tailscale.com/tstest/integration/testcontrol"
 )
 
@@ -72,6 +71,7 @@ type demo struct {
 	tun     bool // peer has a TUN device: the demo process reaches 100.x
 	node    *microlink.Node
 	started time.Time // when Node.Start returned
+	far     *farEnd   // once a step needs it
 	cli     string    // the microlink command, once built
 	daemon  *daemon   // "microlink up", once started
 
@@ -519,42 +519,18 @@ func (d *demo) pingPeer(ctx context.Context, target string, typ microlink.PingTy
 }
 
 func (d *demo) udp(ctx context.Context) error {
-	// The far end: a socket of this process reaching the tailnet through
-	// the real peer's TUN device, or a tsnet peer's socket.
-	var (
-		far      net.PacketConn
-		farName  string
-		farAddr  netip.Addr
-		farLabel string
-		err      error
-	)
-	if d.tun {
-		farName, farAddr = peerName, d.peer.IPv4()
-		far, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(farAddr, 0)))
-		if err != nil {
-			return fmt.Errorf("UDP socket on %v (the real peer's TUN address): %w", farAddr, err)
-		}
-		farLabel = "a socket of this process on the real peer's TUN address"
-	} else {
-		var s *tsnet.Server
-		if err := d.r.Do(func() { s = lab.StartTSNet(d.r, d.lab, tsnetName) }); err != nil {
-			return err
-		}
-		farName = tsnetName
-		farAddr, _ = s.TailscaleIPs()
-		far, err = s.ListenPacket("udp", netip.AddrPortFrom(farAddr, 0).String())
-		if err != nil {
-			return fmt.Errorf("tsnet ListenPacket: %w", err)
-		}
-		farLabel = "an in-process tsnet peer " + tsnetName + " (the real peer has no TUN device)"
-		if _, err := d.waitNodePeer(ctx, tsnetName); err != nil {
-			far.Close()
-			return err
-		}
+	f, err := d.farEnd(ctx)
+	if err != nil {
+		return err
+	}
+	far, err := f.listenPacket()
+	if err != nil {
+		return err
 	}
 	defer far.Close()
+	farName, farAddr := f.name, f.addr
 	farPort := uint16(far.LocalAddr().(*net.UDPAddr).Port)
-	d.linef("far end    %s", farLabel)
+	d.linef("far end    %s", f.label)
 	d.linef("           %v", netip.AddrPortFrom(farAddr, farPort))
 
 	var errs []error
