@@ -44,7 +44,29 @@ func (d *demo) buildCLI(ctx context.Context) error {
 	d.linef("$ CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' ./cmd/microlink")
 	d.linef("built      in %v: %s", since(t0), bin)
 	d.linef("size       %.2f MiB for %s/%s, stripped, as for a router", float64(fi.Size())/(1<<20), runtime.GOOS, runtime.GOARCH)
+	// Its flags say which features the daemon's steps can show.
+	out, err := exec.CommandContext(ctx, bin, "up", "--help").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("microlink up --help: %v: %s", err, out)
+	}
+	d.upFlags = upFlags(string(out))
+	if len(d.upFlags) == 0 {
+		return fmt.Errorf("microlink up --help lists no flags:\n%s", out)
+	}
 	return nil
+}
+
+// upFlags returns the flags that the help of "microlink up" lists, in the
+// form the flag package prints: "  -name type" on a line of its own.
+func upFlags(help string) map[string]bool {
+	flags := map[string]bool{}
+	for _, line := range strings.Split(help, "\n") {
+		if f, ok := strings.CutPrefix(line, "  -"); ok {
+			name, _, _ := strings.Cut(f, " ")
+			flags[name] = true
+		}
+	}
+	return flags
 }
 
 func (d *demo) startDaemon(ctx context.Context) error {
@@ -53,6 +75,7 @@ func (d *demo) startDaemon(ctx context.Context) error {
 		return err
 	}
 	args := []string{"up", "--authkey", d.lab.AuthKey, "--hostname", daemonName, "--login-server", d.lab.ControlURL, "--statedir", dir}
+	args = append(args, d.featureArgs()...)
 	d.linef("$ microlink %s", strings.Join(args, " "))
 	if d.router != nil {
 		d.linef("where      in %s, a network of its own (%v on eth0), as on a router", d.router.Name, d.router.Far)
@@ -96,6 +119,11 @@ func (d *demo) startDaemon(ctx context.Context) error {
 		if err == nil {
 			if p := lab.FindPeer(st, daemonName); p != nil {
 				d.linef("joined     in %v: %s (as the real peer sees it)", since(t0), joinAddrs(p.TailscaleIPs...))
+				for _, a := range p.TailscaleIPs {
+					if a.Is4() {
+						d.daemonIP = a
+					}
+				}
 				break
 			}
 		}

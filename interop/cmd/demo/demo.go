@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -70,10 +71,15 @@ type demo struct {
 	peer    *lab.Tailscaled
 	tun     bool // peer has a TUN device: the demo process reaches 100.x
 	node    *microlink.Node
-	started time.Time // when Node.Start returned
-	far     *farEnd   // once a step needs it
-	cli     string    // the microlink command, once built
-	daemon  *daemon   // "microlink up", once started
+	started time.Time       // when Node.Start returned
+	far     *farEnd         // once a step needs it
+	cli     string          // the microlink command, once built
+	upFlags map[string]bool // the flags of its "up"
+	planned map[string]bool // by feature (an "up" flag): whether its step runs
+	daemon  *daemon         // "microlink up", once started
+	// The daemon's tailnet IPv4 address, and where its proxies listen.
+	daemonIP             netip.Addr
+	socksAddr, httpProxy string
 
 	part    string // of the step shown last
 	results []result
@@ -91,7 +97,7 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, runTimeout)
 	defer cancel()
-	d := &demo{opts: opts, out: stdout, recent: newLogRing(60)}
+	d := &demo{opts: opts, out: stdout, recent: newLogRing(60), planned: map[string]bool{}}
 	labLogf := d.recent.Logf
 	if opts.Verbose {
 		labLogf = func(format string, args ...any) {
@@ -117,39 +123,24 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 	}()
 
 	fmt.Fprintf(d.out, "microlink demo: a private tailnet of real Tailscale code, offline on this machine\n")
-	steps := d.steps()
+	// The microlink command is built first: the steps of the demo depend
+	// on the features it has. Its account waits until the skipped steps
+	// are announced.
+	build := step{part: "The microlink command", name: "Build the microlink command", fatal: true, run: d.buildCLI}
+	var buildOut bytes.Buffer
+	d.out = &buildOut
+	notRun := d.runStep(ctx, 1, build, "", "")
+	d.out = stdout
+	steps := append([]step{build}, d.steps()...)
 	skips := d.announceSkips(steps)
-	notRun := "" // why the remaining steps are not run, once one is
 	for i, s := range steps {
-		res := result{num: i + 1, name: s.name}
-		if notRun == "" && ctx.Err() != nil {
-			notRun = fmt.Sprintf("stopped: %v", context.Cause(ctx))
-			d.failed = append(d.failed, fmt.Sprintf("stopped before %q: %v", s.name, context.Cause(ctx)))
+		if s.feature != "" {
+			d.planned[s.feature] = skips[i] == ""
 		}
-		if notRun != "" {
-			res.status, res.reason = statusNotRun, notRun
-			d.results = append(d.results, res)
-			continue
-		}
-		d.header(res.num, s.part, s.name)
-		if skips[i] != "" {
-			d.linef("skipped: %s", skips[i])
-			res.status, res.reason = statusSkipped, skips[i]
-			d.results = append(d.results, res)
-			continue
-		}
-		start := time.Now()
-		err := s.run(ctx)
-		res.took = time.Since(start)
-		res.status = statusPassed
-		if err != nil {
-			d.fail(s.name, err)
-			res.status = statusFailed
-			if s.fatal {
-				notRun = fmt.Sprintf("step %d failed", res.num)
-			}
-		}
-		d.results = append(d.results, res)
+	}
+	d.out.Write(buildOut.Bytes())
+	for i := 1; i < len(steps); i++ {
+		notRun = d.runStep(ctx, i+1, steps[i], skips[i], notRun)
 	}
 	res := result{num: len(steps) + 1, name: "Shut down", status: statusPassed}
 	d.header(res.num, "", res.name)
@@ -175,7 +166,8 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 	return errors.New(strings.Join(d.failed, "; "))
 }
 
-// steps returns the demo's steps in order.
+// steps returns the demo's steps after the build of the microlink
+// command, in order.
 //
 // A step that other work builds on is fatal: if it fails, the steps after
 // it are not run. A step lists its needs of this machine and of the run's
@@ -183,40 +175,49 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 // it starts. That is how a step for a feature that needs root (a TUN
 // device, a network namespace) keeps the demo passing where it cannot run.
 //
-// The daemon's part is where steps for the CLI's features go (TUN mode,
-// MagicDNS, the SOCKS5 and HTTP proxies): their flags for "microlink up"
-// are added in startDaemon; d.router.Command runs a program on the router,
-// in the daemon's own network (d.router is nil without root, when the
-// daemon shares this process's network); the real peer's addresses are
-// reached from this process through its TUN device when d.tun is set, and
-// otherwise through the tsnet peer of the UDP step. OS commands a step
-// runs go in needCommand and in scripts/demo.sh's install list. "ip netns
-// exec" shares the host's /etc/resolv.conf unless /etc/netns/NAME has
-// one: the daemon must not be let to rewrite it.
+// A step that shows a feature of the daemon names the flag of "microlink
+// up" that turns it on; it is left out when the microlink command has no
+// such flag, and startDaemon adds the flag when the step runs.
+// d.router.Command runs a program on the router, in the daemon's own
+// network (d.router is nil without root, when the daemon shares this
+// process's network); d.farEnd serves on a tailnet address other than
+// microlink's. OS commands a step runs go in its needs and in
+// scripts/demo.sh's install list.
 func (d *demo) steps() []step {
 	const (
 		tailnet = "A tailnet of real Tailscale code"
 		library = "The library: a microlink node inside this Go program"
 		daemon  = "The daemon: microlink up, as a router runs it"
 	)
-	return []step{
-		{tailnet, "Start the lab (control, DERP and STUN servers of tailscale.com " + lab.TailscaleVersion + ")", true, nil, d.startLab},
-		{tailnet, "Start a real tailscaled named " + peerName, true, nil, d.startPeer},
+	all := []step{
+		{part: tailnet, name: "Start the lab (control, DERP and STUN servers of tailscale.com " + lab.TailscaleVersion + ")", fatal: true, run: d.startLab},
+		{part: tailnet, name: "Start a real tailscaled named " + peerName, fatal: true, run: d.startPeer},
 
-		{library, "Start the microlink node " + nodeName + " in this process", true, nil, d.startNode},
-		{library, "What microlink sees: Node.Peers()", false, nil, d.nodePeers},
-		{library, "What the real peer sees: tailscale status", false, nil, d.peerStatus},
-		{library, "The real peer pings microlink: tailscale ping", false, nil, d.peerPings},
-		{library, "The OS pings microlink through the real peer's TUN device", false, []need{d.needTUN, needCommand("ping", "iputils-ping")}, d.osPing},
-		{library, "microlink pings the real peer: Node.Ping", false, nil, d.nodePings},
-		{library, "UDP datagrams both ways", false, nil, d.udp},
-		{library, "microlink's view afterwards: paths and counters", false, nil, d.nodeSummary},
+		{part: library, name: "Start the microlink node " + nodeName + " in this process", fatal: true, run: d.startNode},
+		{part: library, name: "What microlink sees: Node.Peers()", run: d.nodePeers},
+		{part: library, name: "What the real peer sees: tailscale status", run: d.peerStatus},
+		{part: library, name: "The real peer pings microlink: tailscale ping", run: d.peerPings},
+		{part: library, name: "The OS pings microlink through the real peer's TUN device", run: d.osPing,
+			needs: []need{d.needTUN, needCommand("ping", "iputils-ping")}},
+		{part: library, name: "microlink pings the real peer: Node.Ping", run: d.nodePings},
+		{part: library, name: "UDP datagrams both ways", run: d.udp},
+		{part: library, name: "microlink's view afterwards: paths and counters", run: d.nodeSummary},
 
-		{daemon, "Build the microlink command", true, nil, d.buildCLI},
-		{daemon, "Start the daemon " + daemonName + ": microlink up", true, nil, d.startDaemon},
-		{daemon, "What the daemon sees: microlink status", false, nil, d.daemonStatus},
-		{daemon, "Pings to and from the daemon: microlink ping, tailscale ping", false, nil, d.daemonPings},
+		{part: daemon, name: "Start the daemon " + daemonName + ": microlink up", fatal: true, run: d.startDaemon},
+		{part: daemon, name: "What the daemon sees: microlink status", run: d.daemonStatus},
+		{part: daemon, name: "Pings to and from the daemon: microlink ping, tailscale ping", run: d.daemonPings},
+		{part: daemon, name: "Programs on the router reach the tailnet through the daemon's TUN device", run: d.tunPrograms,
+			feature: "tun", needs: []need{needRouter, needCommand("ping", "iputils-ping"), needCommand("curl", "curl")}},
+		{part: daemon, name: "curl through the daemon's SOCKS5 and HTTP proxies, by MagicDNS name", run: d.proxies,
+			feature: "socks5-server", needs: []need{needCommand("curl", "curl")}},
 	}
+	var steps []step
+	for _, s := range all {
+		if s.feature == "" || d.upFlags[s.feature] {
+			steps = append(steps, s)
+		}
+	}
+	return steps
 }
 
 func (d *demo) header(num int, part, name string) {

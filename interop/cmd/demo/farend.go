@@ -59,3 +59,20 @@ func (f *farEnd) listenPacket() (net.PacketConn, error) {
 	}
 	return c, nil
 }
+
+// listen opens a TCP listener on the far end's address.
+func (f *farEnd) listen() (net.Listener, error) {
+	ap := netip.AddrPortFrom(f.addr, 0)
+	if f.ts != nil {
+		ln, err := f.ts.Listen("tcp", ap.String())
+		if err != nil {
+			return nil, fmt.Errorf("tsnet Listen: %w", err)
+		}
+		return ln, nil
+	}
+	ln, err := net.Listen("tcp4", ap.String())
+	if err != nil {
+		return nil, fmt.Errorf("TCP listener on %v (the real peer's TUN address): %w", f.addr, err)
+	}
+	return ln, nil
+}

@@ -18,6 +18,45 @@ type step struct {
 	fatal bool   // the steps after it need what it sets up
 	needs []need // all must be met, or the step is skipped
 	run   func(context.Context) error
+	// feature, if set, is the flag of "microlink up" that the step
+	// shows: it is left out if the microlink command has no such flag.
+	feature string
+}
+
+// runStep runs step s as number num, or skips it for the reason skip, or
+// records it as not run for the reason notRun, and returns the reason for
+// the steps after it not to run, if any.
+func (d *demo) runStep(ctx context.Context, num int, s step, skip, notRun string) string {
+	res := result{num: num, name: s.name}
+	if notRun == "" && ctx.Err() != nil {
+		notRun = fmt.Sprintf("stopped: %v", context.Cause(ctx))
+		d.failed = append(d.failed, fmt.Sprintf("stopped before %q: %v", s.name, context.Cause(ctx)))
+	}
+	if notRun != "" {
+		res.status, res.reason = statusNotRun, notRun
+		d.results = append(d.results, res)
+		return notRun
+	}
+	d.header(num, s.part, s.name)
+	if skip != "" {
+		d.linef("skipped: %s", skip)
+		res.status, res.reason = statusSkipped, skip
+		d.results = append(d.results, res)
+		return ""
+	}
+	start := time.Now()
+	err := s.run(ctx)
+	res.took = time.Since(start)
+	res.status = statusPassed
+	if err != nil {
+		d.fail(s.name, err)
+		res.status = statusFailed
+		if s.fatal {
+			notRun = fmt.Sprintf("step %d failed", num)
+		}
+	}
+	d.results = append(d.results, res)
+	return notRun
 }
 
 // need is a condition a step has of this machine or of the run's options.
