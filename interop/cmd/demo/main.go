@@ -4,7 +4,10 @@
 // command's daemon, "microlink up", as a router would. It shows step by
 // step what each side sees: peer lists and status, pings in both
 // directions and UDP datagrams each way; then a summary of the steps,
-// passed, failed or skipped (with the reason), and their times.
+// passed, failed or skipped (with the reason), and their times. If
+// "microlink up" has --tun, programs on the router reach the real peer
+// through the daemon's TUN device; if it has --socks5-server, curl fetches
+// a page by MagicDNS name through the daemon's proxies.
 //
 // Usage:
 //
