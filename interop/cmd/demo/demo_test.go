@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -360,4 +362,21 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// TestUpFlags reads the flags from help in the form the flag package
+// prints, which "microlink up --help" uses.
+func TestUpFlags(t *testing.T) {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	fs.String("socks5-server", "", "serve a SOCKS5 proxy\non ADDR")
+	fs.Bool("verbose", false, "log debug messages")
+	fs.Int("port", 0, "UDP port")
+	var b strings.Builder
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	got := upFlags("usage: microlink up --authkey KEY\n\n" + b.String())
+	want := map[string]bool{"socks5-server": true, "verbose": true, "port": true}
+	if !maps.Equal(got, want) {
+		t.Errorf("upFlags = %v, want %v, from:\n%s", got, want, b.String())
+	}
 }
