@@ -182,7 +182,9 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 // network (d.router is nil without root, when the daemon shares this
 // process's network); d.farEnd serves on a tailnet address other than
 // microlink's. OS commands a step runs go in its needs and in
-// scripts/demo.sh's install list.
+// scripts/demo.sh's install list. "ip netns exec" shares the host's
+// /etc/resolv.conf unless /etc/netns/NAME holds one: a step for MagicDNS
+// in TUN mode must not let the daemon rewrite the host's.
 func (d *demo) steps() []step {
 	const (
 		tailnet = "A tailnet of real Tailscale code"
