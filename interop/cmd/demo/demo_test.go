@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -378,5 +379,40 @@ func TestUpFlags(t *testing.T) {
 	want := map[string]bool{"socks5-server": true, "verbose": true, "port": true}
 	if !maps.Equal(got, want) {
 		t.Errorf("upFlags = %v, want %v, from:\n%s", got, want, b.String())
+	}
+}
+
+// TestStaleRouterRemoved checks that the router namespace of a demo that
+// was killed is deleted by the next one, and only that one.
+func TestStaleRouterRemoved(t *testing.T) {
+	if !lab.InNetns() {
+		t.Skip("needs root and a private network namespace")
+	}
+	dead := 0 // a pid no process has
+	for pid := 4000000; pid < 4001000; pid++ {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			dead = pid
+			break
+		}
+	}
+	stale, live := fmt.Sprintf("ml-%d-router", dead), fmt.Sprintf("ml-%d-router", os.Getppid())
+	for _, name := range []string{stale, live} {
+		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+		}
+		t.Cleanup(func() { exec.Command("ip", "netns", "delete", name).Run() })
+	}
+	r := lab.NewRunner("router", t.Logf)
+	if err := r.Do(func() { newRouterNetns(r) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fileExists("/run/netns/" + stale) {
+		t.Errorf("%s of a process that is gone is still there", stale)
+	}
+	if !fileExists("/run/netns/" + live) {
+		t.Errorf("%s of a running process was deleted", live)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"github.com/microlink-go/microlink/interop/lab"
@@ -29,8 +30,10 @@ var (
 )
 
 // newRouterNetns makes the namespace ml-<pid>-router; r's Close deletes it.
-// It needs root and the ip command.
+// It first deletes those of demos that were killed before they could. It
+// needs root and the ip command.
 func newRouterNetns(r *lab.Runner) *routerNetns {
+	removeStaleRouters(r)
 	ns := &routerNetns{Name: fmt.Sprintf("ml-%d-router", os.Getpid()), Near: routerNear, Far: routerFar}
 	ip := func(args ...string) {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
@@ -54,6 +57,22 @@ func newRouterNetns(r *lab.Runner) *routerNetns {
 	ip("-n", ns.Name, "link", "set", "eth0", "up")
 	ip("-n", ns.Name, "route", "add", "default", "via", ns.Near.Addr().String())
 	return ns
+}
+
+// removeStaleRouters deletes the router namespaces of processes that no
+// longer run.
+func removeStaleRouters(r *lab.Runner) {
+	names, _ := filepath.Glob("/run/netns/ml-*-router")
+	for _, path := range names {
+		name := filepath.Base(path)
+		pid, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(name, "ml-"), "-router"))
+		if err != nil || fileExists(fmt.Sprintf("/proc/%d", pid)) {
+			continue
+		}
+		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
+			r.Logf("ip netns delete %s: %v: %s", name, err, out)
+		}
+	}
 }
 
 // Command returns an exec.Cmd that runs name in the namespace.
