@@ -95,13 +95,10 @@ func (d *demo) startDaemon(ctx context.Context) error {
 		w = io.MultiWriter(w, &lineWriter{emit: func(line string) { fmt.Fprintf(d.opts.Log, "microlink up: %s\n", line) }})
 	}
 	cmd.Stdout, cmd.Stderr = w, w
-	// Killed if the demo dies first. The signal follows the thread that
-	// started it, so that thread stays with this goroutine meanwhile.
+	// Killed if the demo dies first: the signal is tied to the thread
+	// that starts it, and Go ends no thread of an unlocked goroutine.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	runtime.LockOSThread()
-	err := cmd.Start()
-	runtime.UnlockOSThread()
-	if err != nil {
+	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting microlink up: %w", err)
 	}
 	d.daemon = dm
