@@ -42,7 +42,7 @@ fi
 if [ -n "$missing" ]; then
 	tmp=$(mktemp -d "$dir/.build-XXXXXX")
 	trap 'rm -rf "$tmp"' EXIT
-	echo "building$missing ($version) into $dir" >&2
+	echo "building$missing ($version) into $dir: a few minutes, once" >&2
 	# Word splitting of $missing is intended.
 	go build -o "$tmp/" $missing
 	mv "$tmp"/* "$dir/"

@@ -43,22 +43,15 @@ qemu_for() {
 	esac
 }
 
-need_install=
+. scripts/lib/deps.sh
+qemus=()
 for a in "${arches[@]}"; do
 	q=$(qemu_for "$a") || { echo "cross-test: unknown architecture $a" >&2; exit 2; }
-	command -v "$q" >/dev/null 2>&1 || need_install=1
+	qemus+=("$q:qemu-user-static")
 done
-if [ -n "$need_install" ]; then
-	if [ "$(id -u)" != 0 ]; then
-		echo "cross-test: qemu-user-static is missing and we are not root to install it" >&2
-		exit 2
-	fi
-	echo "cross-test: installing qemu-user-static"
-	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static >/dev/null 2>&1; then
-		apt-get update -qq >/dev/null 2>&1
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static >/dev/null ||
-			{ echo "cross-test: could not install qemu-user-static" >&2; exit 2; }
-	fi
+if ! deps_install cross-test "${qemus[@]}"; then
+	[ "$(id -u)" = 0 ] || echo "cross-test: $DEPS_MISSING is missing and we are not root to install it" >&2
+	exit 2
 fi
 
 tmp=$(mktemp -d)

@@ -29,17 +29,12 @@ gotest() {
 }
 
 # System packages the interop lab uses: ip (network namespaces), ping, nft.
-need=()
-command -v ip >/dev/null 2>&1 || need+=(iproute2)
-command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
-command -v nft >/dev/null 2>&1 || need+=(nftables)
-if [ ${#need[@]} -gt 0 ]; then
-	if [ "$(id -u)" = 0 ]; then
-		log "installing ${need[*]}"
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-	else
-		echo "missing ${need[*]} and not root: network-namespace tests will be limited" >&2
-	fi
+# (cross-test.sh installs qemu-user-static the same way.)
+. scripts/lib/deps.sh
+deps_require_go test.sh
+if ! deps_install test.sh ip:iproute2 ping:iputils-ping nft:nftables; then
+	[ "$(id -u)" != 0 ] || exit 1
+	echo "test.sh: missing $DEPS_MISSING and not root: network-namespace tests will be limited" >&2
 fi
 
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"

@@ -38,7 +38,10 @@
 // Options.ListenAddr then puts the lab's servers on an address the child
 // namespaces can reach, and TSOptions.Netns runs a tailscaled (TUN mode
 // included, one per namespace) and its tailscale command inside a child
-// namespace.
+// namespace. A tailscaled in the test's
+// own namespace then logs in through a loopback forwarder, since
+// tailscaled loses an http:// control server on a public address when it
+// reconnects.
 //
 // # Binaries
 //

@@ -390,3 +390,30 @@ func TestRunnerLab(t *testing.T) {
 		t.Fatalf("tsnet directory %s still there after Close: %v", dir, err)
 	}
 }
+
+// TestTailscaledControlOffLoopback checks that a tailscaled in the test's
+// namespace keeps control after a reconnect when the lab listens on a
+// non-loopback address (tailscaled would then try HTTPS on port 443).
+func TestTailscaledControlOffLoopback(t *testing.T) {
+	if !InNetns() {
+		t.Skip("needs root and the private namespace of RunInNetns")
+	}
+	// An address on lo, as one on a veth would be: not loopback, not
+	// private.
+	addr := netip.MustParseAddr("198.18.9.1")
+	if out, err := exec.Command("ip", "addr", "add", addr.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "addr", "del", addr.String()+"/32", "dev", "lo").Run() })
+	l := Start(t, Options{ListenAddr: addr})
+	ts := l.StartTailscaled(t, TSOptions{Hostname: "ts-a"})
+	l.RestartControl(t)
+	// A node that joins after the restart shows up only on a map stream
+	// that tailscaled opened again.
+	StartNode(t, NodeOptions{ControlURL: l.ControlURL, AuthKey: l.AuthKey, Hostname: "ml-b"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := ts.WaitPeer(ctx, "ml-b"); err != nil {
+		t.Fatalf("tailscaled after the control restart: %v", err)
+	}
+}

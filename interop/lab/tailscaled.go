@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,6 +89,10 @@ type Tailscaled struct {
 	stopOnce sync.Once
 	tun      bool
 	ip4, ip6 netip.Addr
+
+	// loopbackControl, if set, is a 127.0.0.1 address forwarding to
+	// the lab's control server, for "tailscale up".
+	loopbackControl string
 }
 
 var (
@@ -140,6 +145,17 @@ func (l *Lab) StartTailscaled(t T, opts TSOptions) *Tailscaled {
 		d.TUNName = fmt.Sprintf("mltun%d", tunCounter.Add(1))
 	}
 	d.LocalClient = &local.Client{Socket: d.Socket, UseSocketOnly: true}
+	// After a reconnect, tailscaled dials an http:// control URL whose
+	// host is neither loopback nor private with HTTPS on port 443 instead,
+	// and loses control (see control/ts2021 in tailscale.com). When the
+	// lab listens elsewhere, one in this namespace gets a loopback URL.
+	if opts.ControlURL == "" && opts.Netns == "" && !l.listen.IsLoopback() {
+		u, err := url.Parse(l.ControlURL)
+		if err != nil {
+			t.Fatalf("lab: control URL: %v", err)
+		}
+		d.loopbackControl = forwardTCP(t, u.Host)
+	}
 	t.Cleanup(func() {
 		d.Stop()
 		if t.Failed() {
@@ -227,6 +243,8 @@ func (d *Tailscaled) up(ctx context.Context, l *Lab, opts TSOptions) error {
 	controlURL, authKey := l.ControlURL, l.AuthKey
 	if opts.ControlURL != "" {
 		controlURL, authKey = opts.ControlURL, opts.AuthKey
+	} else if d.loopbackControl != "" {
+		controlURL = "http://" + d.loopbackControl
 	}
 	args := []string{"up",
 		"--login-server=" + controlURL,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,14 +11,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"time"
 
 	"github.com/microlink-go/microlink"
 	"github.com/microlink-go/microlink/interop/lab"
 	"tailscale.com/ipn/ipnstate"
-	"tailscale.com/tsnet"
 	"tailscale.com/tstest/integration/testcontrol"
 )
 
@@ -43,19 +42,21 @@ type options struct {
 
 // Hostnames of the nodes in the demo tailnet.
 const (
-	peerName  = "real-peer"      // the real tailscaled
-	nodeName  = "microlink-demo" // the microlink node
-	tsnetName = "tsnet-peer"     // in-process peer for UDP without a TUN
+	peerName   = "real-peer"        // the real tailscaled
+	nodeName   = "microlink-demo"   // the microlink node of this process
+	daemonName = "microlink-router" // the "microlink up" process
+	tsnetName  = "tsnet-peer"       // in-process peer for UDP without a TUN
 )
 
 // Bounds on the waits of the steps.
 const (
-	runTimeout   = 2 * time.Minute
+	runTimeout   = 4 * time.Minute
 	startTimeout = 30 * time.Second
 	waitTimeout  = 15 * time.Second
 	pingTimeout  = 3 * time.Second
 	pingAttempts = 5
 	udpTimeout   = 10 * time.Second
+	stopTimeout  = 10 * time.Second
 )
 
 // demo is the state of one run.
@@ -66,20 +67,23 @@ type demo struct {
 	recent *logRing // lab logs kept for a failure report when not verbose
 
 	lab     *lab.Lab
+	router  *routerNetns // the daemon's own network; nil without root
 	peer    *lab.Tailscaled
 	tun     bool // peer has a TUN device: the demo process reaches 100.x
 	node    *microlink.Node
-	started time.Time // when Node.Start returned
-	step    int
-	failed  []string
-}
+	started time.Time       // when Node.Start returned
+	far     *farEnd         // once a step needs it
+	cli     string          // the microlink command, once built
+	upFlags map[string]bool // the flags of its "up"
+	planned map[string]bool // by feature (an "up" flag): whether its step runs
+	daemon  *daemon         // "microlink up", once started
+	// The daemon's tailnet IPv4 address, and where its proxies listen.
+	daemonIP             netip.Addr
+	socksAddr, httpProxy string
 
-// step is one stage of the demo. A fatal step stops the run when it fails,
-// since the later steps need what it sets up.
-type step struct {
-	name  string
-	fatal bool
-	run   func(context.Context) error
+	part    string // of the step shown last
+	results []result
+	failed  []string
 }
 
 // run performs the demo, writing its account to stdout, and returns an
@@ -89,10 +93,11 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 	if opts.Log == nil {
 		opts.Log = os.Stderr
 	}
+	t0 := time.Now()
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, runTimeout)
 	defer cancel()
-	d := &demo{opts: opts, out: stdout, recent: newLogRing(60)}
+	d := &demo{opts: opts, out: stdout, recent: newLogRing(60), planned: map[string]bool{}}
 	labLogf := d.recent.Logf
 	if opts.Verbose {
 		labLogf = func(format string, args ...any) {
@@ -102,6 +107,7 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 	d.r = lab.NewRunner("demo", labLogf)
 	defer func() {
 		// Normally done by the last step already; this covers a panic.
+		d.daemon.kill()
 		if d.node != nil {
 			d.node.Close()
 		}
@@ -117,47 +123,41 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 	}()
 
 	fmt.Fprintf(d.out, "microlink demo: a private tailnet of real Tailscale code, offline on this machine\n")
-	steps := []step{
-		{"Start the lab (control, DERP and STUN servers of tailscale.com " + lab.TailscaleVersion + ")", true, d.startLab},
-		{"Start a real tailscaled named " + peerName, true, d.startPeer},
-		{"Start the microlink node " + nodeName + " in this process", true, d.startNode},
-		{"What microlink sees: Node.Peers()", false, d.nodePeers},
-		{"What the real peer sees: tailscale status", false, d.peerStatus},
-		{"The real peer pings microlink: tailscale ping", false, d.peerPings},
-		{"The OS pings microlink through the real peer's TUN device", false, d.osPing},
-		{"microlink pings the real peer: Node.Ping", false, d.nodePings},
-		{"UDP datagrams both ways", false, d.udp},
-		{"microlink's view afterwards: paths and counters", false, d.nodeSummary},
-	}
-	for _, s := range steps {
-		if err := ctx.Err(); err != nil {
-			d.failed = append(d.failed, fmt.Sprintf("stopped before %q: %v", s.name, context.Cause(ctx)))
-			break
-		}
-		d.header(s.name)
-		if err := s.run(ctx); err != nil {
-			d.fail(s.name, err)
-			if s.fatal {
-				break
-			}
+	// The microlink command is built first: the steps of the demo depend
+	// on the features it has. Its account waits until the skipped steps
+	// are announced.
+	build := step{part: "The microlink command", name: "Build the microlink command", fatal: true, run: d.buildCLI}
+	var buildOut bytes.Buffer
+	d.out = &buildOut
+	notRun := d.runStep(ctx, 1, build, "", "")
+	d.out = stdout
+	steps := append([]step{build}, d.steps()...)
+	skips := d.announceSkips(steps)
+	for i, s := range steps {
+		if s.feature != "" {
+			d.planned[s.feature] = skips[i] == ""
 		}
 	}
-	d.header("Shut down")
+	d.out.Write(buildOut.Bytes())
+	for i := 1; i < len(steps); i++ {
+		notRun = d.runStep(ctx, i+1, steps[i], skips[i], notRun)
+	}
+	res := result{num: len(steps) + 1, name: "Shut down", status: statusPassed}
+	d.header(res.num, "", res.name)
+	start := time.Now()
 	if err := d.shutdown(); err != nil {
-		d.fail("shut down", err)
+		d.fail(res.name, err)
+		res.status = statusFailed
 	}
+	res.took = time.Since(start)
+	d.results = append(d.results, res)
 
-	fmt.Fprintln(d.out)
 	if parent.Err() != nil {
 		d.failed = append([]string{fmt.Sprintf("interrupted: %v", context.Cause(parent))}, d.failed...)
 	}
+	d.summary(time.Since(t0))
 	if len(d.failed) == 0 {
-		fmt.Fprintf(d.out, "All steps passed.\n")
 		return nil
-	}
-	fmt.Fprintf(d.out, "FAILED:\n")
-	for _, f := range d.failed {
-		fmt.Fprintf(d.out, "  - %s\n", f)
 	}
 	if !opts.Verbose {
 		fmt.Fprintf(opts.Log, "--- last lab logs (run with --verbose for all) ---\n")
@@ -166,9 +166,68 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 	return errors.New(strings.Join(d.failed, "; "))
 }
 
-func (d *demo) header(name string) {
-	d.step++
-	fmt.Fprintf(d.out, "\n[%d] %s\n", d.step, name)
+// steps returns the demo's steps after the build of the microlink
+// command, in order.
+//
+// A step that other work builds on is fatal: if it fails, the steps after
+// it are not run. A step lists its needs of this machine and of the run's
+// options; a step with an unmet need is skipped, and the run says so before
+// it starts. That is how a step for a feature that needs root (a TUN
+// device, a network namespace) keeps the demo passing where it cannot run.
+//
+// A step that shows a feature of the daemon names the flag of "microlink
+// up" that turns it on; it is left out when the microlink command has no
+// such flag, and startDaemon adds the flag when the step runs.
+// d.router.Command runs a program on the router, in the daemon's own
+// network (d.router is nil without root, when the daemon shares this
+// process's network); d.farEnd serves on a tailnet address other than
+// microlink's. OS commands a step runs go in its needs and in
+// scripts/demo.sh's install list. "ip netns exec" shares the host's
+// /etc/resolv.conf unless /etc/netns/NAME holds one: a step for MagicDNS
+// in TUN mode must not let the daemon rewrite the host's.
+func (d *demo) steps() []step {
+	const (
+		tailnet = "A tailnet of real Tailscale code"
+		library = "The library: a microlink node inside this Go program"
+		daemon  = "The daemon: microlink up, as a router runs it"
+	)
+	all := []step{
+		{part: tailnet, name: "Start the lab (control, DERP and STUN servers of tailscale.com " + lab.TailscaleVersion + ")", fatal: true, run: d.startLab},
+		{part: tailnet, name: "Start a real tailscaled named " + peerName, fatal: true, run: d.startPeer},
+
+		{part: library, name: "Start the microlink node " + nodeName + " in this process", fatal: true, run: d.startNode},
+		{part: library, name: "What microlink sees: Node.Peers()", run: d.nodePeers},
+		{part: library, name: "What the real peer sees: tailscale status", run: d.peerStatus},
+		{part: library, name: "The real peer pings microlink: tailscale ping", run: d.peerPings},
+		{part: library, name: "The OS pings microlink through the real peer's TUN device", run: d.osPing,
+			needs: []need{d.needTUN, needCommand("ping", "iputils-ping")}},
+		{part: library, name: "microlink pings the real peer: Node.Ping", run: d.nodePings},
+		{part: library, name: "UDP datagrams both ways", run: d.udp},
+		{part: library, name: "microlink's view afterwards: paths and counters", run: d.nodeSummary},
+
+		{part: daemon, name: "Start the daemon " + daemonName + ": microlink up", fatal: true, run: d.startDaemon},
+		{part: daemon, name: "What the daemon sees: microlink status", run: d.daemonStatus},
+		{part: daemon, name: "Pings to and from the daemon: microlink ping, tailscale ping", run: d.daemonPings},
+		{part: daemon, name: "Programs on the router reach the tailnet through the daemon's TUN device", run: d.tunPrograms,
+			feature: "tun", needs: []need{needRouter, needCommand("ping", "iputils-ping"), needCommand("curl", "curl")}},
+		{part: daemon, name: "curl through the daemon's SOCKS5 and HTTP proxies, by MagicDNS name", run: d.proxies,
+			feature: "socks5-server", needs: []need{needCommand("curl", "curl")}},
+	}
+	var steps []step
+	for _, s := range all {
+		if s.feature == "" || d.upFlags[s.feature] {
+			steps = append(steps, s)
+		}
+	}
+	return steps
+}
+
+func (d *demo) header(num int, part, name string) {
+	if part != d.part && part != "" {
+		fmt.Fprintf(d.out, "\n== %s ==\n", part)
+	}
+	d.part = part
+	fmt.Fprintf(d.out, "\n[%d] %s\n", num, name)
 }
 
 // linef prints one indented line of a step's account.
@@ -199,12 +258,22 @@ func (d *demo) startLab(ctx context.Context) error {
 	// testcontrol leaves that out unless AllOnline is set, and the peer
 	// list would then call every peer offline.
 	opts := lab.Options{ConfigureControl: func(s *testcontrol.Server) { s.AllOnline = true }}
-	if err := d.r.Do(func() { d.lab = lab.Start(d.r, opts) }); err != nil {
+	err := d.r.Do(func() {
+		if lab.InNetns() {
+			// The daemon gets a network of its own, as on a router; the
+			// lab's servers listen where it reaches them.
+			d.router = newRouterNetns(d.r)
+			opts.ListenAddr = d.router.Near.Addr()
+		}
+		d.lab = lab.Start(d.r, opts)
+	})
+	if err != nil {
 		return err
 	}
 	l := d.lab
-	if lab.InNetns() {
-		d.linef("network    a private network namespace holding only loopback")
+	if d.router != nil {
+		d.linef("network    a private network namespace for the lab, the real peer and this process;")
+		d.linef("           the daemon's own, %s, is linked to it by veth: %v <-> %v", d.router.Name, d.router.Near.Addr(), d.router.Far.Addr())
 	} else {
 		d.linef("network    this host's loopback (no private namespace: not root, or no ip command)")
 	}
@@ -215,15 +284,12 @@ func (d *demo) startLab(ctx context.Context) error {
 }
 
 func (d *demo) startPeer(ctx context.Context) error {
-	tunErr := lab.TUNAvailable()
-	d.tun = tunErr == nil && !d.opts.Userspace
-	switch {
-	case d.tun:
+	noTUN := d.needTUN()
+	d.tun = noTUN == ""
+	if d.tun {
 		d.linef("mode       TUN device: this process and OS commands reach 100.x addresses through it")
-	case d.opts.Userspace:
-		d.linef("mode       userspace networking (--userspace)")
-	default:
-		d.linef("mode       userspace networking (%v)", tunErr)
+	} else {
+		d.linef("mode       userspace networking: %s", noTUN)
 	}
 	if d.opts.DERPOnly {
 		d.linef("paths      DERP only: TS_DEBUG_NEVER_DIRECT_UDP=1 (--derp-only)")
@@ -376,37 +442,38 @@ func (d *demo) peerStatus(ctx context.Context) error {
 func (d *demo) peerPings(ctx context.Context) error {
 	ip := d.node.IPv4().String()
 	var errs []error
-	for _, kind := range []struct{ name, flag string }{
-		{"disco", ""},
-		{"TSMP", "--tsmp"},
-		{"ICMP", "--icmp"},
+	for _, kind := range []struct {
+		name  string
+		flags []string
+	}{
+		{"disco", nil},
+		{"TSMP", []string{"--tsmp"}},
+		{"ICMP", []string{"--icmp"}},
 	} {
-		args := []string{"ping"}
-		if kind.flag != "" {
-			args = append(args, kind.flag)
-		}
-		args = append(args, "--until-direct=false", "-c", "3", "--timeout=3s", ip)
-		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		out, err := d.peer.CLI(cctx, args...)
-		cancel()
-		d.linef("$ tailscale %s", strings.Join(args, " "))
-		d.block(string(out))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s ping of microlink: %v: %s", kind.name, err, strings.TrimSpace(lastLine(string(out)))))
+		if err := d.tailscalePing(ctx, ip, kind.flags...); err != nil {
+			errs = append(errs, fmt.Errorf("%s ping of microlink: %w", kind.name, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// tailscalePing runs "tailscale ping [flags] -c 3 IP" on the real peer and
+// shows it.
+func (d *demo) tailscalePing(ctx context.Context, ip string, flags ...string) error {
+	args := append([]string{"ping"}, flags...)
+	args = append(args, "--until-direct=false", "-c", "3", "--timeout=3s", ip)
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	out, err := d.peer.CLI(cctx, args...)
+	cancel()
+	d.linef("$ tailscale %s", strings.Join(args, " "))
+	d.block(string(out))
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, strings.TrimSpace(lastLine(string(out))))
+	}
+	return nil
+}
+
 func (d *demo) osPing(ctx context.Context) error {
-	if !d.tun {
-		d.linef("skipped: the real peer has no TUN device (userspace networking)")
-		return nil
-	}
-	if _, err := exec.LookPath("ping"); err != nil {
-		d.linef("skipped: no ping command (install iputils-ping)")
-		return nil
-	}
 	ip := d.node.IPv4().String()
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
@@ -455,42 +522,18 @@ func (d *demo) pingPeer(ctx context.Context, target string, typ microlink.PingTy
 }
 
 func (d *demo) udp(ctx context.Context) error {
-	// The far end: a socket of this process reaching the tailnet through
-	// the real peer's TUN device, or a tsnet peer's socket.
-	var (
-		far      net.PacketConn
-		farName  string
-		farAddr  netip.Addr
-		farLabel string
-		err      error
-	)
-	if d.tun {
-		farName, farAddr = peerName, d.peer.IPv4()
-		far, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(farAddr, 0)))
-		if err != nil {
-			return fmt.Errorf("UDP socket on %v (the real peer's TUN address): %w", farAddr, err)
-		}
-		farLabel = "a socket of this process on the real peer's TUN address"
-	} else {
-		var s *tsnet.Server
-		if err := d.r.Do(func() { s = lab.StartTSNet(d.r, d.lab, tsnetName) }); err != nil {
-			return err
-		}
-		farName = tsnetName
-		farAddr, _ = s.TailscaleIPs()
-		far, err = s.ListenPacket("udp", netip.AddrPortFrom(farAddr, 0).String())
-		if err != nil {
-			return fmt.Errorf("tsnet ListenPacket: %w", err)
-		}
-		farLabel = "an in-process tsnet peer " + tsnetName + " (the real peer has no TUN device)"
-		if _, err := d.waitNodePeer(ctx, tsnetName); err != nil {
-			far.Close()
-			return err
-		}
+	f, err := d.farEnd(ctx)
+	if err != nil {
+		return err
+	}
+	far, err := f.listenPacket()
+	if err != nil {
+		return err
 	}
 	defer far.Close()
+	farName, farAddr := f.name, f.addr
 	farPort := uint16(far.LocalAddr().(*net.UDPAddr).Port)
-	d.linef("far end    %s", farLabel)
+	d.linef("far end    %s", f.label)
 	d.linef("           %v", netip.AddrPortFrom(farAddr, farPort))
 
 	var errs []error
@@ -612,10 +655,15 @@ func (d *demo) controlEndpoints() []netip.AddrPort {
 	return nil
 }
 
-// shutdown closes the node, then everything the lab started, the real
-// peer included.
+// shutdown stops the daemon, closes the node, then everything the lab
+// started, the real peer included.
 func (d *demo) shutdown() error {
 	var errs []error
+	if d.daemon != nil {
+		if err := d.stopDaemon(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if d.node != nil {
 		t0 := time.Now()
 		if err := d.node.Close(); err != nil {

@@ -139,15 +139,19 @@ func (r *logRing) Logf(format string, args ...any) {
 	r.lines = append(r.lines, line)
 }
 
+// String returns the kept lines, one a line.
+func (r *logRing) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.lines) == 0 {
+		return ""
+	}
+	return strings.Join(r.lines, "\n") + "\n"
+}
+
 // WriteTo writes the kept lines to w.
 func (r *logRing) WriteTo(w io.Writer) (int64, error) {
-	r.mu.Lock()
-	text := strings.Join(r.lines, "\n")
-	r.mu.Unlock()
-	if text == "" {
-		return 0, nil
-	}
-	n, err := io.WriteString(w, text+"\n")
+	n, err := io.WriteString(w, r.String())
 	return int64(n), err
 }
 

@@ -1,0 +1,102 @@
+package lab
+
+import (
+	"io"
+	"net"
+	"sync"
+)
+
+// tcpForwarder accepts TCP connections on a loopback port and joins each to
+// a new connection to target.
+type tcpForwarder struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	conns map[net.Conn]bool // open, of both sides
+	wg    sync.WaitGroup
+}
+
+// forwardTCP starts a forwarder from 127.0.0.1 to target, stopped by t's
+// cleanup, and returns the address it listens on.
+func forwardTCP(t T, target string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	f := &tcpForwarder{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	f.wg.Add(1)
+	go f.serve()
+	t.Cleanup(f.close)
+	return ln.Addr().String()
+}
+
+func (f *tcpForwarder) serve() {
+	defer f.wg.Done()
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !f.track(c) {
+			return
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			f.join(c)
+		}()
+	}
+}
+
+// track adds c to the open connections, or closes it and reports false if
+// the forwarder is closed.
+func (f *tcpForwarder) track(c net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.conns == nil {
+		c.Close()
+		return false
+	}
+	f.conns[c] = true
+	return true
+}
+
+func (f *tcpForwarder) untrack(c net.Conn) {
+	f.mu.Lock()
+	delete(f.conns, c)
+	f.mu.Unlock()
+	c.Close()
+}
+
+func (f *tcpForwarder) join(c net.Conn) {
+	defer f.untrack(c)
+	u, err := net.Dial("tcp", f.target)
+	if err != nil || !f.track(u) {
+		return
+	}
+	defer f.untrack(u)
+	done := make(chan struct{})
+	go func() {
+		io.Copy(u, c)
+		u.(*net.TCPConn).CloseWrite()
+		close(done)
+	}()
+	io.Copy(c, u)
+	c.(*net.TCPConn).CloseWrite()
+	<-done
+}
+
+// close stops accepting, closes every open connection and waits for the
+// goroutines.
+func (f *tcpForwarder) close() {
+	f.ln.Close()
+	f.mu.Lock()
+	for c := range f.conns {
+		c.Close()
+	}
+	f.conns = nil
+	f.mu.Unlock()
+	f.wg.Wait()
+}
