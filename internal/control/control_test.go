@@ -394,36 +394,3 @@ func TestRunStopsOnContext(t *testing.T) {
 		t.Fatal("Run ignored cancellation")
 	}
 }
-
-// TestRebindUsesFreshConnection: after Rebind the next lite update goes over
-// a new Noise connection while the map poll stays where it is.
-func TestRebindUsesFreshConnection(t *testing.T) {
-	f := newFakeControl(t)
-	var r recorder
-	c, _ := New(r.options(f))
-	run(t, c)
-	waitUntil(t, "Connected", func() bool { return c.State().Kind == Connected })
-	f.mu.Lock()
-	pollConn := f.pollRemotes[0]
-	f.mu.Unlock()
-
-	c.Rebind()
-	ep := []Endpoint{{netip.MustParseAddrPort("192.0.2.9:41641"), tailcfg.EndpointSTUN}}
-	c.SetEndpoints(ep)
-	f.waitFor("lite update with the new endpoint", func() bool {
-		l := f.lites[len(f.lites)-1]
-		return len(l.Endpoints) == 1 && l.Endpoints[0] == ep[0].AddrPort
-	})
-	f.mu.Lock()
-	liteConn, polls := f.liteRemotes[len(f.liteRemotes)-1], len(f.polls)
-	f.mu.Unlock()
-	if liteConn == pollConn {
-		t.Fatalf("lite update after Rebind came on the poll's connection %s", liteConn)
-	}
-	if polls != 1 {
-		t.Fatalf("Rebind restarted the poll: %d polls", polls)
-	}
-	if c.State().Kind != Connected {
-		t.Fatalf("state %v", c.State())
-	}
-}
