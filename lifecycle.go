@@ -16,13 +16,20 @@ import (
 	"github.com/microlink-go/microlink/internal/tunnel"
 )
 
-// Start connects the node: it opens the UDP socket, registers with the
-// control server and waits for the first network map. It returns nil once
-// the node is Connected, a *RegistrationError if control refuses the node
+// Start connects the node: it opens the UDP socket, logs in to the control
+// server (unless the identity in the state directory is logged in already)
+// and waits for the first network map. It returns nil once the node is
+// Connected, a *RegistrationError if control refuses the node's first login
 // (a bad auth key, for example), or ctx's error if ctx ends first; in that
 // last case the node goes on connecting in the background, and WaitState or
 // Watch tell when it is Connected. Call Close when done, whatever Start
 // returned.
+//
+// Once the node has logged in or received a netmap, it never gives up:
+// every control failure is retried with backoff, and Status().Err says
+// what went wrong last. The node logs in again only when its key expires
+// or control no longer knows it, with the auth key if it has one, and
+// otherwise waits in NeedsLogin with the login URL.
 //
 // While waiting for an interactive login or an administrator's approval,
 // Start keeps waiting; watch for NeedsLogin with Watch and show the URL.
@@ -63,11 +70,13 @@ func (n *Node) Start(ctx context.Context) error {
 		MachineKey:    n.ident.MachineKey,
 		NodeKey:       n.ident.NodeKey,
 		AuthKey:       n.cfg.AuthKey,
+		Registered:    !n.identNew, // a stored identity was logged in before
 		Hostinfo:      n.hostinfo(),
 		Ephemeral:     n.cfg.Ephemeral,
 		Logger:        n.logger.With("component", "control"),
 		OnState:       n.onControlState,
 		OnNodeKey:     n.onNodeKey,
+		OnNewStream:   n.markNewStream,
 		OnMapResponse: n.onMapResponse,
 		OnReported:    n.onReported,
 		Pinger:        controlPinger{n},
@@ -137,6 +146,10 @@ func (n *Node) Close() error {
 	if n.expiryTimer != nil {
 		n.expiryTimer.Stop()
 		n.expiryTimer = nil
+	}
+	if n.keyWarnTimer != nil {
+		n.keyWarnTimer.Stop()
+		n.keyWarnTimer = nil
 	}
 	n.mu.Unlock()
 	if cancel != nil {
@@ -281,6 +294,9 @@ func (n *Node) onMapResponse(resp *tailcfg.MapResponse) {
 	}
 	if resp.Node != nil || ch.DERPMapChanged {
 		n.updateConnected()
+	}
+	if resp.Node != nil {
+		n.checkKeyExpiry()
 	}
 	if ch.PeersTouched() {
 		n.notifyPeers()
