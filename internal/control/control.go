@@ -146,11 +146,11 @@ type Options struct {
 }
 
 // Liveness defaults: a black-holed control connection is noticed within
-// DefaultPingAfter+DefaultPingTimeout of the last message. Control sends a
-// keep-alive about once a minute, so an idle node sends about one PING a
-// minute.
+// DefaultPingAfter+DefaultPingTimeout (35 s) of the last message from
+// control. Control sends a keep-alive about once a minute, so an idle node
+// sends one or two PINGs a minute (about 100 bytes each way with TCP).
 const (
-	DefaultPingAfter   = 30 * time.Second
+	DefaultPingAfter   = 25 * time.Second
 	DefaultPingTimeout = 10 * time.Second
 )
 

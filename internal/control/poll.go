@@ -20,7 +20,7 @@ const DefaultPollTimeout = 120 * time.Second
 // server's key.
 const (
 	requestTimeout = time.Minute
-	keyTimeout     = 30 * time.Second
+	keyTimeout     = 10 * time.Second
 )
 
 var followupTimeout = 5 * time.Minute // a variable for tests

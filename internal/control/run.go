@@ -3,6 +3,8 @@ package control
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
+	"net"
 	"sync"
 	"time"
 )
@@ -79,13 +81,16 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		var delay time.Duration
 		var rl *RateLimitError
-		if errors.As(err, &rl) {
+		switch {
+		case errors.As(err, &rl):
 			delay = rl.RetryAfter
-		} else {
-			// Attempts start at most once per backoff step: an attempt
-			// that itself took long (a dial into a black hole) is
-			// followed at once by the next, so that a returning server
-			// is found quickly.
+		case timedOut(err):
+			// Nothing answered (a dial or a request into a black hole):
+			// the attempt was its own wait, and a server that comes back
+			// is best found by the next attempt starting now.
+			delay = rand.N(time.Second)
+		default:
+			// Attempts start at most once per backoff step.
 			delay = max(bo.next()-time.Since(start), 0)
 		}
 		if !connected {
@@ -103,6 +108,13 @@ func (c *Client) Run(ctx context.Context) error {
 			return done()
 		}
 	}
+}
+
+// timedOut reports whether err is a timeout: a dial, read or request that
+// met its deadline without an answer.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // ErrClosed is returned by Run after Close.
