@@ -93,6 +93,11 @@ func (n *Node) Start(ctx context.Context) error {
 	n.mu.Lock()
 	n.data, n.ctl, n.cancel, n.done = data, ctl, cancel, done
 	n.mu.Unlock()
+	// What the data plane learned before the control client existed (a
+	// home region from the peer cache's DERP map) goes into the first
+	// lite update; later changes come through the callbacks.
+	ctl.SetPreferredDERP(data.ms.HomeDERP())
+	ctl.SetEndpoints(controlEndpoints(data.ms.Endpoints()))
 	n.setState(Connecting, "", nil)
 	go func() {
 		defer close(done)
@@ -205,11 +210,7 @@ func (n *Node) newDataPlane(nodeKey key.Private) (*dataPlane, error) {
 		Logger:   n.logger,
 		OnEndpoints: func(eps []magicsock.Endpoint) {
 			if ctl := n.control(); ctl != nil {
-				out := make([]control.Endpoint, len(eps))
-				for i, e := range eps {
-					out[i] = control.Endpoint{AddrPort: e.AddrPort, Type: e.Type}
-				}
-				ctl.SetEndpoints(out)
+				ctl.SetEndpoints(controlEndpoints(eps))
 			}
 		},
 		OnHomeDERP: func(region int) {
@@ -222,6 +223,14 @@ func (n *Node) newDataPlane(nodeKey key.Private) (*dataPlane, error) {
 		n.current.Store(d)
 	}
 	return d, err
+}
+
+func controlEndpoints(eps []magicsock.Endpoint) []control.Endpoint {
+	out := make([]control.Endpoint, len(eps))
+	for i, e := range eps {
+		out[i] = control.Endpoint{AddrPort: e.AddrPort, Type: e.Type}
+	}
+	return out
 }
 
 func (n *Node) control() *control.Client {
