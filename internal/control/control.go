@@ -197,6 +197,7 @@ type Client struct {
 	hostinfo      *tailcfg.Hostinfo
 	sessionUp     bool // registered and the first lite update is sent
 	liteGen       int  // bumped on every change that needs a lite update
+	liteSent      int  // the liteGen the last accepted lite update carried
 	state         State
 	reported      bool // state was reported at least once
 	lastPingURL   string
@@ -332,10 +333,15 @@ func (c *Client) update(f func() bool) {
 	}
 	c.mu.Unlock()
 	if changed {
-		select {
-		case c.kick <- struct{}{}:
-		default:
-		}
+		c.kickLite()
+	}
+}
+
+// kickLite wakes the lite updater.
+func (c *Client) kickLite() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -388,7 +394,6 @@ func (c *Client) Rebind() {
 	case c.rebound <- struct{}{}:
 	default:
 	}
-	c.update(func() bool { return true })
 }
 
 // closeRetired closes the connections Rebind replaced.

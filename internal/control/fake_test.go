@@ -42,10 +42,11 @@ type fakeControl struct {
 	pollRemotes []string
 	pollHeaders []http.Header
 	c2n         [][]byte
-	push        chan any // extra messages (JSON-encoded) for the live poll
-	silent      bool     // send nothing after the first message
-	holdPolls   bool     // never answer a poll
-	checkKnown  bool     // answer 404 to map requests of keys not registered
+	push        chan any      // extra messages (JSON-encoded) for the live poll
+	silent      bool          // send nothing after the first message
+	holdPolls   bool          // never answer a poll
+	liteDelay   time.Duration // answer lite updates this late
+	checkKnown  bool          // answer 404 to map requests of keys not registered
 	known       map[key.NodePublic]bool
 	mapStatus   int           // answer map requests with this status, if not 0
 	controlTime time.Time     // ControlTime of first messages; zero means now
@@ -187,6 +188,10 @@ func (f *fakeControl) serveMap(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !req.Stream {
+		delay := f.liteDelay
+		f.mu.Unlock()
+		time.Sleep(delay)
+		f.mu.Lock()
 		f.lites = append(f.lites, &req)
 		f.liteRemotes = append(f.liteRemotes, r.RemoteAddr)
 		f.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -300,6 +301,28 @@ func TestRebindRedialsAtOnce(t *testing.T) {
 	if took := time.Since(start); took > 500*time.Millisecond {
 		t.Fatalf("reconnected %v after Rebind", took)
 	}
+}
+
+// TestChangeDuringReconnect: endpoints that change while a new session's
+// first lite update is on its way (as after Rebind, when the new socket's
+// endpoints arrive) still reach control.
+func TestChangeDuringReconnect(t *testing.T) {
+	f := newFakeControl(t)
+	var r recorder
+	c, _ := New(r.options(f))
+	run(t, c)
+	waitUntil(t, "Connected", func() bool { return c.State().Kind == Connected })
+	f.mu.Lock()
+	f.liteDelay = 300 * time.Millisecond
+	f.mu.Unlock()
+	c.Rebind()
+	time.Sleep(100 * time.Millisecond) // the new session's lite update is in flight
+	ep := []Endpoint{{netip.MustParseAddrPort("192.0.2.7:41641"), tailcfg.EndpointSTUN}}
+	c.SetEndpoints(ep)
+	f.waitFor("a lite update with the new endpoint", func() bool {
+		l := f.lites[len(f.lites)-1]
+		return len(l.Endpoints) == 1 && l.Endpoints[0] == ep[0].AddrPort
+	})
 }
 
 // freezeProxy forwards TCP connections to a server and can black-hole

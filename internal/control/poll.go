@@ -25,8 +25,9 @@ const (
 
 var followupTimeout = 5 * time.Minute // a variable for tests
 
-// mapRequest builds a MapRequest with everything the client reports.
-func (c *Client) mapRequest(stream bool) *tailcfg.MapRequest {
+// mapRequest builds a MapRequest with everything the client reports, and
+// returns the liteGen it reflects.
+func (c *Client) mapRequest(stream bool) (*tailcfg.MapRequest, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	hi := *c.hostinfo
@@ -50,7 +51,7 @@ func (c *Client) mapRequest(stream bool) *tailcfg.MapRequest {
 		req.Endpoints = append(req.Endpoints, ep.AddrPort)
 		req.EndpointTypes = append(req.EndpointTypes, ep.Type)
 	}
-	return req
+	return req, c.liteGen
 }
 
 // sendLiteUpdate reports disco key, endpoints and Hostinfo without
@@ -58,7 +59,7 @@ func (c *Client) mapRequest(stream bool) *tailcfg.MapRequest {
 func (c *Client) sendLiteUpdate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	req := c.mapRequest(false)
+	req, gen := c.mapRequest(false)
 	res, err := c.post(ctx, "/machine/map", req, req.NodeKey)
 	if err != nil {
 		return fmt.Errorf("control: lite update: %w", err)
@@ -71,6 +72,9 @@ func (c *Client) sendLiteUpdate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("control: lite update: %w", err)
 	}
+	c.mu.Lock()
+	c.liteSent = max(c.liteSent, gen)
+	c.mu.Unlock()
 	c.log.Debug("control: lite update sent", "endpoints", len(req.Endpoints), "derp", req.Hostinfo.NetInfo.PreferredDERP)
 	if c.opts.OnReported != nil {
 		c.opts.OnReported(req.Hostinfo.NetInfo.PreferredDERP, len(req.Endpoints))
@@ -107,7 +111,7 @@ func (c *Client) poll(ctx context.Context, mr *messageReader) (connected bool, e
 		return errWatchdog
 	}
 
-	req := c.mapRequest(true)
+	req, _ := c.mapRequest(true)
 	res, err := c.post(ctx, "/machine/map", req, req.NodeKey)
 	if err != nil {
 		return false, fail(fmt.Errorf("control: map poll: %w", err))

@@ -194,14 +194,17 @@ func (c *Client) session(ctx context.Context, mr *messageReader) (connected bool
 	}
 	c.mu.Lock()
 	c.sessionUp = true
+	behind := c.liteGen != c.liteSent // changed while the update was on its way
 	c.mu.Unlock()
+	if behind {
+		c.kickLite()
+	}
 	return c.poll(ctx, mr)
 }
 
 // liteUpdater sends a lite update whenever something reported changes
 // while a session is up, retrying with backoff.
 func (c *Client) liteUpdater(ctx context.Context) {
-	sent := -1
 	var bo backoff
 	for {
 		select {
@@ -211,14 +214,13 @@ func (c *Client) liteUpdater(ctx context.Context) {
 		}
 		for {
 			c.mu.Lock()
-			up, gen := c.sessionUp, c.liteGen
+			up, behind := c.sessionUp, c.liteGen != c.liteSent
 			c.mu.Unlock()
-			if !up || gen == sent {
-				break // the next session sends everything anyway
+			if !up || !behind {
+				break // a session starting sends everything, and kicks us if it falls behind
 			}
 			err := c.backgroundLiteUpdate(ctx)
 			if err == nil {
-				sent = gen
 				bo.reset()
 				continue // something may have changed meanwhile
 			}
