@@ -205,25 +205,34 @@ func TestNodeKeyExpiredRotates(t *testing.T) {
 	}
 }
 
+// TestExpiryWatchRotates: the node key is rotated when the self node's
+// expiry comes, also when control's clock stands years in the past (as
+// testcontrol's does): such a ControlTime is ignored.
 func TestExpiryWatchRotates(t *testing.T) {
 	defer func(m, i time.Duration) { expiryMargin, minRotateInterval = m, i }(expiryMargin, minRotateInterval)
 	expiryMargin, minRotateInterval = 0, 0
-	f := newFakeControl(t)
-	f.keyExpiry = time.Now().Add(300 * time.Millisecond)
-	var r recorder
-	opts := r.options(f)
-	c, _ := New(opts)
-	run(t, c)
-	f.waitFor("re-registration with OldNodeKey", func() bool {
-		for _, reg := range f.registers {
-			if reg.OldNodeKey == opts.NodeKey.NodePublic() {
-				f.keyExpiry = time.Time{}
-				return true
+	for _, clock := range []time.Time{{}, time.Date(2020, 8, 3, 0, 0, 0, 0, time.UTC)} {
+		f := newFakeControl(t)
+		f.controlTime = clock
+		f.keyExpiry = time.Now().Add(300 * time.Millisecond)
+		var r recorder
+		opts := r.options(f)
+		c, _ := New(opts)
+		run(t, c)
+		f.waitFor("re-registration with OldNodeKey", func() bool {
+			for _, reg := range f.registers {
+				if reg.OldNodeKey == opts.NodeKey.NodePublic() {
+					f.keyExpiry = time.Time{}
+					return true
+				}
 			}
+			return false
+		})
+		waitUntil(t, "new key", func() bool { return c.NodeKey() != opts.NodeKey })
+		if got := c.Now(); time.Since(got).Abs() > time.Second {
+			t.Fatalf("control clock %v: Now() = %v", clock, got)
 		}
-		return false
-	})
-	waitUntil(t, "new key", func() bool { return c.NodeKey() != opts.NodeKey })
+	}
 }
 
 func TestMachineAuthPending(t *testing.T) {

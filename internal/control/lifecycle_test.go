@@ -24,10 +24,30 @@ func (f *fakeControl) registerList() []*tailcfg.RegisterRequest {
 	return slices.Clone(f.registers)
 }
 
-func (f *fakeControl) numPolls() int {
+// setMapStatus makes the fake answer map requests with status, or
+// normally for 0.
+func (f *fakeControl) setMapStatus(status int) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.polls)
+	f.mapStatus = status
+	f.mu.Unlock()
+}
+
+// connect starts a client on f, with opts changed by edit if not nil, and
+// waits until it is Connected.
+func connect(t *testing.T, f *fakeControl, edit func(*Options)) (*Client, *recorder) {
+	t.Helper()
+	r := new(recorder)
+	opts := r.options(f)
+	if edit != nil {
+		edit(&opts)
+	}
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, c)
+	waitUntil(t, "Connected", func() bool { return c.State().Kind == Connected })
+	return c, r
 }
 
 // TestReconnectsDoNotLogIn: dropped connections are followed by new map
@@ -113,13 +133,8 @@ func TestLostNodeLogsInAgain(t *testing.T) {
 // login gets no login after every backoff, only polls.
 func TestLostNodeNotLoggedInTwice(t *testing.T) {
 	f := newFakeControl(t)
-	var r recorder
-	c, _ := New(r.options(f))
-	run(t, c)
-	waitUntil(t, "Connected", func() bool { return c.State().Kind == Connected })
-	f.mu.Lock()
-	f.mapStatus = 404
-	f.mu.Unlock()
+	c, _ := connect(t, f, nil)
+	f.setMapStatus(404)
 	f.srv.CloseConns()
 	waitUntil(t, "the error in the state", func() bool {
 		s := c.State()
@@ -129,9 +144,7 @@ func TestLostNodeNotLoggedInTwice(t *testing.T) {
 	if n := len(f.registerList()); n != 2 {
 		t.Fatalf("%d register requests, want the first login and one more", n)
 	}
-	f.mu.Lock()
-	f.mapStatus = 0
-	f.mu.Unlock()
+	f.setMapStatus(0)
 	waitUntil(t, "Connected again", func() bool { return c.State().Kind == Connected })
 }
 
@@ -174,22 +187,15 @@ func TestRefusalAfterLoginRetried(t *testing.T) {
 // without a login.
 func TestServerErrorsRetried(t *testing.T) {
 	f := newFakeControl(t)
-	var r recorder
-	c, _ := New(r.options(f))
-	run(t, c)
-	waitUntil(t, "Connected", func() bool { return c.State().Kind == Connected })
-	f.mu.Lock()
-	f.mapStatus = 502
-	f.mu.Unlock()
+	c, _ := connect(t, f, nil)
+	f.setMapStatus(502)
 	f.srv.CloseConns()
 	waitUntil(t, "the error in the state", func() bool {
 		s := c.State()
 		var he *HTTPError
 		return s.Kind == Error && errors.As(s.Err, &he) && he.Status == 502
 	})
-	f.mu.Lock()
-	f.mapStatus = 0
-	f.mu.Unlock()
+	f.setMapStatus(0)
 	waitUntil(t, "Connected again", func() bool { return c.State().Kind == Connected })
 	if n := len(f.registerList()); n != 1 {
 		t.Fatalf("%d register requests", n)
@@ -251,10 +257,7 @@ func TestWatchdogFromRequest(t *testing.T) {
 // at once, without a login and without a backoff.
 func TestRebindRedialsAtOnce(t *testing.T) {
 	f := newFakeControl(t)
-	var r recorder
-	c, _ := New(r.options(f))
-	run(t, c)
-	waitUntil(t, "Connected", func() bool { return c.State().Kind == Connected })
+	c, r := connect(t, f, nil)
 	f.mu.Lock()
 	pollConn := f.pollRemotes[0]
 	f.mu.Unlock()
@@ -282,18 +285,14 @@ func TestRebindRedialsAtOnce(t *testing.T) {
 	}
 
 	// During a backoff after failures, Rebind tries again at once.
-	f.mu.Lock()
-	f.mapStatus = 503
-	f.mu.Unlock()
+	f.setMapStatus(503)
 	f.srv.CloseConns()
 	waitUntil(t, "two failures", func() bool {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		return f.srv.Upgrades.Load() >= 4
 	})
-	f.mu.Lock()
-	f.mapStatus = 0
-	f.mu.Unlock()
+	f.setMapStatus(0)
 	waitUntil(t, "the error state", func() bool { return c.State().Kind == Error })
 	start = time.Now()
 	c.Rebind()
@@ -308,10 +307,7 @@ func TestRebindRedialsAtOnce(t *testing.T) {
 // endpoints arrive) still reach control.
 func TestChangeDuringReconnect(t *testing.T) {
 	f := newFakeControl(t)
-	var r recorder
-	c, _ := New(r.options(f))
-	run(t, c)
-	waitUntil(t, "Connected", func() bool { return c.State().Kind == Connected })
+	c, _ := connect(t, f, nil)
 	f.mu.Lock()
 	f.liteDelay = 300 * time.Millisecond
 	f.mu.Unlock()
@@ -474,10 +470,7 @@ func TestFollowupAskedAgain(t *testing.T) {
 // as control patches them.
 func TestHealthMessages(t *testing.T) {
 	f := newFakeControl(t)
-	var r recorder
-	c, _ := New(r.options(f))
-	run(t, c)
-	waitUntil(t, "Connected", func() bool { return c.State().Kind == Connected })
+	c, _ := connect(t, f, nil)
 	if h := c.Health(); len(h) != 0 {
 		t.Fatalf("health %q before any message", h)
 	}
@@ -496,32 +489,6 @@ func TestHealthMessages(t *testing.T) {
 	// A new stream restates everything: what it does not repeat is gone.
 	f.srv.CloseConns()
 	waitUntil(t, "a new stream", func() bool { return len(c.Health()) == 0 })
-}
-
-// TestFrozenControlClock: a control server whose clock stands years in the
-// past (testcontrol's) does not push key rotation years into the future.
-func TestFrozenControlClock(t *testing.T) {
-	defer func(m, i time.Duration) { expiryMargin, minRotateInterval = m, i }(expiryMargin, minRotateInterval)
-	expiryMargin, minRotateInterval = 0, 0
-	f := newFakeControl(t)
-	f.controlTime = time.Date(2020, 8, 3, 0, 0, 0, 0, time.UTC)
-	f.keyExpiry = time.Now().Add(300 * time.Millisecond)
-	var r recorder
-	opts := r.options(f)
-	c, _ := New(opts)
-	run(t, c)
-	f.waitFor("re-registration with OldNodeKey", func() bool {
-		for _, reg := range f.registers {
-			if reg.OldNodeKey == opts.NodeKey.NodePublic() {
-				f.keyExpiry = time.Time{}
-				return true
-			}
-		}
-		return false
-	})
-	if got := c.Now(); time.Since(got).Abs() > time.Second {
-		t.Fatalf("Now() = %v, taken from the frozen clock", got)
-	}
 }
 
 // TestExpiredKeyWithoutAuthKeyNeedsLogin: without an auth key, a node key

@@ -36,11 +36,10 @@ func (s *rawServer) countPings(ack bool) *pingCounter {
 	return pc
 }
 
-// TestPingDetectsSilentServer: a server that stops sending (a black hole)
-// is found out by the PING after the idle time; the open request fails with
-// a PingTimeoutError and the connection dies.
-func TestPingDetectsSilentServer(t *testing.T) {
-	cc, srv := newRawOpts(t, &Options{ReadIdleTimeout: 100 * time.Millisecond, PingTimeout: 150 * time.Millisecond})
+// openPoll starts a request on stream 1 and has the server answer its
+// headers, as a map poll's.
+func openPoll(t *testing.T, cc *ClientConn, srv *rawServer) rtResult {
+	t.Helper()
 	r := startRT(cc, context.Background(), "/poll")
 	srv.readType(frameHeaders)
 	srv.write(frameHeaders, flagEndHeaders, 1, headerBlock(":status", "200"))
@@ -48,6 +47,15 @@ func TestPingDetectsSilentServer(t *testing.T) {
 	if res.err != nil {
 		t.Fatal(res.err)
 	}
+	return res
+}
+
+// TestPingDetectsSilentServer: a server that stops sending (a black hole)
+// is found out by the PING after the idle time; the open request fails with
+// a PingTimeoutError and the connection dies.
+func TestPingDetectsSilentServer(t *testing.T) {
+	cc, srv := newRawOpts(t, &Options{ReadIdleTimeout: 100 * time.Millisecond, PingTimeout: 150 * time.Millisecond})
+	res := openPoll(t, cc, srv)
 	start := time.Now()
 	pc := srv.countPings(false)
 	_, err := io.ReadAll(res.res.Body)
@@ -76,13 +84,7 @@ func TestPingDetectsSilentServer(t *testing.T) {
 // connection and the open request alive for many idle periods.
 func TestPingKeepsAnsweringServer(t *testing.T) {
 	cc, srv := newRawOpts(t, &Options{ReadIdleTimeout: 50 * time.Millisecond, PingTimeout: 500 * time.Millisecond})
-	r := startRT(cc, context.Background(), "/poll")
-	srv.readType(frameHeaders)
-	srv.write(frameHeaders, flagEndHeaders, 1, headerBlock(":status", "200"))
-	res := wait(t, r)
-	if res.err != nil {
-		t.Fatal(res.err)
-	}
+	res := openPoll(t, cc, srv)
 	pc := srv.countPings(true)
 	var got [][]byte
 	for len(got) < 4 {
