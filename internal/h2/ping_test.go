@@ -110,9 +110,11 @@ func TestPingKeepsAnsweringServer(t *testing.T) {
 // TestNoPingWhenIdle: a connection without requests is not pinged, and one
 // whose server keeps sending is not either.
 func TestNoPingWhenIdle(t *testing.T) {
-	cc, srv := newRawOpts(t, &Options{ReadIdleTimeout: 30 * time.Millisecond, PingTimeout: 30 * time.Millisecond})
+	// The idle time is long next to the server's 10 ms between frames, so
+	// that a busy machine's scheduling cannot look like silence.
+	cc, srv := newRawOpts(t, &Options{ReadIdleTimeout: 200 * time.Millisecond, PingTimeout: time.Second})
 	pc := srv.countPings(false)
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(700 * time.Millisecond)
 	if n := len(pc.pings); n != 0 {
 		t.Fatalf("%d PINGs on an idle connection", n)
 	}
@@ -130,7 +132,7 @@ func TestNoPingWhenIdle(t *testing.T) {
 		t.Fatal(res.err)
 	}
 	go io.Copy(io.Discard, res.res.Body)
-	for range 20 {
+	for range 70 {
 		srv.write(frameData, 0, 1, []byte("x"))
 		time.Sleep(10 * time.Millisecond)
 	}
