@@ -129,6 +129,21 @@ func TestLostNodeLogsInAgain(t *testing.T) {
 	}
 }
 
+// TestLostNodeWhilePolling: control that loses the node but keeps its map
+// stream open (as Headscale does when the node is deleted) answers the next
+// lite update with 404; the node logs in again then.
+func TestLostNodeWhilePolling(t *testing.T) {
+	f := newFakeControl(t)
+	f.authKey, f.checkKnown = "tskey-good", true
+	c, r := connect(t, f, func(o *Options) { o.AuthKey = "tskey-good" })
+	f.mu.Lock()
+	clear(f.known)
+	f.mu.Unlock()
+	c.SetEndpoints([]Endpoint{{netip.MustParseAddrPort("192.0.2.8:41641"), tailcfg.EndpointSTUN}})
+	f.waitFor("a second login", func() bool { return len(f.registers) == 2 })
+	waitUntil(t, "Connected again", func() bool { return c.State().Kind == Connected && r.numMaps() >= 2 })
+}
+
 // TestLostNodeNotLoggedInTwice: a server that keeps answering 404 after a
 // login gets no login after every backoff, only polls.
 func TestLostNodeNotLoggedInTwice(t *testing.T) {

@@ -127,15 +127,20 @@ func (c *Client) wasUp() bool {
 	return c.everUp
 }
 
-// lostNode reports whether err means that control no longer knows the
-// node (a 4xx answer to the lite update or the map poll: testcontrol says
-// 400 and Headscale 404 "node not found"), and if so arranges a new login
-// for the next session. It does so at most once between netmaps, so that a
-// server answering 4xx for another reason is not sent a login after
-// every backoff.
-func (c *Client) lostNode(err error) bool {
+// unknownNode reports whether err is control saying that it does not know
+// the node: a 4xx answer to a lite update or the map poll (testcontrol says
+// 400 and Headscale 404 "node not found").
+func unknownNode(err error) bool {
 	var he *HTTPError
-	if !errors.As(err, &he) || he.Op == "register" || he.Status < 400 || he.Status > 499 || he.Status == 408 {
+	return errors.As(err, &he) && he.Op != "register" && he.Status >= 400 && he.Status <= 499 && he.Status != 408
+}
+
+// lostNode reports whether err means that control no longer knows the node
+// (see unknownNode), and if so arranges a new login for the next session.
+// It does so at most once between netmaps, so that a server answering 4xx
+// for another reason is not sent a login after every backoff.
+func (c *Client) lostNode(err error) bool {
+	if !unknownNode(err) {
 		return false
 	}
 	c.mu.Lock()
@@ -229,6 +234,17 @@ func (c *Client) liteUpdater(ctx context.Context) {
 			}
 			if errors.Is(err, errRebind) {
 				continue // again at once, over the new connection
+			}
+			if unknownNode(err) {
+				// Control lost the node while its map stream goes on
+				// (Headscale keeps a deleted node's stream open): end
+				// the session, and Run logs in again.
+				c.mu.Lock()
+				session := c.sessionCancel
+				c.mu.Unlock()
+				if session != nil {
+					session(err)
+				}
 			}
 			delay := bo.next()
 			var rl *RateLimitError
