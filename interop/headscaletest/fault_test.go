@@ -157,3 +157,41 @@ func TestHeadscaleSingleUseKeyExpired(t *testing.T) {
 		t.Errorf("headscale's records of %s went from %+v to %+v", mlName, before, after)
 	}
 }
+
+// TestHeadscaleNodeDeleted: an administrator deletes the node ("headscale
+// nodes delete"). Headscale keeps the deleted node's map stream open (with
+// keep-alives), so the node learns of it at its next request: here the map
+// poll and lite update that follow a network change (Rebind); a changed
+// endpoint or a restart would do the same. Headscale answers 404, and the
+// node logs in again with its (reusable) auth key as a new node, and traffic
+// with a real peer resumes.
+func TestHeadscaleNodeDeleted(t *testing.T) {
+	l := lab.Start(t, lab.Options{})
+	hs := startHeadscale(t, l)
+	key := hs.preAuthKey(t, hs.createUser(t, "lab"))
+	n := startNode(t, hs, key, t.TempDir())
+	ts := l.StartTailscaled(t, lab.TSOptions{Hostname: peerName, ControlURL: hs.URL, AuthKey: key})
+	lab.TrafficBothWays(t, n, ts, 10*time.Second)
+	before := mlNodes(t, hs)
+	if len(before) != 1 {
+		t.Fatalf("headscale's records of %s: %+v", mlName, before)
+	}
+
+	var out any
+	hs.cliJSON(t, &out, "nodes", "delete", "--identifier", strconv.FormatUint(before[0].ID, 10), "--force")
+	start := time.Now()
+	if err := n.Rebind(); err != nil {
+		t.Fatal(err)
+	}
+	var after []hsNode
+	waitFor(t, 20*time.Second, "the node to log in again", func() bool {
+		after = mlNodes(t, hs)
+		return len(after) == 1 && after[0].ID != before[0].ID && n.State() == microlink.Connected
+	})
+	back := time.Since(start)
+	took := lab.TrafficBothWays(t, n, ts, 15*time.Second)
+	t.Logf("logged in again as node %d %v after the deletion and rebind; traffic both ways %v later", after[0].ID, back.Round(time.Millisecond), took.Round(time.Millisecond))
+	if got := n.Stats().RegisterRequests; got != 2 {
+		t.Errorf("microlink counted %d register requests, want 2 (the first login and the new one)", got)
+	}
+}
