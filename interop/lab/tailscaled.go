@@ -161,7 +161,7 @@ func (l *Lab) StartTailscaled(t T, opts TSOptions) *Tailscaled {
 		if err != nil {
 			t.Fatalf("lab: control URL: %v", err)
 		}
-		d.loopbackControl = forwardTCP(t, u.Host)
+		d.loopbackControl = ForwardTCP(t, u.Host)
 	}
 	t.Cleanup(func() {
 		d.Stop()
