@@ -42,7 +42,7 @@ func TestControlRestarts(t *testing.T) {
 }
 
 // TestControlBlackHole: every packet between the node and control is
-// dropped for 90 s (nftables, in front of a relay only the node uses). The
+// dropped for 90 s (nftables, on a forwarder only the node uses). The
 // node notices within 45 s, keeps carrying traffic meanwhile, is back on
 // the map poll within 10 s of the end, and by then has in its netmap a peer
 // that joined during the outage. It does not log in again.
@@ -52,15 +52,17 @@ func TestControlBlackHole(t *testing.T) {
 	var regs registerCounter
 	l := lab.Start(t, lab.Options{ConfigureControl: regs.configure})
 	ts := l.StartTailscaled(t, lab.TSOptions{Hostname: "real-peer"})
-	rl := startRelay(t, strings.TrimPrefix(l.ControlURL, "http://"))
+	// The node reaches control through a forwarder of its own, whose port
+	// nftables black-holes without touching the peers' connections.
+	fwd := lab.ForwardTCP(t, strings.TrimPrefix(l.ControlURL, "http://"))
 	before := regs.count()
-	n := startNode(t, l, rl.URL(), "ml-blackhole")
+	n := startNode(t, l, "http://"+fwd, "ml-blackhole")
 	waitFor(t, 5*time.Second, "real-peer in the netmap", func() bool { return hasPeer(n, "real-peer") })
 	trafficBothWays(t, n, ts, 10*time.Second)
 
 	const outage = 90 * time.Second
 	start := time.Now()
-	end := blackHole(t, rl.Port())
+	end := blackHole(t, fwd)
 	noticed := waitFor(t, 45*time.Second, "the node to notice the dead control connection", func() bool {
 		return n.State() != microlink.Connected
 	})

@@ -2,8 +2,6 @@ package faulttest
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -34,7 +32,7 @@ func (c *registerCounter) configure(s *testcontrol.Server) {
 func (c *registerCounter) count() int64 { return c.n.Load() }
 
 // startNode starts a microlink node on the lab at controlURL (the lab's,
-// or a relay in front of it) and waits until it is Connected.
+// or a forwarder to it) and waits until it is Connected.
 func startNode(t *testing.T, l *lab.Lab, controlURL, hostname string) *microlink.Node {
 	t.Helper()
 	return lab.StartNode(t, lab.NodeOptions{ControlURL: controlURL, AuthKey: l.AuthKey, Hostname: hostname})
@@ -60,71 +58,6 @@ func trafficBothWays(t *testing.T, n *microlink.Node, ts *lab.Tailscaled, within
 	return lab.TrafficBothWays(t, n, ts, within)
 }
 
-// relay forwards TCP connections from its own port to a target, so that a
-// node can be given a control URL whose traffic nftables can black-hole
-// without touching anyone else's.
-type relay struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-}
-
-func startRelay(t *testing.T, target string) *relay {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	r.wg.Go(r.serve)
-	t.Cleanup(func() {
-		ln.Close()
-		r.mu.Lock()
-		for c := range r.conns {
-			c.Close()
-		}
-		r.mu.Unlock()
-		r.wg.Wait()
-	})
-	return r
-}
-
-// Port returns the relay's port.
-func (r *relay) Port() int { return r.ln.Addr().(*net.TCPAddr).Port }
-
-// URL returns the relay's http URL.
-func (r *relay) URL() string { return "http://" + r.ln.Addr().String() }
-
-func (r *relay) serve() {
-	for {
-		c, err := r.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", r.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		r.mu.Lock()
-		r.conns[c], r.conns[s] = struct{}{}, struct{}{}
-		r.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			io.Copy(dst, src)
-			dst.Close()
-			src.Close()
-			r.mu.Lock()
-			delete(r.conns, dst)
-			delete(r.conns, src)
-			r.mu.Unlock()
-		}
-		r.wg.Go(func() { pipe(s, c) })
-		r.wg.Go(func() { pipe(c, s) })
-	}
-}
-
 // needFirewall skips the test where the lab cannot give it a firewall of
 // its own, as the other namespace tests of the interop module do (nattest):
 // without root, or without nftables. CI runs as root with nftables.
@@ -138,12 +71,14 @@ func needFirewall(t *testing.T) {
 	}
 }
 
-// blackHole drops every TCP packet to or from port with nftables until the
+// blackHole drops every TCP packet to or from the port of addr (a
+// loopback address of a forwarder) with nftables until the
 // returned function (also run by t.Cleanup) removes the rule. Nothing is
 // refused or reset: the connections just go silent, as behind a broken
 // middlebox. Call needFirewall first.
-func blackHole(t *testing.T, port int) (end func()) {
+func blackHole(t *testing.T, addr string) (end func()) {
 	t.Helper()
+	port := netip.MustParseAddrPort(addr).Port()
 	table := fmt.Sprintf("mlfault%d", port)
 	rules := fmt.Sprintf(`table inet %s {
 	chain out {
