@@ -52,9 +52,10 @@ func humanDuration(d time.Duration) string {
 	return d.Round(time.Second).String()
 }
 
-// checkKeyExpiry logs a warning once the node key expires within
-// keyExpiryWarning, once per expiry time, and otherwise arms a timer for
-// the moment it does. It is called whenever control sends the self node.
+// checkKeyExpiry logs the node key's expiry when control first gives it or
+// changes it, then a warning once it is within keyExpiryWarning (once per
+// expiry time), arming a timer for that moment. It is called whenever
+// control sends the self node.
 func (n *Node) checkKeyExpiry() {
 	expiry, now := n.keyExpiry()
 	n.mu.Lock()
@@ -62,7 +63,8 @@ func (n *Node) checkKeyExpiry() {
 		n.keyWarnTimer.Stop()
 		n.keyWarnTimer = nil
 	}
-	warn := false
+	warn, changed := false, !expiry.Equal(n.keyLogged)
+	n.keyLogged = expiry
 	switch wait := expiry.Sub(now) - keyExpiryWarning; {
 	case expiry.IsZero() || n.closed:
 	case wait > 0:
@@ -71,6 +73,9 @@ func (n *Node) checkKeyExpiry() {
 		n.keyWarned, warn = expiry, true
 	}
 	n.mu.Unlock()
+	if changed && !expiry.IsZero() {
+		n.logger.Info("microlink: node key expiry", "expiry", expiry.UTC().Format(time.RFC3339), "in", humanDuration(expiry.Sub(now)))
+	}
 	if warn {
 		n.logger.Warn("microlink: "+n.keyExpiryMessage(), "expiry", expiry)
 	}

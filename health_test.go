@@ -50,7 +50,7 @@ func TestKeyExpiryWarning(t *testing.T) {
 	n.mu.Lock()
 	armed := n.keyWarnTimer != nil
 	n.mu.Unlock()
-	if !armed || strings.Contains(logs.String(), "expires") {
+	if !armed || strings.Contains(logs.String(), "expires") || strings.Count(logs.String(), "node key expiry") != 1 {
 		t.Fatalf("far expiry: timer armed %v, log %q", armed, logs.String())
 	}
 

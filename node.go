@@ -58,6 +58,7 @@ type Node struct {
 	expiryTimer  *time.Timer // fires at the next peer key expiry
 	keyWarnTimer *time.Timer // fires when the node key's expiry warning starts
 	keyWarned    time.Time   // the node key expiry last warned about
+	keyLogged    time.Time   // the node key expiry last logged
 	identNew     bool        // the identity was created by New, not loaded
 	closed       bool
 	cancel       context.CancelFunc
