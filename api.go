@@ -30,7 +30,16 @@ type Status struct {
 	Addresses []netip.Addr
 	NodeKey   string // "nodekey:…"
 	HomeDERP  int    // home DERP region, 0 if none yet
-	Err       error  // last control error while retrying
+	// Err is the last control error while the node is retrying: it stays
+	// until the node is connected again.
+	Err error
+	// KeyExpiry is when the node key expires, in the control server's
+	// clock; zero means never, or not known yet.
+	KeyExpiry time.Time
+	// Health lists problems to show the user: the control server's health
+	// and display messages for the node, and a warning from 7 days before
+	// the node key expires. Empty means none.
+	Health []string
 }
 
 // Status returns a snapshot of the node itself.
@@ -49,6 +58,8 @@ func (n *Node) Status() Status {
 	if data != nil {
 		st.HomeDERP = data.ms.HomeDERP()
 	}
+	st.KeyExpiry = n.nm.SelfKeyExpiry()
+	st.Health = n.health()
 	return st
 }
 

@@ -16,13 +16,20 @@ import (
 	"github.com/microlink-go/microlink/internal/tunnel"
 )
 
-// Start connects the node: it opens the UDP socket, registers with the
-// control server and waits for the first network map. It returns nil once
-// the node is Connected, a *RegistrationError if control refuses the node
+// Start connects the node: it opens the UDP socket, logs in to the control
+// server (unless the identity in the state directory is logged in already)
+// and waits for the first network map. It returns nil once the node is
+// Connected, a *RegistrationError if control refuses the node's first login
 // (a bad auth key, for example), or ctx's error if ctx ends first; in that
 // last case the node goes on connecting in the background, and WaitState or
 // Watch tell when it is Connected. Call Close when done, whatever Start
 // returned.
+//
+// Once the node has logged in or received a netmap, it never gives up:
+// every control failure is retried with backoff, and Status().Err says
+// what went wrong last. The node logs in again only when its key expires
+// or control no longer knows it, with the auth key if it has one, and
+// otherwise waits in NeedsLogin with the login URL.
 //
 // While waiting for an interactive login or an administrator's approval,
 // Start keeps waiting; watch for NeedsLogin with Watch and show the URL.
@@ -63,11 +70,13 @@ func (n *Node) Start(ctx context.Context) error {
 		MachineKey:    n.ident.MachineKey,
 		NodeKey:       n.ident.NodeKey,
 		AuthKey:       n.cfg.AuthKey,
+		Registered:    !n.identNew, // a stored identity was logged in before
 		Hostinfo:      n.hostinfo(),
 		Ephemeral:     n.cfg.Ephemeral,
 		Logger:        n.logger.With("component", "control"),
 		OnState:       n.onControlState,
 		OnNodeKey:     n.onNodeKey,
+		OnNewStream:   n.markNewStream,
 		OnMapResponse: n.onMapResponse,
 		OnReported:    n.onReported,
 		Pinger:        controlPinger{n},
@@ -84,6 +93,11 @@ func (n *Node) Start(ctx context.Context) error {
 	n.mu.Lock()
 	n.data, n.ctl, n.cancel, n.done = data, ctl, cancel, done
 	n.mu.Unlock()
+	// What the data plane learned before the control client existed (a
+	// home region from the peer cache's DERP map) goes into the first
+	// lite update; later changes come through the callbacks.
+	ctl.SetPreferredDERP(data.ms.HomeDERP())
+	ctl.SetEndpoints(controlEndpoints(data.ms.Endpoints()))
 	n.setState(Connecting, "", nil)
 	go func() {
 		defer close(done)
@@ -137,6 +151,10 @@ func (n *Node) Close() error {
 	if n.expiryTimer != nil {
 		n.expiryTimer.Stop()
 		n.expiryTimer = nil
+	}
+	if n.keyWarnTimer != nil {
+		n.keyWarnTimer.Stop()
+		n.keyWarnTimer = nil
 	}
 	n.mu.Unlock()
 	if cancel != nil {
@@ -192,11 +210,7 @@ func (n *Node) newDataPlane(nodeKey key.Private) (*dataPlane, error) {
 		Logger:   n.logger,
 		OnEndpoints: func(eps []magicsock.Endpoint) {
 			if ctl := n.control(); ctl != nil {
-				out := make([]control.Endpoint, len(eps))
-				for i, e := range eps {
-					out[i] = control.Endpoint{AddrPort: e.AddrPort, Type: e.Type}
-				}
-				ctl.SetEndpoints(out)
+				ctl.SetEndpoints(controlEndpoints(eps))
 			}
 		},
 		OnHomeDERP: func(region int) {
@@ -209,6 +223,14 @@ func (n *Node) newDataPlane(nodeKey key.Private) (*dataPlane, error) {
 		n.current.Store(d)
 	}
 	return d, err
+}
+
+func controlEndpoints(eps []magicsock.Endpoint) []control.Endpoint {
+	out := make([]control.Endpoint, len(eps))
+	for i, e := range eps {
+		out[i] = control.Endpoint{AddrPort: e.AddrPort, Type: e.Type}
+	}
+	return out
 }
 
 func (n *Node) control() *control.Client {
@@ -281,6 +303,9 @@ func (n *Node) onMapResponse(resp *tailcfg.MapResponse) {
 	}
 	if resp.Node != nil || ch.DERPMapChanged {
 		n.updateConnected()
+	}
+	if resp.Node != nil {
+		n.checkKeyExpiry()
 	}
 	if ch.PeersTouched() {
 		n.notifyPeers()

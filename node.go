@@ -56,6 +56,10 @@ type Node struct {
 	graceTimer   *time.Timer
 	cacheTimer   *time.Timer // pending peer-cache save
 	expiryTimer  *time.Timer // fires at the next peer key expiry
+	keyWarnTimer *time.Timer // fires when the node key's expiry warning starts
+	keyWarned    time.Time   // the node key expiry last warned about
+	keyLogged    time.Time   // the node key expiry last logged
+	identNew     bool        // the identity was created by New, not loaded
 	closed       bool
 	cancel       context.CancelFunc
 	done         chan struct{} // closed when the control loop has returned
@@ -83,11 +87,13 @@ func New(cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, fmt.Errorf("microlink: %w", err)
 		}
+		n.identNew = created
 		if created {
 			n.logger.Info("microlink: created a new identity", "dir", cfg.StateDir)
 		}
 	} else {
 		n.ident = &state.Identity{MachineKey: key.NewPrivate(), NodeKey: key.NewPrivate()}
+		n.identNew = true
 	}
 	n.nm = netmap.New(netmap.Options{Logger: n.logger})
 	return n, nil

@@ -51,7 +51,7 @@ type Event struct {
 	AuthURL string
 	// PeersChanged is true when the peer list or a peer's details changed.
 	PeersChanged bool
-	// Err is the last control error, if the node is retrying.
+	// Err is the last control error while the node is retrying.
 	Err error
 }
 

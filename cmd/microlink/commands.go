@@ -218,6 +218,15 @@ func printStatus(w io.Writer, st statusJSON) {
 		fmt.Fprintf(w, "\nWireGuard bytes: direct rx %d tx %d, relayed rx %d tx %d\n",
 			s.DirectBytesIn, s.DirectBytesOut, s.DERPBytesIn, s.DERPBytesOut)
 	}
+	if st.Error != "" {
+		fmt.Fprintf(w, "\n# Control server unreachable or refusing; retrying. Last error:\n#     %s\n", st.Error)
+	}
+	if len(st.Health) > 0 {
+		fmt.Fprintf(w, "\n# Health check:\n")
+		for _, h := range st.Health {
+			fmt.Fprintf(w, "#     - %s\n", h)
+		}
+	}
 }
 
 func runPing(args []string, stdout, stderr io.Writer) error {

@@ -43,17 +43,23 @@ func socketPath(socket, statedir string) (string, error) {
 }
 
 type statusJSON struct {
-	State   string          `json:"state"`
-	AuthURL string          `json:"authURL,omitempty"`
-	Self    selfJSON        `json:"self"`
-	Peers   []peerJSON      `json:"peers"`
-	Stats   microlink.Stats `json:"stats"`
+	State   string `json:"state"`
+	AuthURL string `json:"authURL,omitempty"`
+	// Error is the last control error while the node retries.
+	Error string `json:"error,omitempty"`
+	// Health lists control's health messages and the node key's expiry
+	// warning.
+	Health []string        `json:"health,omitempty"`
+	Self   selfJSON        `json:"self"`
+	Peers  []peerJSON      `json:"peers"`
+	Stats  microlink.Stats `json:"stats"`
 }
 
 type selfJSON struct {
 	Name      string   `json:"name"`
 	Addresses []string `json:"addresses"`
 	NodeKey   string   `json:"nodeKey,omitempty"`
+	KeyExpiry string   `json:"keyExpiry,omitempty"` // RFC 3339, control's clock; absent: never or unknown
 }
 
 type peerJSON struct {
@@ -84,9 +90,15 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func statusOf(n *microlink.Node) statusJSON {
 	st := n.Status()
-	out := statusJSON{State: st.State.String(), AuthURL: st.AuthURL, Stats: n.Stats()}
+	out := statusJSON{State: st.State.String(), AuthURL: st.AuthURL, Health: st.Health, Stats: n.Stats()}
+	if st.Err != nil {
+		out.Error = st.Err.Error()
+	}
 	out.Self.Name = st.Hostname
 	out.Self.NodeKey = st.NodeKey
+	if !st.KeyExpiry.IsZero() {
+		out.Self.KeyExpiry = st.KeyExpiry.UTC().Format(time.RFC3339)
+	}
 	for _, a := range st.Addresses {
 		out.Self.Addresses = append(out.Self.Addresses, a.String())
 	}

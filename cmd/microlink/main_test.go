@@ -344,6 +344,19 @@ func TestPrintStatus(t *testing.T) {
 	if want := "WireGuard bytes: direct rx 148 tx 96, relayed rx 32 tx 64"; !strings.Contains(b.String(), want) {
 		t.Errorf("status lacks %q:\n%s", want, b.String())
 	}
+	if strings.Contains(b.String(), "#") {
+		t.Errorf("a healthy node shows warnings:\n%s", b.String())
+	}
+
+	st.State, st.Error = "Connecting", "control: map poll: h2: connection lost: h2: server silent for 40s, PING unanswered"
+	st.Health = []string{"node key expires in 3d0h (at 2030-01-01T00:00:00Z); it will be renewed with the auth key", "Tailnet lock: key not signed"}
+	b.Reset()
+	printStatus(&b, st)
+	for _, want := range []string{"Connecting", "retrying. Last error:\n#     control: map poll: h2: connection lost", "# Health check:\n#     - node key expires in 3d0h", "#     - Tailnet lock: key not signed"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
 }
 
 // TestStatusJSONNames: the stats in status --json use the same camelCase

@@ -1,12 +1,24 @@
 // Package control is microlink's client of the Tailscale control server.
 //
-// A [Client] registers the node (with an auth key or interactively),
-// reports its disco key, endpoints and home DERP region in "lite" map
-// updates, and holds the streaming map poll open, handing every decoded
-// map response to the caller. [Client.Run] keeps all of this going,
-// reconnecting with backoff, honouring rate limits and rotating the node
-// key when it expires. Applying map responses to a network map is the
-// caller's business.
+// A [Client] logs the node in (with an auth key or interactively), reports
+// its disco key, endpoints and home DERP region in "lite" map updates, and
+// holds the streaming map poll open, handing every decoded map response to
+// the caller. [Client.Run] keeps all of this going.
+//
+// Like tailscaled, the client logs in only when it must: at the first
+// login, when the node key expires or is about to, or when control no
+// longer knows the node. Reconnects after a dropped connection, a control
+// restart or a network change go straight back to the map poll, so a
+// used or expired auth key is never sent again to a server that has the
+// node already. After the first success every failure, a refusal
+// included, is retried with jittered backoff for as long as Run runs;
+// only a refusal of the very first login ends Run.
+//
+// Dead connections are found within seconds, not minutes: HTTP/2 PINGs
+// probe a control connection that has gone quiet while the map poll is
+// open, every request has a deadline, and a watchdog restarts a map
+// stream that delivers nothing. Applying map responses to a network map is
+// the caller's business.
 package control
 
 import (
@@ -95,11 +107,19 @@ type Options struct {
 	Ephemeral  bool
 	Logger     *slog.Logger
 
+	// Registered says that control accepted NodeKey in an earlier run (a
+	// restart from a stored identity): Run then goes straight to the map
+	// poll and logs in only if control turns out not to know the node.
+	// Otherwise Run logs in first.
+	Registered bool
+
 	// Callbacks, called from the client's goroutines; they must not block
 	// for long. OnMapResponse is called for every non-keep-alive message,
-	// in order, from one goroutine; the first of each stream carries Node.
+	// in order, from one goroutine; the first of each stream carries Node
+	// and is a complete state, and OnNewStream is called just before it.
 	OnState       func(State)
 	OnNodeKey     func(key.Private)
+	OnNewStream   func()
 	OnMapResponse func(*tailcfg.MapResponse)
 	// OnReported is called after control accepted a lite update, with the
 	// home DERP region and the number of endpoints it now knows for us.
@@ -113,9 +133,26 @@ type Options struct {
 	// its decoded JSON. Zero means DefaultMaxMessageSize.
 	MaxMessageSize int
 	// PollTimeout is the map-stream watchdog: the poll is restarted when no
-	// message arrives for this long. Zero means 120 s.
+	// message arrives for this long, counted from the request. Zero means
+	// DefaultPollTimeout.
 	PollTimeout time.Duration
+	// PingAfter and PingTimeout govern the liveness check of the
+	// connection to control: when a request (such as the map poll) is
+	// open and nothing has arrived for PingAfter, an HTTP/2 PING is sent,
+	// and if nothing arrives within PingTimeout the connection is
+	// dropped and dialed again. Zero means DefaultPingAfter and
+	// DefaultPingTimeout.
+	PingAfter, PingTimeout time.Duration
 }
+
+// Liveness defaults: a black-holed control connection is noticed within
+// DefaultPingAfter+DefaultPingTimeout (35 s) of the last message from
+// control. Control sends a keep-alive about once a minute, so an idle node
+// sends one or two PINGs a minute (about 100 bytes each way with TCP).
+const (
+	DefaultPingAfter   = 25 * time.Second
+	DefaultPingTimeout = 10 * time.Second
+)
 
 // DefaultMaxMessageSize is the default bound on one compressed map message.
 const DefaultMaxMessageSize = 8 << 20
@@ -135,28 +172,37 @@ type Client struct {
 
 	registers atomic.Uint64 // register requests sent
 
-	mu          sync.Mutex
-	serverKey   key.MachinePublic
-	noise       *ts2021.Client
-	retired     []*ts2021.Client   // replaced by Rebind; closed when the session ends
-	liteCancel  context.CancelFunc // cancels the lite update in flight
-	nodeKey     key.Private
-	tryingKey   key.Private // a new node key not yet accepted
-	oldKey      key.Private // the key tryingKey replaces
-	rotate      bool        // generate a new node key at the next registration
-	lastRotate  time.Time
-	authURL     string // pending interactive login
-	discoKey    key.DiscoPublic
-	endpoints   []Endpoint
-	homeDERP    int
-	hostinfo    *tailcfg.Hostinfo
-	sessionUp   bool // registered and the first lite update is sent
-	liteGen     int  // bumped on every change that needs a lite update
-	state       State
-	reported    bool // state was reported at least once
-	lastPingURL string
-	skew        time.Duration // control's clock minus ours
-	closed      bool
+	mu            sync.Mutex
+	serverKey     key.MachinePublic
+	noise         *ts2021.Client
+	retired       []*ts2021.Client        // replaced by Rebind; closed when the session ends
+	liteCancel    context.CancelCauseFunc // cancels the background lite update in flight
+	sessionCancel context.CancelCauseFunc // cancels the session in progress
+	rebound       chan struct{}           // signalled by Rebind, cuts a backoff short
+	loggedIn      bool                    // control has accepted nodeKey (or is presumed to)
+	everUp        bool                    // a login was accepted or a netmap arrived
+	loginsSinceUp int                     // logins since the last netmap
+	keyExpiry     time.Time               // the self node's key expiry, in control's clock
+	health        []string                // control's MapResponse.Health
+	display       map[string]tailcfg.DisplayMessage
+	nodeKey       key.Private
+	tryingKey     key.Private // a new node key not yet accepted
+	oldKey        key.Private // the key tryingKey replaces
+	rotate        bool        // generate a new node key at the next registration
+	lastRotate    time.Time
+	authURL       string // pending interactive login
+	discoKey      key.DiscoPublic
+	endpoints     []Endpoint
+	homeDERP      int
+	hostinfo      *tailcfg.Hostinfo
+	sessionUp     bool // registered and the first lite update is sent
+	liteGen       int  // bumped on every change that needs a lite update
+	liteSent      int  // the liteGen the last accepted lite update carried
+	state         State
+	reported      bool // state was reported at least once
+	lastPingURL   string
+	skew          time.Duration // control's clock minus ours
+	closed        bool
 }
 
 // RegisterRequests returns how many register requests the client has sent
@@ -175,12 +221,14 @@ func New(opts Options) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{
-		opts:    opts,
-		log:     opts.Logger,
-		hc:      opts.HTTPClient,
-		kick:    make(chan struct{}, 1),
-		nodeKey: opts.NodeKey,
-		state:   State{Kind: Connecting},
+		opts:     opts,
+		log:      opts.Logger,
+		hc:       opts.HTTPClient,
+		kick:     make(chan struct{}, 1),
+		rebound:  make(chan struct{}, 1),
+		nodeKey:  opts.NodeKey,
+		loggedIn: opts.Registered && !opts.NodeKey.IsZero(),
+		state:    State{Kind: Connecting},
 	}
 	if c.log == nil {
 		c.log = discardLogger()
@@ -285,10 +333,15 @@ func (c *Client) update(f func() bool) {
 	}
 	c.mu.Unlock()
 	if changed {
-		select {
-		case c.kick <- struct{}{}:
-		default:
-		}
+		c.kickLite()
+	}
+}
+
+// kickLite wakes the lite updater.
+func (c *Client) kickLite() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -313,25 +366,34 @@ func (c *Client) Close() error {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// errRebind ends a session because Rebind was called.
+var errRebind = errors.New("control: network changed; reconnecting")
+
 // Rebind tells the client that the network changed (a new address or
 // uplink), so its connection to control may be dead without knowing it yet.
-// Requests from now on, such as the lite update with the new endpoints, go
-// over a fresh Noise connection; the running map poll keeps its own until
-// it ends, so the node neither registers again nor refetches the netmap
-// because of the rebind. A lite update stuck on the old connection is
-// abandoned and sent again.
+// The client dials control afresh at once: the session in progress (the
+// map poll, or a login) is abandoned and started again over a new Noise
+// connection, a lite update stuck on the old one is sent again, and a
+// backoff after failures is cut short. The node does not log in again
+// because of it; the new map poll brings a complete netmap.
 func (c *Client) Rebind() {
 	c.mu.Lock()
 	if c.noise != nil {
 		c.retired = append(c.retired, c.noise)
 		c.noise = nil
 	}
-	cancel := c.liteCancel
+	lite, session := c.liteCancel, c.sessionCancel
 	c.mu.Unlock()
-	if cancel != nil {
-		cancel()
+	if lite != nil {
+		lite(errRebind)
 	}
-	c.update(func() bool { return true })
+	if session != nil {
+		session(errRebind)
+	}
+	select {
+	case c.rebound <- struct{}{}:
+	default:
+	}
 }
 
 // closeRetired closes the connections Rebind replaced.

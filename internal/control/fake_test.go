@@ -42,9 +42,15 @@ type fakeControl struct {
 	pollRemotes []string
 	pollHeaders []http.Header
 	c2n         [][]byte
-	push        chan *tailcfg.MapResponse // extra messages for the live poll
-	silent      bool                      // send nothing after the first message
-	changed     chan struct{}             // pinged on every request
+	push        chan any      // extra messages (JSON-encoded) for the live poll
+	silent      bool          // send nothing after the first message
+	holdPolls   bool          // never answer a poll
+	liteDelay   time.Duration // answer lite updates this late
+	checkKnown  bool          // answer 404 to map requests of keys not registered
+	known       map[key.NodePublic]bool
+	mapStatus   int           // answer map requests with this status, if not 0
+	controlTime time.Time     // ControlTime of first messages; zero means now
+	changed     chan struct{} // pinged on every request
 }
 
 func newFakeControl(t *testing.T) *fakeControl {
@@ -52,8 +58,9 @@ func newFakeControl(t *testing.T) *fakeControl {
 		t:           t,
 		completed:   map[key.NodePublic]bool{},
 		expiredKeys: map[key.NodePublic]bool{},
+		known:       map[key.NodePublic]bool{},
 		machineAuth: true,
-		push:        make(chan *tailcfg.MapResponse, 16),
+		push:        make(chan any, 16),
 		changed:     make(chan struct{}, 1),
 		authDone:    make(chan struct{}),
 	}
@@ -147,6 +154,9 @@ func (f *fakeControl) serveRegister(w http.ResponseWriter, r *http.Request) {
 		f.completed[req.NodeKey] = true
 	}
 	resp.MachineAuthorized = f.machineAuth
+	if resp.Error == "" && resp.AuthURL == "" && !resp.NodeKeyExpired {
+		f.known[req.NodeKey] = true
+	}
 	f.mu.Unlock()
 	json.NewEncoder(w).Encode(resp)
 }
@@ -167,7 +177,21 @@ func (f *fakeControl) serveMap(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
+	if f.checkKnown && !f.known[req.NodeKey] {
+		f.mu.Unlock()
+		http.Error(w, "node not found", http.StatusNotFound)
+		return
+	}
+	if st := f.mapStatus; st != 0 {
+		f.mu.Unlock()
+		http.Error(w, "trouble", st)
+		return
+	}
 	if !req.Stream {
+		delay := f.liteDelay
+		f.mu.Unlock()
+		time.Sleep(delay)
+		f.mu.Lock()
 		f.lites = append(f.lites, &req)
 		f.liteRemotes = append(f.liteRemotes, r.RemoteAddr)
 		f.mu.Unlock()
@@ -177,13 +201,20 @@ func (f *fakeControl) serveMap(w http.ResponseWriter, r *http.Request) {
 	f.pollRemotes = append(f.pollRemotes, r.RemoteAddr)
 	f.pollHeaders = append(f.pollHeaders, r.Header.Clone())
 	now := time.Now()
+	if !f.controlTime.IsZero() {
+		now = f.controlTime
+	}
 	first := &tailcfg.MapResponse{Node: f.selfNode(req.NodeKey), ControlTime: &now}
-	silent := f.silent
+	silent, hold := f.silent, f.holdPolls
 	f.mu.Unlock()
+	if hold {
+		<-r.Context().Done()
+		return
+	}
 
 	enc, _ := zstd.NewWriter(nil)
 	defer enc.Close()
-	send := func(m *tailcfg.MapResponse) bool {
+	send := func(m any) bool {
 		b, _ := json.Marshal(m)
 		if req.Compress == "zstd" {
 			b = enc.EncodeAll(b, nil)

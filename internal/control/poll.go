@@ -13,12 +13,21 @@ import (
 // DefaultPollTimeout is the map-stream watchdog.
 const DefaultPollTimeout = 120 * time.Second
 
-// requestTimeout bounds requests that should answer promptly: lite
-// updates and registrations other than an interactive login's follow-up.
-const requestTimeout = time.Minute
+// Request deadlines. requestTimeout bounds requests that should answer
+// promptly: lite updates, logins and logouts (the map poll has its
+// watchdog). An interactive login's follow-up waits for a person and is
+// sent again after followupTimeout. keyTimeout bounds the fetch of the
+// server's key.
+const (
+	requestTimeout = time.Minute
+	keyTimeout     = 10 * time.Second
+)
 
-// mapRequest builds a MapRequest with everything the client reports.
-func (c *Client) mapRequest(stream bool) *tailcfg.MapRequest {
+var followupTimeout = 5 * time.Minute // a variable for tests
+
+// mapRequest builds a MapRequest with everything the client reports, and
+// returns the liteGen it reflects.
+func (c *Client) mapRequest(stream bool) (*tailcfg.MapRequest, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	hi := *c.hostinfo
@@ -42,7 +51,7 @@ func (c *Client) mapRequest(stream bool) *tailcfg.MapRequest {
 		req.Endpoints = append(req.Endpoints, ep.AddrPort)
 		req.EndpointTypes = append(req.EndpointTypes, ep.Type)
 	}
-	return req
+	return req, c.liteGen
 }
 
 // sendLiteUpdate reports disco key, endpoints and Hostinfo without
@@ -50,15 +59,7 @@ func (c *Client) mapRequest(stream bool) *tailcfg.MapRequest {
 func (c *Client) sendLiteUpdate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	c.mu.Lock()
-	c.liteCancel = cancel
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.liteCancel = nil
-		c.mu.Unlock()
-	}()
-	req := c.mapRequest(false)
+	req, gen := c.mapRequest(false)
 	res, err := c.post(ctx, "/machine/map", req, req.NodeKey)
 	if err != nil {
 		return fmt.Errorf("control: lite update: %w", err)
@@ -71,6 +72,9 @@ func (c *Client) sendLiteUpdate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("control: lite update: %w", err)
 	}
+	c.mu.Lock()
+	c.liteSent = max(c.liteSent, gen)
+	c.mu.Unlock()
 	c.log.Debug("control: lite update sent", "endpoints", len(req.Endpoints), "derp", req.Hostinfo.NetInfo.PreferredDERP)
 	if c.opts.OnReported != nil {
 		c.opts.OnReported(req.Hostinfo.NetInfo.PreferredDERP, len(req.Endpoints))
@@ -86,16 +90,8 @@ func (c *Client) poll(ctx context.Context, mr *messageReader) (connected bool, e
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	req := c.mapRequest(true)
-	res, err := c.post(ctx, "/machine/map", req, req.NodeKey)
-	if err != nil {
-		return false, fmt.Errorf("control: map poll: %w", err)
-	}
-	if res.Status != 200 {
-		return false, statusError("map poll", res, time.Now())
-	}
-	defer res.Body.Close()
-
+	// The watchdog runs from the request on: a server that takes the poll
+	// but never answers it is dropped like one that goes quiet later.
 	timeout := c.opts.PollTimeout
 	if timeout <= 0 {
 		timeout = DefaultPollTimeout
@@ -103,6 +99,27 @@ func (c *Client) poll(ctx context.Context, mr *messageReader) (connected bool, e
 	errWatchdog := fmt.Errorf("control: no map message for %v", timeout)
 	watchdog := time.AfterFunc(timeout, func() { cancel(errWatchdog) })
 	defer watchdog.Stop()
+	// fail returns the error that ended the poll, the watchdog's if it
+	// fired.
+	fail := func(err error) error {
+		if context.Cause(ctx) != errWatchdog {
+			return err
+		}
+		// The connection may be dead without knowing it: dial afresh
+		// rather than queue the next requests on it.
+		c.closeConns()
+		return errWatchdog
+	}
+
+	req, _ := c.mapRequest(true)
+	res, err := c.post(ctx, "/machine/map", req, req.NodeKey)
+	if err != nil {
+		return false, fail(fmt.Errorf("control: map poll: %w", err))
+	}
+	if res.Status != 200 {
+		return false, statusError("map poll", res, time.Now())
+	}
+	defer res.Body.Close()
 
 	var rotate *time.Timer
 	defer func() {
@@ -119,15 +136,10 @@ func (c *Client) poll(ctx context.Context, mr *messageReader) (connected bool, e
 			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 				err = cause
 			}
-			if err == errWatchdog {
-				// The connection may be dead without knowing it: dial
-				// afresh rather than queue the next requests on it.
-				c.closeConns()
-			}
 			if err == io.EOF {
 				err = errors.New("control: map stream ended")
 			}
-			return connected, err
+			return connected, fail(err)
 		}
 		watchdog.Reset(timeout)
 		resp, err := decodeMapResponse(b)
@@ -138,11 +150,15 @@ func (c *Client) poll(ctx context.Context, mr *messageReader) (connected bool, e
 		if resp.KeepAlive {
 			continue
 		}
+		c.noteHealth(resp, first)
 		if first {
 			if resp.Node == nil {
 				return connected, errNoSelfNode
 			}
 			first = false
+			if c.opts.OnNewStream != nil {
+				c.opts.OnNewStream()
+			}
 		}
 		// The message is handed on before the state changes, so that
 		// whoever sees Connected already has the netmap that made it so.
@@ -150,6 +166,10 @@ func (c *Client) poll(ctx context.Context, mr *messageReader) (connected bool, e
 			c.opts.OnMapResponse(resp)
 		}
 		if n := resp.Node; n != nil {
+			c.mu.Lock()
+			c.keyExpiry = n.KeyExpiry
+			c.everUp, c.loggedIn, c.loginsSinceUp = true, true, 0
+			c.mu.Unlock()
 			if n.MachineAuthorized {
 				c.setState(State{Kind: Connected})
 			} else {
@@ -175,10 +195,8 @@ func (c *Client) poll(ctx context.Context, mr *messageReader) (connected bool, e
 // handleHousekeeping honours the parts of a message that matter even in
 // keep-alives: the control clock and ping requests.
 func (c *Client) handleHousekeeping(resp *tailcfg.MapResponse) {
-	if t := resp.ControlTime; t != nil && !t.IsZero() {
-		c.mu.Lock()
-		c.skew = t.Sub(time.Now())
-		c.mu.Unlock()
+	if t := resp.ControlTime; t != nil {
+		c.noteControlTime(*t)
 	}
 	if pr := resp.PingRequest; pr != nil {
 		c.handlePing(pr)

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/microlink-go/microlink/internal/h2"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/internal/ts2021"
@@ -17,7 +19,8 @@ import (
 const maxBody = 1 << 20
 
 // RegisterError is a refusal by control (RegisterResponse.Error), such as
-// an invalid auth key. Run returns it: retrying would not help.
+// an invalid auth key. Run returns it when control refuses the very first
+// login; later refusals are retried.
 type RegisterError struct{ Msg string }
 
 func (e *RegisterError) Error() string { return "control: registration refused: " + e.Msg }
@@ -40,8 +43,10 @@ func (c *Client) noiseClient(ctx context.Context) (*ts2021.Client, error) {
 		return nc, nil
 	}
 	if sk.IsZero() {
+		kctx, cancel := context.WithTimeout(ctx, keyTimeout)
 		var err error
-		sk, err = ts2021.FetchServerKey(ctx, c.hc, c.opts.ServerURL, CapabilityVersion)
+		sk, err = ts2021.FetchServerKey(kctx, c.hc, c.opts.ServerURL, CapabilityVersion)
+		cancel()
 		if err != nil {
 			return nil, err
 		}
@@ -52,7 +57,10 @@ func (c *Client) noiseClient(ctx context.Context) (*ts2021.Client, error) {
 		return nil, err
 	}
 	d.Logger = c.log
-	nc = ts2021.NewClient(d)
+	nc = ts2021.NewClient(d, &h2.Options{
+		ReadIdleTimeout: cmp.Or(c.opts.PingAfter, DefaultPingAfter),
+		PingTimeout:     cmp.Or(c.opts.PingTimeout, DefaultPingTimeout),
+	})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -101,11 +109,12 @@ func (c *Client) post(ctx context.Context, path string, body any, lb ...key.Node
 
 // doRegister sends one RegisterRequest and decodes the answer.
 func (c *Client) doRegister(ctx context.Context, req *tailcfg.RegisterRequest) (*tailcfg.RegisterResponse, error) {
-	if req.Followup == "" { // a follow-up waits for the user
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, requestTimeout)
-		defer cancel()
+	timeout := requestTimeout
+	if req.Followup != "" { // a follow-up waits for the user
+		timeout = followupTimeout
 	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	c.registers.Add(1)
 	res, err := c.post(ctx, "/machine/register", req, req.OldNodeKey, req.NodeKey)
 	if err != nil {
@@ -149,10 +158,10 @@ func (c *Client) registerRequest(nodeKey, oldKey key.Private, followup string) *
 	return req
 }
 
-// register registers the node key until control accepts it, rotating the
+// login registers the node key until control accepts it, rotating the
 // key when control says it expired (or when a rotation is pending) and
 // walking the user through an interactive login when there is no auth key.
-func (c *Client) register(ctx context.Context) error {
+func (c *Client) login(ctx context.Context) error {
 	var urlBackoff backoff
 	for {
 		c.mu.Lock()
@@ -170,6 +179,9 @@ func (c *Client) register(ctx context.Context) error {
 		c.mu.Unlock()
 
 		resp, err := c.doRegister(ctx, c.registerRequest(nodeKey, oldKey, followup))
+		if followup != "" && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			continue // the user is taking their time: ask again
+		}
 		if err != nil {
 			var he *HTTPError
 			if followup != "" && errors.As(err, &he) {
@@ -214,12 +226,19 @@ func (c *Client) register(ctx context.Context) error {
 			c.nodeKey, c.tryingKey, c.oldKey = c.tryingKey, key.Private{}, key.Private{}
 		}
 		newKey := c.nodeKey
+		c.loggedIn, c.everUp = true, true
+		c.loginsSinceUp++
+		wasNeedsLogin := c.state.Kind == NeedsLogin
 		c.mu.Unlock()
+		c.log.Info("control: logged in", "nodekey", newKey.NodePublic().ShortString(), "rotated", rotated)
 		if rotated && c.opts.OnNodeKey != nil {
 			c.opts.OnNodeKey(newKey)
 		}
-		if !resp.MachineAuthorized {
+		switch {
+		case !resp.MachineAuthorized:
 			c.setState(State{Kind: NeedsMachineAuth})
+		case wasNeedsLogin:
+			c.setState(State{Kind: Connecting})
 		}
 		return nil
 	}

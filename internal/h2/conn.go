@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2/hpack"
@@ -36,6 +37,15 @@ type Options struct {
 	MaxHeaderListSize uint32
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
+	// ReadIdleTimeout, if positive, turns on liveness checks: when a
+	// request is open and nothing has been read from the server for this
+	// long, the client sends a PING, and if the server then sends nothing
+	// within PingTimeout the connection is closed and its requests fail
+	// with a PingTimeoutError. Zero means no checks.
+	ReadIdleTimeout time.Duration
+	// PingTimeout is how long to wait for the server after such a PING.
+	// Zero means DefaultPingTimeout.
+	PingTimeout time.Duration
 }
 
 // Request is an HTTP/2 request.
@@ -114,6 +124,12 @@ type ClientConn struct {
 
 	closeOnce sync.Once
 	done      chan struct{} // closed when the read loop has exited
+
+	healthDone chan struct{} // closed when healthLoop has returned, if it runs
+
+	born     time.Time    // when the connection started; the base of lastRead
+	lastRead atomic.Int64 // time.Since(born) when the last frame was read
+	pings    uint64       // PINGs sent, the payload of the next; guarded by wmu
 }
 
 // NewClientConn starts HTTP/2 on c: it writes the connection preface and
@@ -155,6 +171,7 @@ func NewClientConn(c net.Conn, opts *Options) (*ClientConn, error) {
 		recvWindow:   cw,
 		changed:      make(chan struct{}),
 		done:         make(chan struct{}),
+		born:         time.Now(),
 	}
 	cc.henc = hpack.NewEncoder(&cc.hbuf)
 
@@ -176,6 +193,17 @@ func NewClientConn(c net.Conn, opts *Options) (*ClientConn, error) {
 		return nil, fmt.Errorf("h2: writing preface: %w", err)
 	}
 	go cc.readLoop()
+	if opts.ReadIdleTimeout > 0 {
+		timeout := opts.PingTimeout
+		if timeout <= 0 {
+			timeout = DefaultPingTimeout
+		}
+		cc.healthDone = make(chan struct{})
+		go func() {
+			defer close(cc.healthDone)
+			cc.healthLoop(opts.ReadIdleTimeout, timeout)
+		}()
+	}
 	return cc, nil
 }
 
@@ -197,11 +225,14 @@ func (cc *ClientConn) CanTakeNewRequest() bool {
 	return cc.err == nil && !cc.goAway && cc.nextID < maxStreamID
 }
 
-// Close closes the connection, fails its streams and waits for the read
-// loop to exit.
+// Close closes the connection, fails its streams and waits for its
+// goroutines to exit.
 func (cc *ClientConn) Close() error {
 	cc.closeWith(ErrClosed)
 	<-cc.done
+	if cc.healthDone != nil {
+		<-cc.healthDone
+	}
 	return nil
 }
 

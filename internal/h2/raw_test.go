@@ -22,6 +22,12 @@ type rawServer struct {
 
 func newRaw(t *testing.T) (*ClientConn, *rawServer) {
 	t.Helper()
+	return newRawOpts(t, nil)
+}
+
+// newRawOpts is newRaw with the client's options.
+func newRawOpts(t *testing.T, opts *Options) (*ClientConn, *rawServer) {
+	t.Helper()
 	checkGoroutines(t)
 	a, b := net.Pipe()
 	srv := &rawServer{t: t, c: b, fr: framer{r: bufio.NewReader(b), maxRead: maxAllowedFrame}}
@@ -31,7 +37,7 @@ func newRaw(t *testing.T) (*ClientConn, *rawServer) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		cc, err := NewClientConn(a, nil)
+		cc, err := NewClientConn(a, opts)
 		ch <- result{cc, err}
 	}()
 	preface := make([]byte, len(clientPreface))

@@ -38,6 +38,7 @@ func (cc *ClientConn) readLoop() {
 	for {
 		h, p, err := r.fr.readFrame()
 		if err == nil {
+			cc.markRead()
 			err = r.handle(h, p)
 		}
 		if err != nil {

@@ -152,6 +152,11 @@ func (cc *ClientConn) RoundTrip(ctx context.Context, req *Request) (*Response, e
 		sendWindow: cc.initWindow,
 	}
 	cc.nextID += 2
+	if len(cc.streams) == 0 {
+		// Nobody waited on the connection until now: its silence so far
+		// says nothing about its health.
+		cc.markRead()
+	}
 	cc.streams[s.id] = s
 	maxFrame := cc.maxFrame
 	cc.mu.Unlock()

@@ -264,9 +264,30 @@ type MapResponse struct {
 	PacketFilter      []FilterRule            `json:",omitempty"` // nil: unchanged; non-nil empty: deny all
 	PacketFilters     map[string][]FilterRule `json:",omitempty"`
 	UserProfiles      []UserProfile           `json:",omitempty"`
-	Health            []string                `json:",omitempty"`
-	ControlTime       *time.Time              `json:",omitempty"`
-	Debug             *Debug                  `json:",omitempty"`
+	// Health is control's list of the node's problems: nil means
+	// unchanged, empty (non-nil) means none.
+	Health []string `json:",omitempty"`
+	// DisplayMessages patches control's structured health messages by ID:
+	// a nil value deletes one, and the ID "*" with a nil value clears all
+	// before the others apply.
+	DisplayMessages map[string]*DisplayMessage `json:",omitempty"`
+	ControlTime     *time.Time                 `json:",omitempty"`
+	Debug           *Debug                     `json:",omitempty"`
+}
+
+// DisplayMessage is a health message from control meant for the user.
+type DisplayMessage struct {
+	Title               string
+	Text                string
+	Severity            string                // "high", "medium" or "low"
+	ImpactsConnectivity bool                  `json:",omitempty"`
+	PrimaryAction       *DisplayMessageAction `json:",omitempty"`
+}
+
+// DisplayMessageAction is a link offered with a DisplayMessage.
+type DisplayMessageAction struct {
+	URL   string
+	Label string
 }
 
 // PeerChange is a small change to one peer (MapResponse.PeersChangedPatch).

@@ -31,6 +31,7 @@ type (
 // going away. It is safe for concurrent use.
 type Client struct {
 	dialer *Dialer
+	h2opts h2.Options
 	host   string
 
 	ctx    context.Context // canceled by Close; bounds dials
@@ -43,11 +44,20 @@ type Client struct {
 	closed  bool
 }
 
-// NewClient returns a Client that dials with d.
-func NewClient(d *Dialer) *Client {
+// NewClient returns a Client that dials with d and speaks HTTP/2 with
+// opts (nil means the defaults; a nil Logger means d.Logger).
+func NewClient(d *Dialer, opts *h2.Options) *Client {
 	ctx, cancel := context.WithCancel(context.Background())
+	var o h2.Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Logger == nil {
+		o.Logger = d.Logger
+	}
 	return &Client{
 		dialer: d,
+		h2opts: o,
 		host:   d.Host,
 		ctx:    ctx,
 		cancel: cancel,
@@ -117,7 +127,8 @@ func (c *Client) dial(ctx context.Context) (*h2.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc, err := h2.NewClientConn(conn, &h2.Options{Logger: c.dialer.Logger})
+	opts := c.h2opts
+	cc, err := h2.NewClientConn(conn, &opts)
 	if err != nil {
 		conn.Close()
 		return nil, err

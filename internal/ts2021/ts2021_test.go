@@ -70,7 +70,7 @@ func newClient(t *testing.T, srv *ts2021test.Server, version uint16) *ts2021.Cli
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := ts2021.NewClient(d)
+	c := ts2021.NewClient(d, nil)
 	t.Cleanup(func() { c.Close() })
 	return c
 }

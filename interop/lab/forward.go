@@ -17,9 +17,11 @@ type tcpForwarder struct {
 	wg    sync.WaitGroup
 }
 
-// forwardTCP starts a forwarder from 127.0.0.1 to target, stopped by t's
-// cleanup, and returns the address it listens on.
-func forwardTCP(t T, target string) string {
+// ForwardTCP starts a forwarder from a port of 127.0.0.1 to target,
+// stopped by t's cleanup, and returns the address it listens on. Besides
+// giving a client in this namespace a loopback address, it gives a test a
+// port of its own to fault (nftables rules on it touch no other client).
+func ForwardTCP(t T, target string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -81,10 +81,16 @@ type Lab struct {
 	// STUNAddr is the address of the STUN server.
 	STUNAddr netip.AddrPort
 
-	listen netip.Addr // where the servers listen
-	logf   func(format string, args ...any)
-	ctl    *controlListener
-	trap   *httptest.Server // stands in as HTTP(S) proxy to catch outbound requests
+	listen    netip.Addr // where the servers listen
+	logf      func(format string, args ...any)
+	configure func(*testcontrol.Server) // Options.ConfigureControl
+	ctl       *controlListener
+	trap      *httptest.Server // stands in as HTTP(S) proxy to catch outbound requests
+
+	derpMu   sync.Mutex
+	derpKey  key.NodePrivate
+	derpAddr string           // where the DERP server listens
+	derpSrv  *httptest.Server // nil while stopped
 }
 
 // serverTCPKeepAlive is how long an accepted connection of the lab's
@@ -104,8 +110,9 @@ func listenTCP(addr string) (net.Listener, error) {
 func Start(t T, opts Options) *Lab {
 	t.Helper()
 	l := &Lab{
-		AuthKey: opts.AuthKey,
-		listen:  opts.ListenAddr,
+		AuthKey:   opts.AuthKey,
+		listen:    opts.ListenAddr,
+		configure: opts.ConfigureControl,
 	}
 	if !l.listen.IsValid() {
 		l.listen = defaultListenAddr
@@ -131,20 +138,31 @@ func Start(t T, opts Options) *Lab {
 		t.Fatalf("lab: control listener: %v", err)
 	}
 	l.ControlURL = "http://" + ln.Addr().String()
-	l.Control = &testcontrol.Server{
+	l.Control = l.newControl()
+	l.ctl = newControlListener(controlHandler(l.Control), l.prefixLogf("control http: "))
+	l.ctl.serve(ln)
+	t.Cleanup(l.ctl.close)
+	return l
+}
+
+// newControl returns a control server configured as Options say.
+func (l *Lab) newControl() *testcontrol.Server {
+	c := &testcontrol.Server{
 		DERPMap:          l.DERPMap,
 		RequireAuthKey:   l.AuthKey,
 		AllNodesSameUser: true,
 		ExplicitBaseURL:  l.ControlURL,
 		Logf:             l.prefixLogf("control: "),
 	}
-	if opts.ConfigureControl != nil {
-		opts.ConfigureControl(l.Control)
+	if l.configure != nil {
+		l.configure(c)
 	}
-	l.ctl = newControlListener(controlHandler(l.Control), l.prefixLogf("control http: "))
-	l.ctl.serve(ln)
-	t.Cleanup(l.ctl.close)
-	return l
+	// testcontrol makes its keys at the first /key request; a real server
+	// has them from the start, and a client that kept the old server's key
+	// across a reset must meet a handshake failure, not a server without
+	// a key.
+	c.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/key?v=1", nil))
+	return c
 }
 
 // ListenAddr returns the address the lab's servers listen on.
@@ -173,6 +191,20 @@ func (l *Lab) RestartControl(t T) {
 	}
 }
 
+// ResetControl replaces the control server with a new, empty one on the
+// same address, as a server that lost its database would be: every
+// connection is cut, and the new server has a new Noise key and knows no
+// node. Options.ConfigureControl is applied to it too. l.Control is the
+// new server afterwards.
+func (l *Lab) ResetControl(t T) {
+	t.Helper()
+	c := l.newControl()
+	if err := l.ctl.restartWith(controlHandler(c)); err != nil {
+		t.Fatalf("lab: resetting control: %v", err)
+	}
+	l.Control = c
+}
+
 func (l *Lab) startSTUN(t T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := stunserver.New(ctx)
@@ -193,32 +225,16 @@ func (l *Lab) startSTUN(t T) {
 }
 
 func (l *Lab) startDERP(t T) {
-	d := derpserver.New(key.NewNode(), l.prefixLogf("derp: "))
-	mux := http.NewServeMux()
-	mux.Handle("/derp", derpserver.Handler(d))
-	mux.HandleFunc("/derp/probe", derpserver.ProbeHandler)
-	mux.HandleFunc("/derp/latency-check", derpserver.ProbeHandler)
-	mux.HandleFunc("/generate_204", derpserver.ServeNoContent)
-
-	srv := httptest.NewUnstartedServer(mux)
+	l.derpKey = key.NewNode()
 	ln, err := listenTCP(l.hostPort(0))
 	if err != nil {
 		t.Fatalf("lab: DERP listener: %v", err)
 	}
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.Config.ErrorLog = log.New(logWriter(l.prefixLogf("derp http: ")), "", 0)
-	// DERP clients speak HTTP/1.1 and upgrade the connection; no h2.
-	srv.Config.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
-	srv.StartTLS()
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		d.Close()
-	})
-	l.DERP = d
-	l.DERPURL = srv.URL
-	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	l.derpAddr = ln.Addr().String()
+	l.serveDERP(ln)
+	t.Cleanup(l.closeDERP)
+	l.DERPURL = l.derpSrv.URL
+	port := ln.Addr().(*net.TCPAddr).Port
 	l.DERPMap = &tailcfg.DERPMap{
 		OmitDefaultRegions: true,
 		Regions: map[int]*tailcfg.DERPRegion{
@@ -239,6 +255,72 @@ func (l *Lab) startDERP(t T) {
 			},
 		},
 	}
+}
+
+// StopDERP stops the DERP server as a crash would: its listener and every
+// client connection close, and the relay forgets its clients. ResumeDERP
+// starts it again.
+func (l *Lab) StopDERP(t T) {
+	t.Helper()
+	l.closeDERP()
+}
+
+// ResumeDERP starts the DERP server stopped by StopDERP again, with the
+// same key on the same address, and with no clients.
+func (l *Lab) ResumeDERP(t T) {
+	t.Helper()
+	l.derpMu.Lock()
+	running := l.derpSrv != nil
+	l.derpMu.Unlock()
+	if running {
+		t.Fatalf("lab: ResumeDERP: the DERP server is running")
+	}
+	var ln net.Listener
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if ln, err = listenTCP(l.derpAddr); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("lab: DERP listener: %v", err)
+	}
+	l.serveDERP(ln)
+}
+
+// serveDERP serves a new DERP server with the lab's DERP key on ln.
+func (l *Lab) serveDERP(ln net.Listener) {
+	d := derpserver.New(l.derpKey, l.prefixLogf("derp: "))
+	mux := http.NewServeMux()
+	mux.Handle("/derp", derpserver.Handler(d))
+	mux.HandleFunc("/derp/probe", derpserver.ProbeHandler)
+	mux.HandleFunc("/derp/latency-check", derpserver.ProbeHandler)
+	mux.HandleFunc("/generate_204", derpserver.ServeNoContent)
+
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Config.ErrorLog = log.New(logWriter(l.prefixLogf("derp http: ")), "", 0)
+	// DERP clients speak HTTP/1.1 and upgrade the connection; no h2.
+	srv.Config.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	srv.StartTLS()
+	l.derpMu.Lock()
+	l.DERP, l.derpSrv = d, srv
+	l.derpMu.Unlock()
+}
+
+// closeDERP stops the DERP server, if it runs.
+func (l *Lab) closeDERP() {
+	l.derpMu.Lock()
+	srv, d := l.derpSrv, l.DERP
+	l.derpSrv = nil
+	l.derpMu.Unlock()
+	if srv == nil {
+		return
+	}
+	srv.CloseClientConnections()
+	srv.Close()
+	d.Close()
 }
 
 // startTrap starts the server that peers use as their HTTP(S) proxy.
@@ -336,8 +418,17 @@ func (c *controlListener) stop() {
 
 func (c *controlListener) close() { c.stop() }
 
-func (c *controlListener) restart() error {
+func (c *controlListener) restart() error { return c.restartWith(nil) }
+
+// restartWith is restart with handler h instead of the old one, if h is
+// not nil.
+func (c *controlListener) restartWith(h http.Handler) error {
 	c.stop()
+	if h != nil {
+		c.mu.Lock()
+		c.handler = h
+		c.mu.Unlock()
+	}
 	var ln net.Listener
 	var err error
 	deadline := time.Now().Add(5 * time.Second)

@@ -55,6 +55,13 @@ type TSOptions struct {
 	ControlURL string
 	AuthKey    string
 
+	// CompleteAuth, if set, makes "tailscale up" log in interactively,
+	// without an auth key: it is called with the login URL tailscaled
+	// shows and must complete the login (for the lab's control server,
+	// Lab.Control.CompleteAuth when ConfigureControl set RequireAuth), and
+	// report whether it did.
+	CompleteAuth func(authURL string) bool
+
 	// Netns, if set, names a network namespace (made with "ip netns add")
 	// in which tailscaled and its tailscale command run, through
 	// "ip netns exec". Its socket and files stay on the shared file
@@ -154,7 +161,7 @@ func (l *Lab) StartTailscaled(t T, opts TSOptions) *Tailscaled {
 		if err != nil {
 			t.Fatalf("lab: control URL: %v", err)
 		}
-		d.loopbackControl = forwardTCP(t, u.Host)
+		d.loopbackControl = ForwardTCP(t, u.Host)
 	}
 	t.Cleanup(func() {
 		d.Stop()
@@ -248,14 +255,20 @@ func (d *Tailscaled) up(ctx context.Context, l *Lab, opts TSOptions) error {
 	}
 	args := []string{"up",
 		"--login-server=" + controlURL,
-		"--authkey=" + authKey,
 		"--hostname=" + opts.Hostname,
+	}
+	if opts.CompleteAuth == nil {
+		args = append(args, "--authkey="+authKey)
 	}
 	if opts.TUN {
 		args = append(args, "--netfilter-mode=off")
 	}
 	args = append(args, opts.UpArgs...)
-	if out, err := d.CLI(ctx, args...); err != nil {
+	if opts.CompleteAuth != nil {
+		if err := d.upInteractive(ctx, args, opts.CompleteAuth); err != nil {
+			return err
+		}
+	} else if out, err := d.CLI(ctx, args...); err != nil {
 		return fmt.Errorf("tailscale up: %w\n%s", err, out)
 	}
 	st, err := d.WaitStatus(ctx, func(st *ipnstate.Status) bool {
@@ -274,6 +287,33 @@ func (d *Tailscaled) up(ctx context.Context, l *Lab, opts TSOptions) error {
 	}
 	if !d.ip4.IsValid() {
 		return fmt.Errorf("no IPv4 address in %v", st.TailscaleIPs)
+	}
+	return nil
+}
+
+// upInteractive runs "tailscale up" without an auth key, which waits for
+// the login: it hands the login URL from the daemon's status to complete,
+// then waits for the command to finish.
+func (d *Tailscaled) upInteractive(ctx context.Context, args []string, complete func(string) bool) error {
+	type result struct {
+		out []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := d.CLI(ctx, args...)
+		done <- result{out, err}
+	}()
+	st, err := d.WaitStatus(ctx, func(st *ipnstate.Status) bool { return st.AuthURL != "" })
+	if err != nil {
+		return fmt.Errorf("waiting for the login URL: %w", err)
+	}
+	if !complete(st.AuthURL) {
+		return fmt.Errorf("could not complete the login at %s", st.AuthURL)
+	}
+	r := <-done
+	if r.err != nil {
+		return fmt.Errorf("tailscale up: %w\n%s", r.err, r.out)
 	}
 	return nil
 }

@@ -124,6 +124,10 @@ type cliStatus struct {
 		DERPRegion int     `json:"derpRegion"`
 		LatencyMS  float64 `json:"latencyMs"`
 	} `json:"peers"`
+	Stats struct {
+		MapUpdates       uint64 `json:"mapUpdates"`
+		RegisterRequests uint64 `json:"registerRequests"`
+	} `json:"stats"`
 }
 
 func (d *daemon) status() (cliStatus, error) {

@@ -116,6 +116,13 @@ func TestRebindAfterAddressChange(t *testing.T) {
 		return false
 	})
 	t.Logf("control has the new endpoints %v after the rebind", time.Since(rebound).Round(time.Millisecond))
+	// The map poll moved to a new connection at once too: a new stream
+	// starts with a full netmap.
+	maps := before.Stats.MapUpdates
+	waitFor(t, 5*time.Second, "a new map stream after the rebind", func() bool {
+		st, err := d.status()
+		return err == nil && st.Stats.MapUpdates > maps
+	})
 
 	// tailscaled reaches microlink again, through DERP: the NATs' old
 	// mappings still hold the ports the new ones would need.
@@ -147,6 +154,9 @@ func TestRebindAfterAddressChange(t *testing.T) {
 	}
 	if n := len(l.Control.AllNodes()); n != nodes {
 		t.Fatalf("control has %d nodes after the rebind, %d before", n, nodes)
+	}
+	if n := after.Stats.RegisterRequests; n != 1 {
+		t.Fatalf("%d register requests, want only the first login", n)
 	}
 	if log := d.logs.since(mark); regexp.MustCompile(`(?i)registered|new identity|rotating|state=(NeedsLogin|Connecting)`).MatchString(log) {
 		t.Fatalf("the daemon registered again after the rebind:\n%s", log)

@@ -2,9 +2,11 @@ package nodetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -159,6 +161,27 @@ func TestBadAuthKey(t *testing.T) {
 	err = n.Start(ctx)
 	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "auth") {
 		t.Fatalf("Start with a bad key: %v", err)
+	}
+}
+
+// TestCLIBadAuthKey: "microlink up" with a key control refuses exits
+// non-zero with control's words, rather than retrying forever.
+func TestCLIBadAuthKey(t *testing.T) {
+	l := lab.Start(t, lab.Options{})
+	bin := filepath.Join(t.TempDir(), "microlink")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/microlink-go/microlink/cmd/microlink").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "up", "--authkey", "tskey-wrong", "--hostname", "ml-bad", "--login-server", l.ControlURL,
+		"--statedir", t.TempDir(), "--port", "0").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() <= 0 || ctx.Err() != nil {
+		t.Fatalf("microlink up with a bad key: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "refused to register this node: invalid authkey") {
+		t.Fatalf("microlink up does not say why:\n%s", out)
 	}
 }
 
