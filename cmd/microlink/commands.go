@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/microlink-go/microlink"
+	"github.com/microlink-go/microlink/internal/h1"
 )
 
 func runUp(args []string, stdout, stderr io.Writer) error {
@@ -77,7 +78,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		srv := serveAPI(ln, localAPI(n, func() error {
+		srv := h1.Serve(ln, localAPI(n, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
 			if err := n.Logout(ctx); err != nil {
@@ -85,7 +86,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 			}
 			close(loggedOut)
 			return nil
-		}, rebind))
+		}, rebind), h1.ServerOptions{})
 		defer func() {
 			srv.Close()
 			os.Remove(sockPath)

@@ -128,33 +128,23 @@ func parsePingType(s string) (microlink.PingType, error) {
 	return 0, fmt.Errorf("unknown ping type %q (want disco, TSMP or ICMP)", s)
 }
 
-// apiResponse is the local API's answer to one request.
-type apiResponse struct {
-	status int
-	header textproto.MIMEHeader
-	body   []byte
-}
-
-// apiHandler answers one local API request.
-type apiHandler func(ctx context.Context, method string, u *url.URL) apiResponse
-
 // apiRoute is one path of the local API and the method it answers.
 type apiRoute struct {
 	method string
-	serve  func(ctx context.Context, q url.Values) apiResponse
+	serve  func(ctx context.Context, q url.Values) h1.Reply
 }
 
 // localAPI returns the local API for node n. logout and rebind do the
 // work of POST /logout and POST /rebind.
-func localAPI(n *microlink.Node, logout, rebind func() error) apiHandler {
+func localAPI(n *microlink.Node, logout, rebind func() error) h1.Handler {
 	routes := map[string]apiRoute{
-		"/status": {"GET", func(ctx context.Context, q url.Values) apiResponse {
+		"/status": {"GET", func(ctx context.Context, q url.Values) h1.Reply {
 			return jsonResponse(statusOf(n))
 		}},
-		"/ping": {"POST", func(ctx context.Context, q url.Values) apiResponse {
+		"/ping": {"POST", func(ctx context.Context, q url.Values) h1.Reply {
 			typ, err := parsePingType(q.Get("type"))
 			if err != nil {
-				return errorResponse(err.Error(), 400)
+				return h1.TextReply(400, err.Error())
 			}
 			timeout := 10 * time.Second
 			if s := q.Get("timeout"); s != "" {
@@ -166,7 +156,7 @@ func localAPI(n *microlink.Node, logout, rebind func() error) apiHandler {
 			defer cancel()
 			res, err := n.Ping(ctx, q.Get("target"), typ)
 			if err != nil {
-				return errorResponse(err.Error(), 502)
+				return h1.TextReply(502, err.Error())
 			}
 			pj := pingJSON{Type: res.Type.String(), Peer: res.Peer, IP: res.PeerIP.String(), LatencyMS: ms(res.Latency), DERPRegion: res.DERPRegion}
 			if res.Endpoint.IsValid() {
@@ -174,51 +164,43 @@ func localAPI(n *microlink.Node, logout, rebind func() error) apiHandler {
 			}
 			return jsonResponse(pj)
 		}},
-		"/logout": {"POST", func(ctx context.Context, q url.Values) apiResponse {
+		"/logout": {"POST", func(ctx context.Context, q url.Values) h1.Reply {
 			if err := logout(); err != nil {
-				return errorResponse(err.Error(), 502)
+				return h1.TextReply(502, err.Error())
 			}
-			return apiResponse{status: 204}
+			return h1.Reply{Status: 204}
 		}},
-		"/rebind": {"POST", func(ctx context.Context, q url.Values) apiResponse {
+		"/rebind": {"POST", func(ctx context.Context, q url.Values) h1.Reply {
 			if err := rebind(); err != nil {
-				return errorResponse(err.Error(), 500)
+				return h1.TextReply(500, err.Error())
 			}
-			return apiResponse{status: 204}
+			return h1.Reply{Status: 204}
 		}},
 	}
-	return func(ctx context.Context, method string, u *url.URL) apiResponse {
-		r, ok := routes[u.Path]
+	return func(ctx context.Context, req *h1.Request) h1.Reply {
+		r, ok := routes[req.URL.Path]
 		if !ok {
-			return errorResponse("404 page not found", 404)
+			return h1.TextReply(404, "404 page not found")
 		}
 		allow := r.method
 		if r.method == "GET" {
 			allow = "GET, HEAD"
 		}
-		if method != r.method && !(r.method == "GET" && method == "HEAD") {
-			res := errorResponse("Method Not Allowed", 405)
-			res.header.Set("Allow", allow)
+		if req.Method != r.method && !(r.method == "GET" && req.Method == "HEAD") {
+			res := h1.TextReply(405, "Method Not Allowed")
+			res.Header.Set("Allow", allow)
 			return res
 		}
-		return r.serve(ctx, u.Query())
+		return r.serve(ctx, req.URL.Query())
 	}
 }
 
-// errorResponse is a plain-text error, as net/http's Error writes it.
-func errorResponse(msg string, status int) apiResponse {
-	return apiResponse{status: status, header: textproto.MIMEHeader{
-		"Content-Type":           {"text/plain; charset=utf-8"},
-		"X-Content-Type-Options": {"nosniff"},
-	}, body: []byte(msg + "\n")}
-}
-
-func jsonResponse(v any) apiResponse {
+func jsonResponse(v any) h1.Reply {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		return errorResponse(err.Error(), 500)
+		return h1.TextReply(500, err.Error())
 	}
-	return apiResponse{status: 200, header: textproto.MIMEHeader{"Content-Type": {"application/json"}}, body: append(b, '\n')}
+	return h1.Reply{Status: 200, Header: textproto.MIMEHeader{"Content-Type": {"application/json"}}, Body: append(b, '\n')}
 }
 
 // listenUnix listens on path with mode 0600, replacing a stale socket file

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/microlink-go/microlink/internal/h1"
 )
 
 func runCLI(args ...string) (code int, stdout, stderr string) {
@@ -114,7 +116,7 @@ func TestSocketRefusesLiveDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := serveAPI(ln, localAPI(nil, nil, nil))
+	srv := h1.Serve(ln, localAPI(nil, nil, nil), h1.ServerOptions{})
 	defer srv.Close()
 	st, err := os.Stat(path)
 	if err != nil || st.Mode().Perm() != 0o600 {
@@ -148,7 +150,7 @@ func TestLocalAPIRebind(t *testing.T) {
 	var fail error
 	h := localAPI(nil, func() error { return nil }, func() error { calls++; return fail })
 	do := func(method string) int {
-		return h(context.Background(), method, &url.URL{Path: "/rebind"}).status
+		return h(context.Background(), &h1.Request{Method: method, URL: &url.URL{Path: "/rebind"}}).Status
 	}
 	if code := do("POST"); code != http.StatusNoContent || calls != 1 {
 		t.Fatalf("POST /rebind: code %d, %d calls", code, calls)
@@ -164,14 +166,14 @@ func TestLocalAPIRebind(t *testing.T) {
 
 // startAPI serves the local API with stub actions on a socket in a
 // temporary directory.
-func startAPI(t *testing.T, logout func() error) (path string, srv *apiServer) {
+func startAPI(t *testing.T, logout func() error) (path string, srv *h1.Server) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "api.sock")
 	ln, err := listenUnix(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv = serveAPI(ln, localAPI(nil, logout, func() error { return nil }))
+	srv = h1.Serve(ln, localAPI(nil, logout, func() error { return nil }), h1.ServerOptions{})
 	t.Cleanup(func() { srv.Close() })
 	return path, srv
 }
@@ -253,7 +255,7 @@ func TestLocalAPIServer(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	start := time.Now()
 	srv.Close()
-	if took := time.Since(start); took > apiCloseGrace/2 {
+	if took := time.Since(start); took > h1.CloseGrace/2 {
 		t.Fatalf("Close took %v", took)
 	}
 	hc.CloseIdleConnections()
