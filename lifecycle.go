@@ -166,6 +166,8 @@ func (n *Node) Close() error {
 	if done != nil {
 		<-done
 	}
+	n.dnsStop()
+	n.dnsConns.Wait()
 	n.current.Store(nil)
 	if data != nil {
 		data.close()
@@ -297,6 +299,9 @@ func (n *Node) onMapResponse(resp *tailcfg.MapResponse) {
 	}
 	if ch.Full || ch.PathsChanged {
 		n.armExpiryTimer()
+	}
+	if ch.Full || ch.SelfChanged || ch.DNSChanged || ch.DomainChanged {
+		n.updateDNS()
 	}
 	if ch.Full || len(ch.PeersAdded) > 0 || len(ch.PeersRemoved) > 0 || ch.DERPMapChanged {
 		n.schedulePeerCacheSave()

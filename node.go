@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/microlink-go/microlink/internal/control"
+	"github.com/microlink-go/microlink/internal/dns"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/netmap"
 	"github.com/microlink-go/microlink/internal/state"
@@ -31,11 +32,15 @@ type Node struct {
 	ident  *state.Identity
 	disco  key.Private // fresh at every start
 
-	nm      *netmap.Map
-	stack   *tunnel.Stack             // the node's IP endpoint, from Start to Close
-	data    *dataPlane                // WireGuard and magicsock for the current node key
-	current atomic.Pointer[dataPlane] // data, for the stack's send path
-	ctl     *control.Client
+	nm       *netmap.Map
+	dns      *dns.Resolver   // MagicDNS
+	dnsCtx   context.Context // canceled by Close, for in-process resolver connections
+	dnsStop  context.CancelFunc
+	dnsConns sync.WaitGroup
+	stack    *tunnel.Stack             // the node's IP endpoint, from Start to Close
+	data     *dataPlane                // WireGuard and magicsock for the current node key
+	current  atomic.Pointer[dataPlane] // data, for the stack's send path
+	ctl      *control.Client
 
 	mapUpdates atomic.Uint64 // map messages applied
 
@@ -96,6 +101,8 @@ func New(cfg Config) (*Node, error) {
 		n.identNew = true
 	}
 	n.nm = netmap.New(netmap.Options{Logger: n.logger})
+	n.dns = n.newResolver()
+	n.dnsCtx, n.dnsStop = context.WithCancel(context.Background())
 	return n, nil
 }
 
