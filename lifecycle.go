@@ -205,11 +205,12 @@ func (n *Node) Logout(ctx context.Context) error {
 // the stack's way out.
 func (n *Node) newDataPlane(nodeKey key.Private) (*dataPlane, error) {
 	d, err := newDataPlane(dataPlaneConfig{
-		Stack:    n.stack,
-		NodeKey:  nodeKey,
-		DiscoKey: n.disco,
-		Port:     n.cfg.Port,
-		Logger:   n.logger,
+		Stack:     n.stack,
+		NodeKey:   nodeKey,
+		DiscoKey:  n.disco,
+		Port:      n.cfg.Port,
+		Logger:    n.logger,
+		ShieldsUp: n.cfg.ShieldsUp,
 		OnEndpoints: func(eps []magicsock.Endpoint) {
 			if ctl := n.control(); ctl != nil {
 				ctl.SetEndpoints(controlEndpoints(eps))

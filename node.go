@@ -20,9 +20,6 @@ import (
 	"github.com/microlink-go/microlink/internal/tunnel"
 )
 
-// Version is microlink's version, reported to control in Hostinfo.
-const Version = "0.1.0"
-
 // Node is a tailnet node. Create one with New, connect it with Start and
 // stop it with Close. Its methods are safe for concurrent use.
 type Node struct {
@@ -188,7 +185,7 @@ func (n *Node) notifyPeers() {
 
 func (n *Node) hostinfo() *tailcfg.Hostinfo {
 	return &tailcfg.Hostinfo{
-		IPNVersion:  Version + "-microlink",
+		IPNVersion:  VersionString(),
 		OS:          runtime.GOOS,
 		App:         "microlink",
 		Hostname:    n.cfg.Hostname,
@@ -196,6 +193,7 @@ func (n *Node) hostinfo() *tailcfg.Hostinfo {
 		GoVersion:   runtime.Version(),
 		RequestTags: n.cfg.Tags,
 		Userspace:   tailcfg.NewOptBool(true),
+		ShieldsUp:   n.cfg.ShieldsUp,
 	}
 }
 
