@@ -21,8 +21,11 @@ import (
 // The local API: HTTP over a unix socket, spoken between "microlink up" and
 // the other commands.
 //
-//	GET  /status                      → statusJSON
+//	GET  /status                      → statusJSON (tailscale's names)
 //	POST /ping?target=NAME|IP&type=disco|TSMP|ICMP → pingJSON
+//	GET  /whois?addr=IP[:PORT]        → whoisJSON
+//	POST /netcheck                    → netcheckJSON
+//	POST /up, /down                   → 204: join the tailnet again, leave it
 //	POST /logout                      → 204
 //	POST /rebind                      → 204
 
@@ -42,41 +45,6 @@ func socketPath(socket, statedir string) (string, error) {
 	return filepath.Join(statedir, socketName), nil
 }
 
-type statusJSON struct {
-	State   string `json:"state"`
-	AuthURL string `json:"authURL,omitempty"`
-	// Error is the last control error while the node retries.
-	Error string `json:"error,omitempty"`
-	// Health lists control's health messages and the node key's expiry
-	// warning.
-	Health []string        `json:"health,omitempty"`
-	Self   selfJSON        `json:"self"`
-	Peers  []peerJSON      `json:"peers"`
-	Stats  microlink.Stats `json:"stats"`
-}
-
-type selfJSON struct {
-	Name      string   `json:"name"`
-	Addresses []string `json:"addresses"`
-	NodeKey   string   `json:"nodeKey,omitempty"`
-	KeyExpiry string   `json:"keyExpiry,omitempty"` // RFC 3339, control's clock; absent: never or unknown
-}
-
-type peerJSON struct {
-	Name       string   `json:"name"`
-	FQDN       string   `json:"fqdn,omitempty"`
-	Addresses  []string `json:"addresses"`
-	OS         string   `json:"os,omitempty"`
-	Online     bool     `json:"online"`
-	Expired    bool     `json:"expired,omitempty"`
-	Path       string   `json:"path,omitempty"`
-	Endpoint   string   `json:"endpoint,omitempty"`
-	DERPRegion int      `json:"derpRegion,omitempty"`
-	LatencyMS  float64  `json:"latencyMs,omitempty"`
-	RxBytes    uint64   `json:"rxBytes"`
-	TxBytes    uint64   `json:"txBytes"`
-}
-
 type pingJSON struct {
 	Type       string  `json:"type"`
 	Peer       string  `json:"peer"`
@@ -87,34 +55,6 @@ type pingJSON struct {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func statusOf(n *microlink.Node) statusJSON {
-	st := n.Status()
-	out := statusJSON{State: st.State.String(), AuthURL: st.AuthURL, Health: st.Health, Stats: n.Stats()}
-	if st.Err != nil {
-		out.Error = st.Err.Error()
-	}
-	out.Self.Name = st.Hostname
-	out.Self.NodeKey = st.NodeKey
-	if !st.KeyExpiry.IsZero() {
-		out.Self.KeyExpiry = st.KeyExpiry.UTC().Format(time.RFC3339)
-	}
-	for _, a := range st.Addresses {
-		out.Self.Addresses = append(out.Self.Addresses, a.String())
-	}
-	for _, p := range n.Peers() {
-		pj := peerJSON{Name: p.Name, FQDN: p.FQDN, OS: p.OS, Online: p.Online, Expired: p.Expired,
-			Path: p.Path, DERPRegion: p.DERPRegion, LatencyMS: ms(p.Latency), RxBytes: p.RxBytes, TxBytes: p.TxBytes}
-		if p.Endpoint.IsValid() {
-			pj.Endpoint = p.Endpoint.String()
-		}
-		for _, a := range p.Addresses {
-			pj.Addresses = append(pj.Addresses, a.String())
-		}
-		out.Peers = append(out.Peers, pj)
-	}
-	return out
-}
 
 func parsePingType(s string) (microlink.PingType, error) {
 	switch s {
@@ -134,12 +74,20 @@ type apiRoute struct {
 	serve  func(ctx context.Context, q url.Values) h1.Reply
 }
 
-// localAPI returns the local API for node n. logout and rebind do the
-// work of POST /logout and POST /rebind.
-func localAPI(n *microlink.Node, logout, rebind func() error) h1.Handler {
+// backend is what the local API drives: the daemon, or a stub in tests.
+type backend interface {
+	node() *microlink.Node
+	up() error
+	down() error
+	logout() error
+	rebind() error
+}
+
+// localAPI returns the local API of b.
+func localAPI(b backend) h1.Handler {
 	routes := map[string]apiRoute{
 		"/status": {"GET", func(ctx context.Context, q url.Values) h1.Reply {
-			return jsonResponse(statusOf(n))
+			return jsonResponse(statusOf(b.node()))
 		}},
 		"/ping": {"POST", func(ctx context.Context, q url.Values) h1.Reply {
 			typ, err := parsePingType(q.Get("type"))
@@ -154,7 +102,7 @@ func localAPI(n *microlink.Node, logout, rebind func() error) h1.Handler {
 			}
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			res, err := n.Ping(ctx, q.Get("target"), typ)
+			res, err := b.node().Ping(ctx, q.Get("target"), typ)
 			if err != nil {
 				return h1.TextReply(502, err.Error())
 			}
@@ -164,18 +112,26 @@ func localAPI(n *microlink.Node, logout, rebind func() error) h1.Handler {
 			}
 			return jsonResponse(pj)
 		}},
-		"/logout": {"POST", func(ctx context.Context, q url.Values) h1.Reply {
-			if err := logout(); err != nil {
+		"/whois": {"GET", func(ctx context.Context, q url.Values) h1.Reply {
+			w, err := b.node().WhoIs(q.Get("addr"))
+			if err != nil {
+				return h1.TextReply(404, err.Error())
+			}
+			return jsonResponse(whoisOf(w))
+		}},
+		"/netcheck": {"POST", func(ctx context.Context, q url.Values) h1.Reply {
+			ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			r, err := b.node().Netcheck(ctx)
+			if err != nil {
 				return h1.TextReply(502, err.Error())
 			}
-			return h1.Reply{Status: 204}
+			return jsonResponse(netcheckOf(r))
 		}},
-		"/rebind": {"POST", func(ctx context.Context, q url.Values) h1.Reply {
-			if err := rebind(); err != nil {
-				return h1.TextReply(500, err.Error())
-			}
-			return h1.Reply{Status: 204}
-		}},
+		"/up":     {"POST", action(b.up, 500)},
+		"/down":   {"POST", action(b.down, 500)},
+		"/logout": {"POST", action(b.logout, 502)},
+		"/rebind": {"POST", action(b.rebind, 500)},
 	}
 	return func(ctx context.Context, req *h1.Request) h1.Reply {
 		r, ok := routes[req.URL.Path]
@@ -192,6 +148,17 @@ func localAPI(n *microlink.Node, logout, rebind func() error) h1.Handler {
 			return res
 		}
 		return r.serve(ctx, req.URL.Query())
+	}
+}
+
+// action is a route that runs f and answers 204, or failStatus and f's
+// error.
+func action(f func() error, failStatus int) func(context.Context, url.Values) h1.Reply {
+	return func(context.Context, url.Values) h1.Reply {
+		if err := f(); err != nil {
+			return h1.TextReply(failStatus, err.Error())
+		}
+		return h1.Reply{Status: 204}
 	}
 }
 

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/microlink-go/microlink/internal/proxy"
+)
+
+// socksFlag is --socks5-server: [USER:PASS@]ADDR:PORT.
+type socksFlag struct {
+	user, pass, addr string
+}
+
+func parseSOCKSFlag(s string) (socksFlag, error) {
+	if s == "" {
+		return socksFlag{}, nil
+	}
+	var f socksFlag
+	if cred, addr, ok := strings.Cut(s, "@"); ok {
+		user, pass, ok := strings.Cut(cred, ":")
+		if !ok || user == "" || len(user) > 255 || len(pass) > 255 {
+			return f, errors.New("credentials must be USER:PASS@ADDR:PORT")
+		}
+		f.user, f.pass, s = user, pass, addr
+	}
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		return f, fmt.Errorf("want [USER:PASS@]ADDR:PORT: %v", err)
+	}
+	f.addr = s
+	return f, nil
+}
+
+// services are the daemon's servers for the host.
+type services struct {
+	socks                          socksFlag
+	socksAddr                      string
+	httpProxy, webListen, webToken string
+	stateDir                       string
+}
+
+// startServices starts the proxies and the status page that s asks for
+// and returns a function that stops them.
+func startServices(d *daemon, s services) (stop func(), err error) {
+	var closers []func() error
+	stop = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	if s.socks.addr != "" {
+		ln, err := net.Listen("tcp", s.socks.addr)
+		if err != nil {
+			return stop, fmt.Errorf("--socks5-server: %w", err)
+		}
+		srv := proxy.ServeSOCKS5(ln, proxy.SOCKS5Config{Dial: d.Dial, Username: s.socks.user, Password: s.socks.pass, Logger: d.logger.With("component", "socks5")})
+		closers = append(closers, srv.Close)
+		d.logger.Info("SOCKS5 proxy listening", "addr", ln.Addr().String(), "auth", s.socks.user != "")
+	}
+	if s.httpProxy != "" {
+		ln, err := net.Listen("tcp", s.httpProxy)
+		if err != nil {
+			return stop, fmt.Errorf("--outbound-http-proxy-listen: %w", err)
+		}
+		srv := proxy.ServeHTTP(ln, proxy.HTTPConfig{Dial: d.Dial, Logger: d.logger.With("component", "http-proxy")})
+		closers = append(closers, srv.Close)
+		d.logger.Info("HTTP proxy listening", "addr", ln.Addr().String())
+	}
+	return stop, nil
+}
