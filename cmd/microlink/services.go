@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/microlink-go/microlink/internal/proxy"
+	"github.com/microlink-go/microlink/internal/web"
 )
 
 // socksFlag is --socks5-server: [USER:PASS@]ADDR:PORT.
@@ -73,5 +76,37 @@ func startServices(d *daemon, s services) (stop func(), err error) {
 		closers = append(closers, srv.Close)
 		d.logger.Info("HTTP proxy listening", "addr", ln.Addr().String())
 	}
+	if s.webListen != "" {
+		token, err := webToken(s.webToken, s.stateDir)
+		if err != nil {
+			return stop, err
+		}
+		ln, err := web.Listen(s.webListen, token)
+		if err != nil {
+			return stop, fmt.Errorf("--web-listen: %w", err)
+		}
+		srv := web.Serve(ln, web.Options{Node: d.node, Token: token})
+		closers = append(closers, srv.Close)
+		d.logger.Info("status page listening", "url", "http://"+ln.Addr().String()+"/", "token", token != "")
+	}
 	return stop, nil
+}
+
+// webTokenFile is the status page's token file in the state directory.
+const webTokenFile = "web-token"
+
+// webToken returns the --web-token flag, or the token file's first line.
+func webToken(flagValue, stateDir string) (string, error) {
+	if flagValue != "" || stateDir == "" {
+		return flagValue, nil
+	}
+	b, err := os.ReadFile(filepath.Join(stateDir, webTokenFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("web token: %w", err)
+	}
+	tok, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSpace(tok), nil
 }
