@@ -57,17 +57,7 @@ func (n *Node) updateDNS() {
 
 func (n *Node) dnsExchange(ctx context.Context, server netip.AddrPort, query []byte, tcp bool) ([]byte, error) {
 	if _, ok := n.nm.PeerForDst(server.Addr()); !ok {
-		var d net.Dialer
-		network := "udp"
-		if tcp {
-			network = "tcp"
-		}
-		c, err := d.DialContext(ctx, network, server.String())
-		if err != nil {
-			return nil, err
-		}
-		defer c.Close()
-		return dns.ExchangeConn(ctx, c, query, tcp)
+		return dns.HostExchange(ctx, server, query, tcp)
 	}
 	network := "udp"
 	if tcp {

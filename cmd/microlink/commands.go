@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -198,18 +197,16 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	path, err := socketPath(*socket, *statedir)
+	c, err := daemonClient(*socket, *statedir)
 	if err != nil {
 		return err
 	}
 	var st statusJSON
-	if err := newClient(path).do("GET", "/status", &st); err != nil {
+	if err := c.do("GET", "/status", &st); err != nil {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return printJSON(stdout, st)
 	}
 	printStatus(stdout, st)
 	return nil
@@ -244,11 +241,10 @@ func runPing(args []string, stdout, stderr io.Writer) error {
 	} else if *icmp {
 		typ = "ICMP"
 	}
-	path, err := socketPath(*socket, *statedir)
+	c, err := daemonClient(*socket, *statedir)
 	if err != nil {
 		return err
 	}
-	c := newClient(path)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ok := 0
@@ -293,11 +289,11 @@ func runLogout(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	path, err := socketPath(*socket, *statedir)
+	c, err := daemonClient(*socket, *statedir)
 	if err != nil {
 		return err
 	}
-	if err := newClient(path).do("POST", "/logout", nil); err != nil {
+	if err := c.do("POST", "/logout", nil); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "logged out: the node's key is expired and its identity removed")

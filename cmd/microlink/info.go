@@ -80,11 +80,11 @@ func runDown(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	path, err := socketPath(*socket, *statedir)
+	c, err := daemonClient(*socket, *statedir)
 	if err != nil {
 		return err
 	}
-	if err := newClient(path).do("POST", "/down", nil); err != nil {
+	if err := c.do("POST", "/down", nil); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "microlink is down: disconnected from the tailnet ('microlink up' reconnects)")
@@ -107,12 +107,12 @@ func runIP(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "microlink ip: at most one peer")
 		return errUsage
 	}
-	path, err := socketPath(*socket, *statedir)
+	c, err := daemonClient(*socket, *statedir)
 	if err != nil {
 		return err
 	}
 	var st statusJSON
-	if err := newClient(path).do("GET", "/status", &st); err != nil {
+	if err := c.do("GET", "/status", &st); err != nil {
 		return err
 	}
 	ips := st.TailscaleIPs
@@ -165,18 +165,16 @@ func runWhois(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "microlink whois: want exactly one IP or IP:PORT")
 		return errUsage
 	}
-	path, err := socketPath(*socket, *statedir)
+	c, err := daemonClient(*socket, *statedir)
 	if err != nil {
 		return err
 	}
 	var w whoisJSON
-	if err := newClient(path).do("GET", "/whois?addr="+url.QueryEscape(fs.Arg(0)), &w); err != nil {
+	if err := c.do("GET", "/whois?addr="+url.QueryEscape(fs.Arg(0)), &w); err != nil {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(w)
+		return printJSON(stdout, w)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 1, ' ', 0)
 	fmt.Fprintln(tw, "Machine:")
@@ -201,18 +199,16 @@ func runNetcheck(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	path, err := socketPath(*socket, *statedir)
+	c, err := daemonClient(*socket, *statedir)
 	if err != nil {
 		return err
 	}
 	var r netcheckJSON
-	if err := newClient(path).do("POST", "/netcheck", &r); err != nil {
+	if err := c.do("POST", "/netcheck", &r); err != nil {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		return printJSON(stdout, r)
 	}
 	printNetcheck(stdout, r)
 	return nil
@@ -255,4 +251,21 @@ func printNetcheck(w io.Writer, r netcheckJSON) {
 		}
 		fmt.Fprintf(w, "\t\t- %s: %.1fms (%s)\n", code, rl.LatencyMS, rl.Name)
 	}
+}
+
+// daemonClient returns a client of the daemon found by --socket or
+// --statedir.
+func daemonClient(socket, statedir string) (*client, error) {
+	path, err := socketPath(socket, statedir)
+	if err != nil {
+		return nil, err
+	}
+	return newClient(path), nil
+}
+
+// printJSON writes v as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

@@ -65,8 +65,8 @@ func validAnswer(b []byte, qq *query) bool {
 	return err == nil && q.Type == qq.q.Type && strings.EqualFold(q.Name.String(), qq.q.Name.String())
 }
 
-// hostExchange sends a query over the host's network.
-func hostExchange(ctx context.Context, server netip.AddrPort, query []byte, tcp bool) ([]byte, error) {
+// HostExchange sends a query over the host's network.
+func HostExchange(ctx context.Context, server netip.AddrPort, query []byte, tcp bool) ([]byte, error) {
 	var d net.Dialer
 	network := "udp"
 	if tcp {

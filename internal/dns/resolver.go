@@ -58,7 +58,7 @@ type Resolver struct {
 func New(opts Options) *Resolver {
 	r := &Resolver{exchange: opts.Exchange, host: opts.HostResolvers, logger: opts.Logger}
 	if r.exchange == nil {
-		r.exchange = hostExchange
+		r.exchange = HostExchange
 	}
 	if r.logger == nil {
 		r.logger = slog.New(slog.DiscardHandler)
