@@ -67,6 +67,16 @@ func (n *Node) WhoIs(addr string) (WhoIsResult, error) {
 	return WhoIsResult{}, fmt.Errorf("microlink: whois: no node has the address %v", ip)
 }
 
+// UserProfile returns the profile of a tailnet user by ID (Peer.UserID),
+// as the netmap has it.
+func (n *Node) UserProfile(id int64) (UserProfile, bool) {
+	up, ok := n.nm.UserProfile(tailcfg.UserID(id))
+	if !ok {
+		return UserProfile{}, false
+	}
+	return UserProfile{ID: int64(up.ID), LoginName: up.LoginName, DisplayName: up.DisplayName}, true
+}
+
 func (n *Node) userProfile(id tailcfg.UserID) UserProfile {
 	up, ok := n.nm.UserProfile(id)
 	if !ok {

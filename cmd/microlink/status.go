@@ -170,9 +170,9 @@ func statusOf(n *microlink.Node) statusJSON {
 			ps.CurAddr = p.Endpoint.String()
 		}
 		out.Peer[p.NodeKey] = ps
-		if p.UserID != 0 {
-			if w, err := n.WhoIs(p.Addresses[0].String()); err == nil && w.User.LoginName != "" {
-				out.User[strconv.FormatInt(p.UserID, 10)] = userJSON(w.User)
+		if uid := strconv.FormatInt(p.UserID, 10); p.UserID != 0 && out.User[uid].ID == 0 {
+			if up, ok := n.UserProfile(p.UserID); ok {
+				out.User[uid] = userJSON(up)
 			}
 		}
 	}

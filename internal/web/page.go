@@ -3,7 +3,6 @@ package web
 import (
 	"bytes"
 	"fmt"
-	"html"
 	"strings"
 	"time"
 
@@ -18,7 +17,7 @@ func page(n *microlink.Node, refresh time.Duration, now time.Time) []byte {
 	stats := n.Stats()
 	peers := n.Peers()
 	codes := n.DERPRegionCodes()
-	esc := html.EscapeString
+	esc := htmlEscaper.Replace
 	name := st.Hostname
 	if st.FQDN != "" {
 		name = st.FQDN
@@ -121,3 +120,7 @@ func bytesStr(n uint64) string {
 	}
 	return fmt.Sprintf("%d B", n)
 }
+
+// htmlEscaper escapes text for HTML elements and attribute values (the
+// html package would link its table of entities).
+var htmlEscaper = strings.NewReplacer(`&`, "&amp;", `'`, "&#39;", `<`, "&lt;", `>`, "&gt;", `"`, "&#34;")
