@@ -66,6 +66,9 @@ func startServices(d *daemon, s services) (stop func(), err error) {
 		srv := proxy.ServeSOCKS5(ln, proxy.SOCKS5Config{Dial: d.Dial, Username: s.socks.user, Password: s.socks.pass, Logger: d.logger.With("component", "socks5")})
 		closers = append(closers, srv.Close)
 		d.logger.Info("SOCKS5 proxy listening", "addr", ln.Addr().String(), "auth", s.socks.user != "")
+		if s.socks.user == "" {
+			warnOpen(d, ln, "SOCKS5 proxy (give it USER:PASS@)")
+		}
 	}
 	if s.httpProxy != "" {
 		ln, err := net.Listen("tcp", s.httpProxy)
@@ -75,6 +78,7 @@ func startServices(d *daemon, s services) (stop func(), err error) {
 		srv := proxy.ServeHTTP(ln, proxy.HTTPConfig{Dial: d.Dial, Logger: d.logger.With("component", "http-proxy")})
 		closers = append(closers, srv.Close)
 		d.logger.Info("HTTP proxy listening", "addr", ln.Addr().String())
+		warnOpen(d, ln, "HTTP proxy")
 	}
 	if s.webListen != "" {
 		token, err := webToken(s.webToken, s.stateDir)
@@ -90,6 +94,14 @@ func startServices(d *daemon, s services) (stop func(), err error) {
 		d.logger.Info("status page listening", "url", "http://"+ln.Addr().String()+"/", "token", token != "")
 	}
 	return stop, nil
+}
+
+// warnOpen warns when a proxy without authentication listens beyond
+// loopback: whoever reaches it reaches the tailnet as this node.
+func warnOpen(d *daemon, ln net.Listener, what string) {
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
+		d.logger.Warn("the "+what+" listens beyond loopback without authentication: anyone who reaches it uses the tailnet as this node", "addr", a.String())
+	}
 }
 
 // webTokenFile is the status page's token file in the state directory.
