@@ -249,6 +249,44 @@ else
 	fi
 fi
 
+# --- 5b. what the device agent adds --------------------------------------------
+# MagicDNS, the proxies, the status page, WhoIs and the new commands (issue
+# #14) came after $agentbase. Their goal: at most 0.5 MiB more stripped
+# binary, and idle RSS within 0.5 MiB, with the status page and proxies off.
+agentbase=d0f5513
+if [ "$mode" = full ] && [ -x "$bin/microlink-amd64" ] && git cat-file -e "$agentbase^{commit}" 2>/dev/null; then
+	log "what the device agent adds, against $agentbase"
+	agenttree=$(mktemp -d)
+	git archive "$agentbase" | tar -x -C "$agenttree"
+	if (cd "$agenttree" && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags='-s -w' -o "$bin/microlink-agentbase" ./cmd/microlink) 2>"$results/agent.log"; then
+		# Median VmRSS, RssAnon and RssFile (MB) of three idle runs with one
+		# peer, each binary driven by the benchmark of its own tree.
+		idle_rss() {
+			local out
+			out=$(cd "$2/interop" && MICROLINK_BIN=$1 MICROLINK_TS_BIN=${tsbin:-} go test -run '^$' -bench 'BenchmarkNodeIdle/peers=1$/impl=microlink' -benchtime=1x -count=3 ./bench 2>>"$results/agent.log") || return 1
+			median() { awk -v u="$1" '{ for (i = 1; i < NF; i++) if ($(i+1) == u) print $i }' <<<"$out" | sort -n | awk '{ v[NR] = $1 } END { if (NR < 3) exit 1; print v[2] }'; }
+			echo "$(median rss-MB) $(median anon-MB) $(median file-MB)"
+		}
+		if before=$(idle_rss "$bin/microlink-agentbase" "$agenttree") && after=$(idle_rss "$bin/microlink-amd64" "$root"); then
+			read -r rb ab fb <<<"$before"
+			read -r ra aa fa <<<"$after"
+		fi
+		sb=$(stat -c %s "$bin/microlink-agentbase") sa=$(stat -c %s "$bin/microlink-amd64")
+		awk -v sb="$sb" -v sa="$sa" -v base="$agentbase" -v rb="${rb:-}" -v ra="${ra:-}" -v ab="${ab:-}" -v aa="${aa:-}" -v fb="${fb:-}" -v fa="${fa:-}" 'BEGIN {
+			mib = 1048576; d = (sa - sb) / mib
+			printf "**The device agent** (MagicDNS, the SOCKS5 and HTTP proxies, the status page and /metrics, WhoIs and the commands of issue #14) adds %.2f MiB to the stripped linux/amd64 binary: %.2f MiB at %s, before it, and %.2f MiB now. Goal ≤ 0.5 MiB: %s.", d, sb / mib, base, sa / mib, (d <= 0.5 ? "met" : "**missed**")
+			if (rb != "") {
+				dr = (ra - rb) * 1e6 / mib; da = (aa - ab) * 1e6 / mib; df = (fa - fb) * 1e6 / mib
+				printf " Idle with one peer, proxies and status page off (median of three runs of BenchmarkNodeIdle, each binary with its own tree'"'"'s benchmark): VmRSS %.2f → %.2f MB (%+.2f MiB), of which private memory (RssAnon) %.2f → %.2f MB (%+.2f MiB) and the binary'"'"'s mapped pages (RssFile) %.2f → %.2f MB (%+.2f MiB). Goal within 0.5 MiB: %s.", rb, ra, dr, ab, aa, da, fb, fa, df, ((dr <= 0.5 && dr >= -0.5) ? "met" : ((da <= 0.5 && da >= -0.5) ? "**missed** for VmRSS (the larger binary'"'"'s pages), met for private memory" : "**missed**"))
+			}
+			print ""
+		}' >>"$results/sizes.notes"
+	else
+		fail "building cmd/microlink at $agentbase failed"
+	fi
+	rm -rf "$agenttree"
+fi
+
 # --- 6. path failover ---------------------------------------------------------
 log "path failover through NATs"
 if [ "$(id -u)" != 0 ]; then
