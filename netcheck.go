@@ -54,6 +54,8 @@ func (n *Node) Netcheck(ctx context.Context) (NetcheckReport, error) {
 		}
 		out.Regions = append(out.Regions, rl)
 	}
-	slices.SortFunc(out.Regions, func(a, b RegionLatency) int { return cmp.Or(cmp.Compare(a.Latency, b.Latency), cmp.Compare(a.ID, b.ID)) })
+	slices.SortFunc(out.Regions, func(a, b RegionLatency) int {
+		return cmp.Or(cmp.Compare(a.Latency, b.Latency), cmp.Compare(a.ID, b.ID))
+	})
 	return out, nil
 }
