@@ -244,6 +244,20 @@ func TestDaemon(t *testing.T) {
 				t.Errorf("%s %v: UDP %q, TCP %q, want %q", tc.name, tc.typ, udp, tcp, tc.want)
 			}
 		}
+		// Peers cannot use the resolver: a query to the node's tailnet
+		// address from the real peer gets no DNS answer.
+		pc, err := net.Dial("udp", net.JoinHostPort(mlIP, "53"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 3; i++ {
+			pc.Write(dnsQuery(t, 9, "real-peer.", dnsmessage.TypeA))
+		}
+		pc.SetReadDeadline(time.Now().Add(time.Second))
+		if n, err := pc.Read(make([]byte, 512)); err == nil {
+			t.Errorf("a peer got a %d-byte answer from the node's port 53", n)
+		}
+		pc.Close()
 		got := map[string]bool{}
 		for len(w.dnsCorp.queries) > 0 {
 			got["corp "+<-w.dnsCorp.queries] = true
