@@ -21,7 +21,7 @@ type UserProfile struct {
 // connection by its remote address.
 type WhoIsResult struct {
 	Self bool // the address is this node's own
-	Node Peer // the node; for Self only the names, addresses and key are set
+	Node Peer // the node; for Self only the names, IDs, addresses, tags and key are set
 	User UserProfile
 	Tags []string // ACL tags; a tagged node is owned by its tags, not its user
 }
@@ -54,6 +54,10 @@ func (n *Node) WhoIs(addr string) (WhoIsResult, error) {
 		res.Node = Peer{
 			Name:     firstLabelOf(self.Name, n.cfg.Hostname),
 			FQDN:     strings.TrimSuffix(self.Name, "."),
+			Hostname: n.cfg.Hostname,
+			StableID: self.StableID,
+			UserID:   int64(self.User),
+			Tags:     slices.Clone(self.Tags),
 			NodeKey:  self.Key.String(),
 			HomeDERP: self.HomeDERP,
 			Online:   true,

@@ -14,7 +14,7 @@ import (
 func TestWhoIs(t *testing.T) {
 	n, _ := offlineNode(t)
 	n.onMapResponse(&tailcfg.MapResponse{
-		Node: &tailcfg.Node{ID: 1, Name: "me.example.ts.net.", User: 7, Key: n.ident.NodeKey.NodePublic(), Tags: []string{"tag:router"},
+		Node: &tailcfg.Node{ID: 1, StableID: "nSELF", Name: "me.example.ts.net.", User: 7, Key: n.ident.NodeKey.NodePublic(), Tags: []string{"tag:router"},
 			Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32"), netip.MustParsePrefix("fd7a:115c:a1e0::1/128")}, MachineAuthorized: true},
 		Peers: []*tailcfg.Node{
 			{ID: 2, Name: "laptop.example.ts.net.", User: 8, Key: key.NewPrivate().NodePublic(), DiscoKey: key.NewPrivate().DiscoPublic(),
@@ -50,6 +50,9 @@ func TestWhoIs(t *testing.T) {
 	}
 	if w, _ := n.WhoIs("100.64.0.2"); w.User.DisplayName != "Alice" || w.User.ID != 8 || w.Node.OS != "linux" || len(w.Node.Addresses) != 2 {
 		t.Errorf("laptop: %+v", w)
+	}
+	if w, _ := n.WhoIs("100.64.0.1"); w.Node.StableID != "nSELF" || w.Node.UserID != 7 {
+		t.Errorf("self: %+v", w.Node)
 	}
 	if w, _ := n.WhoIs("100.64.0.3"); w.User.ID != 9 {
 		t.Errorf("unknown profile: %+v", w.User)
