@@ -2,6 +2,7 @@ package microlink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,7 +16,8 @@ import (
 // be an IP address, a MagicDNS name (short or full), one of the netmap's
 // extra records, or another name, which the node's resolver looks up
 // through the tailnet's DNS configuration. The resolver itself answers at
-// 100.100.100.100:53 (and [fd7a:115c:a1e0::53]:53), over UDP and TCP.
+// 100.100.100.100:53 (and [fd7a:115c:a1e0::53]:53), over UDP and TCP. An
+// address no peer carries fails at once with ErrNoRoute.
 func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
@@ -57,6 +59,10 @@ func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	return nil, lastErr
 }
 
+// ErrNoRoute is the error of a Dial to an address that no peer of the
+// tailnet carries: not a node's address, nor in a route control gave.
+var ErrNoRoute = errors.New("microlink: no route to the address in the tailnet")
+
 // LookupHost returns the addresses of host as Dial finds them: an IP
 // address, a MagicDNS name, an extra record, or a name the tailnet's DNS
 // configuration resolves. IPv4 addresses come first.
@@ -74,6 +80,9 @@ func (n *Node) dialAddr(ctx context.Context, network string, dst netip.AddrPort)
 	if err != nil {
 		return nil, err
 	}
+	if !data.wg.HasRoute(dst.Addr()) {
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: netAddr(network, dst), Err: ErrNoRoute}
+	}
 	if network[0] == 't' {
 		c, err := data.stack.DialTCP(ctx, dst)
 		if err != nil {
@@ -86,4 +95,11 @@ func (n *Node) dialAddr(ctx context.Context, network string, dst netip.AddrPort)
 		return nil, err
 	}
 	return &connectedUDP{c: c, remote: dst}, nil
+}
+
+func netAddr(network string, ap netip.AddrPort) net.Addr {
+	if network[0] == 't' {
+		return net.TCPAddrFromAddrPort(ap)
+	}
+	return net.UDPAddrFromAddrPort(ap)
 }

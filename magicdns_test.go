@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -111,6 +112,13 @@ func TestQuad100(t *testing.T) {
 	}
 	if _, err := n.Dial(ctx, "unix", "x:1"); err == nil {
 		t.Error("unix network accepted")
+	}
+	// An address no peer carries fails at once.
+	start := time.Now()
+	for _, network := range []string{"tcp", "udp"} {
+		if _, err := n.Dial(ctx, network, "192.0.2.1:80"); !errors.Is(err, ErrNoRoute) || time.Since(start) > time.Second {
+			t.Errorf("%s dial outside the tailnet: %v after %v", network, err, time.Since(start))
+		}
 	}
 }
 

@@ -118,13 +118,40 @@ func (d *daemon) rebind() error {
 	return nil
 }
 
-// Dial dials through the current node, for the proxies.
+// Dial dials for the proxies, as tailscaled's userspace proxies do:
+// names resolve through the node (MagicDNS, then the tailnet's DNS
+// configuration), addresses the tailnet carries are reached through it,
+// and others through the host's own network.
 func (d *daemon) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	n := d.node()
 	if n.State() == microlink.Stopped {
 		return nil, errDown
 	}
-	return n.Dial(ctx, network, addr)
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	ips, err := n.LookupHost(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for _, ip := range ips {
+		target := net.JoinHostPort(ip.String(), port)
+		c, err := n.Dial(ctx, network, target)
+		if errors.Is(err, microlink.ErrNoRoute) {
+			var nd net.Dialer
+			c, err = nd.DialContext(ctx, network, target)
+		}
+		if err == nil {
+			return c, nil
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, lastErr
 }
 
 // close stops the node and waits for background starts.

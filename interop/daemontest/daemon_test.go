@@ -212,6 +212,20 @@ func TestDaemon(t *testing.T) {
 				t.Errorf("%s: %v\n%s", tc.name, err, out)
 			}
 		}
+		// Addresses outside the tailnet are reached through the host's
+		// network, as with tailscaled's proxies.
+		hostLn, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hostSrv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { io.WriteString(rw, "host service\n") })}
+		go hostSrv.Serve(hostLn)
+		defer hostSrv.Close()
+		for _, args := range [][]string{{"--socks5-hostname", socks}, {"--proxy", "http://" + httpProxy}} {
+			if out, err := curl(t, append(args, "http://"+hostLn.Addr().String()+"/")...); err != nil || out != "host service\n" {
+				t.Errorf("%v to a host address: %v %q", args, err, out)
+			}
+		}
 		// A name nobody knows fails cleanly.
 		if out, err := curl(t, "--socks5-hostname", socks, "http://nobody."+magicDomain+":8081/"); err == nil {
 			t.Errorf("unknown name through SOCKS5: %s", out)
