@@ -1,11 +1,9 @@
 package microlink
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
-	"slices"
 	"time"
 )
 
@@ -54,8 +52,13 @@ func (n *Node) Netcheck(ctx context.Context) (NetcheckReport, error) {
 		}
 		out.Regions = append(out.Regions, rl)
 	}
-	slices.SortFunc(out.Regions, func(a, b RegionLatency) int {
-		return cmp.Or(cmp.Compare(a.Latency, b.Latency), cmp.Compare(a.ID, b.ID))
-	})
+	// An insertion sort: a netmap has few regions, and a generic sort of
+	// this struct type would add 20 KB of code.
+	rs := out.Regions
+	for i := 1; i < len(rs); i++ {
+		for j := i; j > 0 && (rs[j].Latency < rs[j-1].Latency || rs[j].Latency == rs[j-1].Latency && rs[j].ID < rs[j-1].ID); j-- {
+			rs[j], rs[j-1] = rs[j-1], rs[j]
+		}
+	}
 	return out, nil
 }

@@ -173,3 +173,12 @@ func TestServe(t *testing.T) {
 		}
 	}
 }
+
+func TestEscapes(t *testing.T) {
+	if got := escLabel("a\\b\"c\nd"); got != `a\\b\"c\nd` {
+		t.Errorf("escLabel: %q", got)
+	}
+	if got := escapeHTML(`<a href="x">O'Brien & co</a>`); got != "&lt;a href=&#34;x&#34;&gt;O&#39;Brien &amp; co&lt;/a&gt;" {
+		t.Errorf("escapeHTML: %q", got)
+	}
+}
