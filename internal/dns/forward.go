@@ -24,7 +24,6 @@ func (r *Resolver) forward(ctx context.Context, servers []netip.AddrPort, qq *qu
 		if IsResolver(s.Addr()) {
 			continue // ourselves: a loop
 		}
-		r.forwarded.Add(1)
 		tctx, tcancel := context.WithTimeout(ctx, forwardTimeout)
 		resp, err := r.exchange(tctx, s, qq.rawQuery, tcp)
 		tcancel()
@@ -170,7 +169,7 @@ func (r *Resolver) resolvConf() []netip.AddrPort {
 		return r.hostList
 	}
 	r.hostAt = time.Now()
-	b, err := os.ReadFile(ResolvConfPath)
+	b, err := os.ReadFile(resolvConfPath)
 	if err != nil {
 		r.hostList = nil
 		return nil
@@ -179,8 +178,8 @@ func (r *Resolver) resolvConf() []netip.AddrPort {
 	return r.hostList
 }
 
-// ResolvConfPath is the host's resolver configuration.
-var ResolvConfPath = "/etc/resolv.conf"
+// resolvConfPath is the host's resolver configuration.
+const resolvConfPath = "/etc/resolv.conf"
 
 // ParseResolvConf returns the nameservers of a resolv.conf, leaving out
 // the MagicDNS resolver's own addresses.

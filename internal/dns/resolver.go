@@ -46,8 +46,6 @@ type Resolver struct {
 	logger   *slog.Logger
 	cfg      atomic.Pointer[Config]
 
-	queries, forwarded, failed atomic.Uint64
-
 	hostMu   sync.Mutex
 	hostAt   time.Time
 	hostList []netip.AddrPort
@@ -72,18 +70,6 @@ func New(opts Options) *Resolver {
 
 // SetConfig replaces the resolver's configuration.
 func (r *Resolver) SetConfig(c Config) { r.cfg.Store(&c) }
-
-// Stats are a resolver's counters.
-type Stats struct {
-	Queries   uint64 // queries answered or dropped
-	Forwarded uint64 // queries sent upstream
-	Failed    uint64 // queries answered SERVFAIL for want of an upstream answer
-}
-
-// Stats returns the resolver's counters.
-func (r *Resolver) Stats() Stats {
-	return Stats{Queries: r.queries.Load(), Forwarded: r.forwarded.Load(), Failed: r.failed.Load()}
-}
 
 // query is a parsed question.
 type query struct {
@@ -159,7 +145,6 @@ func parseQuery(b []byte) (query, dnsmessage.RCode, error) {
 // the answer's size. It returns nil when the message gets no answer (it
 // is no query, or not even its header could be read).
 func (r *Resolver) Respond(ctx context.Context, msg []byte, tcp bool) []byte {
-	r.queries.Add(1)
 	qq, rcode, err := parseQuery(msg)
 	if err == errNoHeader {
 		return nil
@@ -184,7 +169,6 @@ func (r *Resolver) Respond(ctx context.Context, msg []byte, tcp bool) []byte {
 	}
 	resp := r.forward(ctx, servers, &qq, tcp)
 	if resp == nil {
-		r.failed.Add(1)
 		return r.reply(&qq, dnsmessage.RCodeServerFailure, nil, maxSize)
 	}
 	if len(resp) > maxSize {

@@ -305,9 +305,6 @@ func TestForwarding(t *testing.T) {
 	if a.hdr.RCode != dnsmessage.RCodeServerFailure || time.Since(start) > 2*queryTimeout {
 		t.Errorf("dead upstream: %v after %v", a.hdr.RCode, time.Since(start))
 	}
-	if r.Stats().Failed != 1 {
-		t.Errorf("stats %+v", r.Stats())
-	}
 }
 
 // TestTruncation: an answer too big for UDP has TC set and no records; the

@@ -67,9 +67,6 @@ func Serve(ln net.Listener, h Handler, opts ServerOptions) *Server {
 	return s
 }
 
-// Addr returns the listener's address.
-func (s *Server) Addr() net.Addr { return s.ln.Addr() }
-
 func (s *Server) acceptLoop() {
 	for {
 		c, err := s.ln.Accept()
