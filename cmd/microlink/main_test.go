@@ -51,7 +51,7 @@ func TestVersion(t *testing.T) {
 }
 
 func TestSubcommandHelp(t *testing.T) {
-	for _, c := range []string{"up", "status", "ping", "logout", "version"} {
+	for _, c := range []string{"up", "status", "ping", "logout", "version", "down", "ip", "whois", "netcheck"} {
 		code, _, stderr := runCLI(c, "--help")
 		if code != 0 || !strings.Contains(stderr, "usage: microlink "+c) {
 			t.Errorf("%s --help: code %d, %q", c, code, stderr)
@@ -72,6 +72,11 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"ping", "--tsmp", "--icmp", "x"}, "exclude each other"},
 		{[]string{"ping", "-c", "-1", "x"}, "-c must be"},
 		{[]string{"status", "--json=maybe"}, "invalid boolean"},
+		{[]string{"ip", "-4", "-6"}, "exclude each other"},
+		{[]string{"ip", "a", "b"}, "at most one peer"},
+		{[]string{"whois"}, "exactly one IP"},
+		{[]string{"up", "--socks5-server", "nocolon"}, "--socks5-server"},
+		{[]string{"up", "--socks5-server", "user@localhost:1080"}, "USER:PASS@"},
 	} {
 		code, _, stderr := runCLI(tc.args...)
 		if code != 2 || !strings.Contains(stderr, tc.want) {
