@@ -49,6 +49,9 @@ footer{margin-top:1.5em;color:#777;font-size:.9em}
 	if st.Err != nil {
 		fmt.Fprintf(&b, "<dt>Last error</dt><dd class=\"warn\">%s</dd>\n", esc(st.Err.Error()))
 	}
+	for _, h := range st.Health {
+		fmt.Fprintf(&b, "<dt>Health</dt><dd class=\"warn\">%s</dd>\n", esc(h))
+	}
 	addrs := make([]string, len(st.Addresses))
 	for i, a := range st.Addresses {
 		addrs[i] = a.String()
