@@ -106,6 +106,10 @@ func (n *Node) peerInfo(data *dataPlane, p *netmap.Peer, now time.Time) Peer {
 	out := Peer{
 		Name:     p.ShortName(),
 		FQDN:     strings.TrimSuffix(p.Name, "."),
+		Hostname: p.Hostname,
+		StableID: p.StableID,
+		UserID:   int64(p.User),
+		Tags:     slices.Clone(p.Tags),
 		OS:       p.OS,
 		Online:   p.Online,
 		Expired:  p.ExpiredAt(now),
@@ -117,6 +121,13 @@ func (n *Node) peerInfo(data *dataPlane, p *netmap.Peer, now time.Time) Peer {
 		out.Addresses = append(out.Addresses, a.Addr())
 	}
 	slices.SortStableFunc(out.Addresses, ipv4First)
+	if p.HasOwnAllowedIPs() {
+		for _, a := range p.AllowedIPs {
+			if !containsIP(p.Addresses, a.Addr()) || a.Bits() != a.Addr().BitLen() {
+				out.Routes = append(out.Routes, a)
+			}
+		}
+	}
 	if data == nil {
 		return out
 	}
@@ -387,4 +398,20 @@ func (n *Node) Rebind() error {
 		ctl.Rebind()
 	}
 	return data.ms.Rebind()
+}
+
+// DERPRegionCodes returns the short codes (such as "nyc") of the DERP
+// map's regions, by region ID.
+func (n *Node) DERPRegionCodes() map[int]string {
+	dm := n.nm.DERPMap()
+	if dm == nil {
+		return nil
+	}
+	out := make(map[int]string, len(dm.Regions))
+	for id, r := range dm.Regions {
+		if r != nil {
+			out[id] = r.RegionCode
+		}
+	}
+	return out
 }

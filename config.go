@@ -55,6 +55,12 @@ type Config struct {
 	// Tags are ACL tags the node asks to carry (for tagged auth keys).
 	Tags []string
 
+	// ShieldsUp refuses every connection and packet that peers start
+	// toward this node, whatever the tailnet's ACL allows; answers to the
+	// node's own traffic still come in. Control is told, as by "tailscale
+	// up --shields-up".
+	ShieldsUp bool
+
 	// OnAuthURL, if set, is called with the URL a person must visit to
 	// authorize the node during an interactive login.
 	OnAuthURL func(url string)

@@ -21,10 +21,11 @@ import (
 // WireGuard and magicsock belong to one node key; the stack, and with it the
 // application's sockets, outlives them when the key changes.
 type dataPlane struct {
-	logger *slog.Logger
-	stack  *tunnel.Stack
-	wg     *wireguard.Device
-	ms     *magicsock.Conn
+	logger    *slog.Logger
+	stack     *tunnel.Stack
+	wg        *wireguard.Device
+	ms        *magicsock.Conn
+	shieldsUp bool // no rules: only answers to our own traffic come in
 
 	// endpoints and homeDERP are reported to control when they change.
 	onEndpoints func([]magicsock.Endpoint)
@@ -38,6 +39,7 @@ type dataPlaneConfig struct {
 	Logger            *slog.Logger
 	OnEndpoints       func([]magicsock.Endpoint)
 	OnHomeDERP        func(int)
+	ShieldsUp         bool
 
 	// For tests: a DERP in place of the real relay client, and a load
 	// signal in place of WireGuard's own.
@@ -46,7 +48,7 @@ type dataPlaneConfig struct {
 }
 
 func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
-	d := &dataPlane{logger: c.Logger, stack: c.Stack, onEndpoints: c.OnEndpoints, onHomeDERP: c.OnHomeDERP}
+	d := &dataPlane{logger: c.Logger, stack: c.Stack, onEndpoints: c.OnEndpoints, onHomeDERP: c.OnHomeDERP, shieldsUp: c.ShieldsUp}
 	var err error
 	d.wg, err = wireguard.NewDevice(wireguard.Config{
 		PrivateKey: c.NodeKey,
@@ -209,6 +211,9 @@ func (d *dataPlane) updatePeers(nm *netmap.Map, ids []tailcfg.NodeID, gone []key
 // rules at all let in only replies to traffic this node started.
 func (d *dataPlane) setFilter(nm *netmap.Map) {
 	rules := nm.FilterRules()
+	if d.shieldsUp {
+		rules = nil
+	}
 	self, _ := nm.Self()
 	d.stack.SetFilter(packet.NewFilterFrom(d.stack.Filter(), convertRules(d.logger, rules), self.Addresses))
 }

@@ -11,6 +11,11 @@
 //	defer n.Close()
 //	c, err := n.ListenUDP(9000)
 //
+// Node.Dial connects by MagicDNS name ("laptop:22") over TCP or UDP, through
+// the node's own resolver; Node.WhoIs tells a server which node, user and
+// tags are behind a caller's address. For HTTP, the httpclient package gives
+// an *http.Client that dials through a node.
+//
 // microlink keeps its memory small: it implements the WireGuard data path
 // itself, keeps per-peer state only for peers in use and stores the netmap in
 // a compact form, so that it fits devices with tens of megabytes of RAM.

@@ -166,6 +166,8 @@ func (n *Node) Close() error {
 	if done != nil {
 		<-done
 	}
+	n.dnsStop()
+	n.dnsConns.Wait()
 	n.current.Store(nil)
 	if data != nil {
 		data.close()
@@ -203,11 +205,12 @@ func (n *Node) Logout(ctx context.Context) error {
 // the stack's way out.
 func (n *Node) newDataPlane(nodeKey key.Private) (*dataPlane, error) {
 	d, err := newDataPlane(dataPlaneConfig{
-		Stack:    n.stack,
-		NodeKey:  nodeKey,
-		DiscoKey: n.disco,
-		Port:     n.cfg.Port,
-		Logger:   n.logger,
+		Stack:     n.stack,
+		NodeKey:   nodeKey,
+		DiscoKey:  n.disco,
+		Port:      n.cfg.Port,
+		Logger:    n.logger,
+		ShieldsUp: n.cfg.ShieldsUp,
 		OnEndpoints: func(eps []magicsock.Endpoint) {
 			if ctl := n.control(); ctl != nil {
 				ctl.SetEndpoints(controlEndpoints(eps))
@@ -297,6 +300,9 @@ func (n *Node) onMapResponse(resp *tailcfg.MapResponse) {
 	}
 	if ch.Full || ch.PathsChanged {
 		n.armExpiryTimer()
+	}
+	if ch.Full || ch.SelfChanged || ch.DNSChanged || ch.DomainChanged {
+		n.updateDNS()
 	}
 	if ch.Full || len(ch.PeersAdded) > 0 || len(ch.PeersRemoved) > 0 || ch.DERPMapChanged {
 		n.schedulePeerCacheSave()

@@ -12,15 +12,13 @@ import (
 	"time"
 
 	"github.com/microlink-go/microlink/internal/control"
+	"github.com/microlink-go/microlink/internal/dns"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/netmap"
 	"github.com/microlink-go/microlink/internal/state"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/internal/tunnel"
 )
-
-// Version is microlink's version, reported to control in Hostinfo.
-const Version = "0.1.0"
 
 // Node is a tailnet node. Create one with New, connect it with Start and
 // stop it with Close. Its methods are safe for concurrent use.
@@ -31,11 +29,15 @@ type Node struct {
 	ident  *state.Identity
 	disco  key.Private // fresh at every start
 
-	nm      *netmap.Map
-	stack   *tunnel.Stack             // the node's IP endpoint, from Start to Close
-	data    *dataPlane                // WireGuard and magicsock for the current node key
-	current atomic.Pointer[dataPlane] // data, for the stack's send path
-	ctl     *control.Client
+	nm       *netmap.Map
+	dns      *dns.Resolver   // MagicDNS
+	dnsCtx   context.Context // canceled by Close, for in-process resolver connections
+	dnsStop  context.CancelFunc
+	dnsConns sync.WaitGroup
+	stack    *tunnel.Stack             // the node's IP endpoint, from Start to Close
+	data     *dataPlane                // WireGuard and magicsock for the current node key
+	current  atomic.Pointer[dataPlane] // data, for the stack's send path
+	ctl      *control.Client
 
 	mapUpdates atomic.Uint64 // map messages applied
 
@@ -96,6 +98,8 @@ func New(cfg Config) (*Node, error) {
 		n.identNew = true
 	}
 	n.nm = netmap.New(netmap.Options{Logger: n.logger})
+	n.dns = n.newResolver()
+	n.dnsCtx, n.dnsStop = context.WithCancel(context.Background())
 	return n, nil
 }
 
@@ -181,7 +185,7 @@ func (n *Node) notifyPeers() {
 
 func (n *Node) hostinfo() *tailcfg.Hostinfo {
 	return &tailcfg.Hostinfo{
-		IPNVersion:  Version + "-microlink",
+		IPNVersion:  VersionString(),
 		OS:          runtime.GOOS,
 		App:         "microlink",
 		Hostname:    n.cfg.Hostname,
@@ -189,6 +193,7 @@ func (n *Node) hostinfo() *tailcfg.Hostinfo {
 		GoVersion:   runtime.Version(),
 		RequestTags: n.cfg.Tags,
 		Userspace:   tailcfg.NewOptBool(true),
+		ShieldsUp:   n.cfg.ShieldsUp,
 	}
 }
 

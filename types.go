@@ -59,12 +59,19 @@ type Event struct {
 type Peer struct {
 	Name      string       // short MagicDNS name, such as "laptop"
 	FQDN      string       // full MagicDNS name without the trailing dot
+	Hostname  string       // the host name the peer reports
+	StableID  string       // control's stable node ID
 	Addresses []netip.Addr // tailnet addresses (IPv4 first)
-	OS        string
-	Online    bool
-	Expired   bool      // the peer's key has expired: it cannot be reached
-	LastSeen  time.Time // zero if unknown
-	NodeKey   string    // "nodekey:…"
+	// Routes are the subnet and exit routes control lets the peer carry
+	// for this node (its WireGuard allowed IPs beyond its own addresses).
+	Routes   []netip.Prefix
+	UserID   int64    // the owner, as WhoIs details it
+	Tags     []string // ACL tags
+	OS       string
+	Online   bool
+	Expired  bool      // the peer's key has expired: it cannot be reached
+	LastSeen time.Time // zero if unknown
+	NodeKey  string    // "nodekey:…"
 
 	// Path is how packets reach the peer now: "direct" (Endpoint is set),
 	// "derp" (DERPRegion is set) or "" when nothing was sent yet.

@@ -249,6 +249,52 @@ else
 	fi
 fi
 
+# --- 5b. what the device agent adds --------------------------------------------
+# MagicDNS, the proxies, the status page, WhoIs and the new commands (issue
+# #14) were built between $agentbase (main before them) and $agentdone
+# (their last commit), both kept in history by the merge. Their goal: at
+# most 0.5 MiB more stripped binary, and idle RSS within 0.5 MiB, with the
+# status page and proxies off. Both commits are built and measured here,
+# each idle node driven by the benchmark of its own tree.
+agentbase=178fff6 agentdone=8a712c4
+if [ "$mode" = full ] && git cat-file -e "$agentbase^{commit}" 2>/dev/null && git cat-file -e "$agentdone^{commit}" 2>/dev/null; then
+	log "what the device agent adds: $agentbase to $agentdone"
+	agenttmp=$(mktemp -d)
+	# Median VmRSS, RssAnon and RssFile (MB) of three idle runs with one peer.
+	idle_rss() {
+		local out
+		out=$(cd "$2/interop" && MICROLINK_BIN=$1 MICROLINK_TS_BIN=${tsbin:-} go test -run '^$' -bench 'BenchmarkNodeIdle/peers=1$/impl=microlink' -benchtime=1x -count=3 ./bench 2>>"$results/agent.log") || return 1
+		median() { awk -v u="$1" '{ for (i = 1; i < NF; i++) if ($(i+1) == u) print $i }' <<<"$out" | sort -n | awk '{ v[NR] = $1 } END { if (NR < 3) exit 1; print v[2] }'; }
+		echo "$(median rss-MB) $(median anon-MB) $(median file-MB)"
+	}
+	agent_ok=1
+	for c in "$agentbase" "$agentdone"; do
+		mkdir -p "$agenttmp/$c"
+		git archive "$c" | tar -x -C "$agenttmp/$c"
+		if ! (cd "$agenttmp/$c" && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags='-s -w' -o "$bin/microlink-$c" ./cmd/microlink) 2>>"$results/agent.log"; then
+			fail "building cmd/microlink at $c failed"
+			agent_ok=
+		fi
+	done
+	if [ -n "$agent_ok" ]; then
+		if before=$(idle_rss "$bin/microlink-$agentbase" "$agenttmp/$agentbase") && after=$(idle_rss "$bin/microlink-$agentdone" "$agenttmp/$agentdone"); then
+			read -r rb ab fb <<<"$before"
+			read -r ra aa fa <<<"$after"
+		fi
+		sb=$(stat -c %s "$bin/microlink-$agentbase") sa=$(stat -c %s "$bin/microlink-$agentdone")
+		awk -v sb="$sb" -v sa="$sa" -v base="$agentbase" -v done="$agentdone" -v rb="${rb:-}" -v ra="${ra:-}" -v ab="${ab:-}" -v aa="${aa:-}" -v fb="${fb:-}" -v fa="${fa:-}" 'BEGIN {
+			mib = 1048576; d = (sa - sb) / mib
+			printf "**The device agent** (MagicDNS, the SOCKS5 and HTTP proxies, the status page and /metrics, WhoIs and the commands of issue #14; from %s to %s) adds %.2f MiB to the stripped linux/amd64 binary: %.2f MiB before, %.2f MiB after. Goal ≤ 0.5 MiB: %s.", base, done, d, sb / mib, sa / mib, (d <= 0.5 ? "met" : "**missed**")
+			if (rb != "") {
+				dr = (ra - rb) * 1e6 / mib; da = (aa - ab) * 1e6 / mib; df = (fa - fb) * 1e6 / mib
+				printf " Idle with one peer, proxies and status page off (median of three runs of BenchmarkNodeIdle, each binary with its own tree'"'"'s benchmark): VmRSS %.2f → %.2f MB (%+.2f MiB), of which private memory (RssAnon) %.2f → %.2f MB (%+.2f MiB) and the binary'"'"'s mapped pages (RssFile) %.2f → %.2f MB (%+.2f MiB). Goal within 0.5 MiB: %s.", rb, ra, dr, ab, aa, da, fb, fa, df, ((dr <= 0.5 && dr >= -0.5) ? "met" : ((da <= 0.5 && da >= -0.5) ? "**missed** for VmRSS (the larger binary'"'"'s pages), met for private memory" : "**missed**"))
+			}
+			print ""
+		}' >>"$results/sizes.notes"
+	fi
+	rm -rf "$agenttmp"
+fi
+
 # --- 6. path failover ---------------------------------------------------------
 log "path failover through NATs"
 if [ "$(id -u)" != 0 ]; then

@@ -2,18 +2,20 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/microlink-go/microlink"
+	"github.com/microlink-go/microlink/internal/h1"
 )
 
 func runUp(args []string, stdout, stderr io.Writer) error {
@@ -24,6 +26,12 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	statedir := fs.String("statedir", "", "directory for the node's identity and peer cache (default $TS_STATE_DIR)")
 	port := fs.Int("port", 0, fmt.Sprintf("UDP port for WireGuard, disco and STUN (default %d, or any free port if busy)", microlink.DefaultPort))
 	socket := fs.String("socket", "", "local API socket (default <statedir>/microlink.sock)")
+	tags := fs.String("advertise-tags", "", "ACL tags to request for this node, comma-separated (tag:a,tag:b)")
+	shieldsUp := fs.Bool("shields-up", false, "refuse every connection peers start to this node")
+	socks := fs.String("socks5-server", "", "serve a SOCKS5 proxy into the tailnet on [USER:PASS@]ADDR:PORT (such as localhost:1080)")
+	httpProxy := fs.String("outbound-http-proxy-listen", "", "serve an HTTP proxy into the tailnet on ADDR:PORT (such as localhost:8080)")
+	webListen := fs.String("web-listen", "", "serve a status page and /metrics on ADDR:PORT (such as 127.0.0.1:8088); other than loopback needs a token")
+	webToken := fs.String("web-token", "", "token the status page asks for (default the file web-token in the state directory)")
 	verbose := fs.Bool("verbose", false, "log debug messages")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -36,6 +44,37 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "microlink up: --port %d is not a port number (0-65535)\n", *port)
 		return errUsage
 	}
+	var tagList []string
+	for _, t := range strings.Split(*tags, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			tagList = append(tagList, t)
+		}
+	}
+	socksCfg, err := parseSOCKSFlag(*socks)
+	if err != nil {
+		fmt.Fprintf(stderr, "microlink up: --socks5-server: %v\n", err)
+		return errUsage
+	}
+
+	// A daemon already serving this state directory is brought up again
+	// (after "microlink down"), as "tailscale up" does.
+	if path, err := socketPath(*socket, *statedir); err == nil && daemonRunning(path) {
+		var changed []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name != "socket" && f.Name != "statedir" {
+				changed = append(changed, "--"+f.Name)
+			}
+		})
+		if err := newClient(path).do("POST", "/up", nil); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "microlink is up")
+		if len(changed) > 0 {
+			fmt.Fprintf(stderr, "note: the running daemon keeps its settings; %s apply when it is restarted\n", strings.Join(changed, " "))
+		}
+		return nil
+	}
+
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
@@ -44,16 +83,20 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 
 	cfg := microlink.Config{
 		AuthKey: *authKey, Hostname: *hostname, ControlURL: *loginServer, StateDir: *statedir, Port: *port,
+		Tags: tagList, ShieldsUp: *shieldsUp,
 		Logger: logger,
 		OnAuthURL: func(u string) {
 			fmt.Fprintf(stderr, "\nTo authorize this node, visit:\n\n\t%s\n\n", u)
 		},
 	}
-	n, err := microlink.New(cfg)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d, err := newDaemon(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
-	defer n.Close()
+	defer d.close()
+	n := d.node()
 
 	sockPath, err := socketPath(*socket, n.StateDir())
 	if err != nil && *socket == "" && n.StateDir() == "" {
@@ -63,76 +106,67 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rebind := func() error {
-		if err := n.Rebind(); err != nil {
-			logger.Warn("rebind failed", "err", err)
-			return err
-		}
-		logger.Info("rebound: UDP socket reopened, endpoints and relay connections renewed")
-		return nil
-	}
-	var loggedOut = make(chan struct{})
 	if sockPath != "" {
 		ln, err := listenUnix(sockPath)
 		if err != nil {
 			return err
 		}
-		srv := serveAPI(ln, localAPI(n, func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			if err := n.Logout(ctx); err != nil {
-				return err
-			}
-			close(loggedOut)
-			return nil
-		}, rebind))
+		srv := h1.Serve(ln, localAPI(d), h1.ServerOptions{})
 		defer func() {
 			srv.Close()
 			os.Remove(sockPath)
 		}()
 		logger.Info("local API listening", "socket", sockPath)
 	}
+	stopServices, err := startServices(d, services{socks: socksCfg, socksAddr: *socks, httpProxy: *httpProxy, webListen: *webListen, webToken: *webToken, stateDir: n.StateDir()})
+	if err != nil {
+		return err
+	}
+	defer stopServices()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	hangups := make(chan os.Signal, 1)
 	signal.Notify(hangups, syscall.SIGHUP)
 	defer signal.Stop(hangups)
 	hupDone := make(chan struct{})
 	go func() {
 		defer close(hupDone)
-		rebindOnHangup(ctx, hangups, rebind)
+		rebindOnHangup(ctx, hangups, d.rebind)
 	}()
 	defer func() { stop(); <-hupDone }()
-	n.Watch(func(ev microlink.Event) {
-		if ev.PeersChanged {
-			return
-		}
-		switch {
-		case ev.State == microlink.NeedsApproval:
-			logger.Warn("registered; waiting for an administrator to approve this device in the tailnet's admin console")
-		case ev.State == microlink.Connecting && ev.Err != nil:
-			logger.Warn("cannot reach or use the control server; retrying", "server", n.ControlURL(), "err", ev.Err)
-		}
-	})
 	if err := n.Start(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
+		if ctx.Err() != nil || errors.Is(err, microlink.ErrClosed) {
+			// Interrupted, or "down" while starting: the daemon goes on
+			// until a signal.
+			if ctx.Err() != nil {
+				return nil
+			}
+		} else {
+			var re *microlink.RegistrationError
+			if errors.As(err, &re) {
+				return fmt.Errorf("%v\n(check the auth key given with --authkey or TS_AUTHKEY: it may be mistyped, expired, revoked or already used; a key made for another control server does not work with %s)", err, n.ControlURL())
+			}
+			return err
 		}
-		var re *microlink.RegistrationError
-		if errors.As(err, &re) {
-			return fmt.Errorf("%v\n(check the auth key given with --authkey or TS_AUTHKEY: it may be mistyped, expired, revoked or already used; a key made for another control server does not work with %s)", err, n.ControlURL())
-		}
-		return err
+	} else {
+		logger.Info("up", "hostname", n.Status().Hostname, "ipv4", n.IPv4(), "ipv6", n.IPv6(), "version", microlink.VersionString())
 	}
-	logger.Info("up", "hostname", n.Status().Hostname, "ipv4", n.IPv4(), "ipv6", n.IPv6())
 	select {
 	case <-ctx.Done():
 		logger.Info("shutting down")
-	case <-loggedOut:
+	case <-d.loggedOut:
 		logger.Info("logged out; identity removed")
 	}
 	return nil
+}
+
+// daemonRunning reports whether a daemon answers on the socket at path.
+func daemonRunning(path string) bool {
+	c, err := net.DialTimeout("unix", path, 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // rebindOnHangup calls rebind for every signal on hangups until ctx is
@@ -163,70 +197,19 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	path, err := socketPath(*socket, *statedir)
+	c, err := daemonClient(*socket, *statedir)
 	if err != nil {
 		return err
 	}
 	var st statusJSON
-	if err := newClient(path).do("GET", "/status", &st); err != nil {
+	if err := c.do("GET", "/status", &st); err != nil {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return printJSON(stdout, st)
 	}
 	printStatus(stdout, st)
 	return nil
-}
-
-func printStatus(w io.Writer, st statusJSON) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	addrs := func(a []string) string {
-		if len(a) == 0 {
-			return "-"
-		}
-		return a[0]
-	}
-	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", addrs(st.Self.Addresses), st.Self.Name, "self", st.State)
-	if st.AuthURL != "" {
-		fmt.Fprintf(tw, "\tlog in at:\t%s\t\n", st.AuthURL)
-	}
-	for _, p := range st.Peers {
-		online := "offline"
-		if p.Online {
-			online = "online"
-		}
-		if p.Expired {
-			online = "expired"
-		}
-		path := "-"
-		switch p.Path {
-		case "direct":
-			path = "direct " + p.Endpoint
-		case "derp":
-			path = fmt.Sprintf("relay %d", p.DERPRegion)
-		}
-		lat := "-"
-		if p.LatencyMS > 0 {
-			lat = fmt.Sprintf("%.2fms", p.LatencyMS)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\trx %d tx %d\n", addrs(p.Addresses), p.Name, p.OS, online, path, lat, p.RxBytes, p.TxBytes)
-	}
-	tw.Flush()
-	if s := st.Stats; s.DirectPacketsIn+s.DirectPacketsOut+s.DERPPacketsIn+s.DERPPacketsOut > 0 {
-		fmt.Fprintf(w, "\nWireGuard bytes: direct rx %d tx %d, relayed rx %d tx %d\n",
-			s.DirectBytesIn, s.DirectBytesOut, s.DERPBytesIn, s.DERPBytesOut)
-	}
-	if st.Error != "" {
-		fmt.Fprintf(w, "\n# Control server unreachable or refusing; retrying. Last error:\n#     %s\n", st.Error)
-	}
-	if len(st.Health) > 0 {
-		fmt.Fprintf(w, "\n# Health check:\n")
-		for _, h := range st.Health {
-			fmt.Fprintf(w, "#     - %s\n", h)
-		}
-	}
 }
 
 func runPing(args []string, stdout, stderr io.Writer) error {
@@ -258,11 +241,10 @@ func runPing(args []string, stdout, stderr io.Writer) error {
 	} else if *icmp {
 		typ = "ICMP"
 	}
-	path, err := socketPath(*socket, *statedir)
+	c, err := daemonClient(*socket, *statedir)
 	if err != nil {
 		return err
 	}
-	c := newClient(path)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ok := 0
@@ -307,11 +289,11 @@ func runLogout(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	path, err := socketPath(*socket, *statedir)
+	c, err := daemonClient(*socket, *statedir)
 	if err != nil {
 		return err
 	}
-	if err := newClient(path).do("POST", "/logout", nil); err != nil {
+	if err := c.do("POST", "/logout", nil); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "logged out: the node's key is expired and its identity removed")

@@ -21,8 +21,11 @@ import (
 // The local API: HTTP over a unix socket, spoken between "microlink up" and
 // the other commands.
 //
-//	GET  /status                      → statusJSON
+//	GET  /status                      → statusJSON (tailscale's names)
 //	POST /ping?target=NAME|IP&type=disco|TSMP|ICMP → pingJSON
+//	GET  /whois?addr=IP[:PORT]        → whoisJSON
+//	POST /netcheck                    → netcheckJSON
+//	POST /up, /down                   → 204: join the tailnet again, leave it
 //	POST /logout                      → 204
 //	POST /rebind                      → 204
 
@@ -42,41 +45,6 @@ func socketPath(socket, statedir string) (string, error) {
 	return filepath.Join(statedir, socketName), nil
 }
 
-type statusJSON struct {
-	State   string `json:"state"`
-	AuthURL string `json:"authURL,omitempty"`
-	// Error is the last control error while the node retries.
-	Error string `json:"error,omitempty"`
-	// Health lists control's health messages and the node key's expiry
-	// warning.
-	Health []string        `json:"health,omitempty"`
-	Self   selfJSON        `json:"self"`
-	Peers  []peerJSON      `json:"peers"`
-	Stats  microlink.Stats `json:"stats"`
-}
-
-type selfJSON struct {
-	Name      string   `json:"name"`
-	Addresses []string `json:"addresses"`
-	NodeKey   string   `json:"nodeKey,omitempty"`
-	KeyExpiry string   `json:"keyExpiry,omitempty"` // RFC 3339, control's clock; absent: never or unknown
-}
-
-type peerJSON struct {
-	Name       string   `json:"name"`
-	FQDN       string   `json:"fqdn,omitempty"`
-	Addresses  []string `json:"addresses"`
-	OS         string   `json:"os,omitempty"`
-	Online     bool     `json:"online"`
-	Expired    bool     `json:"expired,omitempty"`
-	Path       string   `json:"path,omitempty"`
-	Endpoint   string   `json:"endpoint,omitempty"`
-	DERPRegion int      `json:"derpRegion,omitempty"`
-	LatencyMS  float64  `json:"latencyMs,omitempty"`
-	RxBytes    uint64   `json:"rxBytes"`
-	TxBytes    uint64   `json:"txBytes"`
-}
-
 type pingJSON struct {
 	Type       string  `json:"type"`
 	Peer       string  `json:"peer"`
@@ -87,34 +55,6 @@ type pingJSON struct {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func statusOf(n *microlink.Node) statusJSON {
-	st := n.Status()
-	out := statusJSON{State: st.State.String(), AuthURL: st.AuthURL, Health: st.Health, Stats: n.Stats()}
-	if st.Err != nil {
-		out.Error = st.Err.Error()
-	}
-	out.Self.Name = st.Hostname
-	out.Self.NodeKey = st.NodeKey
-	if !st.KeyExpiry.IsZero() {
-		out.Self.KeyExpiry = st.KeyExpiry.UTC().Format(time.RFC3339)
-	}
-	for _, a := range st.Addresses {
-		out.Self.Addresses = append(out.Self.Addresses, a.String())
-	}
-	for _, p := range n.Peers() {
-		pj := peerJSON{Name: p.Name, FQDN: p.FQDN, OS: p.OS, Online: p.Online, Expired: p.Expired,
-			Path: p.Path, DERPRegion: p.DERPRegion, LatencyMS: ms(p.Latency), RxBytes: p.RxBytes, TxBytes: p.TxBytes}
-		if p.Endpoint.IsValid() {
-			pj.Endpoint = p.Endpoint.String()
-		}
-		for _, a := range p.Addresses {
-			pj.Addresses = append(pj.Addresses, a.String())
-		}
-		out.Peers = append(out.Peers, pj)
-	}
-	return out
-}
 
 func parsePingType(s string) (microlink.PingType, error) {
 	switch s {
@@ -128,33 +68,31 @@ func parsePingType(s string) (microlink.PingType, error) {
 	return 0, fmt.Errorf("unknown ping type %q (want disco, TSMP or ICMP)", s)
 }
 
-// apiResponse is the local API's answer to one request.
-type apiResponse struct {
-	status int
-	header textproto.MIMEHeader
-	body   []byte
-}
-
-// apiHandler answers one local API request.
-type apiHandler func(ctx context.Context, method string, u *url.URL) apiResponse
-
 // apiRoute is one path of the local API and the method it answers.
 type apiRoute struct {
 	method string
-	serve  func(ctx context.Context, q url.Values) apiResponse
+	serve  func(ctx context.Context, q url.Values) h1.Reply
 }
 
-// localAPI returns the local API for node n. logout and rebind do the
-// work of POST /logout and POST /rebind.
-func localAPI(n *microlink.Node, logout, rebind func() error) apiHandler {
+// backend is what the local API drives: the daemon, or a stub in tests.
+type backend interface {
+	node() *microlink.Node
+	up() error
+	down() error
+	logout() error
+	rebind() error
+}
+
+// localAPI returns the local API of b.
+func localAPI(b backend) h1.Handler {
 	routes := map[string]apiRoute{
-		"/status": {"GET", func(ctx context.Context, q url.Values) apiResponse {
-			return jsonResponse(statusOf(n))
+		"/status": {"GET", func(ctx context.Context, q url.Values) h1.Reply {
+			return jsonResponse(statusOf(b.node()))
 		}},
-		"/ping": {"POST", func(ctx context.Context, q url.Values) apiResponse {
+		"/ping": {"POST", func(ctx context.Context, q url.Values) h1.Reply {
 			typ, err := parsePingType(q.Get("type"))
 			if err != nil {
-				return errorResponse(err.Error(), 400)
+				return h1.TextReply(400, err.Error())
 			}
 			timeout := 10 * time.Second
 			if s := q.Get("timeout"); s != "" {
@@ -164,9 +102,9 @@ func localAPI(n *microlink.Node, logout, rebind func() error) apiHandler {
 			}
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			res, err := n.Ping(ctx, q.Get("target"), typ)
+			res, err := b.node().Ping(ctx, q.Get("target"), typ)
 			if err != nil {
-				return errorResponse(err.Error(), 502)
+				return h1.TextReply(502, err.Error())
 			}
 			pj := pingJSON{Type: res.Type.String(), Peer: res.Peer, IP: res.PeerIP.String(), LatencyMS: ms(res.Latency), DERPRegion: res.DERPRegion}
 			if res.Endpoint.IsValid() {
@@ -174,51 +112,62 @@ func localAPI(n *microlink.Node, logout, rebind func() error) apiHandler {
 			}
 			return jsonResponse(pj)
 		}},
-		"/logout": {"POST", func(ctx context.Context, q url.Values) apiResponse {
-			if err := logout(); err != nil {
-				return errorResponse(err.Error(), 502)
+		"/whois": {"GET", func(ctx context.Context, q url.Values) h1.Reply {
+			w, err := b.node().WhoIs(q.Get("addr"))
+			if err != nil {
+				return h1.TextReply(404, err.Error())
 			}
-			return apiResponse{status: 204}
+			return jsonResponse(whoisOf(w))
 		}},
-		"/rebind": {"POST", func(ctx context.Context, q url.Values) apiResponse {
-			if err := rebind(); err != nil {
-				return errorResponse(err.Error(), 500)
+		"/netcheck": {"POST", func(ctx context.Context, q url.Values) h1.Reply {
+			ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			r, err := b.node().Netcheck(ctx)
+			if err != nil {
+				return h1.TextReply(502, err.Error())
 			}
-			return apiResponse{status: 204}
+			return jsonResponse(netcheckOf(r))
 		}},
+		"/up":     {"POST", action(b.up, 500)},
+		"/down":   {"POST", action(b.down, 500)},
+		"/logout": {"POST", action(b.logout, 502)},
+		"/rebind": {"POST", action(b.rebind, 500)},
 	}
-	return func(ctx context.Context, method string, u *url.URL) apiResponse {
-		r, ok := routes[u.Path]
+	return func(ctx context.Context, req *h1.Request) h1.Reply {
+		r, ok := routes[req.URL.Path]
 		if !ok {
-			return errorResponse("404 page not found", 404)
+			return h1.TextReply(404, "404 page not found")
 		}
 		allow := r.method
 		if r.method == "GET" {
 			allow = "GET, HEAD"
 		}
-		if method != r.method && !(r.method == "GET" && method == "HEAD") {
-			res := errorResponse("Method Not Allowed", 405)
-			res.header.Set("Allow", allow)
+		if req.Method != r.method && !(r.method == "GET" && req.Method == "HEAD") {
+			res := h1.TextReply(405, "Method Not Allowed")
+			res.Header.Set("Allow", allow)
 			return res
 		}
-		return r.serve(ctx, u.Query())
+		return r.serve(ctx, req.URL.Query())
 	}
 }
 
-// errorResponse is a plain-text error, as net/http's Error writes it.
-func errorResponse(msg string, status int) apiResponse {
-	return apiResponse{status: status, header: textproto.MIMEHeader{
-		"Content-Type":           {"text/plain; charset=utf-8"},
-		"X-Content-Type-Options": {"nosniff"},
-	}, body: []byte(msg + "\n")}
+// action is a route that runs f and answers 204, or failStatus and f's
+// error.
+func action(f func() error, failStatus int) func(context.Context, url.Values) h1.Reply {
+	return func(context.Context, url.Values) h1.Reply {
+		if err := f(); err != nil {
+			return h1.TextReply(failStatus, err.Error())
+		}
+		return h1.Reply{Status: 204}
+	}
 }
 
-func jsonResponse(v any) apiResponse {
+func jsonResponse(v any) h1.Reply {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		return errorResponse(err.Error(), 500)
+		return h1.TextReply(500, err.Error())
 	}
-	return apiResponse{status: 200, header: textproto.MIMEHeader{"Content-Type": {"application/json"}}, body: append(b, '\n')}
+	return h1.Reply{Status: 200, Header: textproto.MIMEHeader{"Content-Type": {"application/json"}}, Body: append(b, '\n')}
 }
 
 // listenUnix listens on path with mode 0600, replacing a stale socket file

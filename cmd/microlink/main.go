@@ -1,9 +1,15 @@
 // Command microlink runs a small Tailscale node and talks to a running one.
 //
-//	microlink up     --authkey KEY --hostname NAME --login-server URL --statedir DIR [--port N] [--socket PATH]
-//	microlink status [--json] [--socket PATH | --statedir DIR]
-//	microlink ping   [--tsmp|--icmp] [-c N] NAME|IP
-//	microlink logout [--socket PATH | --statedir DIR]
+//	microlink up       --authkey KEY --hostname NAME --login-server URL --statedir DIR [--port N] [--socket PATH]
+//	                   [--advertise-tags TAGS] [--shields-up] [--socks5-server [U:P@]ADDR]
+//	                   [--outbound-http-proxy-listen ADDR] [--web-listen ADDR] [--web-token T]
+//	microlink status   [--json] [--socket PATH | --statedir DIR]
+//	microlink ping     [--tsmp|--icmp] [-c N] NAME|IP
+//	microlink ip       [-4|-6] [PEER]
+//	microlink whois    [--json] IP[:PORT]
+//	microlink netcheck [--json]
+//	microlink down     (and "up" again on the running daemon)
+//	microlink logout   [--socket PATH | --statedir DIR]
 //	microlink version
 //
 // "up" runs in the foreground until SIGINT or SIGTERM and serves a local API
@@ -19,10 +25,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-)
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+	"github.com/microlink-go/microlink"
+)
 
 type command struct {
 	name, usage, summary string
@@ -31,12 +36,26 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"up", "up --authkey KEY --hostname NAME --login-server URL --statedir DIR [--port N] [--socket PATH]", "join the tailnet and run in the foreground", runUp},
+		{"up", "up --authkey KEY --hostname NAME --login-server URL --statedir DIR [--port N] [--socket PATH] [--advertise-tags TAGS] [--shields-up] [--socks5-server ADDR] [--outbound-http-proxy-listen ADDR] [--web-listen ADDR]", "join the tailnet and run in the foreground (or bring a running daemon up again)", runUp},
 		{"status", "status [--json] [--socket PATH | --statedir DIR]", "show this node and its peers", runStatus},
 		{"ping", "ping [--tsmp|--icmp] [-c N] [--timeout D] NAME|IP", "ping a peer through the tailnet", runPing},
 		{"logout", "logout [--socket PATH | --statedir DIR]", "expire this node's key and forget its identity", runLogout},
 		{"version", "version", "print the version", runVersion},
+		{"down", "down [--socket PATH | --statedir DIR]", "disconnect from the tailnet; the daemon stays for 'up'", runDown},
+		{"ip", "ip [-4|-6] [PEER] [--socket PATH | --statedir DIR]", "print this node's (or a peer's) tailnet addresses", runIP},
+		{"whois", "whois [--json] IP[:PORT] [--socket PATH | --statedir DIR]", "tell the node, user and tags behind a tailnet address", runWhois},
+		{"netcheck", "netcheck [--json] [--socket PATH | --statedir DIR]", "measure UDP, NAT behaviour and DERP latency", runNetcheck},
 	}
+}
+
+// usageOf returns the usage line of the named command.
+func usageOf(name string) string {
+	for _, c := range commands() {
+		if c.name == name {
+			return c.usage
+		}
+	}
+	return name
 }
 
 // errUsage means the command line was wrong; the message was already printed.
@@ -121,6 +140,6 @@ func runVersion(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "microlink %s\n", version)
+	fmt.Fprintf(stdout, "microlink %s\n", microlink.VersionString())
 	return nil
 }

@@ -17,6 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/microlink-go/microlink"
+	"github.com/microlink-go/microlink/internal/h1"
 )
 
 func runCLI(args ...string) (code int, stdout, stderr string) {
@@ -48,7 +51,7 @@ func TestVersion(t *testing.T) {
 }
 
 func TestSubcommandHelp(t *testing.T) {
-	for _, c := range []string{"up", "status", "ping", "logout", "version"} {
+	for _, c := range []string{"up", "status", "ping", "logout", "version", "down", "ip", "whois", "netcheck"} {
 		code, _, stderr := runCLI(c, "--help")
 		if code != 0 || !strings.Contains(stderr, "usage: microlink "+c) {
 			t.Errorf("%s --help: code %d, %q", c, code, stderr)
@@ -69,6 +72,11 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"ping", "--tsmp", "--icmp", "x"}, "exclude each other"},
 		{[]string{"ping", "-c", "-1", "x"}, "-c must be"},
 		{[]string{"status", "--json=maybe"}, "invalid boolean"},
+		{[]string{"ip", "-4", "-6"}, "exclude each other"},
+		{[]string{"ip", "a", "b"}, "at most one peer"},
+		{[]string{"whois"}, "exactly one IP"},
+		{[]string{"up", "--socks5-server", "nocolon"}, "--socks5-server"},
+		{[]string{"up", "--socks5-server", "user@localhost:1080"}, "USER:PASS@"},
 	} {
 		code, _, stderr := runCLI(tc.args...)
 		if code != 2 || !strings.Contains(stderr, tc.want) {
@@ -114,7 +122,7 @@ func TestSocketRefusesLiveDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := serveAPI(ln, localAPI(nil, nil, nil))
+	srv := h1.Serve(ln, localAPI(&stubBackend{}), h1.ServerOptions{})
 	defer srv.Close()
 	st, err := os.Stat(path)
 	if err != nil || st.Mode().Perm() != 0o600 {
@@ -146,9 +154,9 @@ func TestPingQuery(t *testing.T) {
 func TestLocalAPIRebind(t *testing.T) {
 	calls := 0
 	var fail error
-	h := localAPI(nil, func() error { return nil }, func() error { calls++; return fail })
+	h := localAPI(&stubBackend{rebindF: func() error { calls++; return fail }})
 	do := func(method string) int {
-		return h(context.Background(), method, &url.URL{Path: "/rebind"}).status
+		return h(context.Background(), &h1.Request{Method: method, URL: &url.URL{Path: "/rebind"}}).Status
 	}
 	if code := do("POST"); code != http.StatusNoContent || calls != 1 {
 		t.Fatalf("POST /rebind: code %d, %d calls", code, calls)
@@ -164,14 +172,14 @@ func TestLocalAPIRebind(t *testing.T) {
 
 // startAPI serves the local API with stub actions on a socket in a
 // temporary directory.
-func startAPI(t *testing.T, logout func() error) (path string, srv *apiServer) {
+func startAPI(t *testing.T, logout func() error) (path string, srv *h1.Server) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "api.sock")
 	ln, err := listenUnix(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv = serveAPI(ln, localAPI(nil, logout, func() error { return nil }))
+	srv = h1.Serve(ln, localAPI(&stubBackend{logoutF: logout}), h1.ServerOptions{})
 	t.Cleanup(func() { srv.Close() })
 	return path, srv
 }
@@ -253,7 +261,7 @@ func TestLocalAPIServer(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	start := time.Now()
 	srv.Close()
-	if took := time.Since(start); took > apiCloseGrace/2 {
+	if took := time.Since(start); took > h1.CloseGrace/2 {
 		t.Fatalf("Close took %v", took)
 	}
 	hc.CloseIdleConnections()
@@ -317,16 +325,17 @@ func TestRebindOnHangup(t *testing.T) {
 
 func TestPrintStatus(t *testing.T) {
 	st := statusJSON{
-		State: "Connected",
-		Self:  selfJSON{Name: "sensor-1", Addresses: []string{"100.64.0.2"}},
-		Peers: []peerJSON{
-			{Name: "laptop", Addresses: []string{"100.64.0.3"}, OS: "linux", Online: true, Path: "direct", Endpoint: "192.0.2.7:41641", LatencyMS: 1.5, RxBytes: 10, TxBytes: 20},
-			{Name: "phone", Addresses: []string{"100.64.0.4"}, OS: "iOS", Path: "derp", DERPRegion: 9},
+		BackendState: "Running",
+		TailscaleIPs: []string{"100.64.0.2"},
+		Self:         &peerStatus{HostName: "sensor-1", DNSName: "sensor-1.tail1.ts.net."},
+		Peer: map[string]*peerStatus{
+			"nodekey:1": {HostName: "laptop", DNSName: "laptop.tail1.ts.net.", TailscaleIPs: []string{"100.64.0.3"}, OS: "linux", Online: true, Path: "direct", CurAddr: "192.0.2.7:41641", LatencyMS: 1.5, RxBytes: 10, TxBytes: 20},
+			"nodekey:2": {HostName: "phone", TailscaleIPs: []string{"100.64.0.4"}, OS: "iOS", Path: "derp", DERPRegion: 9},
 		},
 	}
 	var b strings.Builder
 	printStatus(&b, st)
-	for _, want := range []string{"100.64.0.2", "sensor-1", "self", "Connected",
+	for _, want := range []string{"100.64.0.2", "sensor-1", "self", "Running",
 		"laptop", "online", "direct 192.0.2.7:41641", "1.50ms", "rx 10 tx 20",
 		"phone", "offline", "relay 9"} {
 		if !strings.Contains(b.String(), want) {
@@ -348,19 +357,19 @@ func TestPrintStatus(t *testing.T) {
 		t.Errorf("a healthy node shows warnings:\n%s", b.String())
 	}
 
-	st.State, st.Error = "Connecting", "control: map poll: h2: connection lost: h2: server silent for 40s, PING unanswered"
+	st.BackendState, st.Error = "Starting", "control: map poll: h2: connection lost: h2: server silent for 40s, PING unanswered"
 	st.Health = []string{"node key expires in 3d0h (at 2030-01-01T00:00:00Z); it will be renewed with the auth key", "Tailnet lock: key not signed"}
 	b.Reset()
 	printStatus(&b, st)
-	for _, want := range []string{"Connecting", "retrying. Last error:\n#     control: map poll: h2: connection lost", "# Health check:\n#     - node key expires in 3d0h", "#     - Tailnet lock: key not signed"} {
+	for _, want := range []string{"Starting", "retrying. Last error:\n#     control: map poll: h2: connection lost", "# Health check:\n#     - node key expires in 3d0h", "#     - Tailnet lock: key not signed"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, b.String())
 		}
 	}
 }
 
-// TestStatusJSONNames: the stats in status --json use the same camelCase
-// names as the rest of it.
+// TestStatusJSONNames: the stats in status --json keep their camelCase
+// names.
 func TestStatusJSONNames(t *testing.T) {
 	var st statusJSON
 	st.Stats.DERPBytesIn, st.Stats.MapUpdates, st.Stats.TCPConns = 7, 3, 1
@@ -368,9 +377,27 @@ func TestStatusJSONNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"stats":{"packetsIn":0,`, `"derpBytesIn":7`, `"mapUpdates":3`, `"tcpConns":1`} {
+	for _, want := range []string{`"Stats":{"packetsIn":0,`, `"derpBytesIn":7`, `"mapUpdates":3`, `"tcpConns":1`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("status JSON lacks %s: %s", want, b)
 		}
 	}
 }
+
+// stubBackend stands for the daemon in local API tests.
+type stubBackend struct {
+	logoutF, rebindF, upF, downF func() error
+}
+
+func call(f func() error) error {
+	if f == nil {
+		return nil
+	}
+	return f()
+}
+
+func (s *stubBackend) node() *microlink.Node { return nil }
+func (s *stubBackend) up() error             { return call(s.upF) }
+func (s *stubBackend) down() error           { return call(s.downF) }
+func (s *stubBackend) logout() error         { return call(s.logoutF) }
+func (s *stubBackend) rebind() error         { return call(s.rebindF) }

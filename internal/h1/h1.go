@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
 )
@@ -48,6 +49,7 @@ type Request struct {
 	Target string // the request-target, such as "/status?x=1"
 	Header textproto.MIMEHeader
 	Body   []byte
+	URL    *url.URL // Target parsed, set by Server
 }
 
 // readLine reads one CRLF- or LF-terminated line without the terminator.
@@ -294,8 +296,10 @@ func eofIsUnexpected(err error) error {
 	return err
 }
 
-// ReadRequest reads a request whose body is at most maxBody bytes.
-func ReadRequest(br *bufio.Reader, maxBody int) (*Request, error) {
+// ReadRequestHeader reads a request's line and header, leaving br at the
+// first byte of its body (for a proxy that passes the body on as it
+// comes). The returned Request has no Body; RequestBody frames it.
+func ReadRequestHeader(br *bufio.Reader) (*Request, error) {
 	line, err := readLine(br)
 	if err != nil {
 		return nil, err
@@ -308,7 +312,23 @@ func ReadRequest(br *bufio.Reader, maxBody int) (*Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	body, err := bodyReader(br, h, false)
+	return &Request{Method: parts[0], Target: parts[1], Header: h}, nil
+}
+
+// RequestBody returns a reader of req's body from br, framed by its
+// Content-Length or chunked coding (empty without either), or an error for
+// a framing the server must refuse.
+func RequestBody(br *bufio.Reader, req *Request) (io.Reader, error) {
+	return bodyReader(br, req.Header, false)
+}
+
+// ReadRequest reads a request whose body is at most maxBody bytes.
+func ReadRequest(br *bufio.Reader, maxBody int) (*Request, error) {
+	req, err := ReadRequestHeader(br)
+	if err != nil {
+		return nil, err
+	}
+	body, err := bodyReader(br, req.Header, false)
 	if err != nil {
 		return nil, err
 	}
@@ -322,7 +342,8 @@ func ReadRequest(br *bufio.Reader, maxBody int) (*Request, error) {
 	if len(b) > maxBody {
 		return nil, fmt.Errorf("%w: body over %d bytes", ErrTooLarge, maxBody)
 	}
-	return &Request{Method: parts[0], Target: parts[1], Header: h, Body: b}, nil
+	req.Body = b
+	return req, nil
 }
 
 // writeHeader appends header fields, refusing ones that would break the

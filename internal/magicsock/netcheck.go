@@ -65,6 +65,11 @@ type report struct {
 	global4  netip.AddrPort
 	global6  netip.AddrPort
 	progress chan struct{} // signalled (without blocking) on every answer
+
+	// For NetReport: how many IPv4 servers answered, and whether they
+	// saw different mapped addresses.
+	v4Answers int
+	v4Varies  bool
 }
 
 type probeKey struct {
@@ -361,6 +366,10 @@ func (c *Conn) receiveSTUN(b []byte, src netip.AddrPort) {
 	default:
 	}
 	if addr.Addr().Is4() {
+		rep.v4Answers++
+		if rep.global4.IsValid() && rep.global4 != addr {
+			rep.v4Varies = true
+		}
 		rep.global4 = addr
 	} else {
 		rep.global6 = addr

@@ -136,6 +136,7 @@ func selfFromNode(n *tailcfg.Node) Self {
 		StableID:          n.StableID,
 		Name:              n.Name,
 		User:              n.User,
+		Tags:              internTags(n.Tags),
 		Key:               n.Key,
 		KeyExpiry:         utc(n.KeyExpiry),
 		Addresses:         clonePrefixes(n.Addresses),

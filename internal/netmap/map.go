@@ -68,6 +68,7 @@ type Self struct {
 	StableID          string
 	Name              string // MagicDNS FQDN with a trailing dot
 	User              tailcfg.UserID
+	Tags              []string // ACL tags
 	Key               key.NodePublic
 	KeyExpiry         time.Time // zero means never
 	Addresses         []netip.Prefix

@@ -22,6 +22,9 @@ type Peer struct {
 	User     tailcfg.UserID
 	Key      key.NodePublic
 	DiscoKey key.DiscoPublic
+	// Tags are the peer's ACL tags ("tag:server"); the strings are
+	// interned, as many peers carry the same few tags.
+	Tags []string
 
 	// KeyExpiry is when the peer's node key expires; zero means never.
 	KeyExpiry time.Time
@@ -104,6 +107,7 @@ func compactPeer(n *tailcfg.Node) *Peer {
 		Expired:         n.Expired,
 		IsWireGuardOnly: n.IsWireGuardOnly,
 	}
+	p.Tags = internTags(n.Tags)
 	if n.LastSeen != nil {
 		p.LastSeen = utc(*n.LastSeen)
 	}
@@ -130,6 +134,19 @@ func compactPeer(n *tailcfg.Node) *Peer {
 		p.Endpoints = slices.Clone(n.Endpoints)
 	}
 	return p
+}
+
+// internTags returns tags in an exactly sized slice of interned strings,
+// or nil.
+func internTags(tags []string) []string {
+	if len(tags) == 0 {
+		return nil
+	}
+	out := make([]string, len(tags))
+	for i, t := range tags {
+		out[i] = intern(t)
+	}
+	return out
 }
 
 func clonePrefixes(s []netip.Prefix) []netip.Prefix {
@@ -163,7 +180,7 @@ func samePaths(a, b *Peer) bool {
 func equalPeer(a, b *Peer) bool {
 	return a.ID == b.ID && a.StableID == b.StableID && a.Name == b.Name &&
 		a.Hostname == b.Hostname && a.OS == b.OS && a.User == b.User &&
-		a.Key == b.Key && a.DiscoKey == b.DiscoKey &&
+		slices.Equal(a.Tags, b.Tags) && a.Key == b.Key && a.DiscoKey == b.DiscoKey &&
 		a.KeyExpiry.Equal(b.KeyExpiry) && a.LastSeen.Equal(b.LastSeen) &&
 		slices.Equal(a.Addresses, b.Addresses) &&
 		slices.Equal(a.AllowedIPs, b.AllowedIPs) &&

@@ -130,6 +130,7 @@ type Hostinfo struct {
 	RequestTags     []string       `json:",omitempty"`
 	NetInfo         *NetInfo       `json:",omitempty"`
 	Userspace       OptBool        `json:",omitempty"`
+	ShieldsUp       bool           `json:",omitempty"`
 	NoLogsNoSupport bool           `json:",omitempty"`
 }
 

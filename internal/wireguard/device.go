@@ -291,6 +291,13 @@ func (d *Device) SendPacket(ipPacket []byte) error {
 	return p.send(ipPacket)
 }
 
+// HasRoute reports whether SendPacket has a peer for packets to dst.
+func (d *Device) HasRoute(dst netip.Addr) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.routes.lookup(dst) != nil
+}
+
 // SendTo is SendPacket with the peer chosen by the caller.
 func (d *Device) SendTo(peerKey key.NodePublic, ipPacket []byte) error {
 	d.mu.RLock()

@@ -128,16 +128,16 @@ func (w *lockedWriter) String() string {
 }
 
 type mlStatus struct {
-	State string `json:"state"`
+	State string `json:"BackendState"` // "Running" once connected
 	Self  struct {
-		Addresses []string `json:"addresses"`
-	} `json:"self"`
-	Peers []struct {
-		Name string `json:"name"`
-	} `json:"peers"`
+		Addresses []string `json:"TailscaleIPs"`
+	}
+	Peers map[string]struct {
+		Name string `json:"HostName"`
+	} `json:"Peer"`
 	Stats struct {
 		MapUpdates uint64 `json:"mapUpdates"`
-	} `json:"stats"`
+	}
 }
 
 // mapUpdates returns how many netmap messages the node has applied.
@@ -174,7 +174,7 @@ func (p *mlProc) waitConnected(ctx context.Context, peers int) (netip.Addr, erro
 		default:
 		}
 		st, err := p.status(ctx)
-		if err == nil && st.State == "Connected" && len(st.Peers) >= peers {
+		if err == nil && st.State == "Running" && len(st.Peers) >= peers {
 			for _, a := range st.Self.Addresses {
 				if ip, err := netip.ParseAddr(a); err == nil && ip.Is4() {
 					return ip, nil

@@ -1,7 +1,12 @@
 package examplestest
 
 import (
+	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"regexp"
@@ -242,3 +247,70 @@ func joinNode(t *testing.T, l *lab.Lab, hostname string) *microlink.Node {
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestHTTPService: http_service fetches a page from an HTTP server on the
+// real peer by its MagicDNS name, through the tailnet; then the real peer
+// (this test process, whose traffic to 100.x goes through tailscaled's
+// TUN) fetches http_service's page, which names the caller by WhoIs.
+func TestHTTPService(t *testing.T) {
+	if err := lab.TUNAvailable(); err != nil {
+		t.Skip(err)
+	}
+	l := startLab(t)
+	ts := l.StartTailscaled(t, lab.TSOptions{Hostname: "real-peer", TUN: true})
+	peerLn, err := net.Listen("tcp", net.JoinHostPort(ts.IPv4().String(), "8081"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from the real peer\n")
+	})}
+	go peerSrv.Serve(peerLn)
+	t.Cleanup(func() { peerSrv.Close() })
+
+	bin := build(t, examples+"http_service")
+	p := start(t, "http_service", bin, nil, append(nodeArgs(t, l, "web-svc"), "-listen", "8080", "-fetch", "http://real-peer:8081/hi")...)
+	m := p.waitLine(t, 20*time.Second, regexp.MustCompile(`^serving http://web-svc\S*:8080/ \((100\.64\.\d+\.\d+):8080\)$`))
+	self := m[1]
+	p.waitLine(t, 20*time.Second, regexp.MustCompile(`^fetched http://real-peer:8081/hi: 200 OK, 25 bytes: hello from the real peer$`))
+
+	ctx := testCtx(t, 20*time.Second)
+	var body string
+	err = retryUntil(ctx, func() error {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+self+":8080/who", nil)
+		res, err := (&http.Client{Timeout: 3 * time.Second}).Do(req)
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		body = string(b)
+		if res.StatusCode != 200 {
+			return fmt.Errorf("status %d: %s", res.StatusCode, b)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("GET from the real peer: %v", err)
+	}
+	if !strings.HasPrefix(body, "hello, real-peer (") || !strings.HasSuffix(body, "): you asked for /who\n") {
+		t.Fatalf("page %q", body)
+	}
+	p.waitLine(t, 5*time.Second, regexp.MustCompile(`^request from real-peer \(.*\) `+regexp.QuoteMeta(ts.IPv4().String())+`:\d+ GET /who$`))
+	p.stop(t)
+}
+
+// retryUntil calls f until it succeeds or ctx ends.
+func retryUntil(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

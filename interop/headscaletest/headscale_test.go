@@ -232,6 +232,10 @@ dns:
   override_local_dns: false
   nameservers:
     global: []
+  extra_records:
+    - name: "grafana.%[11]s"
+      type: "A"
+      value: "100.64.99.20"
 unix_socket: %s
 unix_socket_permission: "0770"
 logtail:

@@ -62,6 +62,7 @@ func TestHeadscale(t *testing.T) {
 	t.Logf("tailscaled registered as %v, %v (%s)", ts.IPv4(), ts.IPv6(), ts.TUNName)
 
 	t.Run("Netmaps", func(t *testing.T) { testNetmaps(t, n, ts) })
+	t.Run("MagicDNS", func(t *testing.T) { testMagicDNS(t, n, ts) })
 	t.Run("RealPeerPings", func(t *testing.T) { testRealPeerPings(t, n, ts) })
 	t.Run("MicrolinkPings", func(t *testing.T) { testMicrolinkPings(t, n, ts) })
 	t.Run("UDP", func(t *testing.T) { testUDP(t, n, ts) })

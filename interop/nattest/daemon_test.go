@@ -96,7 +96,7 @@ func startDaemon(t *testing.T, l *lab.Lab, ns, hostname string) *daemon {
 	})
 	waitFor(t, 30*time.Second, "microlink up to be connected", func() bool {
 		st, err := d.status()
-		return err == nil && st.State == "Connected"
+		return err == nil && st.State == "Running"
 	})
 	return d
 }
@@ -109,25 +109,26 @@ func (d *daemon) cli(args ...string) (string, error) {
 	return string(out), err
 }
 
-// cliStatus is the part of "microlink status --json" the tests read.
+// cliStatus is the part of "microlink status --json" the tests read
+// (tailscale's field names).
 type cliStatus struct {
-	State string `json:"state"`
+	State string `json:"BackendState"` // "Running" once connected
 	Self  struct {
-		Name      string   `json:"name"`
-		Addresses []string `json:"addresses"`
-		NodeKey   string   `json:"nodeKey"`
-	} `json:"self"`
-	Peers []struct {
-		Name       string  `json:"name"`
-		Path       string  `json:"path"`
-		Endpoint   string  `json:"endpoint"`
-		DERPRegion int     `json:"derpRegion"`
-		LatencyMS  float64 `json:"latencyMs"`
-	} `json:"peers"`
+		Name      string   `json:"HostName"`
+		Addresses []string `json:"TailscaleIPs"`
+		NodeKey   string   `json:"PublicKey"`
+	}
+	Peers map[string]struct {
+		Name       string  `json:"HostName"`
+		Path       string  `json:"Path"`
+		Endpoint   string  `json:"CurAddr"`
+		DERPRegion int     `json:"DERPRegion"`
+		LatencyMS  float64 `json:"LatencyMS"`
+	} `json:"Peer"`
 	Stats struct {
 		MapUpdates       uint64 `json:"mapUpdates"`
 		RegisterRequests uint64 `json:"registerRequests"`
-	} `json:"stats"`
+	}
 }
 
 func (d *daemon) status() (cliStatus, error) {

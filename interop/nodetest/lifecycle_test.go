@@ -82,28 +82,30 @@ func TestCLI(t *testing.T) {
 		return string(out), err
 	}
 	var st struct {
-		State string
-		Self  struct{ Addresses []string }
-		Peers []struct {
-			Name      string
-			Addresses []string
+		BackendState string
+		Self         struct{ TailscaleIPs []string }
+		Peer         map[string]struct {
+			HostName     string
+			TailscaleIPs []string
 		}
 	}
-	waitFor(t, 15*time.Second, "microlink up to be Connected with its peer", func() bool {
+	waitFor(t, 15*time.Second, "microlink up to be Running with its peer", func() bool {
 		out, err := cli("status", "--json")
 		if err != nil || json.Unmarshal([]byte(out), &st) != nil {
 			return false
 		}
-		return st.State == "Connected" && len(st.Peers) == 1
+		return st.BackendState == "Running" && len(st.Peer) == 1
 	})
-	if st.Peers[0].Name != "real-peer" || len(st.Self.Addresses) == 0 {
-		t.Fatalf("status = %+v", st)
+	for _, p := range st.Peer {
+		if p.HostName != "real-peer" || len(st.Self.TailscaleIPs) == 0 {
+			t.Fatalf("status = %+v", st)
+		}
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "microlink.sock")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket: %v %v", fi, err)
 	}
 	out, err := cli("status")
-	if err != nil || !strings.Contains(out, "real-peer") || !strings.Contains(out, st.Self.Addresses[0]) {
+	if err != nil || !strings.Contains(out, "real-peer") || !strings.Contains(out, st.Self.TailscaleIPs[0]) {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -126,7 +128,7 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("status after pings: %v\n%s", err, out)
 	}
 	// The peer reaches the daemon too.
-	if _, err := ts.Ping(ctx, netip.MustParseAddr(st.Self.Addresses[0]), "TSMP"); err != nil {
+	if _, err := ts.Ping(ctx, netip.MustParseAddr(st.Self.TailscaleIPs[0]), "TSMP"); err != nil {
 		t.Fatalf("real peer TSMP ping of the daemon: %v", err)
 	}
 	up.Process.Signal(syscall.SIGTERM)
