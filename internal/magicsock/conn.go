@@ -120,6 +120,11 @@ type Conn struct {
 	readers  sync.WaitGroup // read loops of the current sockets
 	rebindMu sync.Mutex
 
+	// loopbackOnly is set when the sockets are bound to loopback
+	// addresses only: then peers can only be reached on loopback, and
+	// loopback candidates from them are kept.
+	loopbackOnly bool
+
 	// dropUDP, set by tests, discards UDP packets to and from the
 	// given address family's peers.
 	dropUDP atomic.Bool
@@ -177,6 +182,7 @@ func newConn(opts Options, tm timing) (*Conn, error) {
 	if opts.NodeKey.IsZero() {
 		c.nodePub = key.NodePublic{} // pings go out without a node key
 	}
+	c.loopbackOnly = opts.BindIPv4.IsLoopback() && (opts.DisableIPv6 || opts.BindIPv6.IsLoopback())
 	c.nc.init()
 	if err := c.listen(opts.Port); err != nil {
 		return nil, err
@@ -412,8 +418,13 @@ func (c *Conn) ReceiveDERP(region int, src key.NodePublic, pkt []byte) {
 	}
 }
 
-// writeUDP sends b to dst from the socket of dst's family.
+// writeUDP sends b to dst from the socket of dst's family. The DERP
+// placeholder is not a UDP address: whatever path state names it, nothing
+// is sent there.
 func (c *Conn) writeUDP(b []byte, dst netip.AddrPort) error {
+	if dst.Addr() == DERPMagicIP {
+		return ErrNotUDP
+	}
 	if c.dropUDP.Load() {
 		return nil
 	}
@@ -439,7 +450,7 @@ var ErrNotUDP = errors.New("magicsock: not a UDP address")
 // cookie replies to unverified handshakes.
 func (c *Conn) WriteUDP(b []byte, dst netip.AddrPort) error {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
-	if dst.Addr() == DERPMagicIP || !dst.IsValid() {
+	if !dst.IsValid() {
 		return ErrNotUDP
 	}
 	return c.counts.directOut.countSent(len(b), c.writeUDP(b, dst))

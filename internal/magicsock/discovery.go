@@ -187,7 +187,7 @@ func (c *Conn) handleCallMeMaybe(p *peer, m *disco.CallMeMaybe) {
 		p.setBest(netip.AddrPort{}, 0, time.Time{})
 	}
 	for _, ap := range m.MyNumber {
-		if !ap.IsValid() || ap.Addr().IsUnspecified() || (ap.Addr().Is6() && ap.Addr().IsLinkLocalUnicast()) {
+		if !c.candidateOK(ap) {
 			continue
 		}
 		cd := p.cands[ap]
@@ -202,6 +202,30 @@ func (c *Conn) handleCallMeMaybe(p *peer, m *disco.CallMeMaybe) {
 	}
 	c.pingCandidates(p, time.Now(), true, pingDiscovery, nil)
 }
+
+// candidateOK reports whether a peer may name ap as one of its endpoints.
+// A peer chooses what it sends in call-me-maybe, so addresses that would
+// turn the node's pings and WireGuard messages toward something other
+// than a peer are refused: the DERP placeholder (which stands for a relay
+// region, not a UDP address), loopback (services on this host, unless the
+// node itself is bound to loopback only), multicast and broadcast,
+// link-local and unspecified addresses, and port 0.
+func (c *Conn) candidateOK(ap netip.AddrPort) bool {
+	a := ap.Addr()
+	switch {
+	case !ap.IsValid() || ap.Port() == 0 || a.Zone() != "":
+		return false
+	case a == DERPMagicIP:
+		return false
+	case a.IsUnspecified() || a.IsMulticast() || a.IsLinkLocalUnicast() || a == ipv4Broadcast:
+		return false
+	case a.IsLoopback():
+		return c.loopbackOnly
+	}
+	return true
+}
+
+var ipv4Broadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 
 // pingCandidates pings p's candidate endpoints, skipping those pinged in
 // the last discoPingInterval unless force is set. It reports whether any
