@@ -18,9 +18,12 @@ type RegionsOptions struct {
 	PrivateKey key.Private
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
-	// Lookup returns a region's nodes in preference order. It is called
-	// before every connection attempt, so DERP map changes take effect on
-	// the next reconnect.
+	// Lookup returns a region's nodes in preference order, or none for a
+	// region that is not in the current DERP map. It is called before a
+	// region's first connection, to refuse regions not in the map, and
+	// before every connection attempt, so DERP map changes take effect
+	// on the next reconnect; a region that left the map is not dialled
+	// again.
 	Lookup func(regionID int) []Node
 	// Receive is called with every packet relayed to us. pkt is valid
 	// only during the call. Calls for different regions may run
@@ -39,6 +42,10 @@ type RegionsOptions struct {
 // ErrNoRoute is returned by Regions.Send for region 0 when no reverse
 // route to the peer is known.
 var ErrNoRoute = errors.New("derp: no region known for peer")
+
+// ErrUnknownRegion is returned for a region that is not in the DERP map:
+// no connection is opened to it.
+var ErrUnknownRegion = errors.New("derp: region not in the DERP map")
 
 // ErrQueueFull is returned by Regions.Send when a region is still
 // connecting and its queue of waiting packets is full.
@@ -130,6 +137,7 @@ func (r *Regions) start() {
 // SetHome makes regionID the home region: it connects to it and tells
 // every open connection's server whether it is now home. 0 means no home.
 func (r *Regions) SetHome(regionID int) {
+	known := regionID == 0 || r.inMap(regionID)
 	r.mu.Lock()
 	if r.closed || r.home == regionID {
 		r.mu.Unlock()
@@ -139,7 +147,7 @@ func (r *Regions) SetHome(regionID int) {
 		old.lastActive.Store(time.Now().UnixNano()) // idle time counts from now
 	}
 	r.home = regionID
-	if regionID != 0 && r.conns[regionID] == nil {
+	if known && regionID != 0 && r.conns[regionID] == nil {
 		r.startLocked(regionID)
 	}
 	conns := make([]*regionConn, 0, len(r.conns))
@@ -171,7 +179,9 @@ func (r *Regions) Connected(regionID int) bool {
 // for regionID 0, through the region the peer was last heard on. If
 // there is no connection to regionID yet, Send uses the peer's reverse
 // route when that region is connected; otherwise it starts connecting and
-// queues a copy of pkt until the connection is up.
+// queues a copy of pkt until the connection is up. A region not in the
+// DERP map is never dialled: Send uses the reverse route or fails with
+// ErrUnknownRegion.
 func (r *Regions) Send(regionID int, dst key.NodePublic, pkt []byte) error {
 	if len(pkt) > MaxPacketSize {
 		return ErrPacketTooBig
@@ -191,15 +201,31 @@ func (r *Regions) Send(regionID int, dst key.NodePublic, pkt []byte) error {
 	}
 	rc := r.conns[regionID]
 	if rc == nil {
-		rc = r.startLocked(regionID)
+		r.mu.Unlock()
+		known := r.inMap(regionID)
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return ErrClosed
+		}
+		if rc = r.conns[regionID]; rc == nil && known {
+			rc = r.startLocked(regionID)
+		}
 	}
-	c := rc.client
+	var c *Client
+	if rc != nil {
+		c = rc.client
+	}
 	if c == nil {
 		if id, ok := r.routes[dst]; ok {
 			if alt := r.conns[id]; alt != nil && alt.client != nil {
 				rc, c = alt, alt.client
 			}
 		}
+	}
+	if rc == nil {
+		r.mu.Unlock()
+		return ErrUnknownRegion
 	}
 	if c == nil {
 		err := ErrQueueFull
@@ -233,6 +259,9 @@ func (r *Regions) Reconnect() {
 // Latency measures the round-trip time to regionID's server with a DERP
 // ping, connecting to the region first if needed.
 func (r *Regions) Latency(ctx context.Context, regionID int) (time.Duration, error) {
+	if !r.inMap(regionID) {
+		return 0, ErrUnknownRegion
+	}
 	for {
 		r.mu.Lock()
 		if r.closed {
@@ -266,6 +295,12 @@ func (r *Regions) Close() error {
 	r.cancel()
 	r.wg.Wait()
 	return nil
+}
+
+// inMap reports whether regionID is in the DERP map, that is whether
+// Lookup names nodes for it. r.mu must not be held: Lookup calls out.
+func (r *Regions) inMap(regionID int) bool {
+	return regionID != 0 && r.opts.Lookup != nil && len(r.opts.Lookup(regionID)) > 0
 }
 
 // startLocked creates the connection for regionID and its goroutine.
@@ -313,6 +348,10 @@ func (r *Regions) run(rc *regionConn) {
 		var nodes []Node
 		if r.opts.Lookup != nil {
 			nodes = r.opts.Lookup(rc.id)
+		}
+		if len(nodes) == 0 {
+			r.log.Debug("derp: region not in the DERP map", "region", rc.id)
+			return
 		}
 		c, err := r.dial(rc.ctx, nodes, Options{PrivateKey: r.opts.PrivateKey, Logger: r.opts.Logger})
 		if err != nil {
