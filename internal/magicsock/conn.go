@@ -136,7 +136,6 @@ type Conn struct {
 	peers     map[key.NodePublic]*peer
 	peerSnap  atomic.Pointer[map[key.NodePublic]*peer] // copy of peers for Send
 	byDisco   map[key.DiscoPublic]*peer
-	byAddr    map[netip.AddrPort]*peer // learned from pings
 	pings     map[[disco.TxIDLen]byte]*sentPing
 	derpMap   *tailcfg.DERPMap
 	nc        netcheckState
@@ -172,7 +171,6 @@ func newConn(opts Options, tm timing) (*Conn, error) {
 		closing: make(chan struct{}),
 		peers:   make(map[key.NodePublic]*peer),
 		byDisco: make(map[key.DiscoPublic]*peer),
-		byAddr:  make(map[netip.AddrPort]*peer),
 		pings:   make(map[[disco.TxIDLen]byte]*sentPing),
 		kick:    make(chan struct{}, 1),
 	}

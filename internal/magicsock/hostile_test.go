@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -158,5 +159,83 @@ func TestWriteUDPRefusesPlaceholder(t *testing.T) {
 	a.Send(p.node.NodePublic(), []byte(wgMsg))
 	if got := placeholder.received(100 * time.Millisecond); len(got) != 0 {
 		t.Fatalf("placeholder received %q", got)
+	}
+}
+
+// TestCallMeMaybeCapped: one call-me-maybe adds at most
+// maxCallMeMaybeEndpoints candidates, the first ones it lists.
+func TestCallMeMaybeCapped(t *testing.T) {
+	a := newNode(t, nil, Options{DERP: &captureDERP{sent: make(chan relayed, 64)}})
+	p := newRawPeer(t)
+	a.SetPeers([]Peer{p.peer()})
+	cmm := &disco.CallMeMaybe{}
+	for i := range 10000 {
+		cmm.MyNumber = append(cmm.MyNumber, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 1, byte(i >> 8), byte(i)}), 9))
+	}
+	// The largest call-me-maybe a DERP frame holds.
+	cmm.MyNumber = cmm.MyNumber[:(64<<10-disco.Overhead-2)/18]
+	a.ReceiveDERP(1, p.node.NodePublic(), p.sealer.Seal(nil, a.DiscoPublic(), cmm))
+	st, _ := a.PeerStatus(p.node.NodePublic())
+	if len(st.Endpoints) != maxCallMeMaybeEndpoints {
+		t.Fatalf("%d candidates from one call-me-maybe, want %d", len(st.Endpoints), maxCallMeMaybeEndpoints)
+	}
+	for _, ap := range st.Endpoints {
+		if !slices.Contains(cmm.MyNumber[:maxCallMeMaybeEndpoints], ap) {
+			t.Fatalf("candidate %v is not among the first listed", ap)
+		}
+	}
+	a.mu.Lock()
+	pings := len(a.pings)
+	a.mu.Unlock()
+	if pings > maxCallMeMaybeEndpoints {
+		t.Fatalf("%d pings outstanding", pings)
+	}
+}
+
+// TestCallMeMaybeRateLimited: call-me-maybe messages from a peer beyond
+// a small burst and a steady rate are dropped, so a peer cannot make the
+// node ping candidates at the rate it sends them.
+func TestCallMeMaybeRateLimited(t *testing.T) {
+	tm := fastTiming
+	tm.callMeMaybeInterval = time.Second
+	a := newNodeTiming(t, nil, Options{DERP: &captureDERP{sent: make(chan relayed, 64)}}, tm)
+	p := newRawPeer(t)
+	a.SetPeers([]Peer{p.peer()})
+	cmm := p.sealer.Seal(nil, a.DiscoPublic(), &disco.CallMeMaybe{MyNumber: []netip.AddrPort{p.addr}})
+	start := time.Now()
+	for range 50 {
+		a.ReceiveDERP(1, p.node.NodePublic(), cmm)
+		time.Sleep(2 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	pings := 0
+	for _, m := range p.read(t, a, 200*time.Millisecond) {
+		if _, ok := m.(*disco.Ping); ok {
+			pings++
+		}
+	}
+	// Every accepted call-me-maybe pings the one candidate at once.
+	if most := callMeMaybeBurst + int(elapsed/tm.callMeMaybeInterval) + 1; pings > most || pings < callMeMaybeBurst {
+		t.Fatalf("%d pings for 50 call-me-maybes in %v, want %d to %d", pings, elapsed, callMeMaybeBurst, most)
+	}
+}
+
+// TestLearnedEndpointsBounded: pings from many source addresses leave at
+// most maxLearned learned candidates, and never the DERP placeholder.
+func TestLearnedEndpointsBounded(t *testing.T) {
+	a := newNode(t, nil, Options{DERP: &captureDERP{sent: make(chan relayed, 64)}})
+	p := newRawPeer(t)
+	a.SetPeers([]Peer{p.peer()})
+	a.mu.Lock()
+	pp := a.peers[p.node.NodePublic()]
+	for i := range 1000 {
+		a.learnEndpoint(pp, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 2, byte(i >> 8), byte(i)}), 9))
+	}
+	a.learnEndpoint(pp, DERPAddr(5))
+	a.outbox = nil
+	a.mu.Unlock()
+	st, _ := a.PeerStatus(p.node.NodePublic())
+	if len(st.Endpoints) != maxLearned || slices.Contains(st.Endpoints, DERPAddr(5)) {
+		t.Fatalf("learned %v", st.Endpoints)
 	}
 }
