@@ -30,6 +30,10 @@ type dataPlane struct {
 	// endpoints and homeDERP are reported to control when they change.
 	onEndpoints func([]magicsock.Endpoint)
 	onHomeDERP  func(int)
+
+	// peersApplied, set by tests, is called when apply has handed
+	// changed peers to WireGuard and magicsock.
+	peersApplied func()
 }
 
 type dataPlaneConfig struct {
@@ -152,14 +156,21 @@ func (d *dataPlane) apply(nm *netmap.Map, ch netmap.Changes) {
 			d.ms.SetDERPMap(m)
 		}
 	}
+	// The filter goes in before the peers it is for, so that no packet
+	// from a new peer meets the rules of the netmap before.
+	if ch.FilterChanged {
+		d.setFilter(nm)
+	}
 	switch {
 	case ch.Full:
 		d.setPeers(nm)
 	case ch.PathsChanged:
 		d.updatePeers(nm, ch.PathsUpdated, ch.KeysGone)
+	default:
+		return
 	}
-	if ch.FilterChanged {
-		d.setFilter(nm)
+	if d.peersApplied != nil {
+		d.peersApplied()
 	}
 }
 

@@ -31,6 +31,8 @@ func pair(t *testing.T) (a, b *Stack) {
 	b = New(Config{Output: func(p []byte) error { a.Inbound(kb, p); return nil }})
 	a.SetAddresses([]netip.Prefix{addrA6, addrA4})
 	b.SetAddresses([]netip.Prefix{addrB4, addrB6})
+	a.SetFilter(packet.AllowAll())
+	b.SetFilter(packet.AllowAll())
 	t.Cleanup(func() { a.Close(); b.Close() })
 	return a, b
 }
@@ -292,4 +294,47 @@ func FuzzInbound(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDenyAllUntilFilter: a new stack lets nothing in until a filter is
+// installed, and installing nil goes back to letting nothing in.
+func TestDenyAllUntilFilter(t *testing.T) {
+	var ka key.NodePublic
+	b := New(Config{Output: func([]byte) error { return nil }})
+	t.Cleanup(func() { b.Close() })
+	b.SetAddresses([]netip.Prefix{addrB4})
+	c, err := b.ListenUDP(9000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkt := make([]byte, 100)
+	n, err := packet.BuildUDP(pkt, netip.AddrPortFrom(addrA4.Addr(), 5), netip.AddrPortFrom(addrB4.Addr(), 9000), []byte("early"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := make([]byte, 100)
+	en, err := packet.BuildEchoRequest(echo, addrA4.Addr(), addrB4.Addr(), 1, 1, []byte("ping"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver := func() (udp bool, replied uint64) {
+		_, _, before := b.Counters()
+		b.Inbound(ka, append([]byte(nil), pkt[:n]...))
+		b.Inbound(ka, append([]byte(nil), echo[:en]...))
+		_, _, after := b.Counters()
+		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, _, err := c.ReadFrom(make([]byte, 100))
+		return err == nil, after - before
+	}
+	if udp, replied := deliver(); udp || replied != 0 {
+		t.Fatalf("before any filter: UDP delivered %v, echo answered %d", udp, replied)
+	}
+	b.SetFilter(packet.AllowAll())
+	if udp, replied := deliver(); !udp || replied != 1 {
+		t.Fatalf("with an allow-all filter: UDP delivered %v, echo answered %d", udp, replied)
+	}
+	b.SetFilter(nil)
+	if udp, replied := deliver(); udp || replied != 0 {
+		t.Fatalf("after SetFilter(nil): UDP delivered %v, echo answered %d", udp, replied)
+	}
 }
