@@ -152,14 +152,17 @@ func (s *Stack) Inbound(peer key.NodePublic, pkt []byte) {
 		s.handleTSMP(peer, &p)
 		return
 	}
-	if s.filter.Load().Inbound(&p) != packet.Accept {
+	// Fragments are not reassembled: the tunnel MTU keeps peers from
+	// sending them, and a first fragment taken for the whole packet
+	// would be a truncated datagram.
+	if p.IsFragment() || s.filter.Load().Inbound(&p) != packet.Accept {
 		s.dropped.Add(1)
 		return
 	}
 	switch {
-	case p.Proto == packet.ProtoUDP && !p.Fragment:
+	case p.Proto == packet.ProtoUDP:
 		s.deliverUDP(&p)
-	case p.Proto == packet.ProtoTCP && !p.Fragment:
+	case p.Proto == packet.ProtoTCP:
 		s.delivered.Add(1)
 		s.tcp.Inbound(p.Src, p.Dst, p.Transport())
 	case p.IsEchoRequest():
