@@ -424,6 +424,7 @@ func (r *Regions) serve(rc *regionConn, c *Client) (restart Restarting) {
 		r.forgetRoutesLocked(rc.id)
 		r.mu.Unlock()
 	}()
+	var problem string // the server's last health problem
 	for {
 		m, err := c.Recv()
 		if err != nil {
@@ -451,8 +452,15 @@ func (r *Regions) serve(rc *regionConn, c *Client) (restart Restarting) {
 		case Restarting:
 			restart = m
 		case Health:
-			if m.Problem != "" {
-				r.log.Warn("derp: server reports a problem", "region", rc.id, "problem", m.Problem)
+			// Servers may repeat their health often: log changes only.
+			if m.Problem == problem {
+				break
+			}
+			problem = m.Problem
+			if problem != "" {
+				r.log.Warn("derp: server reports a problem", "region", rc.id, "problem", problem)
+			} else {
+				r.log.Info("derp: server reports no problem any more", "region", rc.id)
 			}
 		}
 	}

@@ -1,0 +1,106 @@
+package derp
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/microlink-go/microlink/internal/key"
+)
+
+// TestOversizedFramesSkipped: frames larger than any packet are read
+// through without being buffered whole; a Health frame's problem is cut
+// to MaxProblemLen, and the connection goes on.
+func TestOversizedFramesSkipped(t *testing.T) {
+	src := key.NewPrivate().NodePublic()
+	var in []byte
+	in = appendFrame(in, frameHealth, []byte(strings.Repeat("p", maxFrameSize)))
+	in = appendFrame(in, frameRecvPacket, append(src[:], make([]byte, MaxPacketSize+1)...))
+	in = appendFrame(in, frameServerInfo, make([]byte, 200<<10))
+	in = appendFrame(in, frameRecvPacket, append(src[:], "after"...))
+	c := newBytesClient(string(in))
+	m, err := c.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, ok := m.(Health)
+	if !ok || len(h.Problem) != MaxProblemLen || strings.Trim(h.Problem, "p") != "" {
+		t.Fatalf("got %T with a problem of %d bytes, want Health cut to %d", m, len(h.Problem), MaxProblemLen)
+	}
+	m, err = c.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rp, ok := m.(*ReceivedPacket); !ok || string(rp.Data) != "after" {
+		t.Fatalf("got %+v, want the packet after the oversized frames", m)
+	}
+	if cap(c.rbuf) > keyLen+MaxPacketSize {
+		t.Fatalf("client keeps a %d-byte read buffer", cap(c.rbuf))
+	}
+}
+
+// logRecorder is a slog.Handler that keeps the messages it is given.
+type logRecorder struct {
+	mu   sync.Mutex
+	msgs []slog.Record
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	l.msgs = append(l.msgs, r)
+	l.mu.Unlock()
+	return nil
+}
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
+
+// problems returns the problems of the health logs so far.
+func (l *logRecorder) problems() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, r := range l.msgs {
+		if !strings.Contains(r.Message, "problem") {
+			continue
+		}
+		p := "<none>"
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "problem" {
+				p = a.Value.String()
+			}
+			return true
+		})
+		out = append(out, p)
+	}
+	return out
+}
+
+// TestRegionsHealthLoggedOnChange: a server repeating its health frames
+// is logged once per change of problem, not per frame.
+func TestRegionsHealthLoggedOnChange(t *testing.T) {
+	rec := &logRecorder{}
+	f := newFakeRegions(t)
+	f.log = slog.New(rec)
+	f.SetHome(1)
+	s := f.nextServer(t, 1)
+	s.expectPreferred(t, true)
+	for range 50 {
+		s.send(t, frameHealth, []byte("overloaded"))
+	}
+	s.send(t, frameHealth, []byte(strings.Repeat("x", 100<<10)))
+	s.send(t, frameHealth, nil)
+	s.send(t, frameHealth, nil)
+	s.send(t, frameHealth, []byte("overloaded"))
+	peer := key.NewPrivate().NodePublic()
+	s.deliver(t, peer, "done")
+	<-f.received
+	time.Sleep(10 * time.Millisecond)
+	got := rec.problems()
+	if len(got) != 4 || got[0] != "overloaded" || len(got[1]) > MaxProblemLen || got[3] != "overloaded" {
+		t.Fatalf("health logs %d: %.80q", len(got), got)
+	}
+}
