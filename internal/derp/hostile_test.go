@@ -104,3 +104,46 @@ func TestRegionsHealthLoggedOnChange(t *testing.T) {
 		t.Fatalf("health logs %d: %.80q", len(got), got)
 	}
 }
+
+// TestRegionsRoutesBounded: packets from ever new source keys leave a
+// bounded table of reverse routes, holding only peers when IsPeer says
+// which keys are peers.
+func TestRegionsRoutesBounded(t *testing.T) {
+	routes := func(f *fakeRegions) int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.routes)
+	}
+	flood := func(f *fakeRegions, peer key.NodePublic) {
+		f.SetHome(1)
+		s := f.nextServer(t, 1)
+		s.expectPreferred(t, true)
+		var frames []byte
+		for i := range maxRoutes + 500 {
+			src := key.NewPrivate().NodePublic()
+			if i == 7 {
+				src = peer
+			}
+			frames = appendFrame(frames, frameRecvPacket, append(src[:], 'x'))
+		}
+		if _, err := s.conn.Write(frames); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "every packet", func() bool { return len(f.received) == maxRoutes+500 })
+	}
+	peer := key.NewPrivate().NodePublic()
+	f := newFakeRegions(t)
+	f.received = make(chan receivedPacket, maxRoutes+500)
+	flood(f, peer)
+	if n := routes(f); n > maxRoutes {
+		t.Fatalf("%d routes kept, want at most %d", n, maxRoutes)
+	}
+
+	g := newFakeRegions(t)
+	g.received = make(chan receivedPacket, maxRoutes+500)
+	g.opts.IsPeer = func(k key.NodePublic) bool { return k == peer }
+	flood(g, peer)
+	if n := routes(g); n != 1 || g.Send(0, peer, []byte("x")) != nil {
+		t.Fatalf("%d routes kept for one peer", n)
+	}
+}

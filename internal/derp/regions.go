@@ -30,6 +30,11 @@ type RegionsOptions struct {
 	// concurrently. It should return quickly: the region's connection
 	// is not read meanwhile.
 	Receive func(region int, src key.NodePublic, pkt []byte)
+	// IsPeer, if not nil, says whether a source key is a peer of the
+	// node: only peers' reverse routes are kept. Any client of a relay
+	// can send from as many keys as it likes. It is called for keys not
+	// yet routed and must not call into Regions.
+	IsPeer func(key.NodePublic) bool
 	// OnPeerGone, if not nil, is called when a region's server reports
 	// that a peer left it.
 	OnPeerGone func(region int, k key.NodePublic)
@@ -58,6 +63,7 @@ const (
 	maxBackoff        = 30 * time.Second
 	maxPending        = 16 // packets queued per connecting region
 	stableConn        = 10 * time.Second
+	maxRoutes         = 4096 // reverse routes kept, whatever IsPeer says
 )
 
 // Regions keeps the node's DERP connections: one to its home region,
@@ -466,11 +472,31 @@ func (r *Regions) serve(rc *regionConn, c *Client) (restart Restarting) {
 	}
 }
 
+// noteRoute remembers that src was heard on regionID. A key not yet
+// routed is added only if it is a peer, and at most maxRoutes keys are
+// kept: one arbitrary route makes room for a new one.
 func (r *Regions) noteRoute(src key.NodePublic, regionID int) {
 	r.mu.Lock()
-	if r.routes[src] != regionID {
-		r.routes[src] = regionID
+	id, known := r.routes[src]
+	if known {
+		if id != regionID {
+			r.routes[src] = regionID
+		}
+		r.mu.Unlock()
+		return
 	}
+	r.mu.Unlock()
+	if r.opts.IsPeer != nil && !r.opts.IsPeer(src) {
+		return
+	}
+	r.mu.Lock()
+	if len(r.routes) >= maxRoutes {
+		for k := range r.routes {
+			delete(r.routes, k)
+			break
+		}
+	}
+	r.routes[src] = regionID
 	r.mu.Unlock()
 }
 

@@ -192,6 +192,7 @@ func newConn(opts Options, tm timing) (*Conn, error) {
 			Logger:      c.log,
 			Lookup:      c.derpNodes,
 			Receive:     c.ReceiveDERP,
+			IsPeer:      c.isPeer,
 			OnConnected: c.derpConnected,
 		})
 	}
@@ -397,6 +398,12 @@ func (c *Conn) receiveUDP(b []byte, src netip.AddrPort) {
 			c.opts.ReceiveWireGuard(b, src)
 		}
 	}
+}
+
+// isPeer reports whether k is the node key of a netmap peer.
+func (c *Conn) isPeer(k key.NodePublic) bool {
+	snap := c.peerSnap.Load()
+	return snap != nil && (*snap)[k] != nil
 }
 
 // ReceiveDERP handles a packet relayed from src through region. It is the
