@@ -2,6 +2,7 @@ package derp
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -110,8 +111,8 @@ func TestRegionsHealthLoggedOnChange(t *testing.T) {
 // which keys are peers.
 func TestRegionsRoutesBounded(t *testing.T) {
 	routes := func(f *fakeRegions) int {
-		f.mu.Lock()
-		defer f.mu.Unlock()
+		f.Regions.mu.Lock()
+		defer f.Regions.mu.Unlock()
 		return len(f.routes)
 	}
 	flood := func(f *fakeRegions, peer key.NodePublic) {
@@ -146,4 +147,54 @@ func TestRegionsRoutesBounded(t *testing.T) {
 	if n := routes(g); n != 1 || g.Send(0, peer, []byte("x")) != nil {
 		t.Fatalf("%d routes kept for one peer", n)
 	}
+}
+
+// TestRegionsSendNeverBlocks: Send returns at once even when a region's
+// server stops reading, dropping what its bounded queue cannot hold, so
+// that no caller (the UDP reader, another region's reader, the WireGuard
+// timers) waits on a relay's TCP connection; other regions carry on.
+func TestRegionsSendNeverBlocks(t *testing.T) {
+	f := newFakeRegions(t)
+	f.SetHome(1)
+	s1 := f.nextServer(t, 1) // never read again: its TCP buffers fill
+	waitFor(t, "home connected", func() bool { return f.Connected(1) })
+	peer := key.NewPrivate().NodePublic()
+	pkt := make([]byte, 1280)
+	full := 0
+	start := time.Now()
+	for range 20000 {
+		t0 := time.Now()
+		err := f.Send(1, peer, pkt)
+		if d := time.Since(t0); d > time.Second {
+			t.Fatalf("Send blocked for %v", d)
+		}
+		if errors.Is(err, ErrQueueFull) {
+			full++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if full == 0 {
+		t.Fatalf("25 MB sent in %v to a server that reads nothing, none dropped", time.Since(start))
+	}
+	// Region 2 still carries packets both ways.
+	f.Send(2, peer, []byte("other region"))
+	s2 := f.nextServer(t, 2)
+	s2.expectPacket(t, peer, "other region")
+	s2.deliver(t, peer, "back")
+	select {
+	case got := <-f.received:
+		if got.data != "back" {
+			t.Fatalf("received %+v", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("region 2 stalled")
+	}
+	f.Regions.mu.Lock()
+	q := len(f.conns[1].queue)
+	f.Regions.mu.Unlock()
+	if q > sendQueueLen {
+		t.Fatalf("%d packets queued for region 1", q)
+	}
+	s1.conn.Close()
 }
