@@ -61,6 +61,7 @@ func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
 		// Under a flood of handshakes, answer each sender with a cookie,
 		// the way its message came.
 		SendCookieReply: d.sendCookieReply,
+		HostOf:          hostOf,
 		Logger:          c.Logger.With("component", "wireguard"),
 		UnderLoad:       c.underLoad,
 	})
@@ -128,6 +129,16 @@ func (d *dataPlane) receiveWireGuardDERP(msg []byte, region int, from key.NodePu
 	binary.BigEndian.PutUint16(b[1:3], uint16(region))
 	copy(b[3:], from[:])
 	d.wg.ReceiveFrom(msg, b[:])
+}
+
+// hostOf is the sending host of a packed source, for WireGuard's
+// handshake rate limit: a UDP sender's address without its port, and a
+// DERP sender's region and node key.
+func hostOf(src []byte) []byte {
+	if len(src) == srcUDPLen && src[0] == srcUDP {
+		return src[:1+16]
+	}
+	return src
 }
 
 // sendCookieReply sends msg back to src, as packed by receiveWireGuard or
