@@ -415,6 +415,12 @@ func (d *Device) Close() error {
 		p.dropStateLocked()
 		p.mu.Unlock()
 	}
+	// No peer is left to use the private key, and no goroutine of the
+	// device runs: wipe it and the cookie secret.
+	clear(d.static[:])
+	d.hsMu.Lock()
+	clear(d.checker.secret[:])
+	d.hsMu.Unlock()
 	return nil
 }
 

@@ -188,3 +188,35 @@ func TestRateLimiterRefillAndBound(t *testing.T) {
 		t.Fatalf("%d hosts remembered", len(l.hosts))
 	}
 }
+
+// TestSecretsZeroed: a peer's static-static secret and handshake state
+// are wiped when its state is dropped, and Close wipes the device's
+// private key and cookie secret.
+func TestSecretsZeroed(t *testing.T) {
+	w, _, a, b := setupPair(t)
+	a.dev.SendTo(b.pub, ipv4Packet(a.addr, b.addr, 60, 1))
+	w.pump(t)
+	p := a.dev.peers[b.pub]
+	p.mu.Lock()
+	st := p.st
+	p.mu.Unlock()
+	if st == nil || st.ss == [32]byte{} {
+		t.Fatal("no session secret to begin with")
+	}
+	a.dev.SetPeers(nil)
+	if st.ss != [32]byte{} || st.hs != (handshake{}) {
+		t.Fatalf("dropped session keeps its secrets: ss %x, handshake %+v", st.ss, st.hs)
+	}
+
+	// Under load, b issued a cookie: its secret goes with Close.
+	b.dev.hsMu.Lock()
+	b.dev.checker.createReply(make([]byte, InitiationSize), []byte("src"), time.Now())
+	b.dev.hsMu.Unlock()
+	b.dev.Close()
+	if !b.dev.static.IsZero() || b.dev.checker.secret != [32]byte{} {
+		t.Fatal("Close left the private key or the cookie secret")
+	}
+	if p := b.dev.Stats(); p.Peers != 0 {
+		t.Fatalf("closed device has %d peers", p.Peers)
+	}
+}

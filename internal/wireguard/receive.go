@@ -147,6 +147,7 @@ func (d *Device) receiveInitiation(msg, src []byte, now time.Time) *peer {
 		return nil
 	}
 	o, ok := openInitiation(d.static, d.staticPub, &m)
+	defer o.clear()
 	if !ok {
 		return nil
 	}
