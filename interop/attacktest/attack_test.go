@@ -9,7 +9,6 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -76,6 +75,32 @@ type result struct {
 	heapAfter       uint64 // after the attack and a garbage collection
 	fds             [2]int // before, peak
 	logGrowth       int64
+}
+
+// benchLine is one line of attack.jsonl, which scripts/bench.sh turns
+// into the "Under attack" section of docs/BENCHMARKS.md.
+type benchLine struct {
+	Attack           string  `json:"attack"`
+	Attacker         string  `json:"attacker"`
+	Seconds          float64 `json:"seconds"`
+	Pings            int     `json:"pings"`
+	Answered         int     `json:"answered"`
+	Duplicates       int     `json:"duplicates"`
+	AllowedLoss      float64 `json:"allowedLoss"`
+	MedianMs         float64 `json:"medianMs"`
+	MaxMs            float64 `json:"maxMs"`
+	MaxMedianMs      float64 `json:"maxMedianMs"`
+	GoroutinesBefore int     `json:"goroutinesBefore"`
+	GoroutinesPeak   int     `json:"goroutinesPeak"`
+	MaxGoroutines    int     `json:"maxExtraGoroutines"`
+	HeapPeak         uint64  `json:"heapPeak"`
+	HeapAfterGC      uint64  `json:"heapAfterGC"`
+	MaxHeap          uint64  `json:"maxHeap"`
+	FDsBefore        int     `json:"fdsBefore"`
+	FDsPeak          int     `json:"fdsPeak"`
+	MaxExtraFDs      int     `json:"maxExtraFDs"`
+	LogBytes         int64   `json:"logBytes"`
+	Passed           bool    `json:"passed"`
 }
 
 func TestUnderAttack(t *testing.T) {
@@ -222,6 +247,16 @@ func (s *suite) phase(t *testing.T, name string, loss float64, attack func(conte
 		if r.logGrowth > maxLogGrowth {
 			t.Errorf("victim logged %d bytes", r.logGrowth)
 		}
+		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+		lab.WriteBench(t, "attack.jsonl", benchLine{
+			Attack: r.name, Attacker: r.attack, Seconds: attackTime.Seconds(),
+			Pings: r.pings, Answered: r.answered, Duplicates: r.dups, AllowedLoss: loss,
+			MedianMs: ms(r.median), MaxMs: ms(r.max), MaxMedianMs: ms(maxMedianRTT),
+			GoroutinesBefore: r.goroutines[0], GoroutinesPeak: r.goroutines[1], MaxGoroutines: maxExtraGoroutines,
+			HeapPeak: r.heapPeak, HeapAfterGC: r.heapAfter, MaxHeap: maxHeapInuse,
+			FDsBefore: r.fds[0], FDsPeak: r.fds[1], MaxExtraFDs: maxExtraFDs,
+			LogBytes: r.logGrowth, Passed: !t.Failed(),
+		})
 	})
 }
 
@@ -262,8 +297,7 @@ func ping(ip netip.Addr, n int) pingResult {
 	return r
 }
 
-// report logs the results as a table, and writes it to
-// $MICROLINK_ATTACK_REPORT if set.
+// report logs the results as a table.
 func (s *suite) report(t *testing.T) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "| attack (%v each) | attacker | real peer's pings answered | median / max RTT | victim goroutines | victim heap peak (after GC) | victim fds |\n", attackTime)
@@ -275,11 +309,6 @@ func (s *suite) report(t *testing.T) {
 			r.goroutines[0], r.goroutines[1], float64(r.heapPeak)/(1<<20), float64(r.heapAfter)/(1<<20), r.fds[0], r.fds[1])
 	}
 	t.Logf("under attack:\n%s", b.String())
-	if f := os.Getenv("MICROLINK_ATTACK_REPORT"); f != "" {
-		if err := os.WriteFile(f, []byte(b.String()), 0o644); err != nil {
-			t.Error(err)
-		}
-	}
 }
 
 // pace calls send(i) for i = 0, 1, ... at rate calls a second until ctx
@@ -374,7 +403,7 @@ func (s *suite) callMeMaybe(ctx context.Context, t *testing.T) string {
 	if n := far.disco.Load(); n > most {
 		t.Errorf("%d disco packets to the far endpoints, want at most %d", n, most)
 	}
-	return fmt.Sprintf("%d messages (%s) of %d endpoints; %d disco pings reached far endpoints, %d packets loopback ones",
+	return fmt.Sprintf("%d messages (%s) of %d endpoints; the far endpoints got %d disco pings, the loopback and placeholder ones %d packets",
 		sent, perSecond(sent, elapsed), len(fixed)+3000, far.disco.Load(),
 		placeholder.disco.Load()+placeholder.other.Load()+loop.disco.Load()+loop.other.Load())
 }
@@ -430,7 +459,7 @@ func (s *suite) handshakeFlood(ctx context.Context, t *testing.T, sources int) s
 	if rate < 20000 {
 		t.Errorf("the attacker managed only %.0f initiations a second", rate)
 	}
-	return fmt.Sprintf("%s initiations from %d source(s); %d cookie replies came back", perSecond(n, elapsed), sources, cookies.Load())
+	return fmt.Sprintf("%s from %d source address(es); %d cookie replies back", perSecond(n, elapsed), sources, cookies.Load())
 }
 
 // randomDatagrams sends the victim's UDP socket random datagrams as fast
@@ -540,7 +569,7 @@ func (s *suite) replays(ctx context.Context, t *testing.T) string {
 	if answered < n*98/100 {
 		t.Errorf("only %d of %d echo requests answered", answered, n)
 	}
-	return fmt.Sprintf("%d messages, the newest first, then each 3 times shuffled; %d answered once, %d more than once", len(msgs), answered, twice)
+	return fmt.Sprintf("%d echo requests, the newest first, then each 3 times shuffled; %d answered once, %d more than once", len(msgs), answered, twice)
 }
 
 // discoGarbage sends the victim disco packets from keys it does not know,
@@ -607,5 +636,5 @@ func (s *suite) derpFrames(ctx context.Context, t *testing.T) string {
 	s.bad.misbehave.Store(true)
 	<-ctx.Done()
 	s.bad.misbehave.Store(false)
-	return fmt.Sprintf("%d malformed frames over %d connection(s)", s.bad.framesOut.Load(), s.bad.accepted.Load()-conns+1)
+	return fmt.Sprintf("%d malformed frames on %d connection(s)", s.bad.framesOut.Load(), s.bad.accepted.Load()-conns+1)
 }

@@ -16,9 +16,9 @@
 // stay within stated bounds, that the real peer's pings are answered
 // (within a stated loss and latency), and that nothing reaches the
 // loopback or far addresses the attacker names, except the few disco
-// pings the protocol allows. The figures go to the test log, and to the
-// file named by $MICROLINK_ATTACK_REPORT if set; docs/BENCHMARKS.md
-// ("Under attack") records a run.
+// pings the protocol allows. The figures go to the test log, and to
+// attack.jsonl in $MICROLINK_BENCH_OUT if set, from which scripts/bench.sh
+// writes the "Under attack" section of docs/BENCHMARKS.md.
 package attacktest
 
 import (
