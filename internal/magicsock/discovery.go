@@ -159,6 +159,7 @@ func (c *Conn) handlePong(p *peer, m *disco.Pong, src netip.AddrPort) {
 	}
 	cd.lastPong, cd.latency = now, latency
 	until := now.Add(c.tm.trustUDP)
+	wasTrusted := p.best.IsValid() && now.Before(p.bestUntil)
 	switch {
 	case sp.to == p.best:
 		p.setBest(p.best, latency, until)
@@ -171,6 +172,13 @@ func (c *Conn) handlePong(p *peer, m *disco.Pong, src netip.AddrPort) {
 		return
 	}
 	p.bestSeenAs = m.Src
+	if !wasTrusted && now.Sub(p.lastCallMeMaybe) > c.tm.discoPingInterval {
+		// The peer may have proven this path with its own call-me-maybe
+		// and pings before we sent it anything. Tell it our endpoints by
+		// call-me-maybe too: it then holds them as such, and only then
+		// does a withdrawal (see pathLost) end its trust in one.
+		c.sendCallMeMaybe(p, now)
+	}
 }
 
 // Bounds on what a peer's call-me-maybe messages can make the node do.
@@ -308,6 +316,7 @@ func (c *Conn) sendCallMeMaybe(p *peer, now time.Time) {
 	if len(c.endpoints) == 0 {
 		return
 	}
+	p.lastCallMeMaybe = now
 	c.sendDiscoDERP(p.homeDERP, p.key, p.disco, c.callMeMaybe(netip.AddrPort{}))
 }
 

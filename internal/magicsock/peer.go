@@ -108,14 +108,15 @@ type peer struct {
 	probeAt    time.Time
 	probeTries int
 
-	lastFullPing  time.Time
-	lastHeartbeat time.Time
-	lastPong      time.Time
-	lastPongFrom  netip.AddrPort
-	recentPings   [8]seenPing // pings answered, to answer duplicates once
-	recentNext    int
-	derpRegion    int       // region a disco packet last arrived on
-	cmmNext       time.Time // call-me-maybe rate limit: see allowCallMeMaybe
+	lastFullPing    time.Time
+	lastHeartbeat   time.Time
+	lastPong        time.Time
+	lastPongFrom    netip.AddrPort
+	recentPings     [8]seenPing // pings answered, to answer duplicates once
+	recentNext      int
+	derpRegion      int       // region a disco packet last arrived on
+	cmmNext         time.Time // call-me-maybe rate limit: see allowCallMeMaybe
+	lastCallMeMaybe time.Time // when we last sent the peer our endpoints
 
 	hot struct {
 		sync.Mutex
