@@ -275,7 +275,8 @@ func TestRegionsQueueLimit(t *testing.T) {
 		f.fail <- 5
 	}
 	var full bool
-	for range sendQueueLen + 1 {
+	// The writer holds one packet while it waits for the connection.
+	for range sendQueueLen + 2 {
 		if err := f.Send(5, peer, []byte("p")); errors.Is(err, ErrQueueFull) {
 			full = true
 		}

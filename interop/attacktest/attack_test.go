@@ -77,32 +77,6 @@ type result struct {
 	logGrowth       int64
 }
 
-// benchLine is one line of attack.jsonl, which scripts/bench.sh turns
-// into the "Under attack" section of docs/BENCHMARKS.md.
-type benchLine struct {
-	Attack           string  `json:"attack"`
-	Attacker         string  `json:"attacker"`
-	Seconds          float64 `json:"seconds"`
-	Pings            int     `json:"pings"`
-	Answered         int     `json:"answered"`
-	Duplicates       int     `json:"duplicates"`
-	AllowedLoss      float64 `json:"allowedLoss"`
-	MedianMs         float64 `json:"medianMs"`
-	MaxMs            float64 `json:"maxMs"`
-	MaxMedianMs      float64 `json:"maxMedianMs"`
-	GoroutinesBefore int     `json:"goroutinesBefore"`
-	GoroutinesPeak   int     `json:"goroutinesPeak"`
-	MaxGoroutines    int     `json:"maxExtraGoroutines"`
-	HeapPeak         uint64  `json:"heapPeak"`
-	HeapAfterGC      uint64  `json:"heapAfterGC"`
-	MaxHeap          uint64  `json:"maxHeap"`
-	FDsBefore        int     `json:"fdsBefore"`
-	FDsPeak          int     `json:"fdsPeak"`
-	MaxExtraFDs      int     `json:"maxExtraFDs"`
-	LogBytes         int64   `json:"logBytes"`
-	Passed           bool    `json:"passed"`
-}
-
 func TestUnderAttack(t *testing.T) {
 	if err := lab.TUNAvailable(); err != nil {
 		t.Skipf("needs the real peer in TUN mode: %v", err)
@@ -248,14 +222,16 @@ func (s *suite) phase(t *testing.T, name string, loss float64, attack func(conte
 			t.Errorf("victim logged %d bytes", r.logGrowth)
 		}
 		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-		lab.WriteBench(t, "attack.jsonl", benchLine{
-			Attack: r.name, Attacker: r.attack, Seconds: attackTime.Seconds(),
-			Pings: r.pings, Answered: r.answered, Duplicates: r.dups, AllowedLoss: loss,
-			MedianMs: ms(r.median), MaxMs: ms(r.max), MaxMedianMs: ms(maxMedianRTT),
-			GoroutinesBefore: r.goroutines[0], GoroutinesPeak: r.goroutines[1], MaxGoroutines: maxExtraGoroutines,
-			HeapPeak: r.heapPeak, HeapAfterGC: r.heapAfter, MaxHeap: maxHeapInuse,
-			FDsBefore: r.fds[0], FDsPeak: r.fds[1], MaxExtraFDs: maxExtraFDs,
-			LogBytes: r.logGrowth, Passed: !t.Failed(),
+		// One line of attack.jsonl, from which scripts/bench.sh writes the
+		// "Under attack" section of docs/BENCHMARKS.md.
+		lab.WriteBench(t, "attack.jsonl", map[string]any{
+			"attack": r.name, "attacker": r.attack, "seconds": attackTime.Seconds(),
+			"pings": r.pings, "answered": r.answered, "duplicates": r.dups, "allowedLoss": loss,
+			"medianMs": ms(r.median), "maxMs": ms(r.max), "maxMedianMs": ms(maxMedianRTT),
+			"goroutinesBefore": r.goroutines[0], "goroutinesPeak": r.goroutines[1], "maxExtraGoroutines": maxExtraGoroutines,
+			"heapPeak": r.heapPeak, "heapAfterGC": r.heapAfter, "maxHeap": maxHeapInuse,
+			"fdsBefore": r.fds[0], "fdsPeak": r.fds[1], "maxExtraFDs": maxExtraFDs,
+			"logBytes": r.logGrowth, "passed": !t.Failed(),
 		})
 	})
 }

@@ -2,16 +2,11 @@ package attacktest
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -22,6 +17,7 @@ import (
 	"golang.org/x/crypto/nacl/box"
 
 	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/interop/lab"
 )
 
 // DERP frame types (protocol version 2), as the server writes them.
@@ -65,7 +61,7 @@ type derpConn struct {
 }
 
 func startBadDERP(t *testing.T, hostile key.NodePublic, onPacket func(key.NodePublic, []byte)) *badDERP {
-	cert := selfSigned(t)
+	cert := lab.SelfSignedCert(t)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
 	if err != nil {
 		t.Fatal(err)
@@ -260,25 +256,4 @@ func readFrame(br *bufio.Reader) (byte, []byte, error) {
 	p := make([]byte, n)
 	_, err := io.ReadFull(br, p)
 	return h[0], p, err
-}
-
-// selfSigned makes a certificate for 127.0.0.1; DERP clients of the lab
-// skip verification.
-func selfSigned(t *testing.T) tls.Certificate {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}
 }
