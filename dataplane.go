@@ -30,6 +30,10 @@ type dataPlane struct {
 	// endpoints and homeDERP are reported to control when they change.
 	onEndpoints func([]magicsock.Endpoint)
 	onHomeDERP  func(int)
+
+	// peersApplied, set by tests, is called when apply has handed
+	// changed peers to WireGuard and magicsock.
+	peersApplied func()
 }
 
 type dataPlaneConfig struct {
@@ -57,6 +61,7 @@ func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
 		// Under a flood of handshakes, answer each sender with a cookie,
 		// the way its message came.
 		SendCookieReply: d.sendCookieReply,
+		HostOf:          hostOf,
 		Logger:          c.Logger.With("component", "wireguard"),
 		UnderLoad:       c.underLoad,
 	})
@@ -126,6 +131,16 @@ func (d *dataPlane) receiveWireGuardDERP(msg []byte, region int, from key.NodePu
 	d.wg.ReceiveFrom(msg, b[:])
 }
 
+// hostOf is the sending host of a packed source, for WireGuard's
+// handshake rate limit: a UDP sender's address without its port, and a
+// DERP sender's region and node key.
+func hostOf(src []byte) []byte {
+	if len(src) == srcUDPLen && src[0] == srcUDP {
+		return src[:1+16]
+	}
+	return src
+}
+
 // sendCookieReply sends msg back to src, as packed by receiveWireGuard or
 // receiveWireGuardDERP.
 func (d *dataPlane) sendCookieReply(src, msg []byte) error {
@@ -152,14 +167,21 @@ func (d *dataPlane) apply(nm *netmap.Map, ch netmap.Changes) {
 			d.ms.SetDERPMap(m)
 		}
 	}
+	// The filter goes in before the peers it is for, so that no packet
+	// from a new peer meets the rules of the netmap before.
+	if ch.FilterChanged {
+		d.setFilter(nm)
+	}
 	switch {
 	case ch.Full:
 		d.setPeers(nm)
 	case ch.PathsChanged:
 		d.updatePeers(nm, ch.PathsUpdated, ch.KeysGone)
+	default:
+		return
 	}
-	if ch.FilterChanged {
-		d.setFilter(nm)
+	if d.peersApplied != nil {
+		d.peersApplied()
 	}
 }
 

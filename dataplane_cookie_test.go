@@ -36,6 +36,41 @@ func (f *fakeDERP) Send(region int, dst key.NodePublic, pkt []byte) error {
 func (f *fakeDERP) SetHome(int)  {}
 func (f *fakeDERP) Close() error { return nil }
 
+// await waits up to 5 s for n packets and takes them.
+func (f *fakeDERP) await(t *testing.T, n int) []relayed {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f.mu.Lock()
+		got := len(f.sent)
+		f.mu.Unlock()
+		if got >= n {
+			return f.take()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d packets relayed, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// awaitStats polls d's WireGuard stats until cond holds, for up to 5 s,
+// since handshakes are handled on the device's own goroutine.
+func awaitStats(t *testing.T, d *dataPlane, what string, cond func(wireguard.Stats) bool) wireguard.Stats {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := d.wg.Stats()
+		if cond(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: stats %+v", what, s)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func (f *fakeDERP) take() []relayed {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -135,7 +170,7 @@ func TestCookieRepliesGoBack(t *testing.T) {
 		peer := newHandshakePeer(t, key.NodePublic(ourKey.Public()))
 		d.wg.SetPeers([]wireguard.PeerConfig{{Key: peer.dev.PublicKey(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32")}}})
 		d.ms.ReceiveDERP(901, peer.dev.PublicKey(), peer.initiation(t, false))
-		sent := relay.take()
+		sent := relay.await(t, 1)
 		if len(sent) != 1 {
 			t.Fatalf("%d packets relayed, want one cookie reply", len(sent))
 		}
@@ -148,7 +183,9 @@ func TestCookieRepliesGoBack(t *testing.T) {
 		}
 		before := d.wg.Stats()
 		d.ms.ReceiveDERP(901, peer.dev.PublicKey(), peer.initiation(t, true))
-		after := d.wg.Stats()
+		after := awaitStats(t, d, "retried handshake not accepted", func(s wireguard.Stats) bool {
+			return s.HandshakesCompleted == before.HandshakesCompleted+1
+		})
 		if after.CookieRepliesSent != before.CookieRepliesSent || after.ActivePeers != 1 {
 			t.Fatalf("retried handshake not accepted: stats before %+v, after %+v", before, after)
 		}
@@ -157,10 +194,10 @@ func TestCookieRepliesGoBack(t *testing.T) {
 		other := newHandshakePeer(t, key.NodePublic(ourKey.Public()))
 		init := peer.initiation(t, true) // carries the first peer's cookie
 		d.ms.ReceiveDERP(901, other.dev.PublicKey(), init)
-		if got := d.wg.Stats().CookieRepliesSent; got != after.CookieRepliesSent+1 {
-			t.Fatalf("a cookie bound to one sender was accepted from another: %d cookie replies", got)
-		}
-		relay.take()
+		awaitStats(t, d, "a cookie bound to one sender was accepted from another", func(s wireguard.Stats) bool {
+			return s.CookieRepliesSent == after.CookieRepliesSent+1 && s.HandshakesCompleted == after.HandshakesCompleted
+		})
+		relay.await(t, 1)
 	})
 
 	t.Run("udp", func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/netmap"
+	"github.com/microlink-go/microlink/internal/packet"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/internal/tunnel"
 )
@@ -95,5 +96,41 @@ func TestDeltasMatchFullRebuild(t *testing.T) {
 	}
 	if s := d.wg.Stats(); s.Peers > len(want) {
 		t.Errorf("WireGuard has %d peers, the netmap %d", s.Peers, len(want))
+	}
+}
+
+// TestFilterBeforePeers: a netmap's packet filter is in place before its
+// peers can reach the node, on the first netmap and on a delta that
+// brings both a new peer and new rules.
+func TestFilterBeforePeers(t *testing.T) {
+	d := newTestDataPlane(t)
+	var atPeers *packet.Filter
+	d.peersApplied = func() { atPeers = d.stack.Filter() }
+	nm := netmap.New(netmap.Options{})
+	first := bigNetmap(3)
+	first.PacketFilter = []tailcfg.FilterRule{{SrcIPs: []string{"*"}, DstPorts: []tailcfg.NetPortRange{{IP: "*", Ports: tailcfg.PortRange{First: 22, Last: 22}}}}}
+	ch, err := nm.Apply(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := d.stack.Filter()
+	d.apply(nm, ch)
+	if atPeers == nil || atPeers == before || atPeers != d.stack.Filter() {
+		t.Fatal("peers of the first netmap installed before its filter")
+	}
+
+	joined := bigNetmap(1).Peers[0]
+	joined.ID = 100
+	ch, err = nm.Apply(&tailcfg.MapResponse{
+		PeersChanged: []*tailcfg.Node{joined},
+		PacketFilter: []tailcfg.FilterRule{{SrcIPs: []string{"*"}, DstPorts: []tailcfg.NetPortRange{{IP: "*", Ports: tailcfg.PortRange{First: 80, Last: 80}}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, atPeers = d.stack.Filter(), nil
+	d.apply(nm, ch)
+	if atPeers == nil || atPeers == before || atPeers != d.stack.Filter() {
+		t.Fatal("a delta's new peer installed before its filter")
 	}
 }

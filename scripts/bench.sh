@@ -307,6 +307,19 @@ else
 	grep -E 'after the cut|back to direct|^(--- |FAIL)' "$results/failover.txt" >&2
 fi
 
+# --- 7. under attack -----------------------------------------------------------
+log "under attack"
+if [ "$(id -u)" != 0 ]; then
+	echo "It needs root, for the real tailscaled's TUN device in a network namespace." >"$results/attack.skip"
+elif [ "$mode" = quick ]; then
+	echo "Quick mode: the interop tests run the attack suite." >"$results/attack.skip"
+else
+	[ -n "${tsbin:-}" ] || tsbin=$(bash interop/build-tailscale.sh 2>>"$results/attack.log") || tsbin=
+	rec attack interop "MICROLINK_BENCH_OUT=$results MICROLINK_TS_BIN=$tsbin go test -run '^TestUnderAttack\$' -count=1 -timeout=10m -v ./attacktest" \
+		>"$results/attack.txt" 2>&1 || fail "attack suite failed"
+	grep -E '^(    --- |--- |FAIL)' "$results/attack.txt" >&2
+fi
+
 echo "LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"
 
 # --- report ------------------------------------------------------------------

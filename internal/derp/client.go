@@ -52,8 +52,9 @@ type Client struct {
 	bucket    tokenBucket
 
 	// Read side, owned by the goroutine calling Recv.
-	peeked int    // bytes of br to discard before the next frame
-	rbuf   []byte // payload of frames larger than br's buffer
+	peeked int                 // bytes of br to discard before the next frame
+	rbuf   []byte              // payload of frames larger than br's buffer
+	head   [MaxProblemLen]byte // start of a frame too large to buffer
 	pkt    ReceivedPacket
 	rerr   error // sticky read error
 
@@ -272,7 +273,7 @@ func (c *Client) Recv() (Message, error) {
 		return nil, c.rerr
 	}
 	for {
-		t, p, err := c.nextFrame()
+		t, p, cut, err := c.nextFrame()
 		if err != nil {
 			select {
 			case <-c.done:
@@ -283,15 +284,25 @@ func (c *Client) Recv() (Message, error) {
 			c.Close()
 			return nil, c.rerr
 		}
+		if cut && t != frameHealth {
+			continue // no other frame this large means anything
+		}
 		if m := c.handleFrame(t, p); m != nil {
 			return m, nil
 		}
 	}
 }
 
+// maxBufferedFrame is the largest frame payload nextFrame reads whole: a
+// RecvPacket frame of the largest packet.
+const maxBufferedFrame = keyLen + MaxPacketSize
+
 // nextFrame reads one frame. Payloads that fit in the bufio.Reader are
-// returned in place and discarded on the next call.
-func (c *Client) nextFrame() (frameType, []byte, error) {
+// returned in place and discarded on the next call. Of a frame longer
+// than maxBufferedFrame, which the protocol allows up to maxFrameSize,
+// only the first MaxProblemLen bytes are kept (cut is set) and the rest
+// is read through, so a server cannot make the client hold a megabyte.
+func (c *Client) nextFrame() (t frameType, p []byte, cut bool, err error) {
 	if c.peeked > 0 {
 		c.br.Discard(c.peeked)
 		c.peeked = 0
@@ -299,29 +310,38 @@ func (c *Client) nextFrame() (frameType, []byte, error) {
 	c.conn.SetReadDeadline(time.Now().Add(readTimeout))
 	h, err := c.br.Peek(frameHeaderLen)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, false, err
 	}
 	t, n := parseFrameHeader(h)
 	c.br.Discard(frameHeaderLen)
-	if n > maxFrameSize {
-		return 0, nil, fmt.Errorf("%w: %d bytes", errFrameSize, n)
-	}
-	if int(n) <= c.br.Size() {
+	switch {
+	case n > maxFrameSize:
+		return 0, nil, false, fmt.Errorf("%w: %d bytes", errFrameSize, n)
+	case n > maxBufferedFrame:
+		p = c.head[:]
+		if _, err := io.ReadFull(c.br, p); err != nil {
+			return 0, nil, false, noEOF(err)
+		}
+		if _, err := c.br.Discard(int(n) - len(p)); err != nil {
+			return 0, nil, false, noEOF(err)
+		}
+		return t, p, true, nil
+	case int(n) <= c.br.Size():
 		p, err := c.br.Peek(int(n))
 		if err != nil {
-			return 0, nil, noEOF(err)
+			return 0, nil, false, noEOF(err)
 		}
 		c.peeked = int(n)
-		return t, p, nil
+		return t, p, false, nil
 	}
 	if uint32(cap(c.rbuf)) < n {
 		c.rbuf = make([]byte, n)
 	}
-	p := c.rbuf[:n]
+	p = c.rbuf[:n]
 	if _, err := io.ReadFull(c.br, p); err != nil {
-		return 0, nil, noEOF(err)
+		return 0, nil, false, noEOF(err)
 	}
-	return t, p, nil
+	return t, p, false, nil
 }
 
 // noEOF turns EOF inside a frame into ErrUnexpectedEOF.
@@ -378,7 +398,7 @@ func (c *Client) handleFrame(t frameType, p []byte) Message {
 		}
 		return m
 	case frameHealth:
-		return Health{Problem: string(p)}
+		return Health{Problem: string(p[:min(len(p), MaxProblemLen)])}
 	case frameRestarting:
 		m, err := parseRestarting(p)
 		if err != nil {

@@ -48,8 +48,11 @@ type PeerPresent struct {
 // Health carries the server's view of this connection's health. An empty
 // Problem means healthy.
 type Health struct {
-	Problem string
+	Problem string // at most MaxProblemLen bytes; the rest is dropped
 }
+
+// MaxProblemLen bounds Health.Problem: a server may send up to a megabyte.
+const MaxProblemLen = 256
 
 // Restarting announces that the server is about to restart: reconnect after
 // ReconnectIn and keep trying for TryFor.

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/microlink-go/microlink/internal/bufpool"
 	"github.com/microlink-go/microlink/internal/key"
 )
 
@@ -18,21 +19,29 @@ type RegionsOptions struct {
 	PrivateKey key.Private
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
-	// Lookup returns a region's nodes in preference order. It is called
-	// before every connection attempt, so DERP map changes take effect on
-	// the next reconnect.
+	// Lookup returns a region's nodes in preference order, or none for a
+	// region that is not in the current DERP map. It is called before a
+	// region's first connection, to refuse regions not in the map, and
+	// before every connection attempt, so DERP map changes take effect
+	// on the next reconnect; a region that left the map is not dialled
+	// again.
 	Lookup func(regionID int) []Node
 	// Receive is called with every packet relayed to us. pkt is valid
 	// only during the call. Calls for different regions may run
 	// concurrently. It should return quickly: the region's connection
 	// is not read meanwhile.
 	Receive func(region int, src key.NodePublic, pkt []byte)
+	// IsPeer, if not nil, says whether a source key is a peer of the
+	// node: only peers' reverse routes are kept. Any client of a relay
+	// can send from as many keys as it likes. It is called for keys not
+	// yet routed and must not call into Regions.
+	IsPeer func(key.NodePublic) bool
 	// OnPeerGone, if not nil, is called when a region's server reports
 	// that a peer left it.
 	OnPeerGone func(region int, k key.NodePublic)
 	// OnConnected, if not nil, is called each time a connection to a
-	// region comes up (after NotePreferred and the queued packets went
-	// out), from that region's goroutine.
+	// region comes up (after NotePreferred went out; queued packets go
+	// out meanwhile), from that region's goroutine.
 	OnConnected func(region int)
 }
 
@@ -40,17 +49,28 @@ type RegionsOptions struct {
 // route to the peer is known.
 var ErrNoRoute = errors.New("derp: no region known for peer")
 
-// ErrQueueFull is returned by Regions.Send when a region is still
-// connecting and its queue of waiting packets is full.
-var ErrQueueFull = errors.New("derp: region not connected and its queue is full")
+// ErrUnknownRegion is returned for a region that is not in the DERP map:
+// no connection is opened to it.
+var ErrUnknownRegion = errors.New("derp: region not in the DERP map")
+
+// ErrQueueFull is returned by Regions.Send when the region's queue of
+// packets waiting to be written is full: the packet is dropped.
+var ErrQueueFull = errors.New("derp: region's send queue is full")
 
 const (
 	idleTimeout       = 60 * time.Second
 	idleCheckInterval = 15 * time.Second
 	minBackoff        = 250 * time.Millisecond
 	maxBackoff        = 30 * time.Second
-	maxPending        = 16 // packets queued per connecting region
-	stableConn        = 10 * time.Second
+	// sendQueueLen is how many packets wait per region for its writer
+	// while it connects or while the relay's TCP connection is slow.
+	sendQueueLen = 64
+	// sendBufSize and sendBufsIdle size the pool that queued packets are
+	// copied into: a WireGuard message of a full 1280-byte packet fits.
+	sendBufSize  = 1536
+	sendBufsIdle = 32
+	stableConn   = 10 * time.Second
+	maxRoutes    = 4096 // reverse routes kept, whatever IsPeer says
 )
 
 // Regions keeps the node's DERP connections: one to its home region,
@@ -70,6 +90,9 @@ type Regions struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	bufs     *bufpool.Pool // copies of queued packets
+	inFlight atomic.Int64  // packets queued or being written
+
 	mu     sync.Mutex
 	closed bool
 	home   int
@@ -77,8 +100,9 @@ type Regions struct {
 	routes map[key.NodePublic]int // peer → region it was last heard on
 }
 
-// regionConn is the connection to one region, owned by one goroutine
-// (Regions.run) that dials, reads and redials until its ctx is done.
+// regionConn is the connection to one region, owned by two goroutines
+// until its ctx is done: Regions.run dials, reads and redials, and
+// Regions.write sends the queued packets over the current connection.
 type regionConn struct {
 	id     int
 	ctx    context.Context
@@ -89,15 +113,20 @@ type regionConn struct {
 
 	prefMu sync.Mutex // serialises NotePreferred so the latest home wins
 
+	// queue holds packets for the writer. Send drops packets when it is
+	// full rather than wait for the relay.
+	queue chan queuedPacket
+
 	// Guarded by Regions.mu.
-	client  *Client       // nil while connecting
-	ready   chan struct{} // closed once client is set
-	pending []pendingPacket
+	client *Client       // nil while connecting
+	ready  chan struct{} // closed once client is set
 }
 
-type pendingPacket struct {
+// queuedPacket is a copy of a packet waiting in a region's queue.
+type queuedPacket struct {
 	dst key.NodePublic
-	pkt []byte
+	buf *[]byte // from Regions.bufs if its capacity is sendBufSize
+	n   int
 }
 
 // NewRegions returns a Regions with no home region. Call SetHome to connect.
@@ -119,6 +148,7 @@ func newRegions(opts RegionsOptions) *Regions {
 		cancel:      cancel,
 		conns:       make(map[int]*regionConn),
 		routes:      make(map[key.NodePublic]int),
+		bufs:        bufpool.New(sendBufsIdle, sendBufSize),
 	}
 }
 
@@ -130,6 +160,7 @@ func (r *Regions) start() {
 // SetHome makes regionID the home region: it connects to it and tells
 // every open connection's server whether it is now home. 0 means no home.
 func (r *Regions) SetHome(regionID int) {
+	known := regionID == 0 || r.inMap(regionID)
 	r.mu.Lock()
 	if r.closed || r.home == regionID {
 		r.mu.Unlock()
@@ -139,7 +170,7 @@ func (r *Regions) SetHome(regionID int) {
 		old.lastActive.Store(time.Now().UnixNano()) // idle time counts from now
 	}
 	r.home = regionID
-	if regionID != 0 && r.conns[regionID] == nil {
+	if known && regionID != 0 && r.conns[regionID] == nil {
 		r.startLocked(regionID)
 	}
 	conns := make([]*regionConn, 0, len(r.conns))
@@ -170,8 +201,14 @@ func (r *Regions) Connected(regionID int) bool {
 // Send relays pkt to dst through regionID, the peer's home region, or,
 // for regionID 0, through the region the peer was last heard on. If
 // there is no connection to regionID yet, Send uses the peer's reverse
-// route when that region is connected; otherwise it starts connecting and
-// queues a copy of pkt until the connection is up.
+// route when that region is connected; otherwise it starts connecting. A
+// region not in the DERP map is never dialled: Send uses the reverse
+// route or fails with ErrUnknownRegion.
+//
+// Send does not wait for the relay: it queues a copy of pkt for the
+// region's writer goroutine, and drops it with ErrQueueFull when the
+// region's queue is full. It does not allocate once its buffer pool is
+// warm.
 func (r *Regions) Send(regionID int, dst key.NodePublic, pkt []byte) error {
 	if len(pkt) > MaxPacketSize {
 		return ErrPacketTooBig
@@ -191,28 +228,124 @@ func (r *Regions) Send(regionID int, dst key.NodePublic, pkt []byte) error {
 	}
 	rc := r.conns[regionID]
 	if rc == nil {
-		rc = r.startLocked(regionID)
+		r.mu.Unlock()
+		known := r.inMap(regionID)
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return ErrClosed
+		}
+		if rc = r.conns[regionID]; rc == nil && known {
+			rc = r.startLocked(regionID)
+		}
 	}
-	c := rc.client
-	if c == nil {
+	if rc == nil || rc.client == nil {
 		if id, ok := r.routes[dst]; ok {
 			if alt := r.conns[id]; alt != nil && alt.client != nil {
-				rc, c = alt, alt.client
+				rc = alt
 			}
 		}
 	}
-	if c == nil {
-		err := ErrQueueFull
-		if len(rc.pending) < maxPending {
-			rc.pending = append(rc.pending, pendingPacket{dst, append([]byte(nil), pkt...)})
-			err = nil
-		}
+	if rc == nil {
 		r.mu.Unlock()
-		return err
+		return ErrUnknownRegion
+	}
+	qp := r.copyPacket(dst, pkt)
+	select {
+	case rc.queue <- qp:
+	default:
+		r.mu.Unlock()
+		r.release(qp)
+		return ErrQueueFull
 	}
 	r.mu.Unlock()
 	rc.lastActive.Store(time.Now().UnixNano())
-	return c.Send(dst, pkt)
+	return nil
+}
+
+// copyPacket copies pkt into a buffer for the queue.
+func (r *Regions) copyPacket(dst key.NodePublic, pkt []byte) queuedPacket {
+	r.inFlight.Add(1)
+	var buf *[]byte
+	if len(pkt) <= sendBufSize {
+		buf = r.bufs.Get()
+	} else {
+		b := make([]byte, len(pkt))
+		buf = &b
+	}
+	return queuedPacket{dst: dst, buf: buf, n: copy(*buf, pkt)}
+}
+
+// release returns qp's buffer to the pool.
+func (r *Regions) release(qp queuedPacket) {
+	if cap(*qp.buf) == sendBufSize {
+		r.bufs.Put(qp.buf)
+	}
+	r.inFlight.Add(-1)
+}
+
+// write sends rc's queued packets over its current connection, waiting
+// for one while the region connects, until rc.ctx is done. A packet the
+// connection fails to write is dropped; the next one waits for the
+// reconnection.
+func (r *Regions) write(rc *regionConn) {
+	defer r.wg.Done()
+	defer func() {
+		for {
+			select {
+			case qp := <-rc.queue:
+				r.release(qp)
+			default:
+				return
+			}
+		}
+	}()
+	for {
+		var qp queuedPacket
+		select {
+		case qp = <-rc.queue:
+		case <-rc.ctx.Done():
+			return
+		}
+		c := r.waitClient(rc)
+		if c == nil {
+			r.release(qp)
+			return
+		}
+		if err := c.Send(qp.dst, (*qp.buf)[:qp.n]); err != nil {
+			r.log.Debug("derp: send failed", "region", rc.id, "err", err)
+		}
+		r.release(qp)
+	}
+}
+
+// waitClient returns rc's connection once it is up, or nil when rc.ctx
+// is done first.
+func (r *Regions) waitClient(rc *regionConn) *Client {
+	for {
+		r.mu.Lock()
+		c, ready := rc.client, rc.ready
+		r.mu.Unlock()
+		if c == nil {
+			select {
+			case <-ready:
+				continue
+			case <-rc.ctx.Done():
+				return nil
+			}
+		}
+		select {
+		case <-c.Done():
+		default:
+			return c
+		}
+		// c failed; run is about to replace it.
+		select {
+		case <-rc.ctx.Done():
+			return nil
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // Reconnect closes every open connection and dials its region again at
@@ -233,6 +366,9 @@ func (r *Regions) Reconnect() {
 // Latency measures the round-trip time to regionID's server with a DERP
 // ping, connecting to the region first if needed.
 func (r *Regions) Latency(ctx context.Context, regionID int) (time.Duration, error) {
+	if !r.inMap(regionID) {
+		return 0, ErrUnknownRegion
+	}
 	for {
 		r.mu.Lock()
 		if r.closed {
@@ -268,14 +404,21 @@ func (r *Regions) Close() error {
 	return nil
 }
 
+// inMap reports whether regionID is in the DERP map, that is whether
+// Lookup names nodes for it. r.mu must not be held: Lookup calls out.
+func (r *Regions) inMap(regionID int) bool {
+	return regionID != 0 && r.opts.Lookup != nil && len(r.opts.Lookup(regionID)) > 0
+}
+
 // startLocked creates the connection for regionID and its goroutine.
 func (r *Regions) startLocked(regionID int) *regionConn {
 	ctx, cancel := context.WithCancel(r.ctx)
-	rc := &regionConn{id: regionID, ctx: ctx, cancel: cancel, ready: make(chan struct{})}
+	rc := &regionConn{id: regionID, ctx: ctx, cancel: cancel, ready: make(chan struct{}), queue: make(chan queuedPacket, sendQueueLen)}
 	rc.lastActive.Store(time.Now().UnixNano())
 	r.conns[regionID] = rc
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go r.run(rc)
+	go r.write(rc)
 	return rc
 }
 
@@ -287,7 +430,6 @@ func (r *Regions) removeLocked(rc *regionConn) {
 	}
 	delete(r.conns, rc.id)
 	r.forgetRoutesLocked(rc.id)
-	rc.pending = nil
 	rc.cancel()
 }
 
@@ -313,6 +455,10 @@ func (r *Regions) run(rc *regionConn) {
 		var nodes []Node
 		if r.opts.Lookup != nil {
 			nodes = r.opts.Lookup(rc.id)
+		}
+		if len(nodes) == 0 {
+			r.log.Debug("derp: region not in the DERP map", "region", rc.id)
+			return
 		}
 		c, err := r.dial(rc.ctx, nodes, Options{PrivateKey: r.opts.PrivateKey, Logger: r.opts.Logger})
 		if err != nil {
@@ -361,19 +507,9 @@ func (r *Regions) serve(rc *regionConn, c *Client) (restart Restarting) {
 	}
 	rc.client = c
 	close(rc.ready)
-	pending := rc.pending
-	rc.pending = nil
 	r.mu.Unlock()
 
 	r.notePreferred(rc)
-	for _, p := range pending {
-		if err := c.Send(p.dst, p.pkt); err != nil {
-			break
-		}
-	}
-	if len(pending) > 0 {
-		rc.lastActive.Store(time.Now().UnixNano())
-	}
 	if r.opts.OnConnected != nil {
 		r.opts.OnConnected(rc.id)
 	}
@@ -385,6 +521,7 @@ func (r *Regions) serve(rc *regionConn, c *Client) (restart Restarting) {
 		r.forgetRoutesLocked(rc.id)
 		r.mu.Unlock()
 	}()
+	var problem string // the server's last health problem
 	for {
 		m, err := c.Recv()
 		if err != nil {
@@ -412,18 +549,45 @@ func (r *Regions) serve(rc *regionConn, c *Client) (restart Restarting) {
 		case Restarting:
 			restart = m
 		case Health:
-			if m.Problem != "" {
-				r.log.Warn("derp: server reports a problem", "region", rc.id, "problem", m.Problem)
+			// Servers may repeat their health often: log changes only.
+			if m.Problem == problem {
+				break
+			}
+			problem = m.Problem
+			if problem != "" {
+				r.log.Warn("derp: server reports a problem", "region", rc.id, "problem", problem)
+			} else {
+				r.log.Info("derp: server reports no problem any more", "region", rc.id)
 			}
 		}
 	}
 }
 
+// noteRoute remembers that src was heard on regionID. A key not yet
+// routed is added only if it is a peer, and at most maxRoutes keys are
+// kept: one arbitrary route makes room for a new one.
 func (r *Regions) noteRoute(src key.NodePublic, regionID int) {
 	r.mu.Lock()
-	if r.routes[src] != regionID {
-		r.routes[src] = regionID
+	id, known := r.routes[src]
+	if known {
+		if id != regionID {
+			r.routes[src] = regionID
+		}
+		r.mu.Unlock()
+		return
 	}
+	r.mu.Unlock()
+	if r.opts.IsPeer != nil && !r.opts.IsPeer(src) {
+		return
+	}
+	r.mu.Lock()
+	if len(r.routes) >= maxRoutes {
+		for k := range r.routes {
+			delete(r.routes, k)
+			break
+		}
+	}
+	r.routes[src] = regionID
 	r.mu.Unlock()
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -24,7 +25,8 @@ type fakeRegions struct {
 	dials     map[int][]time.Time
 	received  chan receivedPacket
 	gone      chan key.NodePublic
-	connected chan int // regions whose connection came up
+	connected chan int     // regions whose connection came up
+	unknown   map[int]bool // regions not in the DERP map
 }
 
 type regionServer struct {
@@ -47,10 +49,16 @@ func newFakeRegions(t *testing.T) *fakeRegions {
 		received:  make(chan receivedPacket, 16),
 		gone:      make(chan key.NodePublic, 16),
 		connected: make(chan int, 16),
+		unknown:   make(map[int]bool),
 	}
 	f.Regions = newRegions(RegionsOptions{
 		PrivateKey: key.NewPrivate(),
 		Lookup: func(id int) []Node {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if f.unknown[id] {
+				return nil
+			}
 			return []Node{{Name: "n", RegionID: id, HostName: "derp.invalid"}}
 		},
 		Receive: func(region int, src key.NodePublic, pkt []byte) {
@@ -73,6 +81,12 @@ func newFakeRegions(t *testing.T) *fakeRegions {
 }
 
 func (f *fakeRegions) dial(ctx context.Context, nodes []Node, opts Options) (*Client, error) {
+	if len(nodes) == 0 {
+		f.mu.Lock()
+		f.dials[0] = append(f.dials[0], time.Now())
+		f.mu.Unlock()
+		return nil, errors.New("no nodes")
+	}
 	id := nodes[0].RegionID
 	f.mu.Lock()
 	f.dials[id] = append(f.dials[id], time.Now())
@@ -106,6 +120,13 @@ func (f *fakeRegions) dial(ctx context.Context, nodes []Node, opts Options) (*Cl
 	}
 	f.servers <- regionServer{id, s}
 	return c, nil
+}
+
+// setInMap adds region to the DERP map or takes it out.
+func (f *fakeRegions) setInMap(region int, in bool) {
+	f.mu.Lock()
+	f.unknown[region] = !in
+	f.mu.Unlock()
 }
 
 func (f *fakeRegions) dialTimes(region int) []time.Time {
@@ -254,7 +275,8 @@ func TestRegionsQueueLimit(t *testing.T) {
 		f.fail <- 5
 	}
 	var full bool
-	for range maxPending + 1 {
+	// The writer holds one packet while it waits for the connection.
+	for range sendQueueLen + 2 {
 		if err := f.Send(5, peer, []byte("p")); errors.Is(err, ErrQueueFull) {
 			full = true
 		}
@@ -394,11 +416,83 @@ func TestRegionsSendAllocs(t *testing.T) {
 	go io.Copy(io.Discard, s.conn)
 	dst := key.NewPrivate().NodePublic()
 	pkt := make([]byte, 1280)
+	// Each packet is written before the next is queued, so the pool
+	// always has the buffer back: the steady state of a busy region.
 	if n := testing.AllocsPerRun(200, func() {
 		if err := f.Send(1, dst, pkt); err != nil {
 			t.Fatal(err)
 		}
+		for f.inFlight.Load() != 0 {
+			runtime.Gosched()
+		}
 	}); n != 0 {
 		t.Fatalf("Regions.Send allocates %v times per packet", n)
 	}
+}
+
+// TestRegionsOnlyMapRegions: regions that are not in the DERP map are
+// never dialled, whatever asks for them, and a region that leaves the
+// map is not redialled.
+func TestRegionsOnlyMapRegions(t *testing.T) {
+	check := checkGoroutines(t)
+	f := newFakeRegions(t)
+	peer := key.NewPrivate().NodePublic()
+	for id := 1000; id < 1100; id++ {
+		f.setInMap(id, false)
+		if err := f.Send(id, peer, []byte("x")); !errors.Is(err, ErrUnknownRegion) {
+			t.Fatalf("Send to region %d outside the map: %v", id, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := f.Latency(ctx, 1000); !errors.Is(err, ErrUnknownRegion) {
+		t.Fatalf("Latency of a region outside the map: %v", err)
+	}
+	f.SetHome(1001)
+	time.Sleep(50 * time.Millisecond)
+	f.mu.Lock()
+	dialled := len(f.dials)
+	f.mu.Unlock()
+	if dialled != 0 {
+		t.Fatalf("dialled %d regions outside the map", dialled)
+	}
+	f.Regions.mu.Lock()
+	conns := len(f.conns)
+	f.Regions.mu.Unlock()
+	if conns != 0 {
+		t.Fatalf("%d connections kept for regions outside the map", conns)
+	}
+
+	// A peer heard on region 2 is still reached there when its home is
+	// a region outside the map.
+	f.SetHome(2)
+	s2 := f.nextServer(t, 2)
+	s2.expectPreferred(t, true)
+	s2.deliver(t, peer, "hi")
+	<-f.received
+	if err := f.Send(1050, peer, []byte("reverse")); err != nil {
+		t.Fatal(err)
+	}
+	s2.expectPacket(t, peer, "reverse")
+
+	// Region 3 leaves the map while connected: once its connection
+	// drops, it is not dialled again.
+	other := key.NewPrivate().NodePublic()
+	f.Send(3, other, []byte("x"))
+	s3 := f.nextServer(t, 3)
+	s3.expectPacket(t, other, "x")
+	f.setInMap(3, false)
+	s3.conn.Close()
+	waitFor(t, "region 3 forgotten", func() bool {
+		f.Regions.mu.Lock()
+		defer f.Regions.mu.Unlock()
+		return f.conns[3] == nil
+	})
+	time.Sleep(3 * minBackoff)
+	if n := len(f.dialTimes(3)); n != 1 {
+		t.Fatalf("region 3 dialled %d times, want once", n)
+	}
+	f.Close()
+	s2.conn.Close()
+	check()
 }

@@ -120,6 +120,11 @@ type Conn struct {
 	readers  sync.WaitGroup // read loops of the current sockets
 	rebindMu sync.Mutex
 
+	// loopbackOnly is set when the sockets are bound to loopback
+	// addresses only: then peers can only be reached on loopback, and
+	// loopback candidates from them are kept.
+	loopbackOnly bool
+
 	// dropUDP, set by tests, discards UDP packets to and from the
 	// given address family's peers.
 	dropUDP atomic.Bool
@@ -131,7 +136,6 @@ type Conn struct {
 	peers     map[key.NodePublic]*peer
 	peerSnap  atomic.Pointer[map[key.NodePublic]*peer] // copy of peers for Send
 	byDisco   map[key.DiscoPublic]*peer
-	byAddr    map[netip.AddrPort]*peer // learned from pings
 	pings     map[[disco.TxIDLen]byte]*sentPing
 	derpMap   *tailcfg.DERPMap
 	nc        netcheckState
@@ -167,7 +171,6 @@ func newConn(opts Options, tm timing) (*Conn, error) {
 		closing: make(chan struct{}),
 		peers:   make(map[key.NodePublic]*peer),
 		byDisco: make(map[key.DiscoPublic]*peer),
-		byAddr:  make(map[netip.AddrPort]*peer),
 		pings:   make(map[[disco.TxIDLen]byte]*sentPing),
 		kick:    make(chan struct{}, 1),
 	}
@@ -177,6 +180,7 @@ func newConn(opts Options, tm timing) (*Conn, error) {
 	if opts.NodeKey.IsZero() {
 		c.nodePub = key.NodePublic{} // pings go out without a node key
 	}
+	c.loopbackOnly = opts.BindIPv4.IsLoopback() && (opts.DisableIPv6 || opts.BindIPv6.IsLoopback())
 	c.nc.init()
 	if err := c.listen(opts.Port); err != nil {
 		return nil, err
@@ -188,6 +192,7 @@ func newConn(opts Options, tm timing) (*Conn, error) {
 			Logger:      c.log,
 			Lookup:      c.derpNodes,
 			Receive:     c.ReceiveDERP,
+			IsPeer:      c.isPeer,
 			OnConnected: c.derpConnected,
 		})
 	}
@@ -395,6 +400,12 @@ func (c *Conn) receiveUDP(b []byte, src netip.AddrPort) {
 	}
 }
 
+// isPeer reports whether k is the node key of a netmap peer.
+func (c *Conn) isPeer(k key.NodePublic) bool {
+	snap := c.peerSnap.Load()
+	return snap != nil && (*snap)[k] != nil
+}
+
 // ReceiveDERP handles a packet relayed from src through region. It is the
 // Receive hook of the DERP client; pkt is only read during the call.
 func (c *Conn) ReceiveDERP(region int, src key.NodePublic, pkt []byte) {
@@ -412,8 +423,13 @@ func (c *Conn) ReceiveDERP(region int, src key.NodePublic, pkt []byte) {
 	}
 }
 
-// writeUDP sends b to dst from the socket of dst's family.
+// writeUDP sends b to dst from the socket of dst's family. The DERP
+// placeholder is not a UDP address: whatever path state names it, nothing
+// is sent there.
 func (c *Conn) writeUDP(b []byte, dst netip.AddrPort) error {
+	if dst.Addr() == DERPMagicIP {
+		return ErrNotUDP
+	}
 	if c.dropUDP.Load() {
 		return nil
 	}
@@ -439,7 +455,7 @@ var ErrNotUDP = errors.New("magicsock: not a UDP address")
 // cookie replies to unverified handshakes.
 func (c *Conn) WriteUDP(b []byte, dst netip.AddrPort) error {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
-	if dst.Addr() == DERPMagicIP || !dst.IsValid() {
+	if !dst.IsValid() {
 		return ErrNotUDP
 	}
 	return c.counts.directOut.countSent(len(b), c.writeUDP(b, dst))

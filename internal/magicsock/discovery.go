@@ -61,6 +61,10 @@ func (c *Conn) receiveDisco(pkt []byte, src netip.AddrPort, region int, derpSrc 
 		if region == 0 || derpSrc != p.key {
 			return // only valid over DERP from the peer's own node key
 		}
+		if !c.allowCallMeMaybe(p, time.Now()) {
+			c.log.Debug("magicsock: call-me-maybe dropped: too many from the peer", "peer", p.key.ShortString())
+			return
+		}
 		c.handleCallMeMaybe(p, m)
 	}
 }
@@ -94,9 +98,12 @@ func (c *Conn) handlePing(p *peer, m *disco.Ping, src netip.AddrPort, region int
 	c.sendDiscoUDP(src, p.disco, pong)
 }
 
-// learnEndpoint adds the source of a ping as a candidate of p.
+// learnEndpoint adds the source of a ping as a candidate of p, keeping
+// at most maxLearned of them.
 func (c *Conn) learnEndpoint(p *peer, src netip.AddrPort) {
-	c.byAddr[src] = p
+	if src.Addr() == DERPMagicIP {
+		return
+	}
 	if cd := p.cands[src]; cd != nil {
 		cd.from |= fromPing
 		return
@@ -114,7 +121,6 @@ func (c *Conn) learnEndpoint(p *peer, src netip.AddrPort) {
 	}
 	if n >= maxLearned {
 		delete(p.cands, oldest)
-		delete(c.byAddr, oldest)
 	}
 	p.cands[src] = &candidate{from: fromPing}
 }
@@ -153,6 +159,7 @@ func (c *Conn) handlePong(p *peer, m *disco.Pong, src netip.AddrPort) {
 	}
 	cd.lastPong, cd.latency = now, latency
 	until := now.Add(c.tm.trustUDP)
+	wasTrusted := p.best.IsValid() && now.Before(p.bestUntil)
 	switch {
 	case sp.to == p.best:
 		p.setBest(p.best, latency, until)
@@ -165,6 +172,39 @@ func (c *Conn) handlePong(p *peer, m *disco.Pong, src netip.AddrPort) {
 		return
 	}
 	p.bestSeenAs = m.Src
+	if !wasTrusted && now.Sub(p.lastCallMeMaybe) > c.tm.discoPingInterval {
+		// The peer may have proven this path with its own call-me-maybe
+		// and pings before we sent it anything. Tell it our endpoints by
+		// call-me-maybe too: it then holds them as such, and only then
+		// does a withdrawal (see pathLost) end its trust in one.
+		c.sendCallMeMaybe(p, now)
+	}
+}
+
+// Bounds on what a peer's call-me-maybe messages can make the node do.
+const (
+	// maxCallMeMaybeEndpoints is how many candidates one call-me-maybe
+	// adds at most: the first acceptable ones it lists.
+	maxCallMeMaybeEndpoints = 32
+	// callMeMaybeBurst is how many call-me-maybe messages from one peer
+	// are handled back to back; beyond it, one per
+	// timing.callMeMaybeInterval, and the rest are dropped.
+	callMeMaybeBurst = 4
+)
+
+// allowCallMeMaybe reports whether a call-me-maybe from p may be handled
+// now, and counts it if so. Conn.mu is held.
+func (c *Conn) allowCallMeMaybe(p *peer, now time.Time) bool {
+	iv := c.tm.callMeMaybeInterval
+	next := p.cmmNext
+	if next.Before(now) {
+		next = now
+	}
+	if next.Sub(now) > (callMeMaybeBurst-1)*iv {
+		return false
+	}
+	p.cmmNext = next.Add(iv)
+	return true
 }
 
 // handleCallMeMaybe replaces the peer's call-me-maybe endpoints and pings
@@ -172,9 +212,19 @@ func (c *Conn) handlePong(p *peer, m *disco.Pong, src netip.AddrPort) {
 // listed and this one leaves out is no longer trusted: the peer is saying
 // it cannot be reached there. Conn.mu is held.
 func (c *Conn) handleCallMeMaybe(p *peer, m *disco.CallMeMaybe) {
+	var buf [maxCallMeMaybeEndpoints]netip.AddrPort
+	eps := buf[:0]
+	for _, ap := range m.MyNumber {
+		if len(eps) == maxCallMeMaybeEndpoints {
+			break
+		}
+		if c.candidateOK(ap) && !slices.Contains(eps, ap) {
+			eps = append(eps, ap)
+		}
+	}
 	withdrawn := false
 	for ap, cd := range p.cands {
-		if cd.from&fromCallMeMaybe != 0 && ap == p.best && !slices.Contains(m.MyNumber, ap) {
+		if cd.from&fromCallMeMaybe != 0 && ap == p.best && !slices.Contains(eps, ap) {
 			withdrawn = true
 		}
 		cd.from &^= fromCallMeMaybe
@@ -186,10 +236,7 @@ func (c *Conn) handleCallMeMaybe(p *peer, m *disco.CallMeMaybe) {
 		c.log.Debug("magicsock: peer withdrew its direct path", "peer", p.key.ShortString(), "addr", p.best)
 		p.setBest(netip.AddrPort{}, 0, time.Time{})
 	}
-	for _, ap := range m.MyNumber {
-		if !ap.IsValid() || ap.Addr().IsUnspecified() || (ap.Addr().Is6() && ap.Addr().IsLinkLocalUnicast()) {
-			continue
-		}
+	for _, ap := range eps {
 		cd := p.cands[ap]
 		if cd == nil {
 			cd = &candidate{}
@@ -202,6 +249,30 @@ func (c *Conn) handleCallMeMaybe(p *peer, m *disco.CallMeMaybe) {
 	}
 	c.pingCandidates(p, time.Now(), true, pingDiscovery, nil)
 }
+
+// candidateOK reports whether a peer may name ap as one of its endpoints.
+// A peer chooses what it sends in call-me-maybe, so addresses that would
+// turn the node's pings and WireGuard messages toward something other
+// than a peer are refused: the DERP placeholder (which stands for a relay
+// region, not a UDP address), loopback (services on this host, unless the
+// node itself is bound to loopback only), multicast and broadcast,
+// link-local and unspecified addresses, and port 0.
+func (c *Conn) candidateOK(ap netip.AddrPort) bool {
+	a := ap.Addr()
+	switch {
+	case !ap.IsValid() || ap.Port() == 0 || a.Zone() != "":
+		return false
+	case a == DERPMagicIP:
+		return false
+	case a.IsUnspecified() || a.IsMulticast() || a.IsLinkLocalUnicast() || a == ipv4Broadcast:
+		return false
+	case a.IsLoopback():
+		return c.loopbackOnly
+	}
+	return true
+}
+
+var ipv4Broadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 
 // pingCandidates pings p's candidate endpoints, skipping those pinged in
 // the last discoPingInterval unless force is set. It reports whether any
@@ -245,6 +316,7 @@ func (c *Conn) sendCallMeMaybe(p *peer, now time.Time) {
 	if len(c.endpoints) == 0 {
 		return
 	}
+	p.lastCallMeMaybe = now
 	c.sendDiscoDERP(p.homeDERP, p.key, p.disco, c.callMeMaybe(netip.AddrPort{}))
 }
 

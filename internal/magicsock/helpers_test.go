@@ -12,21 +12,22 @@ import (
 )
 
 var fastTiming = timing{
-	heartbeat:         100 * time.Millisecond,
-	trustUDP:          400 * time.Millisecond,
-	sessionActive:     5 * time.Second,
-	upgradeInterval:   time.Second,
-	goodEnoughLatency: 5 * time.Millisecond,
-	endpointsFresh:    time.Second,
-	discoPingInterval: 100 * time.Millisecond,
-	pingTimeout:       300 * time.Millisecond,
-	lossTimeout:       time.Second, // beyond trustUDP: tests that want loss probes set it
-	restunMin:         200 * time.Millisecond,
-	restunMax:         300 * time.Millisecond,
-	stunTimeout:       500 * time.Millisecond,
-	stunRetry:         20 * time.Millisecond,
-	fullReport:        time.Minute,
-	tick:              20 * time.Millisecond,
+	heartbeat:           100 * time.Millisecond,
+	trustUDP:            400 * time.Millisecond,
+	sessionActive:       5 * time.Second,
+	upgradeInterval:     time.Second,
+	goodEnoughLatency:   5 * time.Millisecond,
+	endpointsFresh:      time.Second,
+	discoPingInterval:   100 * time.Millisecond,
+	callMeMaybeInterval: 10 * time.Millisecond,
+	pingTimeout:         300 * time.Millisecond,
+	lossTimeout:         time.Second, // beyond trustUDP: tests that want loss probes set it
+	restunMin:           200 * time.Millisecond,
+	restunMax:           300 * time.Millisecond,
+	stunTimeout:         500 * time.Millisecond,
+	stunRetry:           20 * time.Millisecond,
+	fullReport:          time.Minute,
+	tick:                20 * time.Millisecond,
 }
 
 // fakeRelay is an in-memory DERP server for a set of Conns. Delivery is

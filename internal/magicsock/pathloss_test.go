@@ -245,3 +245,37 @@ func TestWithdrawnEndpointEndsPath(t *testing.T) {
 		t.Fatalf("candidates %v lack the netmap endpoint", st.Endpoints)
 	}
 }
+
+// TestPathFromPeersPingsSendsCallMeMaybe: a direct path the peer's own
+// call-me-maybe and pings proved, before this node sent it anything, is
+// followed by a call-me-maybe of ours: the peer then holds our endpoints
+// as call-me-maybe endpoints, which is what lets a later withdrawal (see
+// pathLost) end its trust in a dead path.
+func TestPathFromPeersPingsSendsCallMeMaybe(t *testing.T) {
+	d := &captureDERP{sent: make(chan relayed, 256)}
+	a := newNode(t, nil, Options{DERP: d})
+	a.mu.Lock()
+	a.endpoints = []Endpoint{{AddrPort: a.udpTo, Type: 1}}
+	a.epTime = time.Now()
+	a.mu.Unlock()
+	p := newRawPeer(t)
+	a.SetPeers([]Peer{p.peer()})
+	answer(t, p, a)
+	a.ReceiveDERP(1, p.node.NodePublic(), p.sealer.Seal(nil, a.DiscoPublic(), &disco.CallMeMaybe{MyNumber: []netip.AddrPort{p.addr}}))
+	waitFor(t, 2*time.Second, "a trusted direct path", func() bool {
+		st, _ := a.PeerStatus(p.node.NodePublic())
+		return st.Trusted
+	})
+	deadline := time.After(time.Second)
+	for {
+		select {
+		case r := <-d.sent:
+			m, ok := p.sealer.Open(r.pkt, a.DiscoPublic())
+			if cmm, isCMM := m.(*disco.CallMeMaybe); ok && isCMM && slices.Contains(cmm.MyNumber, a.udpTo) {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no call-me-maybe listing our endpoint sent to the peer")
+		}
+	}
+}

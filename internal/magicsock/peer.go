@@ -21,14 +21,17 @@ type timing struct {
 	goodEnoughLatency time.Duration
 	endpointsFresh    time.Duration // STUN again before call-me-maybe if older
 	discoPingInterval time.Duration // minimum between pings to one endpoint
-	pingTimeout       time.Duration
-	lossTimeout       time.Duration // least time a heartbeat may go unanswered
-	restunMin         time.Duration
-	restunMax         time.Duration
-	stunTimeout       time.Duration // one probe set
-	stunRetry         time.Duration // delay between tries
-	fullReport        time.Duration // a full netcheck at least this often
-	tick              time.Duration // maintenance loop period
+	// callMeMaybeInterval is the steady rate of call-me-maybe messages
+	// handled per peer, after a burst of callMeMaybeBurst.
+	callMeMaybeInterval time.Duration
+	pingTimeout         time.Duration
+	lossTimeout         time.Duration // least time a heartbeat may go unanswered
+	restunMin           time.Duration
+	restunMax           time.Duration
+	stunTimeout         time.Duration // one probe set
+	stunRetry           time.Duration // delay between tries
+	fullReport          time.Duration // a full netcheck at least this often
+	tick                time.Duration // maintenance loop period
 }
 
 var defaultTiming = timing{
@@ -39,14 +42,17 @@ var defaultTiming = timing{
 	goodEnoughLatency: 5 * time.Millisecond,
 	endpointsFresh:    27 * time.Second,
 	discoPingInterval: 5 * time.Second,
-	pingTimeout:       5 * time.Second,
-	lossTimeout:       1200 * time.Millisecond,
-	restunMin:         20 * time.Second,
-	restunMax:         26 * time.Second,
-	stunTimeout:       3 * time.Second,
-	stunRetry:         100 * time.Millisecond,
-	fullReport:        5 * time.Minute,
-	tick:              time.Second,
+	// A peer sends call-me-maybe when it starts discovery, at most about
+	// once per discoPingInterval, and when a path stops answering.
+	callMeMaybeInterval: time.Second,
+	pingTimeout:         5 * time.Second,
+	lossTimeout:         1200 * time.Millisecond,
+	restunMin:           20 * time.Second,
+	restunMax:           26 * time.Second,
+	stunTimeout:         3 * time.Second,
+	stunRetry:           100 * time.Millisecond,
+	fullReport:          5 * time.Minute,
+	tick:                time.Second,
 }
 
 // Peer is what the Conn needs to know about a peer from the netmap.
@@ -102,13 +108,15 @@ type peer struct {
 	probeAt    time.Time
 	probeTries int
 
-	lastFullPing  time.Time
-	lastHeartbeat time.Time
-	lastPong      time.Time
-	lastPongFrom  netip.AddrPort
-	recentPings   [8]seenPing // pings answered, to answer duplicates once
-	recentNext    int
-	derpRegion    int // region a disco packet last arrived on
+	lastFullPing    time.Time
+	lastHeartbeat   time.Time
+	lastPong        time.Time
+	lastPongFrom    netip.AddrPort
+	recentPings     [8]seenPing // pings answered, to answer duplicates once
+	recentNext      int
+	derpRegion      int       // region a disco packet last arrived on
+	cmmNext         time.Time // call-me-maybe rate limit: see allowCallMeMaybe
+	lastCallMeMaybe time.Time // when we last sent the peer our endpoints
 
 	hot struct {
 		sync.Mutex
@@ -244,7 +252,7 @@ func (p *peer) update(np Peer) {
 	}
 }
 
-// dropPeer removes p from the peer tables, but not from byAddr and pings
+// dropPeer removes p from the peer tables, but not its outstanding pings
 // (see forgetStale). Conn.mu is held.
 func (c *Conn) dropPeer(p *peer) {
 	delete(c.peers, p.key)
@@ -254,14 +262,9 @@ func (c *Conn) dropPeer(p *peer) {
 	c.sealer.Forget(p.disco)
 }
 
-// forgetStale drops learned addresses and outstanding pings of peers no
-// longer in the table. Conn.mu is held.
+// forgetStale drops the outstanding pings of peers no longer in the
+// table. Conn.mu is held.
 func (c *Conn) forgetStale() {
-	for ap, p := range c.byAddr {
-		if c.peers[p.key] != p {
-			delete(c.byAddr, ap)
-		}
-	}
 	for tx, sp := range c.pings {
 		if c.peers[sp.peer.key] != sp.peer {
 			delete(c.pings, tx)

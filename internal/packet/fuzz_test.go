@@ -41,6 +41,11 @@ func FuzzDecode(f *testing.F) {
 		if p.Version == 4 && !p.Src.Is4() || p.Version == 6 && !p.Src.Is6() {
 			t.Fatalf("address family does not match version %d", p.Version)
 		}
+		if p.Proto == ProtoUDP && !p.IsFragment() {
+			if t4 := p.Transport(); int(t4[4])<<8|int(t4[5]) != UDPHeaderLen+len(p.Payload()) {
+				t.Fatalf("whole UDP datagram with %d payload bytes, header says %d in all", len(p.Payload()), int(t4[4])<<8|int(t4[5]))
+			}
+		}
 		_ = p.String()
 		p.ChecksumsValid()
 		p.IsEchoRequest()

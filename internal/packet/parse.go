@@ -262,6 +262,10 @@ func (p *Parsed) isICMP() bool {
 	return p.Version == 4 && p.Proto == ProtoICMPv4 || p.Version == 6 && p.Proto == ProtoICMPv6
 }
 
+// IsFragment reports whether p is any fragment of a larger packet, the
+// first one included: its transport payload is incomplete.
+func (p *Parsed) IsFragment() bool { return p.Fragment || p.moreFrags }
+
 // Buffer returns the packet, cut to the length its IP header states.
 func (p *Parsed) Buffer() []byte { return p.b }
 

@@ -37,7 +37,7 @@ type Stack struct {
 	tcp    *tcp.Stack
 
 	addrs  atomic.Pointer[[]netip.Addr]  // own addresses, IPv4 first
-	filter atomic.Pointer[packet.Filter] // nil: allow everything
+	filter atomic.Pointer[packet.Filter] // never nil
 
 	mu     sync.Mutex
 	udp    map[uint16]*UDPConn
@@ -61,7 +61,8 @@ type pingKey struct {
 // ErrClosed is returned by operations on a closed Stack or socket.
 var ErrClosed = errors.New("tunnel: closed")
 
-// New returns a Stack with no addresses and no filter (everything allowed).
+// New returns a Stack with no addresses and a filter that lets nothing
+// in: the node accepts no packet before it knows its rules.
 func New(cfg Config) *Stack {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -76,6 +77,7 @@ func New(cfg Config) *Stack {
 	}
 	empty := []netip.Addr{}
 	s.addrs.Store(&empty)
+	s.filter.Store(packet.DenyAll())
 	tc := cfg.TCP
 	tc.Output = s.output
 	tc.Logger = cfg.Logger
@@ -103,10 +105,15 @@ func (s *Stack) SetAddresses(prefixes []netip.Prefix) {
 // Addresses returns the node's own addresses, IPv4 first.
 func (s *Stack) Addresses() []netip.Addr { return *s.addrs.Load() }
 
-// SetFilter installs the inbound packet filter; nil allows everything.
-func (s *Stack) SetFilter(f *packet.Filter) { s.filter.Store(f) }
+// SetFilter installs the inbound packet filter; nil lets nothing in.
+func (s *Stack) SetFilter(f *packet.Filter) {
+	if f == nil {
+		f = packet.DenyAll()
+	}
+	s.filter.Store(f)
+}
 
-// Filter returns the installed filter, or nil.
+// Filter returns the installed filter.
 func (s *Stack) Filter() *packet.Filter { return s.filter.Load() }
 
 // source returns our address of dst's family.
@@ -145,14 +152,17 @@ func (s *Stack) Inbound(peer key.NodePublic, pkt []byte) {
 		s.handleTSMP(peer, &p)
 		return
 	}
-	if f := s.filter.Load(); f != nil && f.Inbound(&p) != packet.Accept {
+	// Fragments are not reassembled: the tunnel MTU keeps peers from
+	// sending them, and a first fragment taken for the whole packet
+	// would be a truncated datagram.
+	if p.IsFragment() || s.filter.Load().Inbound(&p) != packet.Accept {
 		s.dropped.Add(1)
 		return
 	}
 	switch {
-	case p.Proto == packet.ProtoUDP && !p.Fragment:
+	case p.Proto == packet.ProtoUDP:
 		s.deliverUDP(&p)
-	case p.Proto == packet.ProtoTCP && !p.Fragment:
+	case p.Proto == packet.ProtoTCP:
 		s.delivered.Add(1)
 		s.tcp.Inbound(p.Src, p.Dst, p.Transport())
 	case p.IsEchoRequest():
@@ -230,11 +240,9 @@ func (s *Stack) deliverUDP(p *packet.Parsed) {
 // output sends an IP packet built by the stack, telling the filter first so
 // that replies are let back in.
 func (s *Stack) output(pkt []byte) error {
-	if f := s.filter.Load(); f != nil {
-		var p packet.Parsed
-		if p.Decode(pkt) == nil {
-			f.Outbound(&p)
-		}
+	var p packet.Parsed
+	if p.Decode(pkt) == nil {
+		s.filter.Load().Outbound(&p)
 	}
 	return s.cfg.Output(pkt)
 }

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -31,6 +32,8 @@ func pair(t *testing.T) (a, b *Stack) {
 	b = New(Config{Output: func(p []byte) error { a.Inbound(kb, p); return nil }})
 	a.SetAddresses([]netip.Prefix{addrA6, addrA4})
 	b.SetAddresses([]netip.Prefix{addrB4, addrB6})
+	a.SetFilter(packet.AllowAll())
+	b.SetFilter(packet.AllowAll())
 	t.Cleanup(func() { a.Close(); b.Close() })
 	return a, b
 }
@@ -269,27 +272,164 @@ func TestOversizeRejected(t *testing.T) {
 	}
 }
 
+// TestDenyAllUntilFilter: a new stack lets nothing in until a filter is
+// installed, and installing nil goes back to letting nothing in.
+func TestDenyAllUntilFilter(t *testing.T) {
+	var ka key.NodePublic
+	b := New(Config{Output: func([]byte) error { return nil }})
+	t.Cleanup(func() { b.Close() })
+	b.SetAddresses([]netip.Prefix{addrB4})
+	c, err := b.ListenUDP(9000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkt := make([]byte, 100)
+	n, err := packet.BuildUDP(pkt, netip.AddrPortFrom(addrA4.Addr(), 5), netip.AddrPortFrom(addrB4.Addr(), 9000), []byte("early"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := make([]byte, 100)
+	en, err := packet.BuildEchoRequest(echo, addrA4.Addr(), addrB4.Addr(), 1, 1, []byte("ping"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver := func() (udp bool, replied uint64) {
+		_, _, before := b.Counters()
+		b.Inbound(ka, append([]byte(nil), pkt[:n]...))
+		b.Inbound(ka, append([]byte(nil), echo[:en]...))
+		_, _, after := b.Counters()
+		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, _, err := c.ReadFrom(make([]byte, 100))
+		return err == nil, after - before
+	}
+	if udp, replied := deliver(); udp || replied != 0 {
+		t.Fatalf("before any filter: UDP delivered %v, echo answered %d", udp, replied)
+	}
+	b.SetFilter(packet.AllowAll())
+	if udp, replied := deliver(); !udp || replied != 1 {
+		t.Fatalf("with an allow-all filter: UDP delivered %v, echo answered %d", udp, replied)
+	}
+	b.SetFilter(nil)
+	if udp, replied := deliver(); udp || replied != 0 {
+		t.Fatalf("after SetFilter(nil): UDP delivered %v, echo answered %d", udp, replied)
+	}
+}
+
+// TestFragmentsDropped: fragments, first ones included, are dropped: a
+// first fragment is never delivered as a whole, truncated datagram, and
+// an echo request split in fragments is not answered.
+func TestFragmentsDropped(t *testing.T) {
+	_, b := pair(t)
+	var ka key.NodePublic
+	c, err := b.ListenUDP(9000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := func(v6 bool, echoReq bool) []byte {
+		src, dst := addrA4.Addr(), addrB4.Addr()
+		if v6 {
+			src, dst = addrA6.Addr(), addrB6.Addr()
+		}
+		buf := make([]byte, 300)
+		var n int
+		var err error
+		if echoReq {
+			n, err = packet.BuildEchoRequest(buf, src, dst, 1, 1, make([]byte, 200))
+		} else {
+			n, err = packet.BuildUDP(buf, netip.AddrPortFrom(src, 5), netip.AddrPortFrom(dst, 9000), make([]byte, 200))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return firstFragment(t, buf[:n], 104)
+	}
+	for _, v6 := range []bool{false, true} {
+		for _, echoReq := range []bool{false, true} {
+			_, _, before := b.Counters()
+			b.Inbound(ka, build(v6, echoReq))
+			if _, _, after := b.Counters(); after != before {
+				t.Errorf("v6 %v: fragmented echo request answered", v6)
+			}
+			c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+			if n, _, err := c.ReadFrom(make([]byte, 300)); err == nil {
+				t.Errorf("v6 %v: first fragment delivered as a %d-byte datagram", v6, n)
+			}
+		}
+	}
+}
+
+// firstFragment cuts the unfragmented IP packet pkt to its first fragment,
+// carrying the first n bytes (a multiple of 8) after the IP header.
+func firstFragment(t testing.TB, pkt []byte, n int) []byte {
+	t.Helper()
+	if pkt[0]>>4 == 4 {
+		hl := int(pkt[0]&0x0f) * 4
+		out := append([]byte(nil), pkt[:hl+n]...)
+		binary.BigEndian.PutUint16(out[2:], uint16(hl+n))
+		out[6] |= 0x20 // more fragments, offset 0
+		out[10], out[11] = 0, 0
+		binary.BigEndian.PutUint16(out[10:], packet.Checksum(out[:hl]))
+		return out
+	}
+	// IPv6: insert a fragment header after the fixed header.
+	out := append([]byte(nil), pkt[:40]...)
+	frag := []byte{out[6], 0, 0, 1, 0, 0, 0, 7} // next header, offset 0, more fragments, id 7
+	out[6] = 44
+	out = append(out, frag...)
+	out = append(out, pkt[40:40+n]...)
+	binary.BigEndian.PutUint16(out[4:], uint16(8+n))
+	return out
+}
+
+// FuzzInbound feeds arbitrary packets to a stack that lets everything in
+// and listens on a UDP port: it never panics, and a datagram it delivers
+// is exactly as long as its UDP header says.
 func FuzzInbound(f *testing.F) {
+	for _, frag := range []bool{false, true} {
+		buf := make([]byte, 300)
+		n, _ := packet.BuildUDP(buf, netip.AddrPortFrom(addrA4.Addr(), 5), netip.AddrPortFrom(addrB4.Addr(), 9000), make([]byte, 200))
+		if frag {
+			f.Add(firstFragment(f, buf[:n], 104))
+		} else {
+			f.Add(buf[:n])
+		}
+		n, _ = packet.BuildUDP(buf, netip.AddrPortFrom(addrA6.Addr(), 5), netip.AddrPortFrom(addrB6.Addr(), 9000), make([]byte, 100))
+		if frag {
+			f.Add(firstFragment(f, buf[:n], 48))
+		} else {
+			f.Add(buf[:n])
+		}
+	}
 	buf := make([]byte, 200)
-	n, _ := packet.BuildUDP(buf, netip.MustParseAddrPort("100.64.0.1:5"), netip.AddrPortFrom(addrB4.Addr(), 9000), []byte("x"))
-	f.Add(append([]byte(nil), buf[:n]...))
-	n, _ = packet.BuildTSMPPing(buf, addrA4.Addr(), addrB4.Addr(), [8]byte{1})
+	n, _ := packet.BuildTSMPPing(buf, addrA4.Addr(), addrB4.Addr(), [8]byte{1})
 	f.Add(append([]byte(nil), buf[:n]...))
 	n, _ = packet.BuildEchoRequest(buf, addrA6.Addr(), addrB6.Addr(), 1, 2, []byte("p"))
 	f.Add(append([]byte(nil), buf[:n]...))
 	s := New(Config{Output: func([]byte) error { return nil }})
 	s.SetAddresses([]netip.Prefix{addrB4, addrB6})
-	c, _ := s.ListenUDP(9000)
-	defer c.Close()
-	f.Fuzz(func(t *testing.T, b []byte) {
-		s.Inbound(key.NodePublic{}, b)
-		for {
-			select {
-			case d := <-c.queue:
-				s.pool.Put(d.buf)
-			default:
-				return
-			}
+	s.SetFilter(packet.AllowAll())
+	c, err := s.ListenUDP(9000)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { s.Close() })
+	var ka key.NodePublic
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		s.Inbound(ka, append([]byte(nil), pkt...))
+		var n int
+		select {
+		case d := <-c.queue:
+			n = d.n
+			s.pool.Put(d.buf)
+		default:
+			return
+		}
+		var p packet.Parsed
+		if p.Decode(pkt) != nil || p.IsFragment() || len(p.Transport()) < 8 {
+			t.Fatalf("delivered %d bytes from a packet that is not a whole datagram", n)
+		}
+		if want := int(p.Transport()[4])<<8 | int(p.Transport()[5]) - 8; n != want {
+			t.Fatalf("delivered %d bytes, the UDP header says %d", n, want)
 		}
 	})
 }

@@ -3,6 +3,8 @@ package wireguard
 import (
 	"crypto/hmac"
 	"crypto/rand"
+	"hash"
+	"sync"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/key"
@@ -44,18 +46,36 @@ func macOffsets(msg []byte) (mac1, mac2 int) {
 }
 
 // cookieChecker verifies the macs of handshake messages sent to the local
-// static key and issues cookies. Callers serialize access.
+// static key and issues cookies. checkMAC1 is safe for concurrent use;
+// callers serialize the other methods.
 type cookieChecker struct {
 	keys      macKeys
 	secret    [32]byte
 	secretSet time.Time
+
+	mac1Hashers sync.Pool // of *macHasher keyed with keys.mac1
+}
+
+// macHasher is a keyed BLAKE2s-128 and room for its output, reused so
+// that checking mac1 allocates nothing.
+type macHasher struct {
+	h   hash.Hash
+	out [macSize]byte
 }
 
 func (c *cookieChecker) checkMAC1(msg []byte) bool {
+	m, _ := c.mac1Hashers.Get().(*macHasher)
+	if m == nil {
+		h, _ := blake2s.New128(c.keys.mac1[:])
+		m = &macHasher{h: h}
+	}
 	o1, o2 := macOffsets(msg)
-	var m [macSize]byte
-	mac(&m, c.keys.mac1[:], msg[:o1])
-	return hmac.Equal(m[:], msg[o1:o2])
+	m.h.Reset()
+	m.h.Write(msg[:o1])
+	m.h.Sum(m.out[:0])
+	ok := hmac.Equal(m.out[:], msg[o1:o2])
+	c.mac1Hashers.Put(m)
+	return ok
 }
 
 func (c *cookieChecker) cookieFor(out *[macSize]byte, src []byte) {

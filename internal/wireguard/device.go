@@ -45,6 +45,13 @@ type Config struct {
 
 	// UnderLoad, if set, replaces the device's own load detection.
 	UnderLoad func() bool
+
+	// HostOf, if set, returns the part of a source (as passed to
+	// ReceiveFrom) that names the sending host, such as a UDP address
+	// without its port. Under load, each host may send 20 handshake
+	// messages a second (bursts of 5). Nil means the whole source. It
+	// must not allocate or keep src.
+	HostOf func(src []byte) []byte
 }
 
 // PeerConfig describes one peer: its static key and the prefixes it may
@@ -69,6 +76,8 @@ type Stats struct {
 	HandshakesCompleted      uint64
 	HandshakeInitiationsSent uint64
 	CookieRepliesSent        uint64
+	HandshakesDropped        uint64 // handshake messages dropped because the queue was full
+	HandshakesRateLimited    uint64 // handshake messages over a host's rate under load
 	PacketsIn, PacketsOut    uint64
 	BytesIn, BytesOut        uint64
 	Replays                  uint64 // transport messages rejected by the replay window
@@ -100,8 +109,16 @@ type Device struct {
 	staticPub key.Public
 	pool      bufferPool
 
-	hsMu           sync.Mutex // guards checker and load accounting
+	// The handshake queue (see handshake.go).
+	hsQueue   chan *handshakeJob
+	hsFree    chan *handshakeJob
+	hsJobs    atomic.Int32 // jobs allocated, at most handshakeQueueLen
+	hsPending atomic.Int32 // jobs queued or being handled
+	hostOf    func([]byte) []byte
+
+	hsMu           sync.Mutex // guards the checker's secret, load accounting and the limiter
 	checker        cookieChecker
+	limiter        rateLimiter
 	loadLimit      int
 	underLoad      func() bool
 	loadWindow     time.Time
@@ -118,6 +135,7 @@ type Device struct {
 		handshakes, initiations, cookies atomic.Uint64
 		pktsIn, pktsOut, bytesIn         atomic.Uint64
 		bytesOut, replays, drops         atomic.Uint64
+		handshakesDropped, rateLimited   atomic.Uint64
 	}
 
 	timerMu  sync.Mutex // serializes timer evaluation
@@ -154,6 +172,9 @@ func NewDevice(cfg Config) (*Device, error) {
 		pool:      newBufferPool(),
 		loadLimit: cfg.HandshakeLoadLimit,
 		underLoad: cfg.UnderLoad,
+		hostOf:    cfg.HostOf,
+		hsQueue:   make(chan *handshakeJob, handshakeQueueLen),
+		hsFree:    make(chan *handshakeJob, handshakeQueueLen),
 		peers:     make(map[key.NodePublic]*peer),
 		index:     make(map[uint32]indexEntry),
 		kick:      make(chan struct{}, 1),
@@ -170,8 +191,9 @@ func NewDevice(cfg Config) (*Device, error) {
 	}
 	d.checker.keys = newMACKeys(d.staticPub)
 	d.routes = newRouteTable(d.peers)
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.timerLoop()
+	go d.handshakeLoop()
 	return d, nil
 }
 
@@ -352,6 +374,8 @@ func (d *Device) Stats() Stats {
 		HandshakesCompleted:      d.stats.handshakes.Load(),
 		HandshakeInitiationsSent: d.stats.initiations.Load(),
 		CookieRepliesSent:        d.stats.cookies.Load(),
+		HandshakesDropped:        d.stats.handshakesDropped.Load(),
+		HandshakesRateLimited:    d.stats.rateLimited.Load(),
 		PacketsIn:                d.stats.pktsIn.Load(),
 		PacketsOut:               d.stats.pktsOut.Load(),
 		BytesIn:                  d.stats.bytesIn.Load(),
@@ -391,6 +415,12 @@ func (d *Device) Close() error {
 		p.dropStateLocked()
 		p.mu.Unlock()
 	}
+	// No peer is left to use the private key, and no goroutine of the
+	// device runs: wipe it and the cookie secret.
+	clear(d.static[:])
+	d.hsMu.Lock()
+	clear(d.checker.secret[:])
+	d.hsMu.Unlock()
 	return nil
 }
 
@@ -433,7 +463,9 @@ func (d *Device) lookupIndex(i uint32) indexEntry {
 }
 
 // isUnderLoad counts a handshake message and reports whether the device
-// should demand mac2. d.hsMu must be held.
+// should demand mac2: when more than loadLimit arrived within a second,
+// or the handshake queue is filling up, and for a second after that.
+// d.hsMu must be held.
 func (d *Device) isUnderLoad(now time.Time) bool {
 	if d.underLoad != nil {
 		return d.underLoad()
@@ -443,7 +475,7 @@ func (d *Device) isUnderLoad(now time.Time) bool {
 		d.loadCount = 0
 	}
 	d.loadCount++
-	if d.loadCount > d.loadLimit {
+	if d.loadCount > d.loadLimit || len(d.hsQueue) >= underLoadQueue {
 		d.underLoadUntil = now.Add(underLoadAfterTime)
 	}
 	return now.Before(d.underLoadUntil)

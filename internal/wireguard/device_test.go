@@ -259,11 +259,11 @@ func TestInitiationReplayAndFlood(t *testing.T) {
 	a.dev.SendTo(b.pub, ipv4Packet(a.addr, b.addr, 60, 1))
 	w.pump(t)
 	init1 := w.sentOfType(TypeInitiation)[0].data
-	if _, ok := b.dev.Receive(append([]byte(nil), init1...)); !ok {
+	if !receive(t, b.dev, append([]byte(nil), init1...), nil) {
 		t.Fatal("first initiation rejected")
 	}
 	clock.Advance(time.Second)
-	if _, ok := b.dev.Receive(append([]byte(nil), init1...)); ok {
+	if receive(t, b.dev, append([]byte(nil), init1...), nil) {
 		t.Fatal("replayed initiation accepted")
 	}
 	// A fresh initiation right after the previous one is a flood.
@@ -273,7 +273,7 @@ func TestInitiationReplayAndFlood(t *testing.T) {
 	all := w.sentOfType(TypeInitiation)
 	init2 := all[len(all)-1].data
 	// Accept init2 once time has passed, but a third one 10 ms later is a flood.
-	if _, ok := b.dev.Receive(append([]byte(nil), init2...)); !ok {
+	if !receive(t, b.dev, append([]byte(nil), init2...), nil) {
 		t.Fatal("second initiation rejected")
 	}
 	clock.Advance(RekeyTimeout + RekeyTimeoutJitterMax)
@@ -290,7 +290,7 @@ func TestInitiationReplayAndFlood(t *testing.T) {
 	bp.mu.Lock()
 	bp.lastInitConsumed = clock.Now().Add(-10 * time.Millisecond)
 	bp.mu.Unlock()
-	if _, ok := b.dev.Receive(append([]byte(nil), init3...)); ok {
+	if receive(t, b.dev, append([]byte(nil), init3...), nil) {
 		t.Fatal("initiation within HandshakeInitationRate accepted")
 	}
 }
@@ -328,9 +328,9 @@ func TestUnderLoadCookie(t *testing.T) {
 			w.queue = w.queue[1:]
 			w.mu.Unlock()
 			if m.to == b.pub {
-				b.dev.ReceiveFrom(m.data, []byte("a-addr"))
+				receive(t, b.dev, m.data, []byte("a-addr"))
 			} else {
-				a.dev.Receive(m.data)
+				receive(t, a.dev, m.data, nil)
 			}
 		}
 	}

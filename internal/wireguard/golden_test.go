@@ -355,3 +355,19 @@ func TestReplayWindowLimits(t *testing.T) {
 		t.Fatal("ancient counter accepted")
 	}
 }
+
+// TestReplayWindowSize: the window holds 8128 counters behind the newest,
+// as wireguard-go's and Linux's do, since every message may arrive twice,
+// direct and relayed, with the relayed copy far behind.
+func TestReplayWindowSize(t *testing.T) {
+	var w replayWindow
+	if !w.accept(8128) || !w.accept(0) {
+		t.Fatal("counter 8128 behind the newest rejected")
+	}
+	if w.accept(0) {
+		t.Fatal("duplicate accepted")
+	}
+	if !w.accept(9000) || w.accept(871) || !w.accept(872) {
+		t.Fatal("window edge not at 8128 counters")
+	}
+}

@@ -122,6 +122,7 @@ func (w *wire) pump(t testing.TB) int {
 			continue
 		}
 		dev.Receive(m.data)
+		settle(t, dev)
 		count++
 	}
 	t.Fatal("wire never went idle")
@@ -191,4 +192,32 @@ func checkNoGoroutineLeak(t *testing.T, before int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// settle waits until d's handshake goroutine has handled every message
+// queued so far.
+func settle(tb testing.TB, d *Device) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for d.hsPending.Load() != 0 {
+		if time.Now().After(deadline) {
+			tb.Fatal("handshake queue never drained")
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
+}
+
+// receive hands msg from src to d as a transport does, waits until a
+// handshake message has been handled, and reports whether msg was
+// accepted: for handshakes, whether the device counted no drop.
+func receive(tb testing.TB, d *Device, msg, src []byte) bool {
+	tb.Helper()
+	before := d.stats.drops.Load()
+	_, ok := d.ReceiveFrom(msg, src)
+	switch messageType(msg) {
+	case TypeInitiation, TypeResponse:
+		settle(tb, d)
+		return d.stats.drops.Load() == before
+	}
+	return ok
 }

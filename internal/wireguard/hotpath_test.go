@@ -147,9 +147,9 @@ func FuzzReceive(f *testing.F) {
 	f.Add(append([]byte{3, 0, 0, 0}, make([]byte, 60)...))
 	f.Add([]byte{4, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		sp.b.dev.Receive(bytes.Clone(b))
-		sp.b.dev.ReceiveFrom(bytes.Clone(b), []byte{1, 2, 3})
-		sp.a.dev.Receive(b)
+		receive(t, sp.b.dev, bytes.Clone(b), nil)
+		receive(t, sp.b.dev, bytes.Clone(b), []byte{1, 2, 3})
+		receive(t, sp.a.dev, b, nil)
 		sp.w.mu.Lock()
 		sp.w.queue = sp.w.queue[:0]
 		sp.w.sent = sp.w.sent[:0]

@@ -55,6 +55,8 @@ func openZero(dst []byte, k *[32]byte, ciphertext, ad []byte) bool {
 func (hs *handshake) createInitiation(localPub, remote key.Public, ss *[32]byte, eph key.Private, ts tai64n, sender uint32) (initiation, error) {
 	var m initiation
 	var k [32]byte
+	defer clear(k[:])
+	defer clear(eph[:]) // this copy; hs keeps its own
 	hs.hash = initialHash
 	hs.chainKey = initialChainKey
 	mixHash(&hs.hash, &hs.hash, remote[:])
@@ -65,6 +67,7 @@ func (hs *handshake) createInitiation(localPub, remote key.Public, ss *[32]byte,
 	mixHash(&hs.hash, &hs.hash, m.ephemeral[:])
 
 	es, err := eph.SharedSecret(remote)
+	defer clear(es[:])
 	if err != nil {
 		return m, errHandshake
 	}
@@ -79,7 +82,6 @@ func (hs *handshake) createInitiation(localPub, remote key.Public, ss *[32]byte,
 	m.sender = sender
 	hs.localIndex = sender
 	hs.state = handshakeInitiationCreated
-	clear(k[:])
 	return m, nil
 }
 
@@ -95,11 +97,14 @@ type openedInitiation struct {
 // openInitiation decrypts the initiator's static key from m.
 func openInitiation(local key.Private, localPub key.Public, m *initiation) (o openedInitiation, ok bool) {
 	var k [32]byte
+	defer clear(k[:])
+	defer clear(local[:])
 	o.msg = m
 	mixHash(&o.hash, &initialHash, localPub[:])
 	mixHash(&o.hash, &o.hash, m.ephemeral[:])
 	mixKey(&o.chainKey, &initialChainKey, m.ephemeral[:])
 	es, err := local.SharedSecret(key.Public(m.ephemeral))
+	defer clear(es[:])
 	if err != nil {
 		return o, false
 	}
@@ -115,12 +120,19 @@ func openInitiation(local key.Private, localPub key.Public, m *initiation) (o op
 // ss and returns the initiation's timestamp.
 func (o *openedInitiation) openTimestamp(ss *[32]byte) (ts tai64n, ok bool) {
 	var k [32]byte
+	defer clear(k[:])
 	kdf2(&o.chainKey, &k, o.chainKey[:], ss[:])
 	if !openZero(ts[:], &k, o.msg.timestamp[:], o.hash[:]) {
 		return ts, false
 	}
 	mixHash(&o.hash, &o.hash, o.msg.timestamp[:])
 	return ts, true
+}
+
+// clear wipes the chaining key and hash of o.
+func (o *openedInitiation) clear() {
+	clear(o.chainKey[:])
+	clear(o.hash[:])
 }
 
 // consumeInitiation adopts an authenticated initiation as the peer's
@@ -148,18 +160,24 @@ func (hs *handshake) createResponse(remote key.Public, eph key.Private, sender u
 	mixHash(&hs.hash, &hs.hash, m.ephemeral[:])
 	mixKey(&hs.chainKey, &hs.chainKey, m.ephemeral[:])
 
-	ee, err := eph.SharedSecret(hs.remoteEphemeral)
-	if err != nil {
+	var ee, se, tau, k [32]byte
+	defer func() {
+		clear(ee[:])
+		clear(se[:])
+		clear(tau[:])
+		clear(k[:])
+		clear(eph[:])
+	}()
+	var err error
+	if ee, err = eph.SharedSecret(hs.remoteEphemeral); err != nil {
 		return m, errHandshake
 	}
 	mixKey(&hs.chainKey, &hs.chainKey, ee[:])
-	se, err := eph.SharedSecret(remote)
-	if err != nil {
+	if se, err = eph.SharedSecret(remote); err != nil {
 		return m, errHandshake
 	}
 	mixKey(&hs.chainKey, &hs.chainKey, se[:])
 
-	var tau, k [32]byte
 	kdf3(&hs.chainKey, &tau, &k, hs.chainKey[:], zeroPSK[:])
 	mixHash(&hs.hash, &hs.hash, tau[:])
 	sealZero(m.empty[:], &k, nil, hs.hash[:])
@@ -174,16 +192,24 @@ func (hs *handshake) consumeResponse(local key.Private, m *response) bool {
 	if hs.state != handshakeInitiationCreated {
 		return false
 	}
-	var hash, ck, tau, k [32]byte
+	var hash, ck, tau, k, ee, se [32]byte
+	defer func() {
+		clear(hash[:])
+		clear(ck[:])
+		clear(tau[:])
+		clear(k[:])
+		clear(ee[:])
+		clear(se[:])
+		clear(local[:])
+	}()
 	mixHash(&hash, &hs.hash, m.ephemeral[:])
 	mixKey(&ck, &hs.chainKey, m.ephemeral[:])
-	ee, err := hs.localEphemeral.SharedSecret(key.Public(m.ephemeral))
-	if err != nil {
+	var err error
+	if ee, err = hs.localEphemeral.SharedSecret(key.Public(m.ephemeral)); err != nil {
 		return false
 	}
 	mixKey(&ck, &ck, ee[:])
-	se, err := local.SharedSecret(key.Public(m.ephemeral))
-	if err != nil {
+	if se, err = local.SharedSecret(key.Public(m.ephemeral)); err != nil {
 		return false
 	}
 	mixKey(&ck, &ck, se[:])
@@ -216,6 +242,7 @@ func (hs *handshake) deriveKeys() (send, recv [32]byte, initiator bool, err erro
 	clear(hs.chainKey[:])
 	clear(hs.hash[:])
 	clear(hs.localEphemeral[:])
+	hs.remoteEphemeral = key.Public{}
 	hs.state = handshakeZeroed
 	return send, recv, initiator, nil
 }

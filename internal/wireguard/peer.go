@@ -96,7 +96,9 @@ func (p *peer) state() *session {
 	return p.st
 }
 
-// dropStateLocked forgets all keys and queued packets of p.
+// dropStateLocked forgets all keys and queued packets of p, wiping the
+// secrets it holds itself. (The keypairs' AEADs keep their keys until
+// they are garbage: the cipher package offers no way to wipe them.)
 func (p *peer) dropStateLocked() {
 	st := p.st
 	if st == nil {
@@ -110,6 +112,8 @@ func (p *peer) dropStateLocked() {
 		}
 	}
 	st.hs.clear()
+	clear(st.ss[:])
+	st.ssOK = false
 	for i := range st.nStaged {
 		p.releaseStaged(&st.staged[i])
 	}

@@ -1,7 +1,6 @@
 package wireguard
 
 import (
-	"bytes"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/key"
@@ -18,20 +17,28 @@ func (d *Device) Receive(msg []byte) (from key.NodePublic, ok bool) {
 
 // ReceiveFrom is Receive with the message's source: any bytes that
 // identify the sender's address to the transport (for UDP, the
-// address and port). When the device is under load, handshake messages
-// must carry a mac2 made with a cookie bound to src, and refused ones are
-// answered through Config.SendCookieReply with the same src.
+// address and port; at most 64 bytes). When the device is under load,
+// handshake messages must carry a mac2 made with a cookie bound to src,
+// and refused ones are answered through Config.SendCookieReply with the
+// same src.
+//
+// Handshake messages are only checked (size and mac1) and queued: the
+// device's handshake goroutine handles them, and ReceiveFrom returns
+// false for them. Transport messages are handled at once and never wait
+// behind handshakes.
 func (d *Device) ReceiveFrom(msg, src []byte) (from key.NodePublic, ok bool) {
 	var p *peer
 	switch messageType(msg) {
 	case TypeTransport:
 		p = d.receiveTransport(msg)
-	// Cookies are computed from a copy of src, so that src does not escape
-	// and the transport messages of the hot path cost no allocation.
-	case TypeInitiation:
-		p = d.receiveInitiation(msg, bytes.Clone(src))
-	case TypeResponse:
-		p = d.receiveResponse(msg, bytes.Clone(src))
+	case TypeInitiation, TypeResponse:
+		select {
+		case <-d.done:
+			d.stats.drops.Add(1)
+		default:
+			d.queueHandshake(msg, src)
+		}
+		return key.NodePublic{}, false
 	case TypeCookieReply:
 		p = d.receiveCookieReply(msg)
 	}
@@ -132,43 +139,15 @@ func (d *Device) receiveTransport(msg []byte) *peer {
 	return p
 }
 
-// checkMACs verifies mac1 of a handshake message and, under load, mac2,
-// answering with a cookie reply when mac2 is missing.
-func (d *Device) checkMACs(msg, src []byte, now time.Time) bool {
-	d.hsMu.Lock()
-	if !d.checker.checkMAC1(msg) {
-		d.hsMu.Unlock()
-		return false
-	}
-	if !d.isUnderLoad(now) || d.checker.checkMAC2(msg, src, now) {
-		d.hsMu.Unlock()
-		return true
-	}
-	r, err := d.checker.createReply(msg, src, now)
-	d.hsMu.Unlock()
-	if err == nil && d.cookieOut != nil {
-		var b [CookieReplySize]byte
-		r.marshal(&b)
-		if d.cookieOut(src, b[:]) == nil {
-			d.stats.cookies.Add(1)
-		}
-	}
-	return false
-}
-
-func (d *Device) receiveInitiation(msg, src []byte) *peer {
-	if len(msg) != InitiationSize {
-		return nil
-	}
-	now := d.now()
-	if !d.checkMACs(msg, src, now) {
-		return nil
-	}
+// receiveInitiation answers an initiation that admit let through. It
+// runs on the handshake goroutine.
+func (d *Device) receiveInitiation(msg, src []byte, now time.Time) *peer {
 	m, err := parseInitiation(msg)
 	if err != nil {
 		return nil
 	}
 	o, ok := openInitiation(d.static, d.staticPub, &m)
+	defer o.clear()
 	if !ok {
 		return nil
 	}
@@ -238,14 +217,9 @@ func (d *Device) receiveInitiation(msg, src []byte) *peer {
 	return p
 }
 
-func (d *Device) receiveResponse(msg, src []byte) *peer {
-	if len(msg) != ResponseSize {
-		return nil
-	}
-	now := d.now()
-	if !d.checkMACs(msg, src, now) {
-		return nil
-	}
+// receiveResponse completes our handshake with a response that admit let
+// through. It runs on the handshake goroutine.
+func (d *Device) receiveResponse(msg, src []byte, now time.Time) *peer {
 	m, err := parseResponse(msg)
 	if err != nil {
 		return nil

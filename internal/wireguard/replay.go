@@ -1,9 +1,11 @@
 package wireguard
 
 // replayWindow rejects transport counters that were already seen or are
-// too old, using a ring of bit blocks as in RFC 6479. The ring holds 2048
-// bits; one block is always being recycled, so the usable window is
-// replayWindowSize counters behind the highest one seen.
+// too old, using a ring of bit blocks as in RFC 6479. The ring holds 8192
+// bits, as in wireguard-go and Linux, so that a copy of a message that
+// comes late over a slower path (relayed rather than direct) is still
+// accepted; one block is always being recycled, so the usable window is
+// replayWindowSize (8128) counters behind the highest one seen.
 type replayWindow struct {
 	last uint64
 	ring [replayRingBlocks]uint64
@@ -12,7 +14,7 @@ type replayWindow struct {
 const (
 	replayBlockBits  = 64
 	replayBlockShift = 6
-	replayRingBlocks = 2048 / replayBlockBits
+	replayRingBlocks = 8192 / replayBlockBits
 	replayWindowSize = (replayRingBlocks - 1) * replayBlockBits
 )
 

@@ -2,15 +2,9 @@ package derptest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,6 +22,7 @@ import (
 
 	"github.com/microlink-go/microlink/internal/derp"
 	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/interop/lab"
 )
 
 // relay is a real DERP server behind an httptest TLS server on loopback.
@@ -47,27 +42,6 @@ func (r *relay) headers() []http.Header {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]http.Header(nil), r.requests...)
-}
-
-// selfSignedCert makes a certificate for 127.0.0.1.
-func selfSignedCert(t *testing.T) tls.Certificate {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "derp test"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}
 }
 
 // safeLogf returns a logf that forwards to t.Logf until the test ends;
@@ -123,7 +97,7 @@ func startRelayWith(t *testing.T, addr string, withMetaCert bool) *relay {
 	r.http.Listener = ln
 	r.http.Config.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 	if withMetaCert {
-		cert := selfSignedCert(t)
+		cert := lab.SelfSignedCert(t)
 		r.http.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }}
 		r.srv.ModifyTLSConfigToAddMetaCert(r.http.TLS)
 	}

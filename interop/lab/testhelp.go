@@ -1,10 +1,13 @@
 package lab
 
 import (
+	"encoding/json"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -50,5 +53,30 @@ func WaitFor(t T, d time.Duration, what string, cond func() bool) {
 			t.Fatalf("timed out after %v waiting for %s", d, what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WriteBench appends v as one line of JSON to name in
+// $MICROLINK_BENCH_OUT, if set, for scripts/bench.sh; each run of a test
+// adds a line.
+func WriteBench(t testing.TB, name string, v any) {
+	t.Helper()
+	dir := os.Getenv("MICROLINK_BENCH_OUT")
+	if dir == "" {
+		return
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err == nil {
+		_, err = f.Write(append(b, '\n'))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		t.Errorf("writing %s: %v", name, err)
 	}
 }

@@ -2,17 +2,16 @@ package nattest
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/microlink-go/microlink/interop/lab"
 )
 
 // waitFor polls cond every 100 ms until it is true or d passes.
@@ -211,26 +210,8 @@ func (s *stream) gapSince(t time.Time) (n int, longest time.Duration) {
 }
 
 // writeBench appends v as one line of JSON to name in
-// $MICROLINK_BENCH_OUT, if set, for scripts/bench.sh; each run of a test
-// adds a line.
+// $MICROLINK_BENCH_OUT, if set, for scripts/bench.sh.
 func writeBench(t *testing.T, name string, v any) {
 	t.Helper()
-	dir := os.Getenv("MICROLINK_BENCH_OUT")
-	if dir == "" {
-		return
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err == nil {
-		_, err = f.Write(append(b, '\n'))
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
-		t.Errorf("writing %s: %v", name, err)
-	}
+	lab.WriteBench(t, name, v)
 }

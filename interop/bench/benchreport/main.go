@@ -12,6 +12,9 @@
 //	nat_times.jsonl  one JSON line per run of interop/nattest's TestDirectPathCut
 //	failover.txt   its go test -v output, or
 //	failover.skip  why it was not run
+//	attack.jsonl   one JSON line per attack of interop/attacktest's TestUnderAttack
+//	attack.txt     its go test -v output, or
+//	attack.skip    why it was not run
 //
 // Usage:
 //
@@ -148,6 +151,7 @@ func (r *report) render() []byte {
 	r.cross()
 	r.node()
 	r.failover()
+	r.attack()
 	r.commands()
 	return r.b.Bytes()
 }
