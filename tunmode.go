@@ -12,6 +12,7 @@ import (
 
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/netmap"
+	"github.com/microlink-go/microlink/internal/router"
 	"github.com/microlink-go/microlink/internal/sockmark"
 	"github.com/microlink-go/microlink/internal/tun"
 	"github.com/microlink-go/microlink/internal/tunnel"
@@ -47,6 +48,7 @@ type tunMode struct {
 	logger *slog.Logger
 	dev    *tun.Device
 	host   *tun.Host
+	kernel *router.Kernel // forwarding and SNAT for advertised routes, or nil
 	stack  *tunnel.Stack
 	done   chan struct{} // closed when the reader has returned
 	closed atomic.Bool
@@ -76,7 +78,24 @@ func startTUN(cfg Config, stack *tunnel.Stack, logger *slog.Logger) (*tunMode, e
 		dev.Close()
 		return nil, err
 	}
-	t := &tunMode{cfg: cfg, logger: logger, dev: dev, host: host, stack: stack, done: make(chan struct{})}
+	if removed, err := router.Cleanup(); err != nil {
+		logger.Warn("microlink: removing the nftables tables of an earlier run", "err", err)
+	} else if removed {
+		logger.Info("microlink: removed the nftables tables of an earlier run")
+	}
+	var kernel *router.Kernel
+	if len(cfg.AdvertiseRoutes) > 0 {
+		kernel, err = router.StartKernel(dev.Name(), cfg.AdvertiseRoutes, !cfg.NoSNAT, logger)
+		if err != nil {
+			host.Close()
+			dev.Close()
+			if errors.Is(err, router.ErrNoNftables) {
+				err = fmt.Errorf("%w; without SNAT (--snat-subnet-routes=false, Config.NoSNAT) the node forwards without nftables, and the advertised networks need a route back to %v through this host", err, tailnetRange4)
+			}
+			return nil, err
+		}
+	}
+	t := &tunMode{cfg: cfg, logger: logger, dev: dev, host: host, kernel: kernel, stack: stack, done: make(chan struct{})}
 	sockmark.Set(tun.Mark)
 	if cfg.ExitNode != "" {
 		markResolver()
@@ -222,6 +241,11 @@ func (t *tunMode) close() {
 	<-t.done
 	if err := t.host.Close(); err != nil {
 		t.logger.Warn("microlink: removing the host's routing rules", "err", err)
+	}
+	if t.kernel != nil {
+		if err := t.kernel.Close(); err != nil {
+			t.logger.Warn("microlink: removing the forwarding setup", "err", err)
+		}
 	}
 	sockmark.Set(0)
 }

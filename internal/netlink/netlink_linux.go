@@ -19,6 +19,7 @@ const (
 	FlagCreate  = unix.NLM_F_CREATE
 	FlagExcl    = unix.NLM_F_EXCL
 	FlagReplace = unix.NLM_F_REPLACE
+	FlagAppend  = unix.NLM_F_APPEND
 )
 
 // Conn is a netlink socket of one protocol (unix.NETLINK_ROUTE,

@@ -5,8 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -14,40 +12,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/microlink-go/microlink/internal/netlink"
+	"github.com/microlink-go/microlink/internal/netlink/nltest"
 	"github.com/microlink-go/microlink/internal/packet"
 )
 
-// inNetns runs f on an OS thread moved into a network namespace of its
-// own, which goes away with the thread when f returns. Sockets f opens,
-// netlink ones included, belong to that namespace.
-func inNetns(t *testing.T, f func()) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a network namespace")
-	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("no /dev/net/tun")
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			t.Errorf("unshare: %v", err)
-			return
-		}
-		nl, err := netlink.DialRoute()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		lo, _ := net.InterfaceByName("lo")
-		nl.LinkSetUp(lo.Index)
-		nl.Close()
-		f()
-	}()
-	<-done
-}
+func inNetns(t *testing.T, f func()) { nltest.InNetns(t, f) }
 
 func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

@@ -216,6 +216,7 @@ type CLIStatus struct {
 	Self  struct {
 		Name             string   `json:"name"`
 		Addresses        []string `json:"addresses"`
+		NodeKey          string   `json:"nodeKey"`
 		TUN              string   `json:"tun"`
 		AdvertisedRoutes []string `json:"advertisedRoutes"`
 		ApprovedRoutes   []string `json:"approvedRoutes"`

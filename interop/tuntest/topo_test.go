@@ -82,8 +82,8 @@ func newLAN(t *testing.T, router string) *lan {
 
 func (l *lan) gateway() netip.Addr { return l.Prefix.Addr().Next() }
 
-// newHost adds a host namespace to the LAN, with a default route through
-// the router.
+// newHost adds a host namespace to the LAN. It has no routes beyond the
+// LAN's own: tests add what they need.
 func (l *lan) newHost(t *testing.T, label string) *host {
 	t.Helper()
 	l.hosts++
@@ -97,7 +97,6 @@ func (l *lan) newHost(t *testing.T, label string) *host {
 	if l.hosts > 1 {
 		t.Fatal("one host per LAN")
 	}
-	lab.MustRun(t, h.NS, "ip", "route", "add", "default", "via", l.gateway().String())
 	return h
 }
 
