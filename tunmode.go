@@ -119,16 +119,14 @@ func markResolver() {
 // closed.
 func (t *tunMode) read() {
 	defer close(t.done)
-	buf := make([]byte, 1<<16)
+	send := func(pkt []byte) { t.stack.Outbound(pkt) } // errors are counted as drops
 	for {
-		n, err := t.dev.Read(buf)
-		if err != nil {
+		if err := t.dev.ReadPackets(send); err != nil {
 			if !t.closed.Load() {
 				t.logger.Error("microlink: reading the TUN device", "err", err)
 			}
 			return
 		}
-		t.stack.Outbound(buf[:n]) // errors are counted as drops
 	}
 }
 

@@ -8,9 +8,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/microlink-go/microlink/internal/bufpool"
 	"github.com/microlink-go/microlink/internal/netlink"
 )
 
@@ -55,6 +58,25 @@ type Device struct {
 	f     *os.File
 	name  string
 	index int
+	mtu   int
+
+	rbuf, seg []byte // ReadPackets' buffers, for its one caller at a time
+
+	// Write queues copies of packets for the writer goroutine (see
+	// gro_linux.go).
+	wq        chan *[]byte
+	pool      *bufpool.Pool
+	closing   chan struct{}
+	closeOnce sync.Once
+	wdone     chan struct{}
+	gbuf      []byte   // the writer's: a virtio header and a packet of up to 64 KiB
+	run       [][]byte // the writer's: packets being coalesced
+	dropped   atomic.Uint64
+	coalesced atomic.Uint64
+	writeErrs atomic.Uint64
+
+	writeRawHook func([]byte) // for tests: takes the writes instead of the device
+
 	// Leftover reports that a device of this name was there already,
 	// left by a run that was killed, and was taken over.
 	Leftover bool
@@ -77,7 +99,7 @@ func Open(name string, mtu int) (*Device, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tun: %w", err)
 	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
 		switch {
@@ -91,11 +113,20 @@ func Open(name string, mtu int) (*Device, error) {
 	// A device made persistent by someone outlives its owner; ours goes
 	// away with us.
 	unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 0)
+	// TCP segmentation offload: the host hands over up to 64 KiB of a
+	// TCP stream at once, and leaves checksums to the node. Without it
+	// (an old kernel) packets come one by one with their checksums.
+	unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6)
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tun: %w", err)
 	}
-	d := &Device{f: os.NewFile(uintptr(fd), "/dev/net/tun"), name: name, Leftover: existed == nil}
+	d := &Device{f: os.NewFile(uintptr(fd), "/dev/net/tun"), name: name, mtu: mtu, Leftover: existed == nil,
+		rbuf: make([]byte, vnetHdrLen+1<<16), seg: make([]byte, mtu),
+		wq: make(chan *[]byte, writeQueueLen), pool: bufpool.New(writeQueueLen+maxBatch, mtu),
+		closing: make(chan struct{}), wdone: make(chan struct{}),
+		gbuf: make([]byte, vnetHdrLen, vnetHdrLen+maxCoalesced), run: make([][]byte, 0, maxBatch)}
+	go d.writer()
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {
 		d.Close()
@@ -132,12 +163,78 @@ func (d *Device) Name() string { return d.name }
 // Index returns the device's interface index.
 func (d *Device) Index() int { return d.index }
 
-// Read reads one packet the host routed into the device.
-func (d *Device) Read(b []byte) (int, error) { return d.f.Read(b) }
+// ReadPackets reads what the host routed into the device next and calls
+// fn with each packet of it: one packet, or the packets cut from a large
+// TCP segment the host offloaded. The packet is valid only during the
+// call. Malformed offloads are dropped. Only one goroutine may call
+// ReadPackets at a time.
+func (d *Device) ReadPackets(fn func(pkt []byte)) error {
+	n, err := d.f.Read(d.rbuf)
+	if err != nil {
+		return err
+	}
+	if n <= vnetHdrLen {
+		return nil
+	}
+	h := parseVnetHdr(d.rbuf)
+	pkt := d.rbuf[vnetHdrLen:n]
+	switch h.gsoType &^ gsoECN {
+	case gsoNone:
+		if h.flags&vnetNeedsCsum != 0 && completeCsum(pkt, int(h.csumStart), int(h.csumOffset)) != nil {
+			return nil
+		}
+		fn(pkt)
+	case gsoTCPv4, gsoTCPv6:
+		segmentTCP(pkt, h, d.seg, fn)
+	}
+	return nil
+}
 
-// Write hands one packet to the host's IP stack.
-func (d *Device) Write(b []byte) (int, error) { return d.f.Write(b) }
+// ErrQueueFull is returned by Write when the host takes packets more
+// slowly than they come; the packet is dropped, as a full network card
+// queue would drop it.
+var ErrQueueFull = errors.New("tun: write queue full")
+
+// Write queues a copy of pkt for the host's IP stack. It may be called
+// concurrently. Packets larger than the MTU are dropped.
+func (d *Device) Write(pkt []byte) (int, error) {
+	if len(pkt) > d.mtu {
+		d.dropped.Add(1)
+		return 0, errBadOffload
+	}
+	bp := d.pool.Get()
+	n := copy(*bp, pkt)
+	*bp = (*bp)[:n]
+	select {
+	case d.wq <- bp:
+		return n, nil
+	case <-d.closing:
+		d.pool.Put(bp)
+		return 0, os.ErrClosed
+	default:
+		d.pool.Put(bp)
+		d.dropped.Add(1)
+		return 0, ErrQueueFull
+	}
+}
+
+// Stats are a device's counters.
+type Stats struct {
+	Dropped     uint64 // packets Write dropped: queue full, or over the MTU
+	Coalesced   uint64 // packets written as part of a coalesced one
+	WriteErrors uint64 // writes the host refused
+}
+
+// Stats returns the device's counters.
+func (d *Device) Stats() Stats {
+	return Stats{Dropped: d.dropped.Load(), Coalesced: d.coalesced.Load(), WriteErrors: d.writeErrs.Load()}
+}
 
 // Close closes the device, which removes it from the host together with
-// its addresses and the routes through it. Blocked Reads return.
-func (d *Device) Close() error { return d.f.Close() }
+// its addresses and the routes through it, and stops the writer; packets
+// still queued are dropped. A blocked ReadPackets returns.
+func (d *Device) Close() error {
+	d.closeOnce.Do(func() { close(d.closing) })
+	<-d.wdone
+	return d.f.Close()
+}

@@ -254,8 +254,15 @@ func waitGone(t *testing.T, name string) {
 	t.Errorf("device %s still there", name)
 }
 
+// readTimeout reads the next packet from the device into b.
 func readTimeout(d *Device, b []byte, timeout time.Duration) (int, error) {
 	d.f.SetReadDeadline(time.Now().Add(timeout))
 	defer d.f.SetReadDeadline(time.Time{})
-	return d.Read(b)
+	n := 0
+	for n == 0 {
+		if err := d.ReadPackets(func(pkt []byte) { n = copy(b, pkt) }); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }

@@ -16,11 +16,11 @@ type Device struct{ Leftover bool }
 // Open fails with ErrUnsupported.
 func Open(name string, mtu int) (*Device, error) { return nil, ErrUnsupported }
 
-func (d *Device) Name() string                { return "" }
-func (d *Device) Index() int                  { return 0 }
-func (d *Device) Read(b []byte) (int, error)  { return 0, ErrUnsupported }
-func (d *Device) Write(b []byte) (int, error) { return 0, ErrUnsupported }
-func (d *Device) Close() error                { return nil }
+func (d *Device) Name() string                      { return "" }
+func (d *Device) Index() int                        { return 0 }
+func (d *Device) ReadPackets(fn func([]byte)) error { return ErrUnsupported }
+func (d *Device) Write(b []byte) (int, error)       { return 0, ErrUnsupported }
+func (d *Device) Close() error                      { return nil }
 
 // Routing is the host configuration the node wants for its device.
 type Routing struct{ Addrs, Routes, Bypass []netip.Prefix }

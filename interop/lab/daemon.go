@@ -198,6 +198,10 @@ func (d *Daemon) Kill() {
 	<-d.done
 }
 
+// PID returns the process ID of the daemon (of "microlink up" itself:
+// ip netns exec and setpriv exec it in their place).
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
+
 // Log returns what the process wrote so far.
 func (d *Daemon) Log() string { return d.logs.String() }
 

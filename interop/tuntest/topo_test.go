@@ -32,7 +32,7 @@ var (
 )
 
 // setupInternet makes the test's own namespace the internet.
-func setupInternet(t *testing.T) {
+func setupInternet(t testing.TB) {
 	t.Helper()
 	internetOnce.Do(func() {
 		out, err := lab.NetnsCommand("", "ip", "addr", "add", serverAddr.String()+"/32", "dev", "lo").CombinedOutput()
@@ -54,7 +54,7 @@ type host struct {
 }
 
 // newHost creates a namespace joined to the internet.
-func newHost(t *testing.T, label string) *host {
+func newHost(t testing.TB, label string) *host {
 	t.Helper()
 	setupInternet(t)
 	n := int(hostSeq.Add(1))
@@ -74,7 +74,7 @@ type lan struct {
 }
 
 // newLAN attaches a LAN to the router namespace.
-func newLAN(t *testing.T, router string) *lan {
+func newLAN(t testing.TB, router string) *lan {
 	t.Helper()
 	n := int(lanSeq.Add(1))
 	return &lan{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(n), 0}), 24), Router: router}
@@ -84,7 +84,7 @@ func (l *lan) gateway() netip.Addr { return l.Prefix.Addr().Next() }
 
 // newHost adds a host namespace to the LAN. It has no routes beyond the
 // LAN's own: tests add what they need.
-func (l *lan) newHost(t *testing.T, label string) *host {
+func (l *lan) newHost(t testing.TB, label string) *host {
 	t.Helper()
 	l.hosts++
 	h := &host{NS: lab.NewNetns(t, label)}
@@ -102,7 +102,7 @@ func (l *lan) newHost(t *testing.T, label string) *host {
 
 // startLab starts the lab's servers on the internet address. Their logs
 // are kept and printed only if the test fails.
-func startLab(t *testing.T) *lab.Lab {
+func startLab(t testing.TB) *lab.Lab {
 	t.Helper()
 	setupInternet(t)
 	var mu sync.Mutex
@@ -133,14 +133,14 @@ func tail(s string, n int) string {
 }
 
 // waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	lab.WaitFor(t, d, what, cond)
 }
 
 // pingFrom pings dst from namespace ns with the OS ping until one reply
 // comes (up to tries attempts), and fails t if none does.
-func pingFrom(t *testing.T, ns string, dst netip.Addr, tries int) {
+func pingFrom(t testing.TB, ns string, dst netip.Addr, tries int) {
 	t.Helper()
 	var out []byte
 	var err error
@@ -154,7 +154,7 @@ func pingFrom(t *testing.T, ns string, dst netip.Addr, tries int) {
 }
 
 // noPingFrom checks that dst does not answer pings from ns.
-func noPingFrom(t *testing.T, ns string, dst netip.Addr) {
+func noPingFrom(t testing.TB, ns string, dst netip.Addr) {
 	t.Helper()
 	if out, err := lab.NetnsCommand(ns, "ping", "-c", "2", "-W", "1", dst.String()).CombinedOutput(); err == nil {
 		t.Fatalf("ping %v from %s answered:\n%s", dst, ns, out)
@@ -162,7 +162,7 @@ func noPingFrom(t *testing.T, ns string, dst netip.Addr) {
 }
 
 // listenIn opens a TCP listener in namespace ns.
-func listenIn(t *testing.T, ns string, addr netip.AddrPort) net.Listener {
+func listenIn(t testing.TB, ns string, addr netip.AddrPort) net.Listener {
 	t.Helper()
 	var ln net.Listener
 	err := lab.Within(ns, func() (err error) {
@@ -177,7 +177,7 @@ func listenIn(t *testing.T, ns string, addr netip.AddrPort) net.Listener {
 }
 
 // listenUDPIn opens a UDP socket in namespace ns.
-func listenUDPIn(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
+func listenUDPIn(t testing.TB, ns string, addr netip.AddrPort) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
 	err := lab.Within(ns, func() (err error) {
@@ -229,7 +229,7 @@ var bodySum = sync.OnceValue(func() [32]byte {
 
 // serveHTTP serves, on ln, the test body at /data and the client's
 // address at /whoami, until the test ends.
-func serveHTTP(t *testing.T, ln net.Listener, name string) {
+func serveHTTP(t testing.TB, ln net.Listener, name string) {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/data", func(w http.ResponseWriter, r *http.Request) {
@@ -254,7 +254,7 @@ func httpClientIn(ns string) *http.Client {
 
 // fetch gets url with client and checks that the 16 MiB body arrives
 // intact.
-func fetch(t *testing.T, client *http.Client, url string) {
+func fetch(t testing.TB, client *http.Client, url string) {
 	t.Helper()
 	start := time.Now()
 	res, err := client.Get(url)
@@ -299,7 +299,7 @@ func udpEcho(c *net.UDPConn) {
 
 // checkUDP sends datagrams from c to an echo server at dst and checks
 // that they come back, allowing for a few lost while paths form.
-func checkUDP(t *testing.T, c *net.UDPConn, dst netip.AddrPort) {
+func checkUDP(t testing.TB, c *net.UDPConn, dst netip.AddrPort) {
 	t.Helper()
 	buf := make([]byte, 2048)
 	got := 0
