@@ -11,6 +11,7 @@ import (
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/magicsock"
 	"github.com/microlink-go/microlink/internal/packet"
+	"github.com/microlink-go/microlink/internal/router"
 	"github.com/microlink-go/microlink/internal/state"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/internal/tunnel"
@@ -68,9 +69,15 @@ func (n *Node) Start(ctx context.Context) error {
 		n.mu.Lock()
 		n.tun = t
 		n.mu.Unlock()
+	} else if len(n.cfg.AdvertiseRoutes) > 0 {
+		// A subnet router (or exit node) in userspace mode relays
+		// through the host's own sockets.
+		n.relay = router.NewRelay(router.RelayConfig{Stack: n.stack, Logger: n.logger.With("component", "router")})
+		n.stack.SetForwarder(&tunnel.Forwarder{Deliver: n.relay.Deliver})
 	}
 	data, err := n.newDataPlane(n.ident.NodeKey)
 	if err != nil {
+		n.closeRelay()
 		n.stack.Close()
 		n.closeTUN()
 		return fmt.Errorf("microlink: %w", err)
@@ -95,6 +102,7 @@ func (n *Node) Start(ctx context.Context) error {
 	})
 	if err != nil {
 		data.close()
+		n.closeRelay()
 		n.stack.Close()
 		n.closeTUN()
 		return fmt.Errorf("microlink: %w", err)
@@ -186,6 +194,7 @@ func (n *Node) Close() error {
 	if data != nil {
 		data.close()
 	}
+	n.closeRelay()
 	if n.stack != nil {
 		n.stack.Close()
 	}
@@ -425,6 +434,14 @@ func (n *Node) updateHost(data *dataPlane) {
 	n.mu.Unlock()
 	if t != nil {
 		t.update(n.nm, data.policy, data.exitNode())
+	}
+}
+
+// closeRelay stops the userspace subnet router, if any.
+func (n *Node) closeRelay() {
+	if n.relay != nil {
+		n.stack.SetForwarder(nil)
+		n.relay.Close()
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/microlink-go/microlink/internal/dns"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/netmap"
+	"github.com/microlink-go/microlink/internal/router"
 	"github.com/microlink-go/microlink/internal/state"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/internal/tun"
@@ -37,6 +38,7 @@ type Node struct {
 	dnsConns sync.WaitGroup
 	stack    *tunnel.Stack             // the node's IP endpoint, from Start to Close
 	tun      *tunMode                  // the TUN device and host routing, in TUN mode
+	relay    *router.Relay             // the subnet router of userspace mode, or nil
 	data     *dataPlane                // WireGuard and magicsock for the current node key
 	current  atomic.Pointer[dataPlane] // data, for the stack's send path
 	ctl      *control.Client
