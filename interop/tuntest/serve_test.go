@@ -24,17 +24,23 @@ func exitSide(t *testing.T, router, name string) {
 	serveHTTP(t, listenIn(t, lanNS, netip.AddrPortFrom(internetHost, 80)), name)
 }
 
-// TestExitNodeServingTUN: a real tailscaled uses microlink in TUN mode,
-// advertised with --advertise-exit-node and approved, as its exit node:
-// its requests to the internet leave through microlink's host, masqueraded
-// to that host's address.
-func TestExitNodeServingTUN(t *testing.T) {
+// TestExitNodeServing: a real tailscaled uses microlink, advertised with
+// --advertise-exit-node and approved, as its exit node: its requests to
+// the internet leave through microlink's host with that host's address,
+// masqueraded in TUN mode and relayed through the host's sockets in
+// userspace mode (as an ordinary user).
+func TestExitNodeServing(t *testing.T) {
+	t.Run("tun", func(t *testing.T) { testExitNodeServing(t, 0, "--tun") })
+	t.Run("userspace", func(t *testing.T) { testExitNodeServing(t, 65534) })
+}
+
+func testExitNodeServing(t *testing.T, uid int, args ...string) {
 	needNetwork(t)
 	l := startLab(t)
 	e := newHost(t, "mlexit")
 	exitSide(t, e.NS, "behind-ml")
 	d := lab.StartDaemon(t, lab.DaemonOptions{Hostname: "ml-exit", ControlURL: l.ControlURL, AuthKey: l.AuthKey, Netns: e.NS,
-		Args: []string{"--tun", "--advertise-exit-node"}})
+		UID: uid, Args: append(args, "--advertise-exit-node")})
 	approve(t, l, d, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"))
 	st, err := d.Status()
 	if err != nil {

@@ -44,12 +44,23 @@ func approve(t *testing.T, l *lab.Lab, d *lab.Daemon, routes ...netip.Prefix) {
 // approves the route, and the test waits until tailscaled uses it.
 func startSubnet(t *testing.T, routerArgs ...string) *subnetSetup {
 	t.Helper()
+	return startSubnetAs(t, 0, routerArgs...)
+}
+
+// startSubnetAs is startSubnet with the router running as user uid (0
+// for root).
+func startSubnetAs(t *testing.T, uid int, routerArgs ...string) *subnetSetup {
+	t.Helper()
 	needNetwork(t)
 	s := &subnetSetup{lab: startLab(t), rHost: newHost(t, "rt"), tsHost: newHost(t, "ts")}
 	s.lan = newLAN(t, s.rHost.NS)
 	s.lanH = s.lan.newHost(t, "lan")
+	if uid != 0 {
+		// Unprivileged ICMP sockets for the router's user.
+		lab.MustRun(t, s.rHost.NS, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
+	}
 	s.router = lab.StartDaemon(t, lab.DaemonOptions{Hostname: "ml-router", ControlURL: s.lab.ControlURL, AuthKey: s.lab.AuthKey,
-		Netns: s.rHost.NS, Args: append([]string{"--advertise-routes=" + s.lan.Prefix.String()}, routerArgs...)})
+		Netns: s.rHost.NS, UID: uid, Args: append([]string{"--advertise-routes=" + s.lan.Prefix.String()}, routerArgs...)})
 	s.ts = s.lab.StartTailscaled(t, lab.TSOptions{Hostname: tsName, TUN: true, Netns: s.tsHost.NS, UpArgs: []string{"--accept-routes"}})
 	approve(t, s.lab, s.router, s.lan.Prefix)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -110,4 +121,18 @@ func TestSubnetRouterTUN(t *testing.T) {
 			t.Fatalf("SNAT rules without SNAT:\n%s", out)
 		}
 	})
+}
+
+// TestSubnetRouterUserspace: the same through microlink in userspace
+// mode, running as an ordinary user in its namespace: it ends the real
+// peer's TCP, UDP and ICMP echo in itself and carries them on through the
+// host's own sockets, so the LAN host sees the router's address.
+func TestSubnetRouterUserspace(t *testing.T) {
+	s := startSubnetAs(t, 65534)
+	s.checkLAN(t, s.lan.gateway())
+	go udpEcho(listenUDPIn(t, s.lanH.NS, netip.AddrPortFrom(s.lanH.Addr, 9000)))
+	checkUDP(t, listenUDPIn(t, s.tsHost.NS, netip.AddrPortFrom(netip.IPv4Unspecified(), 0)), netip.AddrPortFrom(s.lanH.Addr, 9000))
+	if out := lab.MustRun(t, s.rHost.NS, "ip", "link"); strings.Contains(out, "microlink0") {
+		t.Fatalf("a userspace router made a TUN device:\n%s", out)
+	}
 }
