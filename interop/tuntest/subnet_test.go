@@ -54,7 +54,7 @@ func startSubnetAs(t *testing.T, uid int, routerArgs ...string) *subnetSetup {
 	needNetwork(t)
 	s := &subnetSetup{lab: startLab(t), rHost: newHost(t, "rt"), tsHost: newHost(t, "ts")}
 	s.lan = newLAN(t, s.rHost.NS)
-	s.lanH = s.lan.newHost(t, "lan")
+	s.lanH = s.lan.NewHost(t, "lan")
 	if uid != 0 {
 		// Unprivileged ICMP sockets for the router's user.
 		lab.MustRun(t, s.rHost.NS, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
@@ -100,7 +100,7 @@ func (s *subnetSetup) checkLAN(t *testing.T, wantSrc netip.Addr) {
 func TestSubnetRouterTUN(t *testing.T) {
 	t.Run("snat", func(t *testing.T) {
 		s := startSubnet(t, "--tun")
-		s.checkLAN(t, s.lan.gateway())
+		s.checkLAN(t, s.lan.Gateway())
 		out := lab.MustRun(t, s.rHost.NS, "nft", "list", "table", "ip", "microlink")
 		if !strings.Contains(out, `iifname "microlink0" oifname != "microlink0" masquerade`) {
 			t.Fatalf("router's nftables:\n%s", out)
@@ -115,7 +115,7 @@ func TestSubnetRouterTUN(t *testing.T) {
 	})
 	t.Run("no-snat", func(t *testing.T) {
 		s := startSubnet(t, "--tun", "--snat-subnet-routes=false")
-		lab.MustRun(t, s.lanH.NS, "ip", "route", "add", "100.64.0.0/10", "via", s.lan.gateway().String())
+		lab.MustRun(t, s.lanH.NS, "ip", "route", "add", "100.64.0.0/10", "via", s.lan.Gateway().String())
 		s.checkLAN(t, s.ts.IPv4())
 		if out, _ := lab.NetnsCommand(s.rHost.NS, "nft", "list", "tables").CombinedOutput(); strings.Contains(string(out), "microlink") {
 			t.Fatalf("SNAT rules without SNAT:\n%s", out)
@@ -129,7 +129,7 @@ func TestSubnetRouterTUN(t *testing.T) {
 // host's own sockets, so the LAN host sees the router's address.
 func TestSubnetRouterUserspace(t *testing.T) {
 	s := startSubnetAs(t, 65534)
-	s.checkLAN(t, s.lan.gateway())
+	s.checkLAN(t, s.lan.Gateway())
 	go udpEcho(listenUDPIn(t, s.lanH.NS, netip.AddrPortFrom(s.lanH.Addr, 9000)))
 	checkUDP(t, listenUDPIn(t, s.tsHost.NS, netip.AddrPortFrom(netip.IPv4Unspecified(), 0)), netip.AddrPortFrom(s.lanH.Addr, 9000))
 	if out := lab.MustRun(t, s.rHost.NS, "ip", "link"); strings.Contains(out, "microlink0") {
