@@ -1,11 +1,13 @@
 package microlink
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -258,5 +260,30 @@ func TestSubtractPrefixes(t *testing.T) {
 		if len(got) > 200 {
 			t.Errorf("%d prefixes", len(got))
 		}
+	}
+}
+
+// TestRelayModeCloses: a userspace subnet router's relay goroutines end
+// with the node.
+func TestRelayModeCloses(t *testing.T) {
+	before := runtime.NumGoroutine()
+	n, err := New(Config{ControlURL: "http://127.0.0.1:1", Port: -1, Logger: quietLogger(),
+		AdvertiseRoutes: []netip.Prefix{netip.MustParsePrefix("198.19.9.0/24")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	n.Start(ctx)
+	cancel()
+	if n.relay == nil {
+		t.Fatal("no relay for an advertised route in userspace mode")
+	}
+	n.Close()
+	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > before; {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
