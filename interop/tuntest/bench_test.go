@@ -16,13 +16,17 @@ import (
 	"tailscale.com/ipn/ipnstate"
 )
 
-// benchDuration is how long each throughput measurement sends.
-var benchDuration = func() time.Duration {
+// benchDuration is how long each throughput measurement sends:
+// $TUN_BENCH_DURATION, or 5 s (1 s with -short).
+func benchDuration() time.Duration {
 	if d, err := time.ParseDuration(os.Getenv("TUN_BENCH_DURATION")); err == nil {
 		return d
 	}
+	if testing.Short() {
+		return time.Second
+	}
 	return 5 * time.Second
-}()
+}
 
 // tcpThroughput sends as fast as it can for d from namespace from to a
 // sink listening in namespace to on addr, and returns the bytes per
@@ -84,7 +88,11 @@ func waitDirectTS(b *testing.B, a *lab.Tailscaled, peer string, ip netip.Addr) {
 // BenchmarkTUNThroughput measures TCP between the host's own sockets
 // through two TUN devices on a direct path: microlink's and a real
 // tailscaled's, each way, next to two real tailscaleds. It reports MB/s
-// (megabytes of payload per second).
+// (megabytes of payload per second) a→b and b→a, where a is microlink in
+// the second pair. Run it with -benchtime=1x (and -count for more runs,
+// which then alternate between the pairs). With $TUN_BENCH_DEBUG set it
+// logs the namespaces' interface and kernel counters after each
+// direction (drops at the TUN queue, UDP receive buffer errors).
 func BenchmarkTUNThroughput(b *testing.B) {
 	if os.Geteuid() != 0 || lab.TUNAvailable() != nil {
 		b.Skip("needs root and TUN mode")
@@ -114,13 +122,16 @@ func BenchmarkTUNThroughput(b *testing.B) {
 				})
 			}
 			for range b.N {
-				ab := tcpThroughput(b, ha.NS, hb.NS, tb.IPv4(), benchDuration)
+				ab := tcpThroughput(b, ha.NS, hb.NS, tb.IPv4(), benchDuration())
 				if os.Getenv("TUN_BENCH_DEBUG") != "" {
 					for _, ns := range []string{ha.NS, hb.NS} {
 						b.Logf("%s:\n%s\n%s", ns, lab.MustRun(b, ns, "ip", "-s", "link"), lab.MustRun(b, ns, "nstat", "-a"))
 					}
 				}
-				ba := tcpThroughput(b, hb.NS, ha.NS, aIP, benchDuration)
+				ba := tcpThroughput(b, hb.NS, ha.NS, aIP, benchDuration())
+				if os.Getenv("TUN_BENCH_DEBUG") != "" {
+					b.Logf("after b→a, %s:\n%s", ha.NS, lab.MustRun(b, ha.NS, "nstat", "-a"))
+				}
 				b.ReportMetric(ab/1e6, "MB/s-a→b")
 				b.ReportMetric(ba/1e6, "MB/s-b→a")
 			}
@@ -160,11 +171,13 @@ func BenchmarkTUNIdleRSS(b *testing.B) {
 	}
 }
 
+// idleWait is how long a node sits idle before its RSS is read, as in
+// interop/bench: 15 s (2 s with -short).
 func idleWait() time.Duration {
-	if d, err := time.ParseDuration(os.Getenv("TUN_BENCH_IDLE")); err == nil {
-		return d
+	if testing.Short() {
+		return 2 * time.Second
 	}
-	return 10 * time.Second
+	return 15 * time.Second
 }
 
 // rssOf reads VmRSS and RssAnon of the daemon from /proc.
