@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/microlink-go/microlink/internal/bufpool"
 	"github.com/microlink-go/microlink/internal/packet"
 )
 
@@ -244,4 +245,42 @@ func FuzzOffload(f *testing.F) {
 			}
 		})
 	})
+}
+
+// TestOffloadAllocs: cutting an offloaded packet, queueing packets for the
+// device and coalescing them allocate nothing once the pools are warm.
+func TestOffloadAllocs(t *testing.T) {
+	big, h := bigTCP(t, false, 60000, tcpACK)
+	seg := make([]byte, 1280)
+	var segs [][]byte
+	segmentTCP(big, h, seg, func(p []byte) { segs = append(segs, bytes.Clone(p)) })
+	n := 0
+	count := func(p []byte) { n += len(p) }
+	if a := testing.AllocsPerRun(100, func() { segmentTCP(big, h, seg, count) }); a != 0 {
+		t.Errorf("segmentTCP: %v allocations", a)
+	}
+	d := &Device{mtu: 1280, wq: make(chan *[]byte, writeQueueLen), pool: bufpool.New(writeQueueLen+maxBatch, 1280),
+		closing: make(chan struct{}), gbuf: make([]byte, vnetHdrLen, vnetHdrLen+maxCoalesced), run: make([][]byte, 0, maxBatch)}
+	d.writeRawHook = count
+	batch := make([]*[]byte, 0, maxBatch)
+	round := func() {
+		for _, s := range segs {
+			d.Write(s)
+		}
+		batch = batch[:0]
+		for len(d.wq) > 0 {
+			batch = append(batch, <-d.wq)
+		}
+		d.writeBatch(batch)
+		for _, bp := range batch {
+			d.pool.Put(bp)
+		}
+	}
+	round()
+	if a := testing.AllocsPerRun(100, round); a != 0 {
+		t.Errorf("Write and writeBatch: %v allocations", a)
+	}
+	if d.Stats().Coalesced == 0 {
+		t.Error("nothing coalesced")
+	}
 }
