@@ -1,7 +1,6 @@
 package tun
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -38,14 +37,12 @@ func CheckAccess() error {
 
 // effectiveCaps returns the CapEff bits of /proc/self/status.
 func effectiveCaps() (uint64, error) {
-	f, err := os.Open("/proc/self/status")
+	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "CapEff:"); ok {
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
 			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
 		}
 	}
