@@ -68,6 +68,8 @@ type Device struct {
 	wdone     chan struct{}
 	gbuf      []byte   // the writer's: a virtio header and a packet of up to 64 KiB
 	run       [][]byte // the writer's: packets being coalesced
+	largeMu   sync.Mutex
+	large     []byte // writeLarge's buffer, made on first use
 	dropped   atomic.Uint64
 	coalesced atomic.Uint64
 	writeErrs atomic.Uint64
@@ -193,11 +195,11 @@ func (d *Device) ReadPackets(fn func(pkt []byte)) error {
 var ErrQueueFull = errors.New("tun: write queue full")
 
 // Write queues a copy of pkt for the host's IP stack. It may be called
-// concurrently. Packets larger than the MTU are dropped.
+// concurrently. A packet larger than the MTU, which peers do not normally
+// send, is written at once instead, ahead of those queued.
 func (d *Device) Write(pkt []byte) (int, error) {
 	if len(pkt) > d.mtu {
-		d.dropped.Add(1)
-		return 0, errBadOffload
+		return d.writeLarge(pkt)
 	}
 	bp := d.pool.Get()
 	n := copy(*bp, pkt)
@@ -215,9 +217,30 @@ func (d *Device) Write(pkt []byte) (int, error) {
 	}
 }
 
+// writeLarge writes a packet larger than the MTU (up to 64 KiB) without
+// queueing it.
+func (d *Device) writeLarge(pkt []byte) (int, error) {
+	d.largeMu.Lock()
+	defer d.largeMu.Unlock()
+	if d.large == nil {
+		d.large = make([]byte, vnetHdrLen+maxCoalesced)
+	}
+	if len(pkt) > maxCoalesced {
+		d.dropped.Add(1)
+		return 0, errBadOffload
+	}
+	clear(d.large[:vnetHdrLen])
+	n := copy(d.large[vnetHdrLen:], pkt)
+	if _, err := d.f.Write(d.large[:vnetHdrLen+n]); err != nil {
+		d.writeErrs.Add(1)
+		return 0, err
+	}
+	return n, nil
+}
+
 // Stats are a device's counters.
 type Stats struct {
-	Dropped     uint64 // packets Write dropped: queue full, or over the MTU
+	Dropped     uint64 // packets Write dropped: queue full, or over 64 KiB
 	Coalesced   uint64 // packets written as part of a coalesced one
 	WriteErrors uint64 // writes the host refused
 }
