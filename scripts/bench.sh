@@ -334,6 +334,7 @@ else
 	rec tun interop "MICROLINK_TS_BIN=$tsbin go test -run '^\$' -bench 'BenchmarkTUN' -benchtime=1x $tunflags -timeout=30m ./tuntest" \
 		>"$results/tun.txt" 2>&1 || fail "TUN measurements failed"
 	grep -E '^Benchmark|FAIL' "$results/tun.txt" >&2
+	echo "TUN_LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"
 fi
 
 echo "LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"

@@ -89,8 +89,8 @@ func waitDirectTS(b *testing.B, a *lab.Tailscaled, peer string, ip netip.Addr) {
 // through two TUN devices on a direct path: microlink's and a real
 // tailscaled's, each way, next to two real tailscaleds. It reports MB/s
 // (megabytes of payload per second) a→b and b→a, where a is microlink in
-// the second pair. Run it with -benchtime=1x (and -count for more runs,
-// which then alternate between the pairs). With $TUN_BENCH_DEBUG set it
+// the second pair. Run it with -benchtime=1x (and -count for more runs:
+// each pair is then set up and measured that many times in a row). With $TUN_BENCH_DEBUG set it
 // logs the namespaces' interface and kernel counters after each
 // direction (drops at the TUN queue, UDP receive buffer errors).
 func BenchmarkTUNThroughput(b *testing.B) {

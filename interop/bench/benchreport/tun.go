@@ -9,12 +9,24 @@ import (
 )
 
 // benchRuns returns, for each benchmark (without its -GOMAXPROCS suffix)
-// and metric, the values of all its runs.
+// and metric, the values of all its runs. A log line the benchmark printed
+// while running may split a result line in two: the name, then the log
+// line's text, and the figures on the next line.
 func benchRuns(text string) map[string]map[string][]float64 {
 	out := map[string]map[string][]float64{}
 	sc := bufio.NewScanner(strings.NewReader(text))
+	pending := ""
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
+		if len(f) > 0 && strings.HasPrefix(f[0], "Benchmark") {
+			if _, err := strconv.Atoi(orEmpty(f, 1)); err != nil {
+				pending = f[0]
+				continue
+			}
+		} else if _, err := strconv.Atoi(orEmpty(f, 0)); err == nil && pending != "" {
+			f = append([]string{pending}, f...)
+		}
+		pending = ""
 		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
 			continue
 		}
@@ -38,6 +50,13 @@ func benchRuns(text string) map[string]map[string][]float64 {
 	return out
 }
 
+func orEmpty(f []string, i int) string {
+	if i < len(f) {
+		return f[i]
+	}
+	return ""
+}
+
 // median returns the median of vs (the lower middle one for an even
 // count), or 0.
 func median(vs []float64) float64 {
@@ -55,6 +74,17 @@ func runsText(vs []float64) string {
 		parts[i] = fmt.Sprintf("%.0f", v)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// meta returns a value of meta.env.
+func (r *report) meta(key string) string {
+	s, _ := r.read("meta.env")
+	for _, line := range strings.Split(s, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
 }
 
 func (r *report) tun() {
@@ -86,8 +116,13 @@ func (r *report) tun() {
 	r.p("to the offline lab and talking over a direct path (veth pairs through the test's namespace). The host's")
 	r.p("own TCP sockets send as fast as they can for a fixed time through both TUN devices; *a* is microlink in the")
 	r.p("microlink row and another tailscaled in the reference row, *b* is always a tailscaled. Figures are the")
-	r.p("median of the runs (each run listed), in MB/s of TCP payload. Goal: microlink ↔ tailscaled at least as fast")
-	r.p("as tailscaled ↔ tailscaled on the same machine.")
+	r.p("median of the runs (each run listed), in MB/s of TCP payload. Both modes of microlink run the same binary")
+	r.p("(built by the test, not stripped). Goal: microlink ↔ tailscaled at least as fast as tailscaled ↔ tailscaled")
+	r.p("on the same machine.")
+	if load := r.meta("TUN_LOAD_AFTER"); load != "" {
+		r.p("")
+		r.p("Load average right after these runs: %s (on %s cores).", load, orDash(r.meta("NPROC")))
+	}
 	r.p("")
 	r.p("| direction | tailscaled ↔ tailscaled | microlink ↔ tailscaled | ratio | goal (≥ 1.0) met |")
 	r.p("|---|---:|---:|---:|---|")
