@@ -3,6 +3,8 @@ package tun
 import (
 	"bytes"
 	"encoding/binary"
+
+	"github.com/microlink-go/microlink/internal/packet"
 )
 
 // Packets from peers reach the device through a queue and one writer
@@ -99,7 +101,7 @@ func coalesce(buf []byte, pkts [][]byte, first tcpSeg) []byte {
 	if first.ipLen == 20 {
 		binary.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
 		pkt[10], pkt[11] = 0, 0
-		binary.BigEndian.PutUint16(pkt[10:], ^csumFold(csumAdd(0, pkt[:20])))
+		binary.BigEndian.PutUint16(pkt[10:], packet.Checksum(pkt[:20]))
 	} else {
 		binary.BigEndian.PutUint16(pkt[4:], uint16(len(pkt)-40))
 	}
@@ -107,7 +109,7 @@ func coalesce(buf []byte, pkts [][]byte, first tcpSeg) []byte {
 	tcp[13] = pkts[len(pkts)-1][first.ipLen+13] // the last packet's flags: PSH
 	// The partial checksum of the pseudo header, which the host completes
 	// for each segment it makes.
-	binary.BigEndian.PutUint16(tcp[16:], csumFold(pseudoSum(pkt, 6, len(tcp))))
+	binary.BigEndian.PutUint16(tcp[16:], pseudoPartial(pkt, len(tcp)))
 	gso := uint8(gsoTCPv4)
 	if first.ipLen == 40 {
 		gso = gsoTCPv6

@@ -3,6 +3,9 @@ package tun
 import (
 	"encoding/binary"
 	"errors"
+	"net/netip"
+
+	"github.com/microlink-go/microlink/internal/packet"
 )
 
 // With IFF_VNET_HDR every packet read from or written to the device
@@ -60,40 +63,34 @@ const (
 	tcpCWR = 0x80
 )
 
-// csumAdd adds b, as big-endian 16-bit words, to a one's-complement sum.
-func csumAdd(acc uint64, b []byte) uint64 {
-	for len(b) >= 8 {
-		acc += uint64(binary.BigEndian.Uint32(b)) + uint64(binary.BigEndian.Uint32(b[4:]))
-		b = b[8:]
-	}
-	for len(b) >= 2 {
-		acc += uint64(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		acc += uint64(b[0]) << 8
-	}
-	return acc
-}
-
-// csumFold folds a sum to 16 bits, not complemented.
-func csumFold(acc uint64) uint16 {
-	for acc>>16 != 0 {
-		acc = acc>>16 + acc&0xffff
-	}
-	return uint16(acc)
-}
-
-// pseudoSum is the sum of the IP pseudo header of a transport message of
-// length n and protocol proto in the IPv4 or IPv6 packet pkt.
-func pseudoSum(pkt []byte, proto uint8, n int) uint64 {
-	var acc uint64
+// pseudoPartial returns the sum of the IP pseudo header of a TCP
+// segment of length n in the IPv4 or IPv6 packet pkt, folded but not
+// complemented: what a checksum field holds for the host (or the node) to
+// complete.
+func pseudoPartial(pkt []byte, n int) uint16 {
+	var ph [40]byte
 	if pkt[0]>>4 == 4 {
-		acc = csumAdd(0, pkt[12:20])
-	} else {
-		acc = csumAdd(0, pkt[8:40])
+		copy(ph[:8], pkt[12:20])
+		ph[9] = 6
+		binary.BigEndian.PutUint16(ph[10:], uint16(n))
+		return ^packet.Checksum(ph[:12])
 	}
-	return acc + uint64(proto) + uint64(n)
+	copy(ph[:32], pkt[8:40])
+	binary.BigEndian.PutUint32(ph[32:], uint32(n))
+	ph[39] = 6
+	return ^packet.Checksum(ph[:])
+}
+
+// tcpChecksum returns the checksum of the TCP segment tcp in the IPv4 or
+// IPv6 packet pkt, whose checksum field must be zero.
+func tcpChecksum(pkt, tcp []byte) uint16 {
+	var src, dst netip.Addr
+	if pkt[0]>>4 == 4 {
+		src, dst = netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20]))
+	} else {
+		src, dst = netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40]))
+	}
+	return packet.TransportChecksum(src, dst, packet.ProtoTCP, tcp)
 }
 
 // completeCsum finishes the checksum the host left to the node: the field
@@ -104,7 +101,7 @@ func completeCsum(pkt []byte, start, offset int) error {
 	if start > len(pkt) || at+2 > len(pkt) {
 		return errBadOffload
 	}
-	binary.BigEndian.PutUint16(pkt[at:], ^csumFold(csumAdd(0, pkt[start:])))
+	binary.BigEndian.PutUint16(pkt[at:], packet.Checksum(pkt[start:]))
 	return nil
 }
 
@@ -147,7 +144,7 @@ func segmentTCP(pkt []byte, h vnetHdr, buf []byte, fn func([]byte)) error {
 			binary.BigEndian.PutUint16(seg[2:], uint16(len(seg)))
 			binary.BigEndian.PutUint16(seg[4:], id+uint16(i))
 			seg[10], seg[11] = 0, 0
-			binary.BigEndian.PutUint16(seg[10:], ^csumFold(csumAdd(0, seg[:tcpOff])))
+			binary.BigEndian.PutUint16(seg[10:], packet.Checksum(seg[:tcpOff]))
 		} else {
 			binary.BigEndian.PutUint16(seg[4:], uint16(len(seg)-40))
 		}
@@ -162,7 +159,7 @@ func segmentTCP(pkt []byte, h vnetHdr, buf []byte, fn func([]byte)) error {
 		}
 		tcp[13] = f
 		tcp[16], tcp[17] = 0, 0
-		binary.BigEndian.PutUint16(tcp[16:], ^csumFold(csumAdd(pseudoSum(seg, 6, len(tcp)), tcp)))
+		binary.BigEndian.PutUint16(tcp[16:], tcpChecksum(seg, tcp))
 		fn(seg)
 	}
 	return nil

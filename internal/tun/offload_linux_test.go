@@ -51,7 +51,7 @@ func bigTCP(t *testing.T, v6 bool, n int, flags uint8) ([]byte, vnetHdr) {
 	for i := range tcp[tcpLen:] {
 		tcp[tcpLen+i] = byte(r.Uint32())
 	}
-	binary.BigEndian.PutUint16(tcp[16:], csumFold(pseudoSum(pkt, 6, len(tcp))))
+	binary.BigEndian.PutUint16(tcp[16:], pseudoPartial(pkt, len(tcp)))
 	gso := uint8(gsoTCPv4)
 	if v6 {
 		gso = gsoTCPv6
@@ -151,7 +151,7 @@ func TestSegmentCoalesce(t *testing.T) {
 func checkFix(s []byte, tcpOff int) []byte {
 	tcp := s[tcpOff:]
 	tcp[16], tcp[17] = 0, 0
-	binary.BigEndian.PutUint16(tcp[16:], ^csumFold(csumAdd(pseudoSum(s, 6, len(tcp)), tcp)))
+	binary.BigEndian.PutUint16(tcp[16:], tcpChecksum(s, tcp))
 	return s
 }
 
@@ -209,7 +209,7 @@ func TestCompleteCsum(t *testing.T) {
 	n, _ := packet.BuildUDP(b, netip.MustParseAddrPort("100.64.0.2:1"), netip.MustParseAddrPort("100.64.0.1:2"), []byte("hello, partial checksum"))
 	pkt := b[:n]
 	// What the host hands over: the pseudo header's sum in the field.
-	binary.BigEndian.PutUint16(pkt[26:], csumFold(pseudoSum(pkt, 17, n-20)))
+	binary.BigEndian.PutUint16(pkt[26:], udpPseudoPartial(pkt, n-20))
 	if err := completeCsum(pkt, 20, 6); err != nil {
 		t.Fatal(err)
 	}
@@ -283,4 +283,13 @@ func TestOffloadAllocs(t *testing.T) {
 	if d.Stats().Coalesced == 0 {
 		t.Error("nothing coalesced")
 	}
+}
+
+// udpPseudoPartial is pseudoPartial for a UDP datagram in an IPv4 packet.
+func udpPseudoPartial(pkt []byte, n int) uint16 {
+	var ph [12]byte
+	copy(ph[:8], pkt[12:20])
+	ph[9] = 17
+	binary.BigEndian.PutUint16(ph[10:], uint16(n))
+	return ^packet.Checksum(ph[:])
 }
