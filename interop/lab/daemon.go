@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,7 +158,7 @@ func (d *Daemon) WaitConnected(t T, timeout time.Duration) {
 		default:
 		}
 		st, err := d.Status()
-		if err == nil && st.State == "Connected" {
+		if err == nil && st.State == "Running" {
 			return
 		}
 		last = fmt.Sprint(st.State, err)
@@ -214,33 +215,57 @@ func (d *Daemon) CLI(args ...string) (string, error) {
 	return string(out), err
 }
 
-// CLIStatus is what "microlink status --json" says, in part.
+// CLIStatus is what "microlink status --json" says, in part, in a form
+// the tests read easily.
 type CLIStatus struct {
-	State string `json:"state"`
+	State string // BackendState: "Running" when connected
 	Self  struct {
-		Name             string   `json:"name"`
-		Addresses        []string `json:"addresses"`
-		NodeKey          string   `json:"nodeKey"`
-		TUN              string   `json:"tun"`
-		AdvertisedRoutes []string `json:"advertisedRoutes"`
-		ApprovedRoutes   []string `json:"approvedRoutes"`
-		ExitNode         string   `json:"exitNode"`
-		ExitNodeIP       string   `json:"exitNodeIP"`
-	} `json:"self"`
-	Peers []CLIPeer `json:"peers"`
+		Name             string
+		Addresses        []string // tailnet addresses
+		NodeKey          string
+		TUN              string   // the TUN device, "" in userspace mode
+		AdvertisedRoutes []string // what the node offers
+		ApprovedRoutes   []string // what control approved (Self.PrimaryRoutes)
+		ExitNode         string   // the exit node in use, by host name
+	}
+	Peers []CLIPeer
 }
 
 // CLIPeer is a peer in CLIStatus.
 type CLIPeer struct {
-	Name           string   `json:"name"`
-	Addresses      []string `json:"addresses"`
-	Path           string   `json:"path"`
-	Endpoint       string   `json:"endpoint"`
-	DERPRegion     int      `json:"derpRegion"`
-	Routes         []string `json:"routes"`
-	AcceptedRoutes []string `json:"acceptedRoutes"`
-	ExitNodeOption bool     `json:"exitNodeOption"`
-	ExitNode       bool     `json:"exitNode"`
+	Name           string // host name
+	Addresses      []string
+	Path           string // "direct", "derp" or ""
+	Endpoint       string // the direct path's address
+	DERPRegion     int
+	Routes         []string // approved for the peer: subnets, and the exit routes if it offers them
+	AcceptedRoutes []string // those this node uses
+	ExitNodeOption bool
+	ExitNode       bool // this node's exit node
+}
+
+// statusJSON is the part of "microlink status --json" (tailscale's field
+// names, and microlink's own) that CLIStatus holds.
+type statusJSON struct {
+	BackendState     string
+	TailscaleIPs     []string
+	TUNName          string
+	AdvertisedRoutes []string
+	Self             *peerJSON
+	Peer             map[string]*peerJSON
+}
+
+type peerJSON struct {
+	HostName       string
+	PublicKey      string
+	TailscaleIPs   []string
+	PrimaryRoutes  []string
+	AcceptedRoutes []string
+	ExitNode       bool
+	ExitNodeOption bool
+	CurAddr        string
+	Path           string
+	DERPRegion     int
 }
 
 // Status returns the daemon's "status --json".
@@ -250,8 +275,29 @@ func (d *Daemon) Status() (CLIStatus, error) {
 	if err != nil {
 		return st, fmt.Errorf("%v: %s", err, out)
 	}
-	err = json.Unmarshal([]byte(out), &st)
-	return st, err
+	var j statusJSON
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		return st, err
+	}
+	st.State = j.BackendState
+	st.Self.Addresses = j.TailscaleIPs
+	st.Self.TUN = j.TUNName
+	st.Self.AdvertisedRoutes = j.AdvertisedRoutes
+	if j.Self != nil {
+		st.Self.Name, st.Self.NodeKey, st.Self.ApprovedRoutes = j.Self.HostName, j.Self.PublicKey, j.Self.PrimaryRoutes
+	}
+	for _, p := range j.Peer {
+		cp := CLIPeer{Name: p.HostName, Addresses: p.TailscaleIPs, Path: p.Path, Endpoint: p.CurAddr, DERPRegion: p.DERPRegion,
+			Routes: slices.Clone(p.PrimaryRoutes), AcceptedRoutes: p.AcceptedRoutes, ExitNodeOption: p.ExitNodeOption, ExitNode: p.ExitNode}
+		if p.ExitNodeOption {
+			cp.Routes = append(cp.Routes, "0.0.0.0/0", "::/0")
+		}
+		if p.ExitNode {
+			st.Self.ExitNode = p.HostName
+		}
+		st.Peers = append(st.Peers, cp)
+	}
+	return st, nil
 }
 
 // Peer returns the peer named name in the daemon's status.

@@ -144,7 +144,7 @@ func TestExitNodeTUN(t *testing.T) {
 			t.Fatalf("through --exit-node=%s the internet host answered %q, want %s", tc.exit, who, tc.want)
 		}
 		st, err := d.Status()
-		if err != nil || st.Self.ExitNode != tc.want || st.State != "Connected" {
+		if err != nil || st.Self.ExitNode != tc.want || st.State != "Running" {
 			t.Fatalf("status: exit node %q, state %s, %v", st.Self.ExitNode, st.State, err)
 		}
 		if p, _ := st.Peer(tc.want); !p.ExitNode {
