@@ -270,8 +270,16 @@ func (n *Node) dataPlane() (*dataPlane, error) {
 	return n.data, nil
 }
 
-// sockets returns the data plane for the node's socket methods, which
-// TUN mode leaves to the host's IP stack.
+// hostDial connects to dst through the host's own IP stack, which in TUN
+// mode routes tailnet addresses (and accepted routes, and with an exit
+// node everything else) into the TUN device.
+func hostDial(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, network, dst.String())
+}
+
+// sockets returns the data plane for the node's own sockets, which TUN
+// mode leaves to the host's IP stack.
 func (n *Node) sockets() (*dataPlane, error) {
 	if n.cfg.TUN != "" {
 		return nil, ErrTUNMode
@@ -295,8 +303,10 @@ type UDPConn = tunnel.UDPConn
 
 // ListenUDP opens a UDP socket on port of the node's tailnet addresses
 // (IPv4 and IPv6). Port 0 picks a free port. Peers reach it at
-// IPv4():port. In TUN mode it returns ErrTUNMode, as do the other socket
-// methods (DialUDP, SendUDP, ListenTCP, DialTCP).
+// IPv4():port. In TUN mode it returns ErrTUNMode, as ListenTCP does: the
+// host's IP stack serves the node's addresses, and programs listen there
+// with the net package; the dial methods (Dial, DialTCP, DialUDP,
+// SendUDP) then connect through the host's IP stack too.
 func (n *Node) ListenUDP(port uint16) (*UDPConn, error) {
 	data, err := n.sockets()
 	if err != nil {
@@ -311,12 +321,15 @@ func (n *Node) ListenUDP(port uint16) (*UDPConn, error) {
 // an exit node, or behind a subnet router whose routes the node does not
 // accept) is an error wrapping ErrNoRoute.
 func (n *Node) DialUDP(ctx context.Context, addr string) (net.Conn, error) {
-	if _, err := n.sockets(); err != nil {
+	if _, err := n.dataPlane(); err != nil {
 		return nil, err
 	}
 	dst, err := n.resolveAddrPort(addr)
 	if err != nil {
 		return nil, err
+	}
+	if n.cfg.TUN != "" {
+		return hostDial(ctx, "udp", dst)
 	}
 	if err := n.checkRoute(dst.Addr()); err != nil {
 		return nil, err
@@ -378,9 +391,12 @@ func (n *Node) DialTCP(ctx context.Context, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := n.sockets()
+	data, err := n.dataPlane()
 	if err != nil {
 		return nil, err
+	}
+	if n.cfg.TUN != "" {
+		return hostDial(ctx, "tcp", dst)
 	}
 	if err := n.checkRoute(dst.Addr()); err != nil {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(dst), Err: err}

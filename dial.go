@@ -78,9 +78,12 @@ func (n *Node) dialAddr(ctx context.Context, network string, dst netip.AddrPort)
 	if dns.IsResolver(dst.Addr()) && dst.Port() == 53 {
 		return n.dialResolver(network, dst)
 	}
-	data, err := n.sockets()
+	data, err := n.dataPlane()
 	if err != nil {
 		return nil, err
+	}
+	if n.cfg.TUN != "" {
+		return hostDial(ctx, network, dst)
 	}
 	if !data.wg.HasRoute(dst.Addr()) {
 		// Say why, as the routing policy sees it.

@@ -18,10 +18,10 @@ import (
 	"github.com/microlink-go/microlink/internal/tunnel"
 )
 
-// ErrTUNMode is returned by the Node's socket methods in TUN mode, where
-// the host's kernel owns the node's tailnet addresses: use the net package
-// on IPv4() and IPv6() instead (Resolve turns names into addresses).
-var ErrTUNMode = errors.New("microlink: in TUN mode the host's own IP stack serves the node's addresses: use the net package")
+// ErrTUNMode is returned by ListenUDP and ListenTCP in TUN mode, where the
+// host's kernel owns the node's tailnet addresses: listen with the net
+// package on IPv4() and IPv6() instead.
+var ErrTUNMode = errors.New("microlink: in TUN mode the host's own IP stack serves the node's addresses: listen with the net package")
 
 // DefaultTUN is the name of the TUN device the CLI creates for --tun.
 const DefaultTUN = "microlink0"
