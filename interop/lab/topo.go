@@ -73,7 +73,10 @@ func Veth(t T, a, ifA string, addrA netip.Prefix, b, ifB string, addrB netip.Pre
 // Within runs f on an OS thread moved into namespace ns and returns f's
 // error. Sockets f opens stay in ns while any goroutine uses them: a
 // listener made there accepts connections inside ns, a connection dialled
-// there leaves from ns. The thread is discarded afterwards.
+// there leaves from ns. The thread moves back to its namespace afterwards;
+// it is not left to die, since its death would kill any child process it
+// had started with a parent-death signal (Pdeathsig, as the lab's
+// re-executed test binary and the tests' Headscale use).
 func Within(ns string, f func() error) error {
 	h, err := os.Open("/run/netns/" + ns)
 	if err != nil {
@@ -82,13 +85,24 @@ func Within(ns string, f func() error) error {
 	defer h.Close()
 	errc := make(chan error, 1)
 	go func() {
-		// Never unlocked: the thread ends with this goroutine.
 		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
 		if err := unix.Setns(int(h.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("setns %s: %w", ns, err)
 			return
 		}
-		errc <- f()
+		err = f()
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread stays locked and ends with this goroutine
+		errc <- err
 	}()
 	return <-errc
 }
