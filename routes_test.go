@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -285,5 +286,32 @@ func TestRelayModeCloses(t *testing.T) {
 			t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDNSForwardIgnoresUnusedExitNode: a peer that offers exit routes the
+// node does not use does not swallow DNS queries to resolvers outside the
+// tailnet; they go out through the host's network.
+func TestDNSForwardIgnoresUnusedExitNode(t *testing.T) {
+	n, _ := offlineNode(t)
+	n.onMapResponse(routesNetmap(true))
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 512)
+		n, from, err := srv.ReadFromUDPAddrPort(buf)
+		if err == nil {
+			buf[2] |= 0x80 // the query, answered
+			srv.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	q := []byte{0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1} // "." A
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := n.dnsExchange(ctx, srv.LocalAddr().(*net.UDPAddr).AddrPort(), q, false); err != nil {
+		t.Fatalf("DNS to a resolver outside the tailnet, with an exit node offered but not used: %v", err)
 	}
 }
