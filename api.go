@@ -40,6 +40,17 @@ type Status struct {
 	// and display messages for the node, and a warning from 7 days before
 	// the node key expires. Empty means none.
 	Health []string
+
+	// TUN is the TUN device in TUN mode, "" in userspace mode.
+	TUN string
+	// AdvertisedRoutes are the routes the node offers
+	// (Config.AdvertiseRoutes); ApprovedRoutes are those control has
+	// approved for it to serve.
+	AdvertisedRoutes, ApprovedRoutes []netip.Prefix
+	// ExitNode is the short name of the exit node in use, "" if none;
+	// ExitNodeIP is its address.
+	ExitNode   string
+	ExitNodeIP netip.Addr
 }
 
 // Status returns a snapshot of the node itself.
@@ -55,8 +66,18 @@ func (n *Node) Status() Status {
 			st.Addresses = append(st.Addresses, p.Addr())
 		}
 	}
+	st.TUN = n.cfg.TUN
+	st.AdvertisedRoutes = n.cfg.AdvertiseRoutes
+	if self, ok := n.nm.Self(); ok {
+		st.ApprovedRoutes = self.Routes
+	}
 	if data != nil {
 		st.HomeDERP = data.ms.HomeDERP()
+		if k := data.exitNode(); !k.IsZero() {
+			if p, ok := n.nm.PeerByKey(k); ok {
+				st.ExitNode, st.ExitNodeIP = p.ShortName(), pickAddr(p, "")
+			}
+		}
 	}
 	st.KeyExpiry = n.nm.SelfKeyExpiry()
 	st.Health = n.health()
@@ -121,15 +142,17 @@ func (n *Node) peerInfo(data *dataPlane, p *netmap.Peer, now time.Time) Peer {
 		out.Addresses = append(out.Addresses, a.Addr())
 	}
 	slices.SortStableFunc(out.Addresses, ipv4First)
-	if p.HasOwnAllowedIPs() {
-		for _, a := range p.AllowedIPs {
-			if !containsIP(p.Addresses, a.Addr()) || a.Bits() != a.Addr().BitLen() {
-				out.Routes = append(out.Routes, a)
-			}
-		}
-	}
+	out.Routes = peerRoutes(p)
+	out.ExitNodeOption = offersExit(p)
 	if data == nil {
 		return out
+	}
+	exit := data.exitNode()
+	out.ExitNode = !exit.IsZero() && exit == p.Key
+	for _, r := range data.policy.allowedIPs(p, out.ExitNode) {
+		if !ownRoute(p, r) {
+			out.AcceptedRoutes = append(out.AcceptedRoutes, r)
+		}
 	}
 	if st, ok := data.ms.PeerStatus(p.Key); ok {
 		out.Latency = st.Latency
@@ -247,15 +270,45 @@ func (n *Node) dataPlane() (*dataPlane, error) {
 	return n.data, nil
 }
 
+// hostDial connects to dst through the host's own IP stack, which in TUN
+// mode routes tailnet addresses (and accepted routes, and with an exit
+// node everything else) into the TUN device.
+func hostDial(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, network, dst.String())
+}
+
+// sockets returns the data plane for the node's own sockets, which TUN
+// mode leaves to the host's IP stack.
+func (n *Node) sockets() (*dataPlane, error) {
+	if n.cfg.TUN != "" {
+		return nil, ErrTUNMode
+	}
+	return n.dataPlane()
+}
+
+// checkRoute returns an error wrapping ErrNoRoute if no peer routes dst
+// for this node.
+func (n *Node) checkRoute(dst netip.Addr) error {
+	data, err := n.dataPlane()
+	if err != nil {
+		return err
+	}
+	return data.policy.routeTo(n.nm, data.exitNode(), dst)
+}
+
 // UDPConn is a UDP socket on the node's tailnet addresses. It implements
 // net.PacketConn; addresses are *net.UDPAddr.
 type UDPConn = tunnel.UDPConn
 
 // ListenUDP opens a UDP socket on port of the node's tailnet addresses
 // (IPv4 and IPv6). Port 0 picks a free port. Peers reach it at
-// IPv4():port.
+// IPv4():port. In TUN mode it returns ErrTUNMode, as ListenTCP does: the
+// host's IP stack serves the node's addresses, and programs listen there
+// with the net package; the dial methods (Dial, DialTCP, DialUDP,
+// SendUDP) then connect through the host's IP stack too.
 func (n *Node) ListenUDP(port uint16) (*UDPConn, error) {
-	data, err := n.dataPlane()
+	data, err := n.sockets()
 	if err != nil {
 		return nil, err
 	}
@@ -263,10 +316,22 @@ func (n *Node) ListenUDP(port uint16) (*UDPConn, error) {
 }
 
 // DialUDP returns a socket that sends to and receives only from addr,
-// "name:port" or "ip:port". Its Read and Write need no address.
+// "name:port" or "ip:port". Its Read and Write need no address. An
+// address that no peer routes for the node (outside the tailnet without
+// an exit node, or behind a subnet router whose routes the node does not
+// accept) is an error wrapping ErrNoRoute.
 func (n *Node) DialUDP(ctx context.Context, addr string) (net.Conn, error) {
+	if _, err := n.dataPlane(); err != nil {
+		return nil, err
+	}
 	dst, err := n.resolveAddrPort(addr)
 	if err != nil {
+		return nil, err
+	}
+	if n.cfg.TUN != "" {
+		return hostDial(ctx, "udp", dst)
+	}
+	if err := n.checkRoute(dst.Addr()); err != nil {
 		return nil, err
 	}
 	c, err := n.ListenUDP(0)
@@ -302,7 +367,7 @@ func (n *Node) resolveAddrPort(addr string) (netip.AddrPort, error) {
 // tailnet's ACL lets them; connections to ports nobody listens on are
 // refused with a reset.
 func (n *Node) ListenTCP(port uint16) (net.Listener, error) {
-	data, err := n.dataPlane()
+	data, err := n.sockets()
 	if err != nil {
 		return nil, err
 	}
@@ -319,6 +384,8 @@ func (n *Node) ListenTCP(port uint16) (net.Listener, error) {
 // CloseWrite() error, SetKeepAlive(bool) error and
 // SetKeepAlivePeriod(time.Duration) error, half-close and control of its
 // keep-alive probes (on by default: after 60 s of silence from the peer).
+// An address no peer routes for the node is an error wrapping ErrNoRoute,
+// as for DialUDP.
 func (n *Node) DialTCP(ctx context.Context, addr string) (net.Conn, error) {
 	dst, err := n.resolveAddrPort(addr)
 	if err != nil {
@@ -327,6 +394,12 @@ func (n *Node) DialTCP(ctx context.Context, addr string) (net.Conn, error) {
 	data, err := n.dataPlane()
 	if err != nil {
 		return nil, err
+	}
+	if n.cfg.TUN != "" {
+		return hostDial(ctx, "tcp", dst)
+	}
+	if err := n.checkRoute(dst.Addr()); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(dst), Err: err}
 	}
 	c, err := data.stack.DialTCP(ctx, dst)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -64,6 +65,52 @@ type Config struct {
 	// OnAuthURL, if set, is called with the URL a person must visit to
 	// authorize the node during an interactive login.
 	OnAuthURL func(url string)
+
+	// AcceptRoutes makes the node use the subnet routes other nodes
+	// offer and control approved, like "tailscale up --accept-routes".
+	// Without it WireGuard carries only the peers' own tailnet
+	// addresses (and the exit node's traffic): packets to and from the
+	// networks behind subnet routers are dropped.
+	AcceptRoutes bool
+
+	// ExitNode names the peer, by MagicDNS name or tailnet IP address,
+	// through which traffic to addresses outside the tailnet leaves,
+	// like "tailscale up --exit-node". The peer must offer itself as an
+	// exit node and control must approve it. While it is not in the
+	// netmap such traffic is dropped rather than sent another way.
+	// Empty means no exit node: dials and sends to addresses outside
+	// the tailnet fail with an error wrapping ErrNoRoute.
+	ExitNode string
+
+	// ExitNodeAllowLANAccess keeps the networks the host is directly
+	// attached to reachable outside the tunnel while an exit node is in
+	// use (TUN mode), like "--exit-node-allow-lan-access".
+	ExitNodeAllowLANAccess bool
+
+	// AdvertiseRoutes are the networks this node offers to route for
+	// the tailnet ("tailscale up --advertise-routes"), reported to
+	// control, which must approve them before peers use them. 0.0.0.0/0
+	// and ::/0 together offer the node as an exit node. In TUN mode the
+	// host's kernel forwards the traffic; in userspace mode the node
+	// relays TCP, UDP and ICMP echo through the host's own sockets. See
+	// the README.
+	AdvertiseRoutes []netip.Prefix
+
+	// TUN, if not empty, runs the node in TUN mode (Linux, root or
+	// CAP_NET_ADMIN) with a TUN device of that name ("microlink0" is
+	// the CLI's default): the host's own programs reach the tailnet
+	// through the kernel, and the kernel owns the node's tailnet
+	// addresses. Empty means userspace mode: only the Node's own
+	// sockets use the tailnet. See the README for what the API does in
+	// TUN mode.
+	TUN string
+
+	// NoSNAT, in TUN mode, forwards traffic from the tailnet to
+	// advertised routes with its tailnet source addresses kept, instead
+	// of rewriting them to the host's own address on the way out
+	// ("--snat-subnet-routes=false"); the hosts on those networks then
+	// need a route back to the tailnet through this node.
+	NoSNAT bool
 
 	// TCP tunes the node's TCP connections (Node.ListenTCP, Node.DialTCP).
 	// The zero value means the defaults.
@@ -179,6 +226,12 @@ func (c Config) validate() error {
 		return err
 	}
 	if err := c.TCP.validate(); err != nil {
+		return err
+	}
+	if err := c.validateRoutes(); err != nil {
+		return err
+	}
+	if err := c.validateTUN(); err != nil {
 		return err
 	}
 	for _, t := range c.Tags {

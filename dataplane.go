@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/magicsock"
@@ -34,6 +35,13 @@ type dataPlane struct {
 	// peersApplied, set by tests, is called when apply has handed
 	// changed peers to WireGuard and magicsock.
 	peersApplied func()
+	// policy picks the peers' routes WireGuard uses; exit is the exit
+	// node in use, resolved from the netmap at every change of peers.
+	policy   routePolicy
+	served   []netip.Prefix
+	exitMu   sync.Mutex
+	exit     key.NodePublic
+	exitSeen bool // resolveExit ran once
 }
 
 type dataPlaneConfig struct {
@@ -44,6 +52,8 @@ type dataPlaneConfig struct {
 	OnEndpoints       func([]magicsock.Endpoint)
 	OnHomeDERP        func(int)
 	ShieldsUp         bool
+	Routes            routePolicy
+	Served            []netip.Prefix // networks the node forwards to, for the filter
 
 	// For tests: a DERP in place of the real relay client, and a load
 	// signal in place of WireGuard's own.
@@ -52,7 +62,8 @@ type dataPlaneConfig struct {
 }
 
 func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
-	d := &dataPlane{logger: c.Logger, stack: c.Stack, onEndpoints: c.OnEndpoints, onHomeDERP: c.OnHomeDERP, shieldsUp: c.ShieldsUp}
+	d := &dataPlane{logger: c.Logger, stack: c.Stack, onEndpoints: c.OnEndpoints, onHomeDERP: c.OnHomeDERP, shieldsUp: c.ShieldsUp,
+		policy: c.Routes, served: c.Served}
 	var err error
 	d.wg, err = wireguard.NewDevice(wireguard.Config{
 		PrivateKey: c.NodeKey,
@@ -189,13 +200,14 @@ func (d *dataPlane) setPeers(nm *netmap.Map) {
 	var wgPeers []wireguard.PeerConfig
 	var msPeers []magicsock.Peer
 	now := nm.Now()
+	exit, _ := d.resolveExit(nm)
 	nm.ForEachPeer(func(p *netmap.Peer) bool {
 		expired := p.ExpiredAt(now)
 		msPeers = append(msPeers, magicsock.Peer{
 			Key: p.Key, DiscoKey: p.DiscoKey, Endpoints: p.Endpoints, HomeDERP: p.HomeDERP, Expired: expired,
 		})
 		if !expired {
-			wgPeers = append(wgPeers, wireguard.PeerConfig{Key: p.Key, AllowedIPs: p.AllowedIPs})
+			wgPeers = append(wgPeers, wireguard.PeerConfig{Key: p.Key, AllowedIPs: d.policy.allowedIPs(p, p.Key == exit)})
 		}
 		return true
 	})
@@ -206,6 +218,12 @@ func (d *dataPlane) setPeers(nm *netmap.Map) {
 // updatePeers passes on the peers a delta changed, so that its cost does
 // not grow with the size of the tailnet.
 func (d *dataPlane) updatePeers(nm *netmap.Map, ids []tailcfg.NodeID, gone []key.NodePublic) {
+	exit, changed := d.resolveExit(nm)
+	if changed {
+		// Both the old and the new exit node change their routes.
+		d.setPeers(nm)
+		return
+	}
 	now := nm.Now()
 	msPeers := make([]magicsock.Peer, 0, len(ids))
 	var wgPeers []wireguard.PeerConfig
@@ -222,11 +240,43 @@ func (d *dataPlane) updatePeers(nm *netmap.Map, ids []tailcfg.NodeID, gone []key
 		if expired {
 			wgGone = append(wgGone, p.Key)
 		} else {
-			wgPeers = append(wgPeers, wireguard.PeerConfig{Key: p.Key, AllowedIPs: p.AllowedIPs})
+			wgPeers = append(wgPeers, wireguard.PeerConfig{Key: p.Key, AllowedIPs: d.policy.allowedIPs(&p, p.Key == exit)})
 		}
 	}
 	d.ms.UpdatePeers(msPeers, gone)
 	d.wg.UpdatePeers(wgPeers, wgGone)
+}
+
+// resolveExit finds the configured exit node in nm and records it as the
+// one in use. It returns its key (zero if none) and whether that changed.
+func (d *dataPlane) resolveExit(nm *netmap.Map) (key.NodePublic, bool) {
+	var k key.NodePublic
+	p, ok := d.policy.exitPeer(nm)
+	if ok && !p.ExpiredAt(nm.Now()) {
+		k = p.Key
+	}
+	d.exitMu.Lock()
+	changed := d.exit != k
+	first := !d.exitSeen
+	d.exit, d.exitSeen = k, true
+	d.exitMu.Unlock()
+	switch {
+	case !(changed || first) || d.policy.exitNode == "":
+	case k.IsZero():
+		d.logger.Warn("microlink: the exit node is not in the tailnet; traffic outside the tailnet is dropped", "exitnode", d.policy.exitNode)
+	case !offersExit(&p):
+		d.logger.Warn("microlink: the exit node does not offer exit routes (or control has not approved them); traffic outside the tailnet is dropped", "exitnode", p.ShortName())
+	default:
+		d.logger.Info("microlink: exit node in use", "exitnode", p.ShortName(), "key", k.ShortString())
+	}
+	return k, changed
+}
+
+// exitNode returns the key of the exit node in use, or zero.
+func (d *dataPlane) exitNode() key.NodePublic {
+	d.exitMu.Lock()
+	defer d.exitMu.Unlock()
+	return d.exit
 }
 
 // setFilter builds the inbound packet filter from the netmap's rules. No
@@ -237,7 +287,11 @@ func (d *dataPlane) setFilter(nm *netmap.Map) {
 		rules = nil
 	}
 	self, _ := nm.Self()
-	d.stack.SetFilter(packet.NewFilterFrom(d.stack.Filter(), convertRules(d.logger, rules), self.Addresses))
+	local := self.Addresses
+	if len(d.served) > 0 {
+		local = append(slices.Clip(local), d.served...)
+	}
+	d.stack.SetFilter(packet.NewFilterFrom(d.stack.Filter(), convertRules(d.logger, rules), local))
 }
 
 func convertRules(logger *slog.Logger, rules []tailcfg.FilterRule) []packet.Rule {

@@ -59,8 +59,10 @@ func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	return nil, lastErr
 }
 
-// ErrNoRoute is the error of a Dial to an address that no peer of the
-// tailnet carries: not a node's address, nor in a route control gave.
+// ErrNoRoute is the error, or is wrapped by the error, of a dial to an
+// address that no peer carries for this node: not a node's address, nor
+// in a route control gave and the node uses (Config.AcceptRoutes,
+// Config.ExitNode). The wrapping error says which it is.
 var ErrNoRoute = errors.New("microlink: no route to the address in the tailnet")
 
 // LookupHost returns the addresses of host as Dial finds them: an IP
@@ -80,8 +82,16 @@ func (n *Node) dialAddr(ctx context.Context, network string, dst netip.AddrPort)
 	if err != nil {
 		return nil, err
 	}
+	if n.cfg.TUN != "" {
+		return hostDial(ctx, network, dst)
+	}
 	if !data.wg.HasRoute(dst.Addr()) {
-		return nil, &net.OpError{Op: "dial", Net: network, Addr: netAddr(network, dst), Err: ErrNoRoute}
+		// Say why, as the routing policy sees it.
+		err := data.policy.routeTo(n.nm, data.exitNode(), dst.Addr())
+		if err == nil {
+			err = ErrNoRoute
+		}
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: netAddr(network, dst), Err: err}
 	}
 	if network[0] == 't' {
 		c, err := data.stack.DialTCP(ctx, dst)

@@ -16,6 +16,13 @@
 // tags are behind a caller's address. For HTTP, the httpclient package gives
 // an *http.Client that dials through a node.
 //
+// By default the node is an endpoint of its own in the program (userspace
+// mode): only its sockets use the tailnet. With Config.TUN (Linux, root)
+// it gives the whole host a TUN device instead, and the host's own IP stack
+// serves its addresses. Peers' subnet routes and exit nodes are used only
+// when Config.AcceptRoutes and Config.ExitNode ask for them;
+// Config.AdvertiseRoutes makes the node a subnet router or exit node.
+//
 // microlink keeps its memory small: it implements the WireGuard data path
 // itself, keeps per-peer state only for peers in use and stores the netmap in
 // a compact form, so that it fits devices with tens of megabytes of RAM.

@@ -11,6 +11,7 @@ import (
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/magicsock"
 	"github.com/microlink-go/microlink/internal/packet"
+	"github.com/microlink-go/microlink/internal/router"
 	"github.com/microlink-go/microlink/internal/state"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/internal/tunnel"
@@ -58,9 +59,27 @@ func (n *Node) Start(ctx context.Context) error {
 		TCP:    n.cfg.TCP.stackConfig(),
 		Logger: n.logger,
 	})
+	if n.cfg.TUN != "" {
+		// Before the node's sockets open: they must carry the mark.
+		t, err := startTUN(n.cfg, n.stack, n.logger)
+		if err != nil {
+			n.stack.Close()
+			return fmt.Errorf("microlink: %w", err)
+		}
+		n.mu.Lock()
+		n.tun = t
+		n.mu.Unlock()
+	} else if len(n.cfg.AdvertiseRoutes) > 0 {
+		// A subnet router (or exit node) in userspace mode relays
+		// through the host's own sockets.
+		n.relay = router.NewRelay(router.RelayConfig{Stack: n.stack, Logger: n.logger.With("component", "router")})
+		n.stack.SetForwarder(&tunnel.Forwarder{Deliver: n.relay.Deliver})
+	}
 	data, err := n.newDataPlane(n.ident.NodeKey)
 	if err != nil {
+		n.closeRelay()
 		n.stack.Close()
+		n.closeTUN()
 		return fmt.Errorf("microlink: %w", err)
 	}
 	n.restorePeerCache(data)
@@ -83,6 +102,9 @@ func (n *Node) Start(ctx context.Context) error {
 	})
 	if err != nil {
 		data.close()
+		n.closeRelay()
+		n.stack.Close()
+		n.closeTUN()
 		return fmt.Errorf("microlink: %w", err)
 	}
 	ctl.SetDiscoKey(n.disco.DiscoPublic())
@@ -172,9 +194,11 @@ func (n *Node) Close() error {
 	if data != nil {
 		data.close()
 	}
+	n.closeRelay()
 	if n.stack != nil {
 		n.stack.Close()
 	}
+	n.closeTUN()
 	n.savePeerCache()
 	n.setState(Stopped, "", nil)
 	return nil
@@ -211,6 +235,8 @@ func (n *Node) newDataPlane(nodeKey key.Private) (*dataPlane, error) {
 		Port:      n.cfg.Port,
 		Logger:    n.logger,
 		ShieldsUp: n.cfg.ShieldsUp,
+		Routes:    routePolicy{acceptRoutes: n.cfg.AcceptRoutes, exitNode: n.cfg.ExitNode},
+		Served:    n.servedNets(),
 		OnEndpoints: func(eps []magicsock.Endpoint) {
 			if ctl := n.control(); ctl != nil {
 				ctl.SetEndpoints(controlEndpoints(eps))
@@ -297,6 +323,9 @@ func (n *Node) onMapResponse(resp *tailcfg.MapResponse) {
 	n.mapUpdates.Add(1)
 	if data != nil {
 		data.apply(n.nm, ch)
+		if ch.Full || ch.PathsChanged || ch.SelfChanged {
+			n.updateHost(data)
+		}
 	}
 	if ch.Full || ch.PathsChanged {
 		n.armExpiryTimer()
@@ -393,7 +422,38 @@ func (n *Node) onNodeKey(k key.Private) {
 	n.data = data
 	n.mu.Unlock()
 	data.apply(n.nm, fullChanges())
+	n.updateHost(data)
 	n.logger.Info("microlink: node key rotated", "nodekey", k.NodePublic().ShortString())
+}
+
+// updateHost moves the host's routes (TUN mode) to what the netmap and
+// the routing policy of data call for.
+func (n *Node) updateHost(data *dataPlane) {
+	n.mu.Lock()
+	t := n.tun
+	n.mu.Unlock()
+	if t != nil {
+		t.update(n.nm, data.policy, data.exitNode())
+	}
+}
+
+// closeRelay stops the userspace subnet router, if any.
+func (n *Node) closeRelay() {
+	if n.relay != nil {
+		n.stack.SetForwarder(nil)
+		n.relay.Close()
+	}
+}
+
+// closeTUN removes the TUN device and the host routing, if any.
+func (n *Node) closeTUN() {
+	n.mu.Lock()
+	t := n.tun
+	n.tun = nil
+	n.mu.Unlock()
+	if t != nil {
+		t.close()
+	}
 }
 
 // armExpiryTimer arranges for the data plane to drop peers when their keys
@@ -418,6 +478,7 @@ func (n *Node) armExpiryTimer() {
 		}
 		n.logger.Info("microlink: a peer's key expired")
 		data.setPeers(n.nm)
+		n.updateHost(data)
 		n.notifyPeers()
 		n.armExpiryTimer()
 	})

@@ -56,7 +56,9 @@ func (n *Node) updateDNS() {
 }
 
 func (n *Node) dnsExchange(ctx context.Context, server netip.AddrPort, query []byte, tcp bool) ([]byte, error) {
-	if _, ok := n.nm.PeerForDst(server.Addr()); !ok {
+	// Through the tailnet only if a peer carries the server's address
+	// for this node: a subnet route it accepts, or its exit node.
+	if data, err := n.dataPlane(); err != nil || !data.wg.HasRoute(server.Addr().Unmap()) {
 		return dns.HostExchange(ctx, server, query, tcp)
 	}
 	network := "udp"

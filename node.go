@@ -15,8 +15,10 @@ import (
 	"github.com/microlink-go/microlink/internal/dns"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/netmap"
+	"github.com/microlink-go/microlink/internal/router"
 	"github.com/microlink-go/microlink/internal/state"
 	"github.com/microlink-go/microlink/internal/tailcfg"
+	"github.com/microlink-go/microlink/internal/tun"
 	"github.com/microlink-go/microlink/internal/tunnel"
 )
 
@@ -35,6 +37,8 @@ type Node struct {
 	dnsStop  context.CancelFunc
 	dnsConns sync.WaitGroup
 	stack    *tunnel.Stack             // the node's IP endpoint, from Start to Close
+	tun      *tunMode                  // the TUN device and host routing, in TUN mode
+	relay    *router.Relay             // the subnet router of userspace mode, or nil
 	data     *dataPlane                // WireGuard and magicsock for the current node key
 	current  atomic.Pointer[dataPlane] // data, for the stack's send path
 	ctl      *control.Client
@@ -73,6 +77,12 @@ func New(cfg Config) (*Node, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
+	}
+	if cfg.TUN != "" {
+		// Refuse before anything on the host changes.
+		if err := tun.CheckAccess(); err != nil {
+			return nil, fmt.Errorf("microlink: %w", err)
+		}
 	}
 	n := &Node{
 		cfg:     cfg,
@@ -192,8 +202,9 @@ func (n *Node) hostinfo() *tailcfg.Hostinfo {
 		GoArch:      runtime.GOARCH,
 		GoVersion:   runtime.Version(),
 		RequestTags: n.cfg.Tags,
-		Userspace:   tailcfg.NewOptBool(true),
+		Userspace:   tailcfg.NewOptBool(n.cfg.TUN == ""),
 		ShieldsUp:   n.cfg.ShieldsUp,
+		RoutableIPs: n.cfg.AdvertiseRoutes,
 	}
 }
 

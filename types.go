@@ -83,6 +83,12 @@ type Peer struct {
 
 	RxBytes, TxBytes uint64    // WireGuard payload bytes
 	LastHandshake    time.Time // zero if no session yet
+
+	// AcceptedRoutes are those of Routes this node sends through the
+	// peer (Config.AcceptRoutes, Config.ExitNode).
+	AcceptedRoutes []netip.Prefix
+	ExitNodeOption bool // the peer offers itself as an exit node
+	ExitNode       bool // the peer is this node's exit node
 }
 
 // PingType selects how Ping reaches a peer. They can be combined with |;

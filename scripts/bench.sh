@@ -320,6 +320,23 @@ else
 	grep -E '^(    --- |--- |FAIL)' "$results/attack.txt" >&2
 fi
 
+# --- 8. TUN mode ----------------------------------------------------------------
+log "TUN mode next to tailscaled"
+if [ "$(id -u)" != 0 ]; then
+	echo "It needs root, for the TUN devices and network namespaces." >"$results/tun.skip"
+else
+	[ -n "${tsbin:-}" ] || tsbin=$(bash interop/build-tailscale.sh 2>>"$results/tun.log") || tsbin=
+	if [ "$mode" = quick ]; then
+		tunflags="-short -count=1"
+	else
+		tunflags="-count=3"
+	fi
+	rec tun interop "MICROLINK_TS_BIN=$tsbin go test -run '^\$' -bench 'BenchmarkTUN' -benchtime=1x $tunflags -timeout=30m ./tuntest" \
+		>"$results/tun.txt" 2>&1 || fail "TUN measurements failed"
+	grep -E '^Benchmark|FAIL' "$results/tun.txt" >&2
+	echo "TUN_LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"
+fi
+
 echo "LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"
 
 # --- report ------------------------------------------------------------------

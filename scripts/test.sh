@@ -28,13 +28,14 @@ gotest() {
 	return "$rc"
 }
 
-# System packages the interop lab uses: ip (network namespaces), ping, nft;
-# curl, python3 and a headless Chromium drive the daemon's proxies, a
-# status script and its status page (interop/daemontest).
+# System packages the interop lab uses: ip (network namespaces), ping, nft,
+# setpriv (daemons run as an ordinary user); curl, python3 and a headless
+# Chromium drive the daemon's proxies, a status script and its status page
+# (interop/daemontest).
 # (cross-test.sh installs qemu-user-static the same way.)
 . scripts/lib/deps.sh
 deps_require_go test.sh
-if ! deps_install test.sh ip:iproute2 ping:iputils-ping nft:nftables curl:curl python3:python3 \
+if ! deps_install test.sh ip:iproute2 ping:iputils-ping nft:nftables setpriv:util-linux curl:curl python3:python3 \
 	chromium:chromium chromedriver:chromium-driver; then
 	[ "$(id -u)" != 0 ] || exit 1
 	echo "test.sh: missing $DEPS_MISSING and not root: network-namespace tests will be limited" >&2

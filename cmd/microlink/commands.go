@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -33,6 +34,14 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	webListen := fs.String("web-listen", "", "serve a status page and /metrics on ADDR:PORT (such as 127.0.0.1:8088); other than loopback needs a token")
 	webToken := fs.String("web-token", "", "token the status page asks for (default the file web-token in the state directory)")
 	verbose := fs.Bool("verbose", false, "log debug messages")
+	var tunName tunFlag
+	fs.Var(&tunName, "tun", "TUN mode: create a TUN device (--tun for "+microlink.DefaultTUN+", --tun=NAME) so that the host's own programs reach the tailnet; Linux, as root")
+	acceptRoutes := fs.Bool("accept-routes", false, "use the subnet routes other nodes offer")
+	exitNode := fs.String("exit-node", "", "send traffic for addresses outside the tailnet through this peer (name or tailnet IP)")
+	exitLAN := fs.Bool("exit-node-allow-lan-access", false, "with --exit-node in TUN mode, keep reaching the host's own LANs directly")
+	advertiseRoutes := fs.String("advertise-routes", "", "offer routes to these networks to the tailnet (CIDR,CIDR,...)")
+	advertiseExit := fs.Bool("advertise-exit-node", false, "offer this node as an exit node")
+	snat := fs.Bool("snat-subnet-routes", true, "in TUN mode, give traffic forwarded to advertised routes this host's address as its source")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -53,6 +62,11 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	socksCfg, err := parseSOCKSFlag(*socks)
 	if err != nil {
 		fmt.Fprintf(stderr, "microlink up: --socks5-server: %v\n", err)
+		return errUsage
+	}
+	routes, err := parseRoutes(*advertiseRoutes, *advertiseExit)
+	if err != nil {
+		fmt.Fprintf(stderr, "microlink up: --advertise-routes: %v\n", err)
 		return errUsage
 	}
 
@@ -84,6 +98,8 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	cfg := microlink.Config{
 		AuthKey: *authKey, Hostname: *hostname, ControlURL: *loginServer, StateDir: *statedir, Port: *port,
 		Tags: tagList, ShieldsUp: *shieldsUp,
+		TUN: string(tunName), AcceptRoutes: *acceptRoutes, ExitNode: *exitNode, ExitNodeAllowLANAccess: *exitLAN,
+		AdvertiseRoutes: routes, NoSNAT: !*snat,
 		Logger: logger,
 		OnAuthURL: func(u string) {
 			fmt.Fprintf(stderr, "\nTo authorize this node, visit:\n\n\t%s\n\n", u)
@@ -167,6 +183,44 @@ func daemonRunning(path string) bool {
 	}
 	c.Close()
 	return true
+}
+
+// tunFlag is --tun: alone it names the default device, --tun=NAME another.
+type tunFlag string
+
+func (f *tunFlag) String() string   { return string(*f) }
+func (f *tunFlag) IsBoolFlag() bool { return true }
+func (f *tunFlag) Set(s string) error {
+	switch s {
+	case "true":
+		*f = microlink.DefaultTUN
+	case "false", "":
+		*f = ""
+	default:
+		*f = tunFlag(s)
+	}
+	return nil
+}
+
+// parseRoutes parses --advertise-routes, adding the exit routes for
+// --advertise-exit-node.
+func parseRoutes(list string, exit bool) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR prefix such as 192.168.1.0/24", s)
+		}
+		out = append(out, p)
+	}
+	if exit {
+		out = append(out, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"))
+	}
+	return out, nil
 }
 
 // rebindOnHangup calls rebind for every signal on hangups until ctx is

@@ -3,6 +3,8 @@
 //	microlink up       --authkey KEY --hostname NAME --login-server URL --statedir DIR [--port N] [--socket PATH]
 //	                   [--advertise-tags TAGS] [--shields-up] [--socks5-server [U:P@]ADDR]
 //	                   [--outbound-http-proxy-listen ADDR] [--web-listen ADDR] [--web-token T]
+//	                   [--tun[=NAME]] [--accept-routes] [--exit-node=NAME|IP [--exit-node-allow-lan-access]]
+//	                   [--advertise-routes=CIDR,...] [--advertise-exit-node] [--snat-subnet-routes=false]
 //	microlink status   [--json] [--socket PATH | --statedir DIR]
 //	microlink ping     [--tsmp|--icmp] [-c N] NAME|IP
 //	microlink ip       [-4|-6] [PEER]
@@ -17,6 +19,12 @@
 // other commands use. SIGHUP (or POST /rebind on the local API) tells it
 // that the network changed: it reopens its UDP socket, renews its relay
 // connections and reports its new endpoints, keeping its identity.
+//
+// With --tun (Linux, root) "up" creates a TUN device and routes the
+// tailnet, accepted subnet routes and, with --exit-node, the default route
+// into it, so that the host's own programs use the tailnet; everything it
+// adds to the host is removed when it exits, and what a killed run left is
+// removed when the next one starts.
 package main
 
 import (
@@ -36,7 +44,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"up", "up --authkey KEY --hostname NAME --login-server URL --statedir DIR [--port N] [--socket PATH] [--advertise-tags TAGS] [--shields-up] [--socks5-server ADDR] [--outbound-http-proxy-listen ADDR] [--web-listen ADDR]", "join the tailnet and run in the foreground (or bring a running daemon up again)", runUp},
+		{"up", "up --authkey KEY --hostname NAME --login-server URL --statedir DIR [--port N] [--socket PATH] [--advertise-tags TAGS] [--shields-up] [--socks5-server ADDR] [--outbound-http-proxy-listen ADDR] [--web-listen ADDR] [--tun[=NAME]] [--accept-routes] [--exit-node=NAME|IP] [--advertise-routes=CIDR,...] [--advertise-exit-node]", "join the tailnet and run in the foreground (or bring a running daemon up again)", runUp},
 		{"status", "status [--json] [--socket PATH | --statedir DIR]", "show this node and its peers", runStatus},
 		{"ping", "ping [--tsmp|--icmp] [-c N] [--timeout D] NAME|IP", "ping a peer through the tailnet", runPing},
 		{"logout", "logout [--socket PATH | --statedir DIR]", "expire this node's key and forget its identity", runLogout},

@@ -103,6 +103,53 @@ func TestUpBadConfig(t *testing.T) {
 	}
 }
 
+// TestUpBadRoutes: malformed routes and route options are refused before
+// the node starts.
+func TestUpBadRoutes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--advertise-routes", "198.19.1.0/33"}, 2, "not a CIDR prefix"},
+		{[]string{"--advertise-routes", "198.19.1.0/24,nonsense"}, 2, `"nonsense" is not a CIDR prefix`},
+		{[]string{"--advertise-routes", "198.19.1.1/24"}, 1, "did you mean 198.19.1.0/24"},
+		{[]string{"--advertise-routes", "100.64.0.0/16"}, 1, "overlaps the tailnet"},
+		{[]string{"--advertise-exit-node", "--exit-node", "100.64.0.3"}, 1, "cannot use an exit node and offer"},
+		{[]string{"--exit-node", "198.18.0.9"}, 1, "not a tailnet address"},
+		{[]string{"--tun=much-too-long-name"}, 1, "TUN device name"},
+	} {
+		args := append([]string{"up", "--login-server", "http://127.0.0.1:1", "--statedir", t.TempDir()}, tc.args...)
+		code, _, stderr := runCLI(args...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: code %d, %q; want %d, %q", tc.args, code, stderr, tc.code, tc.want)
+		}
+	}
+}
+
+func TestTUNFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"--tun"}, microlink.DefaultTUN},
+		{[]string{"--tun=tail1"}, "tail1"},
+		{[]string{"--tun=false"}, ""},
+	} {
+		fs := newFlagSet("up", "up", &bytes.Buffer{})
+		var f tunFlag
+		fs.Var(&f, "tun", "")
+		if err := parseFlags(fs, tc.args); err != nil || string(f) != tc.want {
+			t.Errorf("%v: %q, %v; want %q", tc.args, f, err, tc.want)
+		}
+	}
+	routes, err := parseRoutes(" 198.19.1.0/24 ,2001:db8::/64", true)
+	if err != nil || len(routes) != 4 || routes[2].String() != "0.0.0.0/0" || routes[3].String() != "::/0" {
+		t.Errorf("parseRoutes: %v, %v", routes, err)
+	}
+}
+
 func TestNoDaemon(t *testing.T) {
 	dir := t.TempDir()
 	code, _, stderr := runCLI("status", "--statedir", dir)
@@ -344,6 +391,33 @@ func TestPrintStatus(t *testing.T) {
 	}
 	if strings.Contains(b.String(), "WireGuard bytes") {
 		t.Errorf("a node that carried nothing shows a traffic line:\n%s", b.String())
+	}
+	for _, no := range []string{"routes", "Routes", "exit node", "Exit node", "TUN"} {
+		if strings.Contains(b.String(), no) {
+			t.Errorf("a node without routes shows %q:\n%s", no, b.String())
+		}
+	}
+
+	// Routes: advertised and approved, a peer's accepted or not, the
+	// exit node in use.
+	rt := st
+	rt.TUNName = "microlink0"
+	rt.AdvertisedRoutes = []string{"198.19.1.0/24", "198.19.2.0/24"}
+	rt.Self = &peerStatus{HostName: "sensor-1", PrimaryRoutes: []string{"198.19.1.0/24"}}
+	rt.Peer = map[string]*peerStatus{
+		"nodekey:3": {HostName: "router", PrimaryRoutes: []string{"198.19.5.0/24"}, AcceptedRoutes: []string{"198.19.5.0/24"}},
+		"nodekey:4": {HostName: "other", PrimaryRoutes: []string{"198.19.6.0/24"}},
+		"nodekey:5": {HostName: "gw", TailscaleIPs: []string{"100.64.0.9"}, ExitNodeOption: true, ExitNode: true, AcceptedRoutes: []string{"0.0.0.0/0", "::/0"}},
+		"nodekey:6": {HostName: "gw2", ExitNodeOption: true},
+	}
+	b.Reset()
+	printStatus(&b, rt)
+	for _, want := range []string{"TUN device: microlink0", "Routes advertised: 198.19.1.0/24, 198.19.2.0/24; approved: 198.19.1.0/24",
+		"Exit node in use: gw (100.64.0.9)", "routes 198.19.5.0/24 (accepted)", "routes 198.19.6.0/24 (not accepted)",
+		"exit node in use", "offers exit node"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
 	}
 
 	st.Stats.DirectPacketsIn, st.Stats.DirectBytesIn, st.Stats.DirectBytesOut = 1, 148, 96

@@ -29,10 +29,24 @@ type statusJSON struct {
 	Peer           map[string]*peerStatus // by node key
 	User           map[string]userJSON    // by user ID
 
+	// ExitNodeStatus is the exit node in use, as tailscale reports it.
+	ExitNodeStatus *exitNodeStatus `json:",omitempty"`
+
+	// microlink: the TUN device (TUN mode) and the routes the node
+	// advertises (control's approval is Self.PrimaryRoutes).
+	TUNName          string   `json:",omitempty"`
+	AdvertisedRoutes []string `json:",omitempty"`
+
 	// microlink: the last control error while the node retries, and its
 	// own counters.
 	Error string `json:",omitempty"`
 	Stats microlink.Stats
+}
+
+type exitNodeStatus struct {
+	ID           string
+	Online       bool
+	TailscaleIPs []string
 }
 
 type tailnetStatus struct {
@@ -73,6 +87,10 @@ type peerStatus struct {
 	KeyExpiry      *time.Time `json:",omitempty"` // Self only: when the node key expires (control's clock)
 	Expired        bool       `json:",omitempty"`
 
+	// microlink: of the peer's routes, those this node uses
+	// (--accept-routes, --exit-node).
+	AcceptedRoutes []string `json:",omitempty"`
+
 	// microlink: the path in use ("direct", "derp" or ""), the relay
 	// region it goes through, and the last measured round trip.
 	Path       string  `json:",omitempty"`
@@ -108,13 +126,16 @@ func strs[T fmt.Stringer](xs []T) []string {
 func statusOf(n *microlink.Node) statusJSON {
 	st := n.Status()
 	out := statusJSON{
-		Version:      microlink.VersionString(),
-		BackendState: backendState(st.State),
-		AuthURL:      st.AuthURL,
-		TailscaleIPs: strs(st.Addresses),
-		Peer:         map[string]*peerStatus{},
-		User:         map[string]userJSON{},
-		Stats:        n.Stats(),
+		Version:          microlink.VersionString(),
+		TUN:              st.TUN != "",
+		TUNName:          st.TUN,
+		AdvertisedRoutes: strs(st.AdvertisedRoutes),
+		BackendState:     backendState(st.State),
+		AuthURL:          st.AuthURL,
+		TailscaleIPs:     strs(st.Addresses),
+		Peer:             map[string]*peerStatus{},
+		User:             map[string]userJSON{},
+		Stats:            n.Stats(),
 	}
 	out.Health = st.Health
 	if st.Err != nil {
@@ -125,6 +146,10 @@ func statusOf(n *microlink.Node) statusJSON {
 		PublicKey: st.NodeKey, HostName: st.Hostname, DNSName: dnsName(st.FQDN), OS: runtime.GOOS,
 		TailscaleIPs: out.TailscaleIPs, AllowedIPs: prefixesOf(st.Addresses), Relay: codes[st.HomeDERP],
 		Online: st.State == microlink.Connected,
+	}
+	for _, r := range st.ApprovedRoutes {
+		self.AllowedIPs = append(self.AllowedIPs, r.String())
+		self.PrimaryRoutes = append(self.PrimaryRoutes, r.String())
 	}
 	if !st.KeyExpiry.IsZero() {
 		e := st.KeyExpiry.UTC()
@@ -165,6 +190,13 @@ func statusOf(n *microlink.Node) statusJSON {
 			} else {
 				ps.PrimaryRoutes = append(ps.PrimaryRoutes, r.String())
 			}
+		}
+		ps.ExitNode = p.ExitNode
+		if len(p.AcceptedRoutes) > 0 {
+			ps.AcceptedRoutes = strs(p.AcceptedRoutes)
+		}
+		if p.ExitNode {
+			out.ExitNodeStatus = &exitNodeStatus{ID: p.StableID, Online: p.Online, TailscaleIPs: prefixesOf(p.Addresses)}
 		}
 		if p.Path == "direct" {
 			ps.CurAddr = p.Endpoint.String()
@@ -247,9 +279,24 @@ func printStatus(w io.Writer, st statusJSON) {
 		if p.LatencyMS > 0 {
 			lat = fmt.Sprintf("%.2fms", p.LatencyMS)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\trx %d tx %d\n", first(p.TailscaleIPs), shortName(p), p.OS, online, path, lat, p.RxBytes, p.TxBytes)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\trx %d tx %d%s\n", first(p.TailscaleIPs), shortName(p), p.OS, online, path, lat, p.RxBytes, p.TxBytes, peerRoutesNote(p))
 	}
 	tw.Flush()
+	if st.TUNName != "" {
+		fmt.Fprintf(w, "\nTUN device: %s\n", st.TUNName)
+	}
+	if len(st.AdvertisedRoutes) > 0 {
+		var approved []string
+		if st.Self != nil {
+			approved = st.Self.PrimaryRoutes
+		}
+		fmt.Fprintf(w, "\nRoutes advertised: %s; approved: %s\n", routeList(st.AdvertisedRoutes), routeList(approved))
+	}
+	for _, p := range st.Peer {
+		if p.ExitNode {
+			fmt.Fprintf(w, "\nExit node in use: %s (%s)\n", shortName(p), first(p.TailscaleIPs))
+		}
+	}
 	if s := st.Stats; s.DirectPacketsIn+s.DirectPacketsOut+s.DERPPacketsIn+s.DERPPacketsOut > 0 {
 		fmt.Fprintf(w, "\nWireGuard bytes: direct rx %d tx %d, relayed rx %d tx %d\n",
 			s.DirectBytesIn, s.DirectBytesOut, s.DERPBytesIn, s.DERPBytesOut)
@@ -263,4 +310,42 @@ func printStatus(w io.Writer, st statusJSON) {
 			fmt.Fprintf(w, "#     - %s\n", h)
 		}
 	}
+}
+
+func routeList(rs []string) string {
+	if len(rs) == 0 {
+		return "none"
+	}
+	return strings.Join(rs, ", ")
+}
+
+// peerRoutesNote says what a peer routes and what of it this node uses.
+func peerRoutesNote(p *peerStatus) string {
+	var notes []string
+	switch {
+	case p.ExitNode:
+		notes = append(notes, "exit node in use")
+	case p.ExitNodeOption:
+		notes = append(notes, "offers exit node")
+	}
+	var accepted []string
+	for _, r := range p.AcceptedRoutes {
+		if r != "0.0.0.0/0" && r != "::/0" {
+			accepted = append(accepted, r)
+		}
+	}
+	subnets := p.PrimaryRoutes
+	switch {
+	case len(subnets) == 0:
+	case len(accepted) == len(subnets):
+		notes = append(notes, "routes "+strings.Join(subnets, ",")+" (accepted)")
+	case len(accepted) == 0:
+		notes = append(notes, "routes "+strings.Join(subnets, ",")+" (not accepted)")
+	default:
+		notes = append(notes, "routes "+strings.Join(subnets, ",")+" (accepted "+strings.Join(accepted, ",")+")")
+	}
+	if len(notes) == 0 {
+		return ""
+	}
+	return "\t" + strings.Join(notes, "; ")
 }

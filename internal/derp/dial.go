@@ -19,6 +19,7 @@ import (
 
 	"github.com/microlink-go/microlink/internal/h1"
 	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/sockmark"
 )
 
 // Node is one DERP server, as the DERP map describes it.
@@ -345,7 +346,7 @@ func dialTCP(ctx context.Context, n Node) (net.Conn, error) {
 			// No TCP keep-alive probes: the server sends a KeepAlive
 			// frame every minute and the client's read deadline notices
 			// a dead connection; probes would only add idle traffic.
-			d := net.Dialer{KeepAlive: -1}
+			d := net.Dialer{KeepAlive: -1, Control: sockmark.Control}
 			c, err := d.DialContext(ctx, t.network, net.JoinHostPort(t.host, port))
 			results <- result{c, err}
 		}()

@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/microlink-go/microlink/internal/sockmark"
 )
 
 // Client makes one-shot HTTP/1.1 requests to http and https URLs: one
@@ -47,7 +49,7 @@ func (c *Client) Do(ctx context.Context, method, rawURL string, h textproto.MIME
 	}
 	dial := c.Dial
 	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
+		dial = (&net.Dialer{Control: sockmark.Control}).DialContext
 	}
 	conn, err := dial(ctx, "tcp", net.JoinHostPort(u.Hostname(), port))
 	if err != nil {

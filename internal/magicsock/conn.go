@@ -20,6 +20,7 @@ import (
 	"github.com/microlink-go/microlink/internal/derp"
 	"github.com/microlink-go/microlink/internal/disco"
 	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/sockmark"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 )
 
@@ -255,7 +256,7 @@ func listenUDP(network string, ip netip.Addr, port uint16) (*net.UDPConn, error)
 	if ip.IsValid() {
 		addr.IP = ip.AsSlice()
 	}
-	return net.ListenUDP(network, addr)
+	return sockmark.ListenUDP(network, addr)
 }
 
 func (c *Conn) startReaders() {

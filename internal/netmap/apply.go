@@ -144,6 +144,11 @@ func selfFromNode(n *tailcfg.Node) Self {
 		MachineAuthorized: n.MachineAuthorized,
 		Expired:           n.Expired,
 	}
+	for _, r := range n.EffectiveAllowedIPs() {
+		if !slices.Contains(n.Addresses, r) {
+			s.Routes = append(s.Routes, r)
+		}
+	}
 	if len(n.CapMap) > 0 {
 		s.CapMapKeys = slices.Sorted(maps.Keys(n.CapMap))
 	}

@@ -64,14 +64,17 @@ func New(opts Options) *Map {
 
 // Self is the self node as the netmap knows it.
 type Self struct {
-	ID                tailcfg.NodeID
-	StableID          string
-	Name              string // MagicDNS FQDN with a trailing dot
-	User              tailcfg.UserID
-	Tags              []string // ACL tags
-	Key               key.NodePublic
-	KeyExpiry         time.Time // zero means never
-	Addresses         []netip.Prefix
+	ID        tailcfg.NodeID
+	StableID  string
+	Name      string // MagicDNS FQDN with a trailing dot
+	User      tailcfg.UserID
+	Tags      []string // ACL tags
+	Key       key.NodePublic
+	KeyExpiry time.Time // zero means never
+	Addresses []netip.Prefix
+	// Routes are the node's AllowedIPs beyond its own addresses: the
+	// subnet and exit routes control approved for it to serve.
+	Routes            []netip.Prefix
 	HomeDERP          int
 	MachineAuthorized bool
 	Expired           bool

@@ -18,6 +18,7 @@ import (
 	"github.com/microlink-go/microlink/internal/h1"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/noise"
+	"github.com/microlink-go/microlink/internal/sockmark"
 )
 
 // Upgrade protocol constants.
@@ -212,7 +213,7 @@ func (d *Dialer) dialOne(ctx context.Context, useTLS bool, port string) (c *Conn
 		// No TCP keep-alive probes: the map poll has its own keep-alives
 		// and watchdog, and probes every 15 s would be most of an idle
 		// node's traffic.
-		dial = (&net.Dialer{KeepAlive: -1}).DialContext
+		dial = (&net.Dialer{KeepAlive: -1, Control: sockmark.Control}).DialContext
 	}
 	conn, err := dial(ctx, "tcp", addr)
 	if err != nil {

@@ -36,8 +36,9 @@ type Stack struct {
 	pool   *bufpool.Pool
 	tcp    *tcp.Stack
 
-	addrs  atomic.Pointer[[]netip.Addr]  // own addresses, IPv4 first
-	filter atomic.Pointer[packet.Filter] // never nil
+	addrs   atomic.Pointer[[]netip.Addr]  // own addresses, IPv4 first
+	filter  atomic.Pointer[packet.Filter] // never nil
+	forward atomic.Pointer[Forwarder]     // nil: packets not for the stack are dropped
 
 	mu     sync.Mutex
 	udp    map[uint16]*UDPConn
@@ -48,7 +49,21 @@ type Stack struct {
 	dropped   atomic.Uint64
 	delivered atomic.Uint64
 	replied   atomic.Uint64
+	forwarded atomic.Uint64
 	nextEphem uint32
+}
+
+// Forwarder receives the packets from peers that passed the filter but
+// that the stack does not handle itself.
+type Forwarder struct {
+	// Deliver takes one IP packet, valid only during the call.
+	Deliver func(pkt []byte)
+	// All makes Deliver take every packet to the node's own addresses
+	// too, except TSMP and the replies to the stack's own pings: the
+	// node's addresses belong to the host's kernel (TUN mode). Without
+	// it Deliver takes only packets to other addresses (routes the
+	// node serves).
+	All bool
 }
 
 // pingKey identifies an outstanding ping: TSMP data or an ICMP id and
@@ -135,6 +150,14 @@ func (s *Stack) isLocal(a netip.Addr) bool {
 	return false
 }
 
+// SetForwarder installs f, or with nil removes the forwarder. The filter
+// judges forwarded packets as it does the stack's own, so its local
+// addresses must include the routes the forwarder serves.
+func (s *Stack) SetForwarder(f *Forwarder) { s.forward.Store(f) }
+
+// Forwarded returns the number of packets handed to the forwarder.
+func (s *Stack) Forwarded() uint64 { return s.forwarded.Load() }
+
 // Counters returns packets dropped, delivered to sockets, and answered.
 func (s *Stack) Counters() (dropped, delivered, replied uint64) {
 	return s.dropped.Load(), s.delivered.Load(), s.replied.Load()
@@ -144,12 +167,22 @@ func (s *Stack) Counters() (dropped, delivered, replied uint64) {
 // packet is only read during the call.
 func (s *Stack) Inbound(peer key.NodePublic, pkt []byte) {
 	var p packet.Parsed
-	if err := p.Decode(pkt); err != nil || !s.isLocal(p.Dst) {
+	if err := p.Decode(pkt); err != nil {
+		s.dropped.Add(1)
+		return
+	}
+	local := s.isLocal(p.Dst)
+	fwd := s.forward.Load()
+	if !local && fwd == nil {
 		s.dropped.Add(1)
 		return
 	}
 	if p.Proto == packet.ProtoTSMP {
-		s.handleTSMP(peer, &p)
+		if local {
+			s.handleTSMP(peer, &p)
+		} else {
+			s.dropped.Add(1)
+		}
 		return
 	}
 	// Fragments are not reassembled: the tunnel MTU keeps peers from
@@ -157,6 +190,14 @@ func (s *Stack) Inbound(peer key.NodePublic, pkt []byte) {
 	// would be a truncated datagram.
 	if p.IsFragment() || s.filter.Load().Inbound(&p) != packet.Accept {
 		s.dropped.Add(1)
+		return
+	}
+	if fwd != nil && (!local || fwd.All) {
+		if local && p.IsEchoReply() && s.completePing(echoKey(&p)) {
+			return
+		}
+		s.forwarded.Add(1)
+		fwd.Deliver(p.Buffer())
 		return
 	}
 	switch {
@@ -168,10 +209,7 @@ func (s *Stack) Inbound(peer key.NodePublic, pkt []byte) {
 	case p.IsEchoRequest():
 		s.replyEcho(p.Buffer())
 	case p.IsEchoReply():
-		var k pingKey
-		binary.BigEndian.PutUint16(k.data[0:], p.ICMPID)
-		binary.BigEndian.PutUint16(k.data[2:], p.ICMPSeq)
-		s.completePing(k)
+		s.completePing(echoKey(&p))
 	default:
 		s.dropped.Add(1)
 	}
@@ -237,6 +275,22 @@ func (s *Stack) deliverUDP(p *packet.Parsed) {
 	s.delivered.Add(1)
 }
 
+// Outbound sends an IP packet that did not come from the stack: one the
+// host's kernel routed into the TUN device, or a forwarder's reply. Like
+// the stack's own packets it is recorded by the filter, so that replies
+// are let back in; packets no peer should get (malformed, multicast,
+// link-local) are dropped.
+func (s *Stack) Outbound(pkt []byte) error {
+	var p packet.Parsed
+	if p.Decode(pkt) != nil || s.filter.Load().Outbound(&p) != packet.Accept {
+		s.dropped.Add(1)
+		return errOutboundDropped
+	}
+	return s.cfg.Output(pkt)
+}
+
+var errOutboundDropped = errors.New("tunnel: outbound packet dropped by the filter")
+
 // output sends an IP packet built by the stack, telling the filter first so
 // that replies are let back in.
 func (s *Stack) output(pkt []byte) error {
@@ -247,7 +301,16 @@ func (s *Stack) output(pkt []byte) error {
 	return s.cfg.Output(pkt)
 }
 
-func (s *Stack) completePing(k pingKey) {
+// echoKey returns the key of the ping an ICMP echo reply answers.
+func echoKey(p *packet.Parsed) pingKey {
+	var k pingKey
+	binary.BigEndian.PutUint16(k.data[0:], p.ICMPID)
+	binary.BigEndian.PutUint16(k.data[2:], p.ICMPSeq)
+	return k
+}
+
+// completePing ends the outstanding ping k; false if there is none.
+func (s *Stack) completePing(k pingKey) bool {
 	s.mu.Lock()
 	ch := s.pings[k]
 	delete(s.pings, k)
@@ -255,6 +318,7 @@ func (s *Stack) completePing(k pingKey) {
 	if ch != nil {
 		close(ch)
 	}
+	return ch != nil
 }
 
 func randomBytes(b []byte) {

@@ -25,5 +25,9 @@ func (s *Stack) DialTCP(ctx context.Context, dst netip.AddrPort) (*tcp.Conn, err
 	return s.tcp.Dial(ctx, src, dst)
 }
 
+// TCP returns the stack's TCP, for a subnet router that ends connections
+// to routed networks in it.
+func (s *Stack) TCP() *tcp.Stack { return s.tcp }
+
 // TCPStats returns the TCP stack's counters.
 func (s *Stack) TCPStats() tcp.Stats { return s.tcp.Stats() }

@@ -15,6 +15,9 @@ type NodeOptions struct {
 	StateDir                      string        // default: a new temporary directory
 	Timeout                       time.Duration // for Start; default 20 s
 	TCP                           microlink.TCPConfig
+	// Configure, if set, changes the node's Config before New, for
+	// fields NodeOptions does not name (routes, exit node).
+	Configure func(*microlink.Config)
 }
 
 // StartNode starts a microlink node that logs into t, on an ephemeral UDP
@@ -28,7 +31,7 @@ func StartNode(t T, o NodeOptions) *microlink.Node {
 	if o.Timeout <= 0 {
 		o.Timeout = 20 * time.Second
 	}
-	n, err := microlink.New(microlink.Config{
+	cfg := microlink.Config{
 		AuthKey:    o.AuthKey,
 		ControlURL: o.ControlURL,
 		Hostname:   o.Hostname,
@@ -36,7 +39,11 @@ func StartNode(t T, o NodeOptions) *microlink.Node {
 		Port:       -1,
 		TCP:        o.TCP,
 		Logger:     Logger(t).With("node", o.Hostname),
-	})
+	}
+	if o.Configure != nil {
+		o.Configure(&cfg)
+	}
+	n, err := microlink.New(cfg)
 	if err != nil {
 		t.Fatalf("microlink.New: %v", err)
 	}

@@ -15,6 +15,8 @@
 //	attack.jsonl   one JSON line per attack of interop/attacktest's TestUnderAttack
 //	attack.txt     its go test -v output, or
 //	attack.skip    why it was not run
+//	tun.txt        go test -bench output of interop/tuntest's BenchmarkTUN*, or
+//	tun.skip       why they were not measured
 //
 // Usage:
 //
@@ -152,6 +154,7 @@ func (r *report) render() []byte {
 	r.node()
 	r.failover()
 	r.attack()
+	r.tun()
 	r.commands()
 	return r.b.Bytes()
 }

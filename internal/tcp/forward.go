@@ -1,0 +1,35 @@
+package tcp
+
+import "net/netip"
+
+// ListenAny returns a listener for connections to addresses the node
+// does not own, on any port: a subnet router in userspace mode ends its
+// peers' connections to the networks it routes in the node, and
+// InboundVia feeds the segments of such connections to this listener.
+// The LocalAddr of an accepted connection is the address the peer
+// connected to. The listener is the caller's to close; closing the stack
+// does not close it.
+func (s *Stack) ListenAny() *Listener {
+	return &Listener{s: s, acceptq: make(chan *Conn, s.cfg.Backlog), done: make(chan struct{})}
+}
+
+// InboundVia is Inbound for a segment to an address the stack does not
+// own: a segment that opens a connection goes to l, a listener from
+// ListenAny, instead of the listener of its port.
+func (s *Stack) InboundVia(l *Listener, src, dst netip.Addr, seg []byte) {
+	var sg segment
+	if parseSegment(src, dst, seg, &sg) != nil {
+		s.dropped.Add(1)
+		return
+	}
+	s.segsIn.Add(1)
+	id := connID{local: netip.AddrPortFrom(dst, sg.dstPort), remote: netip.AddrPortFrom(src, sg.srcPort)}
+	s.mu.Lock()
+	c := s.conns[id]
+	s.mu.Unlock()
+	if c != nil {
+		c.input(&sg)
+		return
+	}
+	s.listenInput(l, id, &sg)
+}

@@ -1,0 +1,279 @@
+package microlink
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/netmap"
+	"github.com/microlink-go/microlink/internal/router"
+	"github.com/microlink-go/microlink/internal/sockmark"
+	"github.com/microlink-go/microlink/internal/tun"
+	"github.com/microlink-go/microlink/internal/tunnel"
+)
+
+// ErrTUNMode is returned by ListenUDP and ListenTCP in TUN mode, where the
+// host's kernel owns the node's tailnet addresses: listen with the net
+// package on IPv4() and IPv6() instead.
+var ErrTUNMode = errors.New("microlink: in TUN mode the host's own IP stack serves the node's addresses: listen with the net package")
+
+// DefaultTUN is the name of the TUN device the CLI creates for --tun.
+const DefaultTUN = "microlink0"
+
+// validateTUN checks the TUN fields of a Config without touching the
+// host.
+func (c Config) validateTUN() error {
+	if c.TUN == "" {
+		return nil
+	}
+	if err := tun.ValidName(c.TUN); err != nil {
+		return fmt.Errorf("microlink: TUN device name %q: %w", c.TUN, err)
+	}
+	return nil
+}
+
+// tunMode is the node's TUN device and the routing it added to the host.
+// Packets the host routes into the device go to WireGuard through the
+// stack's filter (Stack.Outbound); packets from peers that pass the
+// filter, apart from TSMP and answers to the node's own pings, are
+// written into the device (the stack's Forwarder).
+type tunMode struct {
+	cfg    Config
+	logger *slog.Logger
+	dev    *tun.Device
+	host   *tun.Host
+	kernel *router.Kernel // forwarding and SNAT for advertised routes, or nil
+	stack  *tunnel.Stack
+	done   chan struct{} // closed when the reader has returned
+	closed atomic.Bool
+
+	writeErrs atomic.Uint64
+
+	mu      sync.Mutex // serializes update
+	applied *tun.Routing
+}
+
+// startTUN creates the device, removes what a killed run left on the host,
+// installs the policy routing rules and marks the node's sockets. It runs
+// before the node opens any socket.
+func startTUN(cfg Config, stack *tunnel.Stack, logger *slog.Logger) (*tunMode, error) {
+	if err := tun.CheckAccess(); err != nil {
+		return nil, err
+	}
+	dev, err := tun.Open(cfg.TUN, tun.DefaultMTU)
+	if err != nil {
+		return nil, err
+	}
+	if dev.Leftover {
+		logger.Info("microlink: took over the TUN device an earlier run left", "dev", dev.Name())
+	}
+	host, err := tun.NewHost(dev, logger)
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	if removed, err := router.Cleanup(); err != nil {
+		logger.Warn("microlink: removing the nftables tables of an earlier run", "err", err)
+	} else if removed {
+		logger.Info("microlink: removed the nftables tables of an earlier run")
+	}
+	var kernel *router.Kernel
+	if len(cfg.AdvertiseRoutes) > 0 {
+		kernel, err = router.StartKernel(dev.Name(), cfg.AdvertiseRoutes, !cfg.NoSNAT, logger)
+		if err != nil {
+			host.Close()
+			dev.Close()
+			if errors.Is(err, router.ErrNoNftables) {
+				err = fmt.Errorf("%w; without SNAT (--snat-subnet-routes=false, Config.NoSNAT) the node forwards without nftables, and the advertised networks need a route back to %v through this host", err, tailnetRange4)
+			}
+			return nil, err
+		}
+	}
+	t := &tunMode{cfg: cfg, logger: logger, dev: dev, host: host, kernel: kernel, stack: stack, done: make(chan struct{})}
+	sockmark.Set(tun.Mark)
+	if cfg.ExitNode != "" {
+		markResolver()
+	}
+	stack.SetForwarder(&tunnel.Forwarder{Deliver: t.write, All: true})
+	go t.read()
+	logger.Info("microlink: TUN mode", "dev", dev.Name(), "mtu", tun.DefaultMTU)
+	return t, nil
+}
+
+// markResolver makes the Go resolver's sockets bypass the exit node's
+// default route too, so that the node resolves its control and relay
+// servers' names while the tunnel is down.
+func markResolver() {
+	d := net.Dialer{Control: sockmark.Control}
+	net.DefaultResolver.PreferGo = true
+	net.DefaultResolver.Dial = d.DialContext
+}
+
+// read moves packets from the device to WireGuard until the device is
+// closed.
+func (t *tunMode) read() {
+	defer close(t.done)
+	send := func(pkt []byte) { t.stack.Outbound(pkt) } // errors are counted as drops
+	for {
+		if err := t.dev.ReadPackets(send); err != nil {
+			if !t.closed.Load() {
+				t.logger.Error("microlink: reading the TUN device", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// write hands a packet from a peer to the host's IP stack.
+func (t *tunMode) write(pkt []byte) {
+	if _, err := t.dev.Write(pkt); err != nil {
+		t.writeErrs.Add(1)
+	}
+}
+
+// update moves the host's routing to what the netmap and the node's
+// policy call for: the node's addresses on the device; the tailnet's
+// ranges and the subnet routes the node accepts through it; with an exit
+// node, the default routes too (kept while the exit node is away, so that
+// traffic is dropped rather than leaking past the tunnel).
+func (t *tunMode) update(nm *netmap.Map, policy routePolicy, exit key.NodePublic) {
+	self, ok := nm.Self()
+	if !ok {
+		return
+	}
+	r := tun.Routing{Addrs: self.Addresses, Routes: []netip.Prefix{tailnetRange4, tailnetRange6}}
+	nm.ForEachPeer(func(p *netmap.Peer) bool {
+		if !p.HasOwnAllowedIPs() {
+			return true
+		}
+		for _, pfx := range policy.allowedIPs(p, p.Key == exit && !exit.IsZero()) {
+			if !ownRoute(p, pfx) && !isExitRoute(pfx) && !slices.Contains(r.Routes, pfx) {
+				r.Routes = append(r.Routes, pfx)
+			}
+		}
+		return true
+	})
+	if t.cfg.ExitNode != "" {
+		r.Routes = append(r.Routes, exitRoute4, exitRoute6)
+		if t.cfg.ExitNodeAllowLANAccess {
+			r.Bypass = localNetworks(t.dev.Name())
+		}
+	}
+	slices.SortFunc(r.Routes, comparePrefix)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed.Load() || (t.applied != nil && sameRouting(*t.applied, r)) {
+		return
+	}
+	if err := t.host.Set(r); err != nil {
+		t.logger.Error("microlink: configuring the host's routes", "err", err)
+	} else {
+		t.logger.Info("microlink: host routes set", "dev", t.dev.Name(), "addrs", r.Addrs, "routes", r.Routes, "bypass", r.Bypass)
+	}
+	t.applied = &r
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+func sameRouting(a, b tun.Routing) bool {
+	return slices.Equal(a.Addrs, b.Addrs) && slices.Equal(a.Routes, b.Routes) && slices.Equal(a.Bypass, b.Bypass)
+}
+
+// localNetworks returns the networks the host is attached to, other than
+// the TUN device's, loopback and link-local ones: the LANs that an exit
+// node with LAN access allowed leaves outside the tunnel.
+func localNetworks(tunName string) []netip.Prefix {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, ifi := range ifs {
+		if ifi.Name == tunName || ifi.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ones, _ := ipn.Mask.Size()
+			p := netip.PrefixFrom(ip.Unmap(), ones).Masked()
+			if p.Addr().IsLinkLocalUnicast() || inTailnetRange(p.Addr()) || p.Bits() == 0 || slices.Contains(out, p) {
+				continue
+			}
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, comparePrefix)
+	return out
+}
+
+// close removes the device and the routing the node added, and stops
+// marking sockets.
+func (t *tunMode) close() {
+	t.mu.Lock()
+	t.closed.Store(true)
+	t.mu.Unlock()
+	t.stack.SetForwarder(nil)
+	t.dev.Close()
+	<-t.done
+	if err := t.host.Close(); err != nil {
+		t.logger.Warn("microlink: removing the host's routing rules", "err", err)
+	}
+	if t.kernel != nil {
+		if err := t.kernel.Close(); err != nil {
+			t.logger.Warn("microlink: removing the forwarding setup", "err", err)
+		}
+	}
+	sockmark.Set(0)
+}
+
+// hostNetworks returns the networks of the host's interfaces (loopback
+// aside) and its addresses on them.
+func hostNetworks() (nets []netip.Prefix, ips []netip.Addr) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, nil
+	}
+	for _, ifi := range ifs {
+		if ifi.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifi.Addrs()
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			ones, _ := ipn.Mask.Size()
+			nets = append(nets, netip.PrefixFrom(ip, ones).Masked())
+			ips = append(ips, ip)
+		}
+	}
+	return nets, ips
+}
