@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/microlink-go/microlink/internal/dns"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/netmap"
 	"github.com/microlink-go/microlink/internal/router"
@@ -50,6 +51,7 @@ type tunMode struct {
 	host   *tun.Host
 	kernel *router.Kernel // forwarding and SNAT for advertised routes, or nil
 	stack  *tunnel.Stack
+	dns    *hostResolver // MagicDNS for the host
 	done   chan struct{} // closed when the reader has returned
 	closed atomic.Bool
 
@@ -60,9 +62,10 @@ type tunMode struct {
 }
 
 // startTUN creates the device, removes what a killed run left on the host,
-// installs the policy routing rules and marks the node's sockets. It runs
-// before the node opens any socket.
-func startTUN(cfg Config, stack *tunnel.Stack, logger *slog.Logger) (*tunMode, error) {
+// installs the policy routing rules and marks the node's sockets, and
+// serves the resolver r to the host. It runs before the node opens any
+// socket.
+func startTUN(cfg Config, stack *tunnel.Stack, r *dns.Resolver, logger *slog.Logger) (*tunMode, error) {
 	if err := tun.CheckAccess(); err != nil {
 		return nil, err
 	}
@@ -96,6 +99,7 @@ func startTUN(cfg Config, stack *tunnel.Stack, logger *slog.Logger) (*tunMode, e
 		}
 	}
 	t := &tunMode{cfg: cfg, logger: logger, dev: dev, host: host, kernel: kernel, stack: stack, done: make(chan struct{})}
+	t.dns = newHostResolver(r, tun.DefaultMTU, t.write, logger.With("component", "dns"))
 	sockmark.Set(tun.Mark)
 	if cfg.ExitNode != "" {
 		markResolver()
@@ -115,11 +119,17 @@ func markResolver() {
 	net.DefaultResolver.Dial = d.DialContext
 }
 
-// read moves packets from the device to WireGuard until the device is
-// closed.
+// read moves packets from the device to WireGuard, or to the resolver,
+// until the device is closed.
 func (t *tunMode) read() {
 	defer close(t.done)
-	send := func(pkt []byte) { t.stack.Outbound(pkt) } // errors are counted as drops
+	send := func(pkt []byte) {
+		if forResolver(pkt) {
+			t.dns.handle(pkt)
+			return
+		}
+		t.stack.Outbound(pkt) // errors are counted as drops
+	}
 	for {
 		if err := t.dev.ReadPackets(send); err != nil {
 			if !t.closed.Load() {
@@ -237,6 +247,7 @@ func (t *tunMode) close() {
 	t.stack.SetForwarder(nil)
 	t.dev.Close()
 	<-t.done
+	t.dns.close()
 	if err := t.host.Close(); err != nil {
 		t.logger.Warn("microlink: removing the host's routing rules", "err", err)
 	}
