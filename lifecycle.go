@@ -47,6 +47,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.started = true
 	n.mu.Unlock()
 
+	n.recoverHostDNS()
 	n.disco = key.NewPrivate()
 	n.stack = tunnel.New(tunnel.Config{
 		Output: func(pkt []byte) error {

@@ -6,11 +6,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/dns"
 	"github.com/microlink-go/microlink/internal/packet"
+	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/internal/tcp"
 )
 
@@ -181,5 +183,38 @@ func TestForResolver(t *testing.T) {
 	pkt := build("100.64.0.1:1", "100.64.0.2:53")
 	if a := testing.AllocsPerRun(100, func() { forResolver(pkt) }); a != 0 {
 		t.Errorf("%v allocations per packet", a)
+	}
+}
+
+// TestHostDNSConfig: with AcceptDNS the host asks 100.100.100.100 with the
+// tailnet's search domains, and where it routes by name, for the
+// tailnet's names, reverse zones, split-DNS suffixes and extra records;
+// for every name only when control names default resolvers.
+func TestHostDNSConfig(t *testing.T) {
+	dc := &tailcfg.DNSConfig{
+		Domains:      []string{"corp.example", "tail1.ts.net."},
+		Routes:       map[string][]*tailcfg.Resolver{"lab.example": {{Addr: "100.64.0.5"}}, "tail1.ts.net": nil},
+		ExtraRecords: []tailcfg.DNSRecord{{Name: "printer.office.example", Value: "100.64.0.9"}},
+	}
+	cfg, _ := dns.ConfigFromNetmap(nil, "me.tail1.ts.net.", dc)
+	c := hostDNSConfig(cfg, "me.tail1.ts.net.", dc)
+	if !slices.Equal(c.Nameservers, []netip.Addr{dns.IPv4}) {
+		t.Errorf("nameservers %v", c.Nameservers)
+	}
+	if !slices.Equal(c.Search, []string{"tail1.ts.net", "corp.example"}) {
+		t.Errorf("search %q", c.Search)
+	}
+	for _, want := range []string{"tail1.ts.net", "lab.example", "printer.office.example", "64.100.in-addr.arpa", "127.100.in-addr.arpa", "0.e.1.a.c.5.1.1.a.7.d.f.ip6.arpa"} {
+		if !slices.Contains(c.Match, want) {
+			t.Errorf("match lacks %q: %q", want, c.Match)
+		}
+	}
+	if slices.Contains(c.Match, "128.100.in-addr.arpa") || slices.Contains(c.Match, ".") {
+		t.Errorf("match %q", c.Match)
+	}
+	dc.Resolvers = []*tailcfg.Resolver{{Addr: "198.18.0.53"}}
+	cfg, _ = dns.ConfigFromNetmap(nil, "me.tail1.ts.net.", dc)
+	if c := hostDNSConfig(cfg, "me.tail1.ts.net.", dc); c.Match[len(c.Match)-1] != "." {
+		t.Errorf("with default resolvers, match %q", c.Match)
 	}
 }
