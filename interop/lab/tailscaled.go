@@ -261,7 +261,9 @@ func (d *Tailscaled) up(ctx context.Context, l *Lab, opts TSOptions) error {
 		args = append(args, "--authkey="+authKey)
 	}
 	if opts.TUN {
-		args = append(args, "--netfilter-mode=off")
+		// Its namespace shares the host's /etc/resolv.conf, which it
+		// must not rewrite (UpArgs may still ask it to).
+		args = append(args, "--netfilter-mode=off", "--accept-dns=false")
 	}
 	args = append(args, opts.UpArgs...)
 	if opts.CompleteAuth != nil {
