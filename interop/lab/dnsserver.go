@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 
 	"golang.org/x/net/dns/dnsmessage"
@@ -16,6 +17,8 @@ import (
 type DNSServer struct {
 	Addr    netip.AddrPort
 	Queries atomic.Int64 // queries answered
+	// Names receives the name of each query while it has room (100).
+	Names chan string
 }
 
 // StartDNSServer serves on addr (port 0 for any) in namespace ns ("" for
@@ -39,13 +42,17 @@ func StartDNSServer(t T, ns string, addr netip.AddrPort, answer netip.Addr) *DNS
 		t.Fatalf("DNS server on %v: %v", addr, err)
 	}
 	t.Cleanup(func() { pc.Close(); ln.Close() })
-	s := &DNSServer{Addr: netip.MustParseAddrPort(ln.Addr().String())}
+	s := &DNSServer{Addr: netip.MustParseAddrPort(ln.Addr().String()), Names: make(chan string, 100)}
 	respond := func(q []byte) []byte {
 		var m dnsmessage.Message
 		if m.Unpack(q) != nil || len(m.Questions) != 1 || m.Header.Response {
 			return nil
 		}
 		s.Queries.Add(1)
+		select {
+		case s.Names <- m.Questions[0].Name.String():
+		default:
+		}
 		m.Header.Response, m.Header.RecursionAvailable = true, true
 		m.Answers, m.Authorities, m.Additionals = nil, nil, nil
 		if q := m.Questions[0]; q.Type == dnsmessage.TypeA {
@@ -114,4 +121,40 @@ func ReadDNSOverTCP(r io.Reader) ([]byte, error) {
 	b := make([]byte, binary.BigEndian.Uint16(lb[:]))
 	_, err := io.ReadFull(r, b)
 	return b, err
+}
+
+// DNSQuery builds a query for name (absolute, with its trailing dot) and
+// typ, with recursion desired.
+func DNSQuery(id uint16, name string, typ dnsmessage.Type) ([]byte, error) {
+	n, err := dnsmessage.NewName(name)
+	if err != nil {
+		return nil, err
+	}
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: id, RecursionDesired: true})
+	b.StartQuestions()
+	if err := b.Question(dnsmessage.Question{Name: n, Type: typ, Class: dnsmessage.ClassINET}); err != nil {
+		return nil, err
+	}
+	return b.Finish()
+}
+
+// DNSSummary summarizes an answer as "RCODE value value...", with the A,
+// AAAA and PTR records' values in order.
+func DNSSummary(b []byte) (string, error) {
+	var m dnsmessage.Message
+	if err := m.Unpack(b); err != nil {
+		return "", err
+	}
+	out := []string{m.Header.RCode.String()}
+	for _, r := range m.Answers {
+		switch body := r.Body.(type) {
+		case *dnsmessage.AResource:
+			out = append(out, netip.AddrFrom4(body.A).String())
+		case *dnsmessage.AAAAResource:
+			out = append(out, netip.AddrFrom16(body.AAAA).String())
+		case *dnsmessage.PTRResource:
+			out = append(out, body.PTR.String())
+		}
+	}
+	return strings.Join(out, " "), nil
 }
