@@ -1,8 +1,11 @@
 package osdns
 
 import (
+	"errors"
+	"io/fs"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -144,6 +147,9 @@ func (m *Manager) Close() error {
 // restore it left in backup, if it is still microlink's. It reports
 // whether it did.
 func Recover(backup string, logger *slog.Logger) (bool, error) {
+	if _, err := os.Lstat(backup); errors.Is(err, fs.ErrNotExist) {
+		return false, nil // the common case, answered without more reading
+	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
