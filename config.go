@@ -105,6 +105,16 @@ type Config struct {
 	// TUN mode.
 	TUN string
 
+	// AcceptDNS, in TUN mode, points the host's resolver at MagicDNS
+	// (100.100.100.100) once the node is in the tailnet, with the
+	// tailnet's search domain, like "tailscale up --accept-dns", and
+	// puts the host's configuration back when the node closes (or, after
+	// a killed run, when the next one starts). It goes through
+	// systemd-resolved where that owns /etc/resolv.conf, and otherwise
+	// rewrites the file, keeping the original in StateDir. Off by
+	// default, unlike tailscaled's: see the README.
+	AcceptDNS bool
+
 	// NoSNAT, in TUN mode, forwards traffic from the tailnet to
 	// advertised routes with its tailnet source addresses kept, instead
 	// of rewriting them to the host's own address on the way out
@@ -232,6 +242,9 @@ func (c Config) validate() error {
 		return err
 	}
 	if err := c.validateTUN(); err != nil {
+		return err
+	}
+	if err := c.validateDNS(); err != nil {
 		return err
 	}
 	for _, t := range c.Tags {

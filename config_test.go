@@ -58,6 +58,7 @@ func TestConfigInvalid(t *testing.T) {
 		{Config{TCP: TCPConfig{SendBuffer: 1024}}, "TCP.SendBuffer"},
 		{Config{TCP: TCPConfig{ReceiveBuffer: 2 << 20}}, "TCP.ReceiveBuffer"},
 		{Config{TCP: TCPConfig{ReceiveBuffer: -1}}, "TCP.ReceiveBuffer"},
+		{Config{AcceptDNS: true}, "AcceptDNS (--accept-dns) needs TUN mode"},
 	} {
 		_, err := tc.c.withDefaults()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

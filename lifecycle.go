@@ -47,6 +47,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.started = true
 	n.mu.Unlock()
 
+	n.recoverHostDNS()
 	n.disco = key.NewPrivate()
 	n.stack = tunnel.New(tunnel.Config{
 		Output: func(pkt []byte) error {
@@ -61,7 +62,7 @@ func (n *Node) Start(ctx context.Context) error {
 	})
 	if n.cfg.TUN != "" {
 		// Before the node's sockets open: they must carry the mark.
-		t, err := startTUN(n.cfg, n.stack, n.logger)
+		t, err := startTUN(n.cfg, n.stack, n.dns, n.logger)
 		if err != nil {
 			n.stack.Close()
 			return fmt.Errorf("microlink: %w", err)

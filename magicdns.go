@@ -2,20 +2,27 @@ package microlink
 
 import (
 	"context"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/dns"
 	"github.com/microlink-go/microlink/internal/netmap"
+	"github.com/microlink-go/microlink/internal/osdns"
+	"github.com/microlink-go/microlink/internal/tailcfg"
 )
 
 // MagicDNS: every node runs the resolver of internal/dns. In userspace
 // mode it serves the node's own lookups (Dial, the proxies, and
-// connections to 100.100.100.100:53 made through Dial); peers cannot
-// reach it, as they cannot reach a Tailscale client's quad-100 address.
+// connections to 100.100.100.100:53 made through Dial); in TUN mode the
+// host reaches it through the device too (tundns.go), and AcceptDNS
+// points the host's resolver at it. Peers cannot reach it, as they
+// cannot reach a Tailscale client's quad-100 address.
 
 // dnsNames answers the resolver's name lookups from the netmap.
 type dnsNames struct{ nm *netmap.Map }
@@ -45,14 +52,60 @@ func (n *Node) newResolver() *dns.Resolver {
 	})
 }
 
-// updateDNS gives the resolver the netmap's DNS configuration.
+// updateDNS gives the resolver the netmap's DNS configuration, and with
+// AcceptDNS points the host's resolver at it.
 func (n *Node) updateDNS() {
-	self, _ := n.nm.Self()
-	cfg, skipped := dns.ConfigFromNetmap(dnsNames{n.nm}, self.Name, n.nm.DNS())
+	self, ok := n.nm.Self()
+	dc := n.nm.DNS()
+	cfg, skipped := dns.ConfigFromNetmap(dnsNames{n.nm}, self.Name, dc)
 	for _, s := range skipped {
 		n.logger.Debug("microlink: DNS resolver not supported (only plain DNS over UDP and TCP)", "resolver", s)
 	}
 	n.dns.SetConfig(cfg)
+	n.mu.Lock()
+	t := n.tun
+	n.mu.Unlock()
+	if t != nil && ok {
+		t.setDNS(hostDNSConfig(cfg, self.Name, dc), n.dns)
+	}
+}
+
+// hostDNSConfig is what the host's resolver is told with AcceptDNS:
+// 100.100.100.100, the tailnet's search domains, and the names MagicDNS
+// answers or routes (every name, when control names default resolvers).
+func hostDNSConfig(c dns.Config, selfName string, dc *tailcfg.DNSConfig) osdns.Config {
+	oc := osdns.Config{Nameservers: []netip.Addr{dns.IPv4}}
+	add := func(list *[]string, name string) {
+		name = strings.TrimSuffix(strings.ToLower(name), ".")
+		if name != "" && !slices.Contains(*list, name) {
+			*list = append(*list, name)
+		}
+	}
+	if _, dom, ok := strings.Cut(selfName, "."); ok {
+		add(&oc.Search, dom)
+	}
+	if dc != nil {
+		for _, d := range dc.Domains {
+			add(&oc.Search, d)
+		}
+	}
+	for _, l := range c.Local {
+		add(&oc.Match, l)
+	}
+	for _, suffix := range slices.Sorted(maps.Keys(c.Routes)) {
+		add(&oc.Match, suffix)
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Extra)) {
+		add(&oc.Match, name)
+	}
+	for i := 64; i < 128; i++ { // 100.64.0.0/10
+		add(&oc.Match, strconv.Itoa(i)+".100.in-addr.arpa")
+	}
+	add(&oc.Match, "0.e.1.a.c.5.1.1.a.7.d.f.ip6.arpa") // fd7a:115c:a1e0::/48
+	if len(c.Upstream) > 0 {
+		oc.Match = append(oc.Match, ".")
+	}
+	return oc
 }
 
 func (n *Node) dnsExchange(ctx context.Context, server netip.AddrPort, query []byte, tcp bool) ([]byte, error) {
@@ -216,3 +269,19 @@ type errTimeout struct{}
 func (errTimeout) Error() string   { return "i/o timeout" }
 func (errTimeout) Timeout() bool   { return true }
 func (errTimeout) Temporary() bool { return true }
+
+// recoverHostDNS puts back the host's resolv.conf if a run killed with
+// AcceptDNS left it pointing at MagicDNS, before the node looks up its
+// control server. Only a node that could have made the backup looks for
+// it: one in TUN mode or with a state directory of its own.
+func (n *Node) recoverHostDNS() {
+	if n.cfg.TUN == "" && n.cfg.StateDir == "" {
+		return
+	}
+	backup := osdns.BackupPath(n.cfg.StateDir)
+	if ok, err := osdns.Recover(backup, n.logger); err != nil {
+		n.logger.Warn("microlink: restoring the host's resolv.conf after an earlier run", "backup", backup, "err", err)
+	} else if ok {
+		n.logger.Info("microlink: restored the host's resolv.conf an earlier run left pointing at MagicDNS", "backup", backup)
+	}
+}

@@ -1,6 +1,7 @@
 package microlink
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,8 +11,10 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/microlink-go/microlink/internal/dns"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/netmap"
+	"github.com/microlink-go/microlink/internal/osdns"
 	"github.com/microlink-go/microlink/internal/router"
 	"github.com/microlink-go/microlink/internal/sockmark"
 	"github.com/microlink-go/microlink/internal/tun"
@@ -38,6 +41,15 @@ func (c Config) validateTUN() error {
 	return nil
 }
 
+// validateDNS checks AcceptDNS: only the TUN device lets the host reach
+// the resolver.
+func (c Config) validateDNS() error {
+	if c.AcceptDNS && c.TUN == "" {
+		return errors.New("microlink: AcceptDNS (--accept-dns) needs TUN mode: in userspace mode the host cannot reach 100.100.100.100")
+	}
+	return nil
+}
+
 // tunMode is the node's TUN device and the routing it added to the host.
 // Packets the host routes into the device go to WireGuard through the
 // stack's filter (Stack.Outbound); packets from peers that pass the
@@ -50,7 +62,10 @@ type tunMode struct {
 	host   *tun.Host
 	kernel *router.Kernel // forwarding and SNAT for advertised routes, or nil
 	stack  *tunnel.Stack
-	done   chan struct{} // closed when the reader has returned
+	dns    *hostResolver  // MagicDNS for the host
+	osdns  *osdns.Manager // the host's resolver configuration, with AcceptDNS
+	lookup *ownLookups    // the node's own lookups, or nil
+	done   chan struct{}  // closed when the reader has returned
 	closed atomic.Bool
 
 	writeErrs atomic.Uint64
@@ -60,9 +75,10 @@ type tunMode struct {
 }
 
 // startTUN creates the device, removes what a killed run left on the host,
-// installs the policy routing rules and marks the node's sockets. It runs
-// before the node opens any socket.
-func startTUN(cfg Config, stack *tunnel.Stack, logger *slog.Logger) (*tunMode, error) {
+// installs the policy routing rules and marks the node's sockets, and
+// serves the resolver r to the host. It runs before the node opens any
+// socket.
+func startTUN(cfg Config, stack *tunnel.Stack, r *dns.Resolver, logger *slog.Logger) (*tunMode, error) {
 	if err := tun.CheckAccess(); err != nil {
 		return nil, err
 	}
@@ -96,9 +112,14 @@ func startTUN(cfg Config, stack *tunnel.Stack, logger *slog.Logger) (*tunMode, e
 		}
 	}
 	t := &tunMode{cfg: cfg, logger: logger, dev: dev, host: host, kernel: kernel, stack: stack, done: make(chan struct{})}
+	t.dns = newHostResolver(r, tun.DefaultMTU, t.write, logger.With("component", "dns"))
+	if cfg.AcceptDNS {
+		t.osdns = osdns.New(osdns.Options{Device: dev.Name(), Backup: osdns.BackupPath(cfg.StateDir), Logger: logger})
+		logger.Info("microlink: --accept-dns: the host's resolver will use MagicDNS", "via", t.osdns.Mode())
+	}
 	sockmark.Set(tun.Mark)
-	if cfg.ExitNode != "" {
-		markResolver()
+	if cfg.ExitNode != "" || cfg.AcceptDNS {
+		t.lookup = divertLookups(t.osdns)
 	}
 	stack.SetForwarder(&tunnel.Forwarder{Deliver: t.write, All: true})
 	go t.read()
@@ -106,20 +127,68 @@ func startTUN(cfg Config, stack *tunnel.Stack, logger *slog.Logger) (*tunMode, e
 	return t, nil
 }
 
-// markResolver makes the Go resolver's sockets bypass the exit node's
-// default route too, so that the node resolves its control and relay
-// servers' names while the tunnel is down.
-func markResolver() {
-	d := net.Dialer{Control: sockmark.Control}
-	net.DefaultResolver.PreferGo = true
-	net.DefaultResolver.Dial = d.DialContext
+// ownLookups are the node's own lookups of its control and relay
+// servers' names, through the Go resolver, which must work while the
+// tunnel is down: its sockets bypass an exit node's default route (they
+// carry the mark), and, once AcceptDNS made resolv.conf name
+// 100.100.100.100, they go to the servers the host named before rather
+// than through the node's own device.
+type ownLookups struct {
+	osdns    *osdns.Manager // or nil
+	next     atomic.Uint32  // spreads retries over the host's servers
+	prevGo   bool
+	prevDial func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
-// read moves packets from the device to WireGuard until the device is
-// closed.
+// divertLookups installs ownLookups in net.DefaultResolver; restore puts
+// back what was there.
+func divertLookups(m *osdns.Manager) *ownLookups {
+	l := &ownLookups{osdns: m, prevGo: net.DefaultResolver.PreferGo, prevDial: net.DefaultResolver.Dial}
+	net.DefaultResolver.PreferGo = true
+	net.DefaultResolver.Dial = l.dial
+	return l
+}
+
+func (l *ownLookups) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if l.osdns != nil {
+		if ap, err := netip.ParseAddrPort(addr); err == nil && dns.IsResolver(ap.Addr()) {
+			if hs := l.osdns.HostResolvers(); len(hs) > 0 {
+				addr = hs[int(l.next.Add(1))%len(hs)].String()
+			}
+		}
+	}
+	d := net.Dialer{Control: sockmark.Control}
+	return d.DialContext(ctx, network, addr)
+}
+
+func (l *ownLookups) restore() {
+	net.DefaultResolver.PreferGo = l.prevGo
+	net.DefaultResolver.Dial = l.prevDial
+}
+
+// setDNS points the host's resolver at MagicDNS with AcceptDNS, and tells
+// the resolver r where the host's other names go since.
+func (t *tunMode) setDNS(c osdns.Config, r *dns.Resolver) {
+	if t.osdns == nil {
+		return
+	}
+	if err := t.osdns.Set(c); err != nil {
+		t.logger.Error("microlink: pointing the host's resolver at MagicDNS", "err", err)
+	}
+	r.SetHostResolvers(t.osdns.HostResolvers())
+}
+
+// read moves packets from the device to WireGuard, or to the resolver,
+// until the device is closed.
 func (t *tunMode) read() {
 	defer close(t.done)
-	send := func(pkt []byte) { t.stack.Outbound(pkt) } // errors are counted as drops
+	send := func(pkt []byte) {
+		if forResolver(pkt) {
+			t.dns.handle(pkt)
+			return
+		}
+		t.stack.Outbound(pkt) // errors are counted as drops
+	}
 	for {
 		if err := t.dev.ReadPackets(send); err != nil {
 			if !t.closed.Load() {
@@ -234,9 +303,16 @@ func (t *tunMode) close() {
 	t.mu.Lock()
 	t.closed.Store(true)
 	t.mu.Unlock()
+	if t.osdns != nil {
+		// While the device is still there to answer.
+		if err := t.osdns.Close(); err != nil {
+			t.logger.Warn("microlink: restoring the host's resolver", "err", err)
+		}
+	}
 	t.stack.SetForwarder(nil)
 	t.dev.Close()
 	<-t.done
+	t.dns.close()
 	if err := t.host.Close(); err != nil {
 		t.logger.Warn("microlink: removing the host's routing rules", "err", err)
 	}
@@ -246,6 +322,9 @@ func (t *tunMode) close() {
 		}
 	}
 	sockmark.Set(0)
+	if t.lookup != nil {
+		t.lookup.restore()
+	}
 }
 
 // hostNetworks returns the networks of the host's interfaces (loopback

@@ -37,6 +37,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	var tunName tunFlag
 	fs.Var(&tunName, "tun", "TUN mode: create a TUN device (--tun for "+microlink.DefaultTUN+", --tun=NAME) so that the host's own programs reach the tailnet; Linux, as root")
 	acceptRoutes := fs.Bool("accept-routes", false, "use the subnet routes other nodes offer")
+	acceptDNS := fs.Bool("accept-dns", false, "with --tun, point the host's resolver at MagicDNS (100.100.100.100) while running")
 	exitNode := fs.String("exit-node", "", "send traffic for addresses outside the tailnet through this peer (name or tailnet IP)")
 	exitLAN := fs.Bool("exit-node-allow-lan-access", false, "with --exit-node in TUN mode, keep reaching the host's own LANs directly")
 	advertiseRoutes := fs.String("advertise-routes", "", "offer routes to these networks to the tailnet (CIDR,CIDR,...)")
@@ -98,7 +99,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	cfg := microlink.Config{
 		AuthKey: *authKey, Hostname: *hostname, ControlURL: *loginServer, StateDir: *statedir, Port: *port,
 		Tags: tagList, ShieldsUp: *shieldsUp,
-		TUN: string(tunName), AcceptRoutes: *acceptRoutes, ExitNode: *exitNode, ExitNodeAllowLANAccess: *exitLAN,
+		TUN: string(tunName), AcceptRoutes: *acceptRoutes, AcceptDNS: *acceptDNS, ExitNode: *exitNode, ExitNodeAllowLANAccess: *exitLAN,
 		AdvertiseRoutes: routes, NoSNAT: !*snat,
 		Logger: logger,
 		OnAuthURL: func(u string) {

@@ -45,6 +45,7 @@ type Resolver struct {
 	host     func() []netip.AddrPort
 	logger   *slog.Logger
 	cfg      atomic.Pointer[Config]
+	base     atomic.Pointer[[]netip.AddrPort] // SetHostResolvers; nil: host
 
 	hostMu   sync.Mutex
 	hostAt   time.Time
@@ -70,6 +71,26 @@ func New(opts Options) *Resolver {
 
 // SetConfig replaces the resolver's configuration.
 func (r *Resolver) SetConfig(c Config) { r.cfg.Store(&c) }
+
+// SetHostResolvers makes servers the host's resolvers, in place of those
+// Options.HostResolvers finds: for when the host's resolver configuration
+// names this resolver, and the servers it named before are what names
+// outside the tailnet go to. Nil returns to Options.HostResolvers.
+func (r *Resolver) SetHostResolvers(servers []netip.AddrPort) {
+	if servers == nil {
+		r.base.Store(nil)
+		return
+	}
+	r.base.Store(&servers)
+}
+
+// hostResolvers returns the servers for names the Config routes nowhere.
+func (r *Resolver) hostResolvers() []netip.AddrPort {
+	if b := r.base.Load(); b != nil {
+		return *b
+	}
+	return r.host()
+}
 
 // query is a parsed question.
 type query struct {
@@ -165,7 +186,7 @@ func (r *Resolver) Respond(ctx context.Context, msg []byte, tcp bool) []byte {
 	}
 	servers, _ := cfg.route(qq.name)
 	if len(servers) == 0 {
-		servers = r.host()
+		servers = r.hostResolvers()
 	}
 	resp := r.forward(ctx, servers, &qq, tcp)
 	if resp == nil {

@@ -294,6 +294,19 @@ func TestForwarding(t *testing.T) {
 	if len(a.addrs) != 1 || a.addrs[0].String() != "192.0.2.0" || host.queries.Load() != 1 {
 		t.Errorf("host resolver: %+v, %d queries", a, host.queries.Load())
 	}
+	// The servers the host named before it was pointed at the resolver
+	// stand in for its own, until they are taken back.
+	before := startUpstream(t, "192.0.2.4", 1)
+	r.SetHostResolvers([]netip.AddrPort{before.addr})
+	a = parseAnswer(t, r.Respond(ctx, makeQuery(t, 9, "www.example.org.", dnsmessage.TypeA, 0), false))
+	if len(a.addrs) != 1 || before.queries.Load() != 1 || host.queries.Load() != 1 {
+		t.Errorf("resolvers set for the host: %+v, %d and %d queries", a, before.queries.Load(), host.queries.Load())
+	}
+	r.SetHostResolvers(nil)
+	a = parseAnswer(t, r.Respond(ctx, makeQuery(t, 9, "www.example.org.", dnsmessage.TypeA, 0), false))
+	if len(a.addrs) != 1 || before.queries.Load() != 1 || host.queries.Load() != 2 {
+		t.Errorf("host resolvers again: %+v, %d queries", a, host.queries.Load())
+	}
 	// A dead upstream: SERVFAIL, after trying the next one.
 	dead, _ := net.ListenPacket("udp", "127.0.0.1:0")
 	deadAddr := netip.MustParseAddrPort(dead.LocalAddr().String())

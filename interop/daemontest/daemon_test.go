@@ -30,7 +30,7 @@ const magicDomain = "tail.example"
 type world struct {
 	l               *lab.Lab
 	ts              *lab.Tailscaled
-	dnsDef, dnsCorp *dnsServer
+	dnsDef, dnsCorp *lab.DNSServer
 }
 
 func startWorld(t *testing.T) *world {
@@ -47,8 +47,8 @@ func startWorld(t *testing.T) *world {
 		s.MagicDNSDomain = magicDomain
 		s.TagOwners = map[string][]string{"tag:svc": nil}
 		s.DNSConfig = &tailcfg.DNSConfig{
-			Resolvers: []*dnstype.Resolver{{Addr: w.dnsDef.addr.String()}},
-			Routes:    map[string][]*dnstype.Resolver{"corp.example.": {{Addr: w.dnsCorp.addr.String()}}},
+			Resolvers: []*dnstype.Resolver{{Addr: w.dnsDef.Addr.String()}},
+			Routes:    map[string][]*dnstype.Resolver{"corp.example.": {{Addr: w.dnsCorp.Addr.String()}}},
 			ExtraRecords: []tailcfg.DNSRecord{
 				{Name: "db." + magicDomain, Type: "A", Value: "100.64.99.9"},
 				{Name: "printer.office.example", Value: "100.64.99.10"},
@@ -273,11 +273,11 @@ func TestDaemon(t *testing.T) {
 		}
 		pc.Close()
 		got := map[string]bool{}
-		for len(w.dnsCorp.queries) > 0 {
-			got["corp "+<-w.dnsCorp.queries] = true
+		for len(w.dnsCorp.Names) > 0 {
+			got["corp "+<-w.dnsCorp.Names] = true
 		}
-		for len(w.dnsDef.queries) > 0 {
-			got["default "+<-w.dnsDef.queries] = true
+		for len(w.dnsDef.Names) > 0 {
+			got["default "+<-w.dnsDef.Names] = true
 		}
 		if !got["corp git.corp.example."] || !got["default www.example.org."] || got["default git.corp.example."] || got["corp www.example.org."] {
 			t.Errorf("upstream queries: %v", got)

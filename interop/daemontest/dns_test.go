@@ -1,111 +1,29 @@
 package daemontest
 
 import (
-	"bufio"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/microlink-go/microlink/interop/lab"
 )
 
-// dnsServer is an upstream resolver on loopback (UDP and TCP) that
-// answers every A query with addr.
-type dnsServer struct {
-	addr    netip.AddrPort
-	queries chan string
-}
-
-func startDNSServer(t *testing.T, answer netip.Addr) *dnsServer {
+// startDNSServer starts an upstream resolver on loopback (UDP and TCP)
+// that answers every A query with answer.
+func startDNSServer(t *testing.T, answer netip.Addr) *lab.DNSServer {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &dnsServer{addr: netip.MustParseAddrPort(pc.LocalAddr().String()), queries: make(chan string, 100)}
-	ln, err := net.Listen("tcp", s.addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close(); ln.Close() })
-	respond := func(q []byte) []byte {
-		var m dnsmessage.Message
-		if m.Unpack(q) != nil || len(m.Questions) != 1 {
-			return nil
-		}
-		select {
-		case s.queries <- m.Questions[0].Name.String():
-		default:
-		}
-		m.Header.Response, m.Header.RecursionAvailable = true, true
-		m.Additionals = nil
-		if m.Questions[0].Type == dnsmessage.TypeA {
-			m.Answers = []dnsmessage.Resource{{
-				Header: dnsmessage.ResourceHeader{Name: m.Questions[0].Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
-				Body:   &dnsmessage.AResource{A: answer.As4()},
-			}}
-		}
-		b, _ := m.Pack()
-		return b
-	}
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if b := respond(buf[:n]); b != nil {
-				pc.WriteTo(b, from)
-			}
-		}
-	}()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					q, err := readTCPMsg(br)
-					if err != nil {
-						return
-					}
-					b := respond(q)
-					c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...))
-				}
-			}()
-		}
-	}()
-	return s
-}
-
-func readTCPMsg(r io.Reader) ([]byte, error) {
-	var lb [2]byte
-	if _, err := io.ReadFull(r, lb[:]); err != nil {
-		return nil, err
-	}
-	b := make([]byte, binary.BigEndian.Uint16(lb[:]))
-	_, err := io.ReadFull(r, b)
-	return b, err
+	return lab.StartDNSServer(t, "", netip.MustParseAddrPort("127.0.0.1:0"), answer)
 }
 
 func dnsQuery(t *testing.T, id uint16, name string, typ dnsmessage.Type) []byte {
 	t.Helper()
-	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: id, RecursionDesired: true})
-	b.StartQuestions()
-	if err := b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName(name), Type: typ, Class: dnsmessage.ClassINET}); err != nil {
-		t.Fatal(err)
-	}
-	q, err := b.Finish()
+	q, err := lab.DNSQuery(id, name, typ)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,22 +33,11 @@ func dnsQuery(t *testing.T, id uint16, name string, typ dnsmessage.Type) []byte 
 // dnsAnswer summarizes an answer as "RCODE value value...".
 func dnsAnswer(t *testing.T, b []byte) string {
 	t.Helper()
-	var m dnsmessage.Message
-	if err := m.Unpack(b); err != nil {
+	sum, err := lab.DNSSummary(b)
+	if err != nil {
 		t.Fatalf("answer: %v", err)
 	}
-	out := []string{m.Header.RCode.String()}
-	for _, r := range m.Answers {
-		switch body := r.Body.(type) {
-		case *dnsmessage.AResource:
-			out = append(out, netip.AddrFrom4(body.A).String())
-		case *dnsmessage.AAAAResource:
-			out = append(out, netip.AddrFrom16(body.AAAA).String())
-		case *dnsmessage.PTRResource:
-			out = append(out, body.PTR.String())
-		}
-	}
-	return strings.Join(out, " ")
+	return sum
 }
 
 // socks5 opens a SOCKS5 session on proxy and sends a request (CONNECT or
@@ -197,7 +104,7 @@ func dnsOverSOCKS(t *testing.T, proxy string, name string, typ dnsmessage.Type) 
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	q := dnsQuery(t, 43, name, typ)
 	c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...))
-	resp, err := readTCPMsg(c)
+	resp, err := lab.ReadDNSOverTCP(c)
 	if err != nil {
 		t.Fatalf("TCP answer for %s: %v", name, err)
 	}

@@ -1,10 +1,8 @@
 package headscaletest
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
-	"io"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -71,10 +69,7 @@ func itoa(b byte) string { return strconv.Itoa(int(b)) }
 // queryQuad100 sends one query to the node's resolver through Dial and
 // summarizes the answer as "RCODE value...".
 func queryQuad100(ctx context.Context, n *microlink.Node, network, name string, typ dnsmessage.Type) (string, error) {
-	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 7, RecursionDesired: true})
-	b.StartQuestions()
-	b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName(name), Type: typ, Class: dnsmessage.ClassINET})
-	q, err := b.Finish()
+	q, err := lab.DNSQuery(7, name, typ)
 	if err != nil {
 		return "", err
 	}
@@ -87,13 +82,7 @@ func queryQuad100(ctx context.Context, n *microlink.Node, network, name string, 
 	var resp []byte
 	if network == "tcp" {
 		c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...))
-		br := bufio.NewReader(c)
-		var lb [2]byte
-		if _, err := io.ReadFull(br, lb[:]); err != nil {
-			return "", err
-		}
-		resp = make([]byte, binary.BigEndian.Uint16(lb[:]))
-		if _, err := io.ReadFull(br, resp); err != nil {
+		if resp, err = lab.ReadDNSOverTCP(c); err != nil {
 			return "", err
 		}
 	} else {
@@ -105,20 +94,5 @@ func queryQuad100(ctx context.Context, n *microlink.Node, network, name string, 
 		}
 		resp = buf[:nr]
 	}
-	var m dnsmessage.Message
-	if err := m.Unpack(resp); err != nil {
-		return "", err
-	}
-	out := []string{m.Header.RCode.String()}
-	for _, r := range m.Answers {
-		switch body := r.Body.(type) {
-		case *dnsmessage.AResource:
-			out = append(out, netip.AddrFrom4(body.A).String())
-		case *dnsmessage.AAAAResource:
-			out = append(out, netip.AddrFrom16(body.AAAA).String())
-		case *dnsmessage.PTRResource:
-			out = append(out, body.PTR.String())
-		}
-	}
-	return strings.Join(out, " "), nil
+	return lab.DNSSummary(resp)
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -262,6 +263,12 @@ func (d *Tailscaled) up(ctx context.Context, l *Lab, opts TSOptions) error {
 	}
 	if opts.TUN {
 		args = append(args, "--netfilter-mode=off")
+		// Its namespace shares the host's /etc/resolv.conf, which it
+		// must not rewrite, unless UpArgs say otherwise (tailscale up
+		// refuses a flag given twice).
+		if !slices.ContainsFunc(opts.UpArgs, func(a string) bool { return strings.HasPrefix(a, "--accept-dns") }) {
+			args = append(args, "--accept-dns=false")
+		}
 	}
 	args = append(args, opts.UpArgs...)
 	if opts.CompleteAuth != nil {

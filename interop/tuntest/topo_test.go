@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/microlink-go/microlink/interop/lab"
+	"tailscale.com/tstest/integration/testcontrol"
 )
 
 // The namespaces and traffic helpers of the lab, under short names.
@@ -36,6 +37,13 @@ var (
 // are kept and printed only if the test fails.
 func startLab(t testing.TB) *lab.Lab {
 	t.Helper()
+	return startLabWith(t, nil)
+}
+
+// startLabWith is startLab with configure, if not nil, applied to the
+// control server.
+func startLabWith(t testing.TB, configure func(*testcontrol.Server)) *lab.Lab {
+	t.Helper()
 	lab.SetupInternet(t)
 	var mu sync.Mutex
 	var logs strings.Builder
@@ -47,7 +55,8 @@ func startLab(t testing.TB) *lab.Lab {
 		}
 	})
 	return lab.Start(t, lab.Options{
-		ListenAddr: lab.InternetAddr,
+		ListenAddr:       lab.InternetAddr,
+		ConfigureControl: configure,
 		Logf: func(format string, args ...any) {
 			mu.Lock()
 			fmt.Fprintf(&logs, format+"\n", args...)

@@ -76,6 +76,14 @@ func (d *demo) startDaemon(ctx context.Context) error {
 	}
 	args := []string{"up", "--authkey", d.lab.AuthKey, "--hostname", daemonName, "--login-server", d.lab.ControlURL, "--statedir", dir}
 	args = append(args, d.featureArgs()...)
+	if d.planned["accept-dns"] {
+		// The router's own, for --accept-dns to rewrite: never this
+		// machine's.
+		var err error
+		if rerr := d.r.Do(func() { err = d.router.giveResolvConf(d.r, routerResolvConf) }); rerr != nil || err != nil {
+			return errors.Join(rerr, err)
+		}
+	}
 	d.linef("$ microlink %s", strings.Join(args, " "))
 	if d.router != nil {
 		d.linef("where      in %s, a network of its own (%v on eth0), as on a router", d.router.Name, d.router.Far)

@@ -183,8 +183,9 @@ func run(ctx context.Context, opts options, stdout io.Writer) error {
 // process's network); d.farEnd serves on a tailnet address other than
 // microlink's. OS commands a step runs go in its needs and in
 // scripts/demo.sh's install list. "ip netns exec" shares the host's
-// /etc/resolv.conf unless /etc/netns/NAME holds one: a step for MagicDNS
-// in TUN mode must not let the daemon rewrite the host's.
+// /etc/resolv.conf unless /etc/netns/NAME holds one: the MagicDNS step
+// gives the router one (giveResolvConf) before the daemon starts, so that
+// --accept-dns rewrites the router's, never the host's.
 func (d *demo) steps() []step {
 	const (
 		tailnet = "A tailnet of real Tailscale code"
@@ -210,6 +211,8 @@ func (d *demo) steps() []step {
 		{part: daemon, name: "Pings to and from the daemon: microlink ping, tailscale ping", run: d.daemonPings},
 		{part: daemon, name: "Programs on the router reach the tailnet through the daemon's TUN device", run: d.tunPrograms,
 			feature: "tun", needs: []need{needRouter, needCommand("ping", "iputils-ping"), needCommand("curl", "curl")}},
+		{part: daemon, name: "A program on the router finds the real peer by name: MagicDNS through the TUN device (--accept-dns)", run: d.magicDNS,
+			feature: "accept-dns", needs: []need{needRouter, needCommand("getent", "libc-bin")}},
 		{part: daemon, name: "curl through the daemon's SOCKS5 and HTTP proxies, by MagicDNS name", run: d.proxies,
 			feature: "socks5-server", needs: []need{needCommand("curl", "curl")}},
 	}
@@ -662,6 +665,10 @@ func (d *demo) shutdown() error {
 	if d.daemon != nil {
 		if err := d.stopDaemon(); err != nil {
 			errs = append(errs, err)
+		} else if d.planned["accept-dns"] {
+			if err := d.checkResolvConfRestored(); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if d.node != nil {

@@ -48,7 +48,8 @@ func TestDemo(t *testing.T) {
 		"\nSummary (",
 	}
 	if os.Geteuid() == 0 {
-		want = append(want, "3 received, 0% packet loss", "in ml-", "All steps passed.")
+		want = append(want, "3 received, 0% packet loss", "in ml-", "All steps passed.",
+			"router$ getent hosts real-peer", "router's resolv.conf restored by microlink up")
 	}
 	checkOutput(t, out, want)
 	if !regexp.MustCompile(`(?m)^ +real-peer +[0-9a-f.:, ]+ +yes +`).MatchString(out) {

@@ -39,6 +39,9 @@ func (d *demo) featureArgs() []string {
 	if d.planned["tun"] {
 		args = append(args, "--tun")
 	}
+	if d.planned["accept-dns"] {
+		args = append(args, "--accept-dns")
+	}
 	if d.planned["socks5-server"] {
 		// On the router, the ports a person would pick; in this host's
 		// network, free ones.
@@ -176,4 +179,55 @@ func (d *demo) proxies(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// routerResolvConf is the router's resolv.conf before "microlink up
+// --accept-dns" points it at MagicDNS.
+const routerResolvConf = "# the router's own resolv.conf (the demo's /etc/netns file, not this machine's)\nnameserver 198.18.0.1\n"
+
+// magicDNS shows a program on the router finding the real peer by name:
+// the daemon's --accept-dns pointed the router's resolv.conf at
+// 100.100.100.100, which the host reaches through the TUN device.
+func (d *demo) magicDNS(ctx context.Context) error {
+	// The daemon rewrites it once it has its netmap.
+	wctx, cancel := context.WithTimeout(ctx, waitTimeout)
+	defer cancel()
+	for {
+		b, err := os.ReadFile(d.router.ResolvConf())
+		if err == nil && strings.Contains(string(b), "nameserver 100.100.100.100") {
+			break
+		}
+		if wctx.Err() != nil {
+			return fmt.Errorf("the router's resolv.conf does not name 100.100.100.100 after %v: %q", waitTimeout, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var errs []error
+	if _, err := d.onDaemonsHost(ctx, "cat", "/etc/resolv.conf"); err != nil {
+		errs = append(errs, err)
+	}
+	out, err := d.onDaemonsHost(ctx, "getent", "hosts", peerName)
+	if err == nil {
+		f := strings.Fields(out)
+		if len(f) < 2 || (f[0] != d.peer.IPv4().String() && f[0] != d.peer.IPv6().String()) {
+			err = fmt.Errorf("getent hosts %s: %q, want %v or %v", peerName, strings.TrimSpace(out), d.peer.IPv4(), d.peer.IPv6())
+		}
+	}
+	errs = append(errs, err)
+	d.linef("(microlink up puts the router's resolv.conf back when it stops)")
+	return errors.Join(errs...)
+}
+
+// checkResolvConfRestored checks, after the daemon stopped, that the
+// router's resolv.conf is as it was before --accept-dns.
+func (d *demo) checkResolvConfRestored() error {
+	b, err := os.ReadFile(d.router.ResolvConf())
+	if err != nil {
+		return err
+	}
+	if string(b) != routerResolvConf {
+		return fmt.Errorf("the router's resolv.conf was not restored: %q", b)
+	}
+	d.linef("router's resolv.conf restored by microlink up")
+	return nil
 }

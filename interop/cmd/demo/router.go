@@ -59,20 +59,46 @@ func newRouterNetns(r *lab.Runner) *routerNetns {
 	return ns
 }
 
-// removeStaleRouters deletes the router namespaces of processes that no
-// longer run.
+// removeStaleRouters deletes the router namespaces, and their files in
+// /etc/netns, of processes that no longer run.
 func removeStaleRouters(r *lab.Runner) {
-	names, _ := filepath.Glob("/run/netns/ml-*-router")
-	for _, path := range names {
+	run, _ := filepath.Glob("/run/netns/ml-*-router")
+	etc, _ := filepath.Glob("/etc/netns/ml-*-router")
+	for _, path := range append(run, etc...) {
 		name := filepath.Base(path)
 		pid, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(name, "ml-"), "-router"))
 		if err != nil || fileExists(fmt.Sprintf("/proc/%d", pid)) {
+			continue
+		}
+		if strings.HasPrefix(path, "/etc/") {
+			os.RemoveAll(path)
 			continue
 		}
 		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
 			r.Logf("ip netns delete %s: %v: %s", name, err, out)
 		}
 	}
+}
+
+// ResolvConf is the router's own /etc/resolv.conf: "ip netns exec" mounts
+// the namespace's file in /etc/netns over this machine's for the programs
+// it runs there, the daemon among them.
+func (ns *routerNetns) ResolvConf() string {
+	return filepath.Join("/etc/netns", ns.Name, "resolv.conf")
+}
+
+// giveResolvConf writes the router's own resolv.conf, before the programs
+// that are to see it start; r's Close removes it.
+func (ns *routerNetns) giveResolvConf(r *lab.Runner, content string) error {
+	dir := filepath.Dir(ns.ResolvConf())
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	r.Cleanup(func() {
+		os.RemoveAll(dir)
+		os.Remove("/etc/netns") // unless something else uses it
+	})
+	return os.WriteFile(ns.ResolvConf(), []byte(content), 0o644)
 }
 
 // Command returns an exec.Cmd that runs name in the namespace.
