@@ -56,6 +56,9 @@ if grep -qE '^\s*(tailscale\.com|gvisor\.dev)' go.mod; then
 	echo "product go.mod must not require tailscale.com or gVisor"; exit 1
 fi
 
+log "binary size budget (.ci/size-budget)"
+./scripts/size-check.sh
+
 log "building tailscaled and tailscale, and headscale (once per run)"
 MICROLINK_TS_BIN=$(bash interop/build-tailscale.sh)
 MICROLINK_HEADSCALE_BIN=$(bash interop/build-headscale.sh)
