@@ -10,6 +10,7 @@ import (
 	"github.com/microlink-go/microlink/internal/control"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/magicsock"
+	"github.com/microlink-go/microlink/internal/netmap"
 	"github.com/microlink-go/microlink/internal/packet"
 	"github.com/microlink-go/microlink/internal/router"
 	"github.com/microlink-go/microlink/internal/state"
@@ -97,7 +98,7 @@ func (n *Node) Start(ctx context.Context) error {
 		OnState:       n.onControlState,
 		OnNodeKey:     n.onNodeKey,
 		OnNewStream:   n.markNewStream,
-		OnMapResponse: n.onMapResponse,
+		OnMapResponse: n.onMapMessage,
 		OnReported:    n.onReported,
 		Pinger:        controlPinger{n},
 	})
@@ -306,8 +307,8 @@ func (n *Node) markNewStream() {
 	n.mu.Unlock()
 }
 
-// onMapResponse applies one map message to the netmap and the data plane.
-func (n *Node) onMapResponse(resp *tailcfg.MapResponse) {
+// onMapMessage applies one map message to the netmap and the data plane.
+func (n *Node) onMapMessage(resp *netmap.Message) {
 	n.mu.Lock()
 	fresh := n.newStream || !n.gotMap
 	n.newStream, n.gotMap = false, true
