@@ -198,7 +198,7 @@ if [ "$mode" = quick ]; then
 else
 	sizes='10000|50000'
 fi
-rec netmap . "go test -run '^\$' -bench 'BenchmarkNetmapScale/peers=($sizes)/' -benchtime=1x -count=1 ./internal/netmap" \
+rec netmap . "go test -run '^\$' -bench 'BenchmarkNetmapScale/peers=($sizes)\$' -benchtime=1x -count=1 ./internal/control" \
 	>"$results/netmap.txt" 2>&1 || { fail "netmap benchmark failed"; tail -20 "$results/netmap.txt" >&2; }
 grep -E '^Benchmark' "$results/netmap.txt" >&2
 
