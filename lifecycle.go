@@ -82,7 +82,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.closeRelay()
 		n.stack.Close()
 		n.closeTUN()
-		return fmt.Errorf("microlink: %w", err)
+		return publicErr(fmt.Errorf("microlink: %w", err))
 	}
 	n.restorePeerCache(data)
 
@@ -107,7 +107,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.closeRelay()
 		n.stack.Close()
 		n.closeTUN()
-		return fmt.Errorf("microlink: %w", err)
+		return publicErr(fmt.Errorf("microlink: %w", err))
 	}
 	ctl.SetDiscoKey(n.disco.DiscoPublic())
 
@@ -148,7 +148,7 @@ func (n *Node) Start(ctx context.Context) error {
 			if errors.As(err, &re) {
 				return &RegistrationError{Reason: re.Msg}
 			}
-			return fmt.Errorf("microlink: %w", err)
+			return publicErr(fmt.Errorf("microlink: %w", err))
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -203,6 +203,7 @@ func (n *Node) Close() error {
 	n.closeTUN()
 	n.savePeerCache()
 	n.setState(Stopped, "", nil)
+	n.events.close(Event{State: Stopped}) // if the state was Stopped already
 	return nil
 }
 
@@ -216,12 +217,12 @@ func (n *Node) Logout(ctx context.Context) error {
 		return ErrNotConnected
 	}
 	if err := ctl.Logout(ctx); err != nil {
-		return fmt.Errorf("microlink: logout: %w", err)
+		return publicErr(fmt.Errorf("microlink: logout: %w", err))
 	}
 	n.Close()
 	if n.store != nil {
 		if err := n.store.Remove(); err != nil {
-			return fmt.Errorf("microlink: logout: %w", err)
+			return publicErr(fmt.Errorf("microlink: logout: %w", err))
 		}
 	}
 	return nil

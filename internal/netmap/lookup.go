@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 )
 
@@ -74,6 +75,19 @@ func (m *Map) PeerByID(id tailcfg.NodeID) (Peer, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.get(m.peers.byID[id])
+}
+
+// PeerByKey returns the peer with the given node key. It walks the peers:
+// nothing looks peers up by key often enough to keep an index for it.
+func (m *Map) PeerByKey(k key.NodePublic) (Peer, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, p := range m.peers.byID {
+		if p.key == k {
+			return p.peer(), true
+		}
+	}
+	return Peer{}, false
 }
 
 // PeerByIP returns the peer whose own tailnet addresses include a.
