@@ -245,11 +245,7 @@ func (n *Node) newDataPlane(nodeKey key.Private) (*dataPlane, error) {
 				ctl.SetEndpoints(controlEndpoints(eps))
 			}
 		},
-		OnHomeDERP: func(region int) {
-			if ctl := n.control(); ctl != nil {
-				ctl.SetPreferredDERP(region)
-			}
-		},
+		OnHomeDERP: n.onHomeDERP,
 	})
 	if err == nil {
 		n.current.Store(d)
@@ -269,6 +265,18 @@ func (n *Node) control() *control.Client {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.ctl
+}
+
+// onHomeDERP is called when the connection to a new home DERP region is
+// up: control is told, and the node may now be reachable.
+func (n *Node) onHomeDERP(region int) {
+	if ctl := n.control(); ctl != nil {
+		ctl.SetPreferredDERP(region)
+	}
+	n.mu.Lock()
+	n.homeUp = region
+	n.mu.Unlock()
+	n.updateConnected()
 }
 
 // reachableGrace bounds how long a node that has its netmap waits for
@@ -361,7 +369,10 @@ func (n *Node) onReported(homeDERP, endpoints int) {
 // updateConnected moves the node to Connected once it is reachable: control
 // streams the netmap, the device is authorized, and control knows the home
 // DERP region through which peers reach it first (unless there are no
-// relays, or the grace period for finding one is over).
+// relays, or the grace period for finding one is over). Control knows it
+// when it accepted a lite update with it, or, without waiting for one, when
+// the self node it sends already names the region whose connection is up,
+// as after a restart.
 func (n *Node) updateConnected() {
 	self, ok := n.nm.Self()
 	n.mu.Lock()
@@ -374,7 +385,8 @@ func (n *Node) updateConnected() {
 		n.setState(NeedsApproval, "", nil)
 		return
 	}
-	ready := n.reportedDERP != 0 || n.graceOver || !hasRegions(n.nm.DERPMap())
+	known := n.reportedDERP != 0 || (n.homeUp != 0 && self.HomeDERP == n.homeUp)
+	ready := known || n.graceOver || !hasRegions(n.nm.DERPMap())
 	if !ready && n.graceTimer == nil && !n.closed {
 		n.graceTimer = time.AfterFunc(reachableGrace, func() {
 			n.mu.Lock()
@@ -403,6 +415,7 @@ func (n *Node) onNodeKey(k key.Private) {
 	ident := *n.ident
 	old := n.data
 	n.newStream = true
+	n.homeUp = 0 // the new data plane connects afresh
 	n.mu.Unlock()
 	if n.store != nil {
 		if err := n.store.SaveIdentity(&ident); err != nil {

@@ -58,6 +58,7 @@ type Node struct {
 	retired      Stats        // counters of data planes replaced at key rotations
 	ctlKind      control.Kind // the control client's last state
 	reportedDERP int          // home DERP region control has accepted from us
+	homeUp       int          // home DERP region whose connection is up
 	graceOver    bool         // stopped waiting for reportedDERP
 	graceTimer   *time.Timer
 	cacheTimer   *time.Timer // pending peer-cache save
