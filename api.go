@@ -86,12 +86,19 @@ func (n *Node) Peers() []Peer {
 	data := n.data
 	n.mu.Unlock()
 	now := n.nm.Now()
-	var out []Peer
+	var ps []*Peer
 	n.nm.ForEachPeer(func(p *netmap.Peer) bool {
-		out = append(out, n.peerInfo(data, p, now))
+		info := n.peerInfo(data, p, now)
+		ps = append(ps, &info)
 		return true
 	})
-	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
+	// Sorting pointers shares the code of the package's other sorts,
+	// where sorting the structs would instantiate sorts of their own.
+	slices.SortStableFunc(ps, func(a, b *Peer) int { return strings.Compare(a.Name, b.Name) })
+	out := make([]Peer, len(ps))
+	for i, p := range ps {
+		out[i] = *p
+	}
 	return out
 }
 
@@ -137,7 +144,7 @@ func (n *Node) peerInfo(data *dataPlane, p *netmap.Peer, now time.Time) Peer {
 	for _, a := range p.Addresses {
 		out.Addresses = append(out.Addresses, a.Addr())
 	}
-	slices.SortStableFunc(out.Addresses, ipv4First)
+	ipv4First(out.Addresses)
 	out.Routes = peerRoutes(p)
 	out.ExitNodeOption = offersExit(p)
 	if data == nil {
@@ -174,7 +181,7 @@ func (n *Node) Resolve(name string) ([]netip.Addr, error) {
 		return nil, fmt.Errorf("microlink: no node named %q in the tailnet", name)
 	}
 	out := slices.Clone(addrs)
-	slices.SortStableFunc(out, ipv4First)
+	ipv4First(out)
 	return out, nil
 }
 
@@ -273,15 +280,14 @@ func ping(ctx context.Context, data *dataPlane, p *netmap.Peer, ip netip.Addr, k
 	return res, nil
 }
 
-// ipv4First orders IPv4 addresses before IPv6 ones.
-func ipv4First(a, b netip.Addr) int {
-	switch {
-	case a.Is4() && !b.Is4():
-		return -1
-	case !a.Is4() && b.Is4():
-		return 1
+// ipv4First moves IPv4 addresses before IPv6 ones, keeping their order
+// otherwise. A node has two or three addresses.
+func ipv4First(addrs []netip.Addr) {
+	for i := 1; i < len(addrs); i++ {
+		for j := i; j > 0 && addrs[j].Is4() && !addrs[j-1].Is4(); j-- {
+			addrs[j], addrs[j-1] = addrs[j-1], addrs[j]
+		}
 	}
-	return 0
 }
 
 // pickAddr returns the peer address target names, or the peer's first IPv4

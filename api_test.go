@@ -69,8 +69,8 @@ func pairedNodes(t *testing.T) (a, b *Node) {
 		}
 	}
 	allowAll := []tailcfg.FilterRule{{SrcIPs: []string{"*"}, DstPorts: []tailcfg.NetPortRange{{IP: "*", Ports: tailcfg.PortRange{Last: 65535}}}}}
-	a.onMapResponse(mapMessage(t, &tailcfg.MapResponse{Node: node(a, 1, "alpha", aAddrs), Peers: []*tailcfg.Node{node(b, 2, "beta", bAddrs)}, PacketFilter: allowAll}))
-	b.onMapResponse(mapMessage(t, &tailcfg.MapResponse{Node: node(b, 2, "beta", bAddrs), Peers: []*tailcfg.Node{node(a, 1, "alpha", aAddrs)}, PacketFilter: allowAll}))
+	a.onMapResponse(&tailcfg.MapResponse{Node: node(a, 1, "alpha", aAddrs), Peers: []*tailcfg.Node{node(b, 2, "beta", bAddrs)}, PacketFilter: allowAll})
+	b.onMapResponse(&tailcfg.MapResponse{Node: node(b, 2, "beta", bAddrs), Peers: []*tailcfg.Node{node(a, 1, "alpha", aAddrs)}, PacketFilter: allowAll})
 	// Each proves its direct path to the other: with no DERP, the first
 	// WireGuard handshake would otherwise wait for a retry.
 	for _, p := range [][2]*Node{{a, b}, {b, a}} {

@@ -222,11 +222,11 @@ func TestConnectedWhenControlKnowsHome(t *testing.T) {
 		n, _ := offlineNode(t)
 		n.setState(Connecting, "", nil)
 		n.onControlState(control.State{Kind: control.Connected})
-		n.onMapResponse(mapMessage(t, &tailcfg.MapResponse{
+		n.onMapResponse(&tailcfg.MapResponse{
 			Node: &tailcfg.Node{ID: 1, Key: n.ident.NodeKey.NodePublic(), HomeDERP: tc.controlHome, MachineAuthorized: true,
 				Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}},
 			DERPMap: &tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{5: {RegionID: 5, RegionCode: "r5"}, 6: {RegionID: 6, RegionCode: "r6"}}},
-		}))
+		})
 		if st := n.State(); st != Connecting {
 			t.Fatalf("home %d: %v before the home DERP connection is up", tc.controlHome, st)
 		}

@@ -2,7 +2,6 @@ package netmap
 
 import (
 	"cmp"
-	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -135,7 +134,7 @@ func selfFromNode(n *tailcfg.Node) Self {
 		}
 	}
 	if len(n.CapMap) > 0 {
-		s.CapMapKeys = slices.Sorted(maps.Keys(n.CapMap))
+		s.CapMapKeys = sortedKeys(n.CapMap)
 	}
 	return s
 }

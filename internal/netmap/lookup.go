@@ -36,14 +36,19 @@ func (m *Map) NumPeers() int {
 // Peers returns a snapshot of all peers sorted by name, then ID.
 func (m *Map) Peers() []Peer {
 	m.mu.RLock()
-	out := make([]Peer, 0, len(m.peers.byID))
+	defer m.mu.RUnlock()
+	es := make([]*entry, 0, len(m.peers.byID))
 	for _, p := range m.peers.byID {
-		out = append(out, p.peer())
+		es = append(es, p)
 	}
-	m.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Peer) int {
-		return cmp.Or(strings.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
+	// Sorting pointers shares the code of the map's other sorts.
+	slices.SortFunc(es, func(a, b *entry) int {
+		return cmp.Or(strings.Compare(a.name(), b.name()), cmp.Compare(a.id, b.id))
 	})
+	out := make([]Peer, len(es))
+	for i, e := range es {
+		out[i] = e.peer()
+	}
 	return out
 }
 
