@@ -59,6 +59,9 @@ func (u *UDPConn) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
 // net.ErrClosed.
 func (u *UDPConn) Close() error { return u.c.Close() }
 
+// Port returns the socket's local port.
+func (u *UDPConn) Port() uint16 { return u.c.Port() }
+
 // LocalAddr returns the node's first tailnet address and the socket's port.
 func (u *UDPConn) LocalAddr() net.Addr { return u.c.LocalAddr() }
 
