@@ -14,9 +14,10 @@ import (
 // The last event is the change to Stopped, delivered (with any still
 // waiting) after Close returns; the goroutine ends after it.
 //
-// The returned function stops the calls to f: once it has returned, f is
-// not called again (a call already running finishes). It may be called
-// more than once, and from f itself.
+// The returned function stops the calls to f. A call already under way
+// when it is called, from another goroutine, may still begin or finish;
+// called from f itself, it ensures f is not called again. It may be
+// called more than once.
 func (n *Node) Watch(f func(Event)) (stop func()) {
 	w := &watcher{f: f}
 	n.events.add(w)
