@@ -261,6 +261,13 @@ func (r *report) sizes() {
 			r.p("packages of its own (internal/h2, internal/h1).")
 		}
 	}
+	cli := int64(-1)
+	for _, x := range rows {
+		if x.name == "microlink" && x.target == "linux/amd64" {
+			cli = x.bytes
+		}
+	}
+	r.sizeGoal(cli)
 	r.sizeFloor(smallest)
 	if bd, err := sizeBreakdown(filepath.Join(r.dir, "bin", "microlink-amd64.unstripped"), 20); err == nil {
 		r.p("")
@@ -272,6 +279,24 @@ func (r *report) sizes() {
 	if s, ok := r.read("sizes.notes"); ok && strings.TrimSpace(s) != "" {
 		r.p("")
 		r.p("%s", strings.TrimSpace(s))
+	}
+}
+
+// sizeGoal states the absolute goals: the stripped linux/amd64 CLI at most
+// 5.5 MiB, and at most 2.0 MB xz-compressed (the form in a router's
+// squashfs).
+func (r *report) sizeGoal(cli int64) {
+	if cli <= 0 {
+		return
+	}
+	r.p("")
+	r.p("| goal | figure | met |")
+	r.p("|---|---|---|")
+	r.p("| stripped CLI for linux/amd64 ≤ 5.5 MiB | %s | %s |", mib(cli), yesNo(cli <= 5.5*(1<<20)))
+	if s, ok := r.read("xz.txt"); ok {
+		if xz, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64); err == nil {
+			r.p("| the same, `xz -9e` ≤ 2.0 MB | %.2f MB (%d B) | %s |", float64(xz)/1e6, xz, yesNo(xz <= 2e6))
+		}
 	}
 }
 
