@@ -266,8 +266,10 @@ func TestDialUDPAndSendUDPHonourContext(t *testing.T) {
 
 // nettestSubtests are those of nettest.TestConn that hold for datagrams.
 // BasicIO and PingPong need a stream's end of file at Close, which no UDP
-// socket, the kernel's included, has.
-const nettestSubtests = "ReadTimeout|WriteTimeout|PastTimeout|PresentTimeout|FutureTimeout|CloseTimeout|ConcurrentMethods|RacyRead|RacyWrite"
+// socket, the kernel's included, has; FutureTimeout and ConcurrentMethods
+// flood the socket and then wait for one marker datagram echoed back,
+// which a UDP socket may drop once its queue is full.
+const nettestSubtests = "ReadTimeout|WriteTimeout|PastTimeout|PresentTimeout|CloseTimeout|RacyRead|RacyWrite"
 
 // TestUDPConnNettest runs the conformance tests of golang.org/x/net/nettest
 // that apply to UDP on connected sockets (DialUDP) between two nodes, in a
