@@ -17,10 +17,6 @@ import (
 	"github.com/microlink-go/microlink/internal/wireguard"
 )
 
-// ErrNotConnected is returned by operations that need the network before
-// Start has brought the node up.
-var ErrNotConnected = errors.New("microlink: node not started")
-
 // Status is a snapshot of the node itself.
 type Status struct {
 	State     State
@@ -56,7 +52,7 @@ type Status struct {
 // Status returns a snapshot of the node itself.
 func (n *Node) Status() Status {
 	n.mu.Lock()
-	st := Status{State: n.st, AuthURL: n.authURL, Err: n.lastErr, Hostname: n.cfg.Hostname}
+	st := Status{State: n.st, AuthURL: n.authURL, Err: publicErr(n.lastErr), Hostname: n.cfg.Hostname}
 	st.NodeKey = n.ident.NodeKey.NodePublic().String()
 	data := n.data
 	n.mu.Unlock()
@@ -90,12 +86,19 @@ func (n *Node) Peers() []Peer {
 	data := n.data
 	n.mu.Unlock()
 	now := n.nm.Now()
-	var out []Peer
+	var ps []*Peer
 	n.nm.ForEachPeer(func(p *netmap.Peer) bool {
-		out = append(out, n.peerInfo(data, p, now))
+		info := n.peerInfo(data, p, now)
+		ps = append(ps, &info)
 		return true
 	})
-	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
+	// Sorting pointers shares the code of the package's other sorts,
+	// where sorting the structs would instantiate sorts of their own.
+	slices.SortStableFunc(ps, func(a, b *Peer) int { return strings.Compare(a.Name, b.Name) })
+	out := make([]Peer, len(ps))
+	for i, p := range ps {
+		out[i] = *p
+	}
 	return out
 }
 
@@ -141,7 +144,7 @@ func (n *Node) peerInfo(data *dataPlane, p *netmap.Peer, now time.Time) Peer {
 	for _, a := range p.Addresses {
 		out.Addresses = append(out.Addresses, a.Addr())
 	}
-	slices.SortStableFunc(out.Addresses, ipv4First)
+	ipv4First(out.Addresses)
 	out.Routes = peerRoutes(p)
 	out.ExitNodeOption = offersExit(p)
 	if data == nil {
@@ -178,14 +181,21 @@ func (n *Node) Resolve(name string) ([]netip.Addr, error) {
 		return nil, fmt.Errorf("microlink: no node named %q in the tailnet", name)
 	}
 	out := slices.Clone(addrs)
-	slices.SortStableFunc(out, ipv4First)
+	ipv4First(out)
 	return out, nil
 }
 
 // Ping pings the peer named target (a name Resolve understands, or a
-// tailnet IP) once and returns the answer. typ selects one kind of ping;
-// zero means PingDisco.
+// tailnet IP) and returns the answer. typ is one kind of ping, or several
+// combined with |, which are sent at the same time: the first answer is
+// returned, and its Type says which kind it was. Zero means PingDisco.
 func (n *Node) Ping(ctx context.Context, target string, typ PingType) (PingResult, error) {
+	if typ == 0 {
+		typ = PingDisco
+	}
+	if typ&^pingAll != 0 {
+		return PingResult{}, fmt.Errorf("microlink: unknown ping type %v", typ)
+	}
 	data, err := n.dataPlane()
 	if err != nil {
 		return PingResult{}, err
@@ -197,48 +207,87 @@ func (n *Node) Ping(ctx context.Context, target string, typ PingType) (PingResul
 	if p.ExpiredAt(n.nm.Now()) {
 		return PingResult{}, fmt.Errorf("microlink: peer %s: node key has expired", p.ShortName())
 	}
-	res := PingResult{Type: typ, Peer: p.ShortName()}
 	ip := pickAddr(p, target)
-	res.PeerIP = ip
-	switch typ {
-	case 0, PingDisco:
-		res.Type = PingDisco
+	var kinds []PingType
+	for k := PingDisco; k <= PingICMP; k <<= 1 {
+		if typ&k != 0 {
+			kinds = append(kinds, k)
+		}
+	}
+	if len(kinds) == 1 {
+		res, err := ping(ctx, data, &p, ip, typ)
+		return res, publicErr(err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type answer struct {
+		res PingResult
+		err error
+	}
+	answers := make(chan answer, len(kinds))
+	for _, k := range kinds {
+		go func() {
+			res, err := ping(ctx, data, &p, ip, k)
+			answers <- answer{res, err}
+		}()
+	}
+	var first *answer
+	var errs []error
+	for range kinds {
+		a := <-answers
+		switch {
+		case a.err == nil && first == nil:
+			first = &a
+			cancel() // the others are not needed; wait for them to stop
+		case a.err != nil:
+			errs = append(errs, a.err)
+		}
+	}
+	if first != nil {
+		return first.res, nil
+	}
+	return PingResult{Type: typ, Peer: p.ShortName(), PeerIP: ip}, publicErr(errors.Join(errs...))
+}
+
+// ping sends one ping of kind k to peer p at ip.
+func ping(ctx context.Context, data *dataPlane, p *netmap.Peer, ip netip.Addr, k PingType) (PingResult, error) {
+	res := PingResult{Type: k, Peer: p.ShortName(), PeerIP: ip}
+	var err error
+	switch k {
+	case PingDisco:
 		r, err := data.ms.Ping(ctx, p.Key)
 		if err != nil {
 			return res, err
 		}
 		res.Latency, res.Endpoint, res.DERPRegion = r.Latency, r.Addr, r.DERPRegion
+		return res, nil
 	case PingTSMP:
 		res.Latency, err = data.stack.PingTSMP(ctx, ip)
 	case PingICMP:
 		res.Latency, err = data.stack.PingICMP(ctx, ip)
-	default:
-		return res, fmt.Errorf("microlink: unknown ping type %v", typ)
 	}
 	if err != nil {
 		return res, err
 	}
-	if typ != PingDisco {
-		if st, ok := data.ms.PeerStatus(p.Key); ok {
-			if st.Addr.IsValid() && st.Trusted {
-				res.Endpoint = st.Addr
-			} else {
-				res.DERPRegion = st.DERPRegion
-			}
+	// The answer came through WireGuard: report the path it uses.
+	if st, ok := data.ms.PeerStatus(p.Key); ok {
+		if st.Addr.IsValid() && st.Trusted {
+			res.Endpoint = st.Addr
+		} else {
+			res.DERPRegion = st.DERPRegion
 		}
 	}
 	return res, nil
 }
 
-// ipv4First orders IPv4 addresses before IPv6 ones.
-func ipv4First(a, b netip.Addr) int {
-	switch {
-	case a.Is4() && !b.Is4():
-		return -1
-	case !a.Is4() && b.Is4():
-		return 1
+// ipv4First moves IPv4 addresses before IPv6 ones, keeping their order
+// otherwise. A node has two or three addresses.
+func ipv4First(addrs []netip.Addr) {
+	for i := 1; i < len(addrs); i++ {
+		for j := i; j > 0 && addrs[j].Is4() && !addrs[j-1].Is4(); j-- {
+			addrs[j], addrs[j-1] = addrs[j-1], addrs[j]
+		}
 	}
-	return 0
 }
 
 // pickAddr returns the peer address target names, or the peer's first IPv4
@@ -297,32 +346,49 @@ func (n *Node) checkRoute(dst netip.Addr) error {
 	return data.policy.routeTo(n.nm, data.exitNode(), dst)
 }
 
-// UDPConn is a UDP socket on the node's tailnet addresses. It implements
-// net.PacketConn; addresses are *net.UDPAddr.
-type UDPConn = tunnel.UDPConn
-
 // ListenUDP opens a UDP socket on port of the node's tailnet addresses
-// (IPv4 and IPv6). Port 0 picks a free port. Peers reach it at
-// IPv4():port. In TUN mode it returns ErrTUNMode, as ListenTCP does: the
-// host's IP stack serves the node's addresses, and programs listen there
-// with the net package; the dial methods (Dial, DialTCP, DialUDP,
-// SendUDP) then connect through the host's IP stack too.
+// (IPv4 and IPv6). Port 0 picks a free port; LocalAddr tells which. Peers
+// reach it at IPv4():port. In TUN mode it returns ErrTUNMode, as ListenTCP
+// does: the host's IP stack serves the node's addresses, and programs
+// listen there with the net package; the dial methods (Dial, DialTCP,
+// DialUDP, SendUDP) then connect through the host's IP stack too.
 func (n *Node) ListenUDP(port uint16) (*UDPConn, error) {
 	data, err := n.sockets()
 	if err != nil {
 		return nil, err
 	}
-	return data.stack.ListenUDP(port)
+	c, err := data.stack.ListenUDP(port)
+	if err != nil {
+		return nil, n.listenError("udp", port, err)
+	}
+	return &UDPConn{c: c}, nil
+}
+
+// listenError reports a failed Listen the way package net does.
+func (n *Node) listenError(network string, port uint16, err error) error {
+	var addr net.Addr = &net.UDPAddr{IP: n.IPv4().AsSlice(), Port: int(port)}
+	if network == "tcp" {
+		addr = &net.TCPAddr{IP: n.IPv4().AsSlice(), Port: int(port)}
+	}
+	if errors.Is(err, tunnel.ErrClosed) {
+		err = net.ErrClosed
+	}
+	return publicErr(&net.OpError{Op: "listen", Net: network, Addr: addr, Err: err})
 }
 
 // DialUDP returns a socket that sends to and receives only from addr,
-// "name:port" or "ip:port". Its Read and Write need no address. An
-// address that no peer routes for the node (outside the tailnet without
-// an exit node, or behind a subnet router whose routes the node does not
-// accept) is an error wrapping ErrNoRoute.
+// "name:port" or "ip:port", from a free port. Its Read and Write need no
+// address. An address that no peer routes for the node (outside the
+// tailnet without an exit node, or behind a subnet router whose routes the
+// node does not accept) is an error wrapping ErrNoRoute. Nothing is sent
+// until the first Write, so ctx only bounds finding addr's peer: DialUDP
+// fails if ctx is done.
 func (n *Node) DialUDP(ctx context.Context, addr string) (net.Conn, error) {
 	if _, err := n.dataPlane(); err != nil {
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: "udp", Err: err}
 	}
 	dst, err := n.resolveAddrPort(addr)
 	if err != nil {
@@ -338,7 +404,7 @@ func (n *Node) DialUDP(ctx context.Context, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &connectedUDP{c: c, remote: dst}, nil
+	return &connectedUDP{u: c, remote: dst}, nil
 }
 
 // resolveAddrPort turns "name:port" or "ip:port" into an address and port.
@@ -363,7 +429,8 @@ func (n *Node) resolveAddrPort(addr string) (netip.AddrPort, error) {
 }
 
 // ListenTCP listens for TCP connections to port on the node's tailnet
-// addresses (IPv4 and IPv6). Peers reach it at IPv4():port if the
+// addresses (IPv4 and IPv6). Port 0 picks a free port; the listener's Addr
+// tells which. Peers reach it at IPv4():port if the
 // tailnet's ACL lets them; connections to ports nobody listens on are
 // refused with a reset.
 func (n *Node) ListenTCP(port uint16) (net.Listener, error) {
@@ -373,7 +440,7 @@ func (n *Node) ListenTCP(port uint16) (net.Listener, error) {
 	}
 	l, err := data.stack.ListenTCP(port)
 	if err != nil {
-		return nil, fmt.Errorf("microlink: %w", err)
+		return nil, n.listenError("tcp", port, err)
 	}
 	return l, nil
 }
@@ -403,20 +470,29 @@ func (n *Node) DialTCP(ctx context.Context, addr string) (net.Conn, error) {
 	}
 	c, err := data.stack.DialTCP(ctx, dst)
 	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(dst), Err: err}
+		if errors.Is(err, tunnel.ErrClosed) {
+			err = net.ErrClosed
+		}
+		return nil, publicErr(&net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(dst), Err: err})
 	}
 	return c, nil
 }
 
 // SendUDP sends one datagram to addr ("name:port" or "ip:port") from an
-// ephemeral port: the simplest way to send a reading to a collector.
+// ephemeral port: the simplest way to send a reading to a collector. It
+// fails with ctx's error if ctx is done before the datagram is sent.
 func (n *Node) SendUDP(ctx context.Context, addr string, payload []byte) error {
 	c, err := n.DialUDP(ctx, addr)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	_, err = c.Write(payload)
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetWriteDeadline(dl)
+	}
+	if _, err = c.Write(payload); err != nil && ctx.Err() != nil {
+		return &net.OpError{Op: "write", Net: "udp", Addr: c.RemoteAddr(), Err: ctx.Err()}
+	}
 	return err
 }
 
@@ -470,7 +546,7 @@ func (n *Node) Rebind() error {
 	if ctl := n.control(); ctl != nil {
 		ctl.Rebind()
 	}
-	return data.ms.Rebind()
+	return publicErr(data.ms.Rebind())
 }
 
 // DERPRegionCodes returns the short codes (such as "nyc") of the DERP

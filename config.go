@@ -24,30 +24,30 @@ const (
 )
 
 // Config configures a Node. The zero value is usable given an AuthKey (or an
-// interactive login) and a StateDir; every field has an environment
-// fallback or a default, applied by New.
+// interactive login) and a StateDir; New applies the defaults below. New
+// does not read the environment: a program that wants the TS_* variables
+// the microlink CLI honours calls ApplyEnv first.
 type Config struct {
 	// AuthKey is a pre-authorized key ("tskey-auth-…" on Tailscale, or a
-	// Headscale pre-auth key). Empty means the environment variable
-	// TS_AUTHKEY; if that is empty too, the node logs in interactively and
+	// Headscale pre-auth key). Empty means an interactive login: the node
 	// reports the login URL through OnAuthURL and the log.
 	AuthKey string
 
-	// Hostname is the node's name in the tailnet. Empty means
-	// TS_HOSTNAME, then the operating system's host name.
+	// Hostname is the node's name in the tailnet. Empty means the operating
+	// system's host name.
 	Hostname string
 
 	// ControlURL is the control server: Tailscale's (the default) or a
-	// Headscale server. Empty means TS_CONTROL_URL, then DefaultControlURL.
+	// Headscale server. Empty means DefaultControlURL.
 	ControlURL string
 
 	// StateDir holds the node's identity (machine and node keys) and a cache
-	// of known peers. Empty means TS_STATE_DIR; if that is empty too, the
-	// identity lives only in memory and a new node is created at every start.
+	// of known peers. Empty means the identity lives only in memory and a
+	// new node is created at every start.
 	StateDir string
 
-	// Port is the local UDP port. 0 means TS_PORT, then DefaultPort (with
-	// fallback to any free port). -1 means any free port.
+	// Port is the local UDP port. 0 means DefaultPort (with fallback to any
+	// free port). -1 means any free port.
 	Port int
 
 	// Ephemeral asks control to remove the node soon after it goes offline.
@@ -184,9 +184,13 @@ func (c TCPConfig) stackConfig() tcp.Config {
 	}
 }
 
-// withDefaults returns a copy of c with environment fallbacks and defaults
-// applied, or an error naming the first invalid field.
-func (c Config) withDefaults() (Config, error) {
+// ApplyEnv fills the fields of c that are empty (Port: 0) from the
+// environment variables the microlink CLI reads, as tailscale's tools name
+// them: TS_AUTHKEY, TS_HOSTNAME, TS_CONTROL_URL, TS_STATE_DIR and TS_PORT.
+// Fields already set win. It fails only for a TS_PORT that is not a
+// number. New never reads the environment itself, so a library program
+// does so only if it calls ApplyEnv.
+func (c *Config) ApplyEnv() error {
 	env := func(dst *string, name string) {
 		if *dst == "" {
 			*dst = strings.TrimSpace(os.Getenv(name))
@@ -197,14 +201,20 @@ func (c Config) withDefaults() (Config, error) {
 	env(&c.ControlURL, "TS_CONTROL_URL")
 	env(&c.StateDir, "TS_STATE_DIR")
 	if c.Port == 0 {
-		if s := os.Getenv("TS_PORT"); s != "" {
+		if s := strings.TrimSpace(os.Getenv("TS_PORT")); s != "" {
 			p, err := strconv.Atoi(s)
 			if err != nil {
-				return c, fmt.Errorf("microlink: TS_PORT=%q is not a port number", s)
+				return fmt.Errorf("microlink: TS_PORT=%q is not a port number", s)
 			}
 			c.Port = p
 		}
 	}
+	return nil
+}
+
+// withDefaults returns a copy of c with the defaults applied, or an error
+// naming the first invalid field.
+func (c Config) withDefaults() (Config, error) {
 	if c.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {

@@ -6,11 +6,6 @@ import (
 )
 
 func TestConfigDefaults(t *testing.T) {
-	t.Setenv("TS_AUTHKEY", "")
-	t.Setenv("TS_CONTROL_URL", "")
-	t.Setenv("TS_HOSTNAME", "")
-	t.Setenv("TS_STATE_DIR", "")
-	t.Setenv("TS_PORT", "")
 	c, err := Config{}.withDefaults()
 	if err != nil {
 		t.Fatal(err)
@@ -20,28 +15,39 @@ func TestConfigDefaults(t *testing.T) {
 	}
 }
 
-func TestConfigEnvFallbacks(t *testing.T) {
+func TestConfigApplyEnv(t *testing.T) {
 	t.Setenv("TS_AUTHKEY", "tskey-auth-env")
 	t.Setenv("TS_CONTROL_URL", "http://127.0.0.1:9911")
 	t.Setenv("TS_HOSTNAME", "envhost")
 	t.Setenv("TS_STATE_DIR", "/tmp/x")
-	t.Setenv("TS_PORT", "5555")
+	t.Setenv("TS_PORT", " 5555 ")
+	// New alone does not read the environment.
 	c, err := Config{}.withDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.AuthKey != "tskey-auth-env" || c.ControlURL != "http://127.0.0.1:9911" || c.Hostname != "envhost" || c.StateDir != "/tmp/x" || c.Port != 5555 {
-		t.Fatalf("env = %+v", c)
+	if c.AuthKey != "" || c.ControlURL != DefaultControlURL || c.Hostname == "envhost" || c.StateDir != "" || c.Port != DefaultPort {
+		t.Fatalf("the library read the environment: %+v", c)
+	}
+	var e Config
+	if err := e.ApplyEnv(); err != nil {
+		t.Fatal(err)
+	}
+	if e.AuthKey != "tskey-auth-env" || e.ControlURL != "http://127.0.0.1:9911" || e.Hostname != "envhost" || e.StateDir != "/tmp/x" || e.Port != 5555 {
+		t.Fatalf("env = %+v", e)
 	}
 	// Explicit fields win over the environment.
-	c, err = Config{AuthKey: "k", Hostname: "h", Port: 7}.withDefaults()
-	if err != nil || c.AuthKey != "k" || c.Hostname != "h" || c.Port != 7 {
-		t.Fatalf("explicit = %+v, %v", c, err)
+	e = Config{AuthKey: "k", Hostname: "h", Port: 7}
+	if err := e.ApplyEnv(); err != nil || e.AuthKey != "k" || e.Hostname != "h" || e.Port != 7 || e.StateDir != "/tmp/x" {
+		t.Fatalf("explicit = %+v, %v", e, err)
+	}
+	t.Setenv("TS_PORT", "fast")
+	if err := new(Config).ApplyEnv(); err == nil || !strings.Contains(err.Error(), "TS_PORT") {
+		t.Fatalf("bad TS_PORT: %v", err)
 	}
 }
 
 func TestConfigInvalid(t *testing.T) {
-	t.Setenv("TS_PORT", "")
 	for _, tc := range []struct {
 		c    Config
 		want string
@@ -64,10 +70,6 @@ func TestConfigInvalid(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: err = %v, want %q", tc.c, err, tc.want)
 		}
-	}
-	t.Setenv("TS_PORT", "nope")
-	if _, err := (Config{}).withDefaults(); err == nil || !strings.Contains(err.Error(), "TS_PORT") {
-		t.Errorf("bad TS_PORT: %v", err)
 	}
 }
 

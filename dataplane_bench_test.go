@@ -48,7 +48,7 @@ func BenchmarkPathDelta(b *testing.B) {
 	defer d.close()
 	nm := netmap.New(netmap.Options{})
 	full := bigNetmap(10000)
-	ch, err := nm.Apply(full)
+	ch, err := nm.Apply(mapMessage(b, full))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func BenchmarkPathDelta(b *testing.B) {
 	for b.Loop() {
 		i++
 		ep := []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), uint16(i))}
-		ch, err := nm.Apply(&tailcfg.MapResponse{PeersChangedPatch: []*tailcfg.PeerChange{{NodeID: tailcfg.NodeID(2 + i%10000), Endpoints: ep}}})
+		ch, err := nm.Apply(mapMessage(b, &tailcfg.MapResponse{PeersChangedPatch: []*tailcfg.PeerChange{{NodeID: tailcfg.NodeID(2 + i%10000), Endpoints: ep}}}))
 		if err != nil || !ch.PathsChanged {
 			b.Fatal(err, ch)
 		}

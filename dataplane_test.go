@@ -33,7 +33,7 @@ func newTestDataPlane(t testing.TB) *dataPlane {
 func TestDeltasMatchFullRebuild(t *testing.T) {
 	d := newTestDataPlane(t)
 	nm := netmap.New(netmap.Options{})
-	ch, err := nm.Apply(bigNetmap(40))
+	ch, err := nm.Apply(mapMessage(t, bigNetmap(40)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestDeltasMatchFullRebuild(t *testing.T) {
 		case 4: // key expires
 			resp.PeersChangedPatch = []*tailcfg.PeerChange{{NodeID: id, KeyExpiry: &past}}
 		}
-		ch, err := nm.Apply(resp)
+		ch, err := nm.Apply(mapMessage(t, resp))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +72,7 @@ func TestDeltasMatchFullRebuild(t *testing.T) {
 	}
 	now := nm.Now()
 	want := map[key.NodePublic]*netmap.Peer{}
-	nm.ForEachPeer(func(p *netmap.Peer) bool { want[p.Key] = p; return true })
+	nm.ForEachPeer(func(p *netmap.Peer) bool { q := *p; want[p.Key] = &q; return true })
 	for _, k := range everKeys {
 		p := want[k]
 		st, inMS := d.ms.PeerStatus(k)
@@ -109,7 +109,7 @@ func TestFilterBeforePeers(t *testing.T) {
 	nm := netmap.New(netmap.Options{})
 	first := bigNetmap(3)
 	first.PacketFilter = []tailcfg.FilterRule{{SrcIPs: []string{"*"}, DstPorts: []tailcfg.NetPortRange{{IP: "*", Ports: tailcfg.PortRange{First: 22, Last: 22}}}}}
-	ch, err := nm.Apply(first)
+	ch, err := nm.Apply(mapMessage(t, first))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,10 +121,10 @@ func TestFilterBeforePeers(t *testing.T) {
 
 	joined := bigNetmap(1).Peers[0]
 	joined.ID = 100
-	ch, err = nm.Apply(&tailcfg.MapResponse{
+	ch, err = nm.Apply(mapMessage(t, &tailcfg.MapResponse{
 		PeersChanged: []*tailcfg.Node{joined},
 		PacketFilter: []tailcfg.FilterRule{{SrcIPs: []string{"*"}, DstPorts: []tailcfg.NetPortRange{{IP: "*", Ports: tailcfg.PortRange{First: 80, Last: 80}}}}},
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

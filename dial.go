@@ -96,15 +96,15 @@ func (n *Node) dialAddr(ctx context.Context, network string, dst netip.AddrPort)
 	if network[0] == 't' {
 		c, err := data.stack.DialTCP(ctx, dst)
 		if err != nil {
-			return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(dst), Err: err}
+			return nil, publicErr(&net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(dst), Err: err})
 		}
 		return c, nil
 	}
 	c, err := data.stack.ListenUDP(0)
 	if err != nil {
-		return nil, err
+		return nil, n.listenError("udp", 0, err)
 	}
-	return &connectedUDP{c: c, remote: dst}, nil
+	return &connectedUDP{u: &UDPConn{c: c}, remote: dst}, nil
 }
 
 func netAddr(network string, ap netip.AddrPort) net.Addr {

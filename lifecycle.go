@@ -10,6 +10,7 @@ import (
 	"github.com/microlink-go/microlink/internal/control"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/magicsock"
+	"github.com/microlink-go/microlink/internal/netmap"
 	"github.com/microlink-go/microlink/internal/packet"
 	"github.com/microlink-go/microlink/internal/router"
 	"github.com/microlink-go/microlink/internal/state"
@@ -81,7 +82,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.closeRelay()
 		n.stack.Close()
 		n.closeTUN()
-		return fmt.Errorf("microlink: %w", err)
+		return publicErr(fmt.Errorf("microlink: %w", err))
 	}
 	n.restorePeerCache(data)
 
@@ -97,7 +98,7 @@ func (n *Node) Start(ctx context.Context) error {
 		OnState:       n.onControlState,
 		OnNodeKey:     n.onNodeKey,
 		OnNewStream:   n.markNewStream,
-		OnMapResponse: n.onMapResponse,
+		OnMapResponse: n.onMapMessage,
 		OnReported:    n.onReported,
 		Pinger:        controlPinger{n},
 	})
@@ -106,7 +107,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.closeRelay()
 		n.stack.Close()
 		n.closeTUN()
-		return fmt.Errorf("microlink: %w", err)
+		return publicErr(fmt.Errorf("microlink: %w", err))
 	}
 	ctl.SetDiscoKey(n.disco.DiscoPublic())
 
@@ -147,7 +148,7 @@ func (n *Node) Start(ctx context.Context) error {
 			if errors.As(err, &re) {
 				return &RegistrationError{Reason: re.Msg}
 			}
-			return fmt.Errorf("microlink: %w", err)
+			return publicErr(fmt.Errorf("microlink: %w", err))
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -202,6 +203,7 @@ func (n *Node) Close() error {
 	n.closeTUN()
 	n.savePeerCache()
 	n.setState(Stopped, "", nil)
+	n.events.close(Event{State: Stopped}) // if the state was Stopped already
 	return nil
 }
 
@@ -215,12 +217,12 @@ func (n *Node) Logout(ctx context.Context) error {
 		return ErrNotConnected
 	}
 	if err := ctl.Logout(ctx); err != nil {
-		return fmt.Errorf("microlink: logout: %w", err)
+		return publicErr(fmt.Errorf("microlink: logout: %w", err))
 	}
 	n.Close()
 	if n.store != nil {
 		if err := n.store.Remove(); err != nil {
-			return fmt.Errorf("microlink: logout: %w", err)
+			return publicErr(fmt.Errorf("microlink: logout: %w", err))
 		}
 	}
 	return nil
@@ -243,11 +245,7 @@ func (n *Node) newDataPlane(nodeKey key.Private) (*dataPlane, error) {
 				ctl.SetEndpoints(controlEndpoints(eps))
 			}
 		},
-		OnHomeDERP: func(region int) {
-			if ctl := n.control(); ctl != nil {
-				ctl.SetPreferredDERP(region)
-			}
-		},
+		OnHomeDERP: n.onHomeDERP,
 	})
 	if err == nil {
 		n.current.Store(d)
@@ -267,6 +265,18 @@ func (n *Node) control() *control.Client {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.ctl
+}
+
+// onHomeDERP is called when the connection to a new home DERP region is
+// up: control is told, and the node may now be reachable.
+func (n *Node) onHomeDERP(region int) {
+	if ctl := n.control(); ctl != nil {
+		ctl.SetPreferredDERP(region)
+	}
+	n.mu.Lock()
+	n.homeUp = region
+	n.mu.Unlock()
+	n.updateConnected()
 }
 
 // reachableGrace bounds how long a node that has its netmap waits for
@@ -306,8 +316,8 @@ func (n *Node) markNewStream() {
 	n.mu.Unlock()
 }
 
-// onMapResponse applies one map message to the netmap and the data plane.
-func (n *Node) onMapResponse(resp *tailcfg.MapResponse) {
+// onMapMessage applies one map message to the netmap and the data plane.
+func (n *Node) onMapMessage(resp *netmap.Message) {
 	n.mu.Lock()
 	fresh := n.newStream || !n.gotMap
 	n.newStream, n.gotMap = false, true
@@ -359,7 +369,10 @@ func (n *Node) onReported(homeDERP, endpoints int) {
 // updateConnected moves the node to Connected once it is reachable: control
 // streams the netmap, the device is authorized, and control knows the home
 // DERP region through which peers reach it first (unless there are no
-// relays, or the grace period for finding one is over).
+// relays, or the grace period for finding one is over). Control knows it
+// when it accepted a lite update with it, or, without waiting for one, when
+// the self node it sends already names the region whose connection is up,
+// as after a restart.
 func (n *Node) updateConnected() {
 	self, ok := n.nm.Self()
 	n.mu.Lock()
@@ -372,7 +385,8 @@ func (n *Node) updateConnected() {
 		n.setState(NeedsApproval, "", nil)
 		return
 	}
-	ready := n.reportedDERP != 0 || n.graceOver || !hasRegions(n.nm.DERPMap())
+	known := n.reportedDERP != 0 || (n.homeUp != 0 && self.HomeDERP == n.homeUp)
+	ready := known || n.graceOver || !hasRegions(n.nm.DERPMap())
 	if !ready && n.graceTimer == nil && !n.closed {
 		n.graceTimer = time.AfterFunc(reachableGrace, func() {
 			n.mu.Lock()
@@ -401,6 +415,7 @@ func (n *Node) onNodeKey(k key.Private) {
 	ident := *n.ident
 	old := n.data
 	n.newStream = true
+	n.homeUp = 0 // the new data plane connects afresh
 	n.mu.Unlock()
 	if n.store != nil {
 		if err := n.store.SaveIdentity(&ident); err != nil {

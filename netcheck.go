@@ -37,7 +37,7 @@ func (n *Node) Netcheck(ctx context.Context) (NetcheckReport, error) {
 	}
 	r, err := data.ms.Netcheck(ctx)
 	if err != nil {
-		return NetcheckReport{}, fmt.Errorf("microlink: netcheck: %w", err)
+		return NetcheckReport{}, publicErr(fmt.Errorf("microlink: netcheck: %w", err))
 	}
 	out := NetcheckReport{
 		UDP: r.UDP, GlobalV4: r.GlobalV4, GlobalV6: r.GlobalV6,

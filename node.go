@@ -50,7 +50,7 @@ type Node struct {
 	authURL   string
 	lastErr   error
 	changed   chan struct{} // closed and replaced at every state change
-	watchers  []func(Event)
+	events    eventQueue    // for Watch
 	started   bool
 	gotMap    bool // a map message was applied
 	newStream bool // the next map message starts a new stream
@@ -58,6 +58,7 @@ type Node struct {
 	retired      Stats        // counters of data planes replaced at key rotations
 	ctlKind      control.Kind // the control client's last state
 	reportedDERP int          // home DERP region control has accepted from us
+	homeUp       int          // home DERP region whose connection is up
 	graceOver    bool         // stopped waiting for reportedDERP
 	graceTimer   *time.Timer
 	cacheTimer   *time.Timer // pending peer-cache save
@@ -92,12 +93,12 @@ func New(cfg Config) (*Node, error) {
 	if cfg.StateDir != "" {
 		n.store, err = state.Open(cfg.StateDir, n.logger)
 		if err != nil {
-			return nil, fmt.Errorf("microlink: %w", err)
+			return nil, publicErr(fmt.Errorf("microlink: %w", err))
 		}
 		var created bool
 		n.ident, created, err = n.store.LoadOrCreateIdentity()
 		if err != nil {
-			return nil, fmt.Errorf("microlink: %w", err)
+			return nil, publicErr(fmt.Errorf("microlink: %w", err))
 		}
 		n.identNew = created
 		if created {
@@ -147,18 +148,6 @@ func (n *Node) WaitState(ctx context.Context, want State) error {
 	}
 }
 
-// Watch registers f to be called after every change of state or of the
-// peer list. Calls are made one at a time, from the node's own goroutines:
-// f must not block.
-func (n *Node) Watch(f func(Event)) {
-	n.mu.Lock()
-	n.watchers = append(n.watchers, f)
-	n.mu.Unlock()
-}
-
-// ErrClosed is returned by operations on a closed Node.
-var ErrClosed = errors.New("microlink: node closed")
-
 func (n *Node) setState(st State, authURL string, err error) {
 	n.mu.Lock()
 	if n.closed && st != Stopped {
@@ -167,30 +156,29 @@ func (n *Node) setState(st State, authURL string, err error) {
 	}
 	same := n.st == st && n.authURL == authURL && errors.Is(err, n.lastErr) && errors.Is(n.lastErr, err)
 	n.st, n.authURL, n.lastErr = st, authURL, err
-	if !same {
-		close(n.changed)
-		n.changed = make(chan struct{})
-	}
-	ws := n.watchers
-	n.mu.Unlock()
 	if same {
+		n.mu.Unlock()
 		return
 	}
-	n.logger.Info("microlink: state", "state", st.String())
-	ev := Event{State: st, AuthURL: authURL, Err: err}
-	for _, w := range ws {
-		w(ev)
+	close(n.changed)
+	n.changed = make(chan struct{})
+	ev := Event{State: st, AuthURL: authURL, Err: publicErr(err)}
+	if st == Stopped {
+		n.mu.Unlock()
+		n.logger.Info("microlink: state", "state", st.String())
+		n.events.close(ev)
+		return
 	}
+	// Queued under n.mu, so that events are in the order of the changes.
+	n.events.push(ev)
+	n.mu.Unlock()
+	n.logger.Info("microlink: state", "state", st.String())
 }
 
 func (n *Node) notifyPeers() {
 	n.mu.Lock()
-	ev := Event{State: n.st, AuthURL: n.authURL, Err: n.lastErr, PeersChanged: true}
-	ws := n.watchers
+	n.events.push(Event{State: n.st, AuthURL: n.authURL, Err: publicErr(n.lastErr), PeersChanged: true})
 	n.mu.Unlock()
-	for _, w := range ws {
-		w(ev)
-	}
 }
 
 func (n *Node) hostinfo() *tailcfg.Hostinfo {

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/microlink-go/microlink/internal/control"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/internal/tunnel"
@@ -207,5 +208,35 @@ func TestStatsSurviveKeyRotation(t *testing.T) {
 	n.data.ms.ReceiveDERP(1, key.NewPrivate().NodePublic(), junk)
 	if after := n.Stats(); after.DERPPacketsIn != 2 || after.Dropped <= before.Dropped {
 		t.Fatalf("stats after one more message %+v", after)
+	}
+}
+
+// TestConnectedWhenControlKnowsHome: a node whose self node, as control
+// sends it, already names the home region it is connected to counts as
+// reachable without waiting for a lite update; otherwise it waits.
+func TestConnectedWhenControlKnowsHome(t *testing.T) {
+	for _, tc := range []struct {
+		controlHome int
+		want        State
+	}{{5, Connected}, {6, Connecting}, {0, Connecting}} {
+		n, _ := offlineNode(t)
+		n.setState(Connecting, "", nil)
+		n.onControlState(control.State{Kind: control.Connected})
+		n.onMapResponse(&tailcfg.MapResponse{
+			Node: &tailcfg.Node{ID: 1, Key: n.ident.NodeKey.NodePublic(), HomeDERP: tc.controlHome, MachineAuthorized: true,
+				Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}},
+			DERPMap: &tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{5: {RegionID: 5, RegionCode: "r5"}, 6: {RegionID: 6, RegionCode: "r6"}}},
+		})
+		if st := n.State(); st != Connecting {
+			t.Fatalf("home %d: %v before the home DERP connection is up", tc.controlHome, st)
+		}
+		n.onHomeDERP(5)
+		if st := n.State(); st != tc.want {
+			t.Errorf("control's home %d, ours 5: %v, want %v", tc.controlHome, st, tc.want)
+		}
+		n.onReported(5, 1)
+		if st := n.State(); st != Connected {
+			t.Errorf("control's home %d: %v after control accepted ours", tc.controlHome, st)
+		}
 	}
 }

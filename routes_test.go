@@ -106,7 +106,7 @@ func TestRoutePolicy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := newPolicyDataPlane(t, tc.policy)
 			nm := netmap.New(netmap.Options{})
-			ch, err := nm.Apply(routesNetmap(true))
+			ch, err := nm.Apply(mapMessage(t, routesNetmap(true)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -152,7 +152,7 @@ func TestRoutePolicy(t *testing.T) {
 func TestExitNodeArrives(t *testing.T) {
 	d := newPolicyDataPlane(t, routePolicy{exitNode: "exitnode"})
 	nm := netmap.New(netmap.Options{})
-	ch, err := nm.Apply(routesNetmap(false))
+	ch, err := nm.Apply(mapMessage(t, routesNetmap(false)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestExitNodeArrives(t *testing.T) {
 		t.Fatal("the internet is routed without the exit node")
 	}
 	full := routesNetmap(true)
-	ch, err = nm.Apply(&tailcfg.MapResponse{PeersChanged: full.Peers[2:]})
+	ch, err = nm.Apply(mapMessage(t, &tailcfg.MapResponse{PeersChanged: full.Peers[2:]}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestExitNodeArrives(t *testing.T) {
 	if !routed(t, d, inetHost) {
 		t.Fatal("the internet is not routed through the exit node that joined")
 	}
-	ch, err = nm.Apply(&tailcfg.MapResponse{PeersRemoved: []tailcfg.NodeID{3}})
+	ch, err = nm.Apply(mapMessage(t, &tailcfg.MapResponse{PeersRemoved: []tailcfg.NodeID{3}}))
 	if err != nil {
 		t.Fatal(err)
 	}

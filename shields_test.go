@@ -26,12 +26,12 @@ func TestShieldsUp(t *testing.T) {
 		}
 		peer := key.NewPrivate().NodePublic()
 		nm := netmap.New(netmap.Options{})
-		ch, err := nm.Apply(&tailcfg.MapResponse{
+		ch, err := nm.Apply(mapMessage(t, &tailcfg.MapResponse{
 			Node:  &tailcfg.Node{ID: 1, Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}},
 			Peers: []*tailcfg.Node{{ID: 2, Key: peer, Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32")}}},
 			PacketFilter: []tailcfg.FilterRule{{SrcIPs: []string{"*"},
 				DstPorts: []tailcfg.NetPortRange{{IP: "*", Ports: tailcfg.PortRange{First: 0, Last: 65535}}}}},
-		})
+		}))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -91,8 +91,9 @@ type Peer struct {
 	ExitNode       bool // the peer is this node's exit node
 }
 
-// PingType selects how Ping reaches a peer. They can be combined with |;
-// the zero value means PingDisco.
+// PingType selects how Ping reaches a peer. Kinds combine with |, to send
+// several at once and take the first answer; the zero value means
+// PingDisco.
 type PingType int
 
 const (
@@ -107,17 +108,31 @@ const (
 	PingICMP
 )
 
-// String returns "disco", "TSMP" or "ICMP".
+// pingAll is every kind of ping.
+const pingAll = PingDisco | PingTSMP | PingICMP
+
+// String returns "disco", "TSMP" or "ICMP", or for several kinds their
+// names joined with "|".
 func (t PingType) String() string {
-	switch t {
-	case 0, PingDisco:
-		return "disco"
-	case PingTSMP:
-		return "TSMP"
-	case PingICMP:
-		return "ICMP"
+	if t == 0 {
+		t = PingDisco
 	}
-	return fmt.Sprintf("PingType(%d)", int(t))
+	if t&^pingAll != 0 {
+		return fmt.Sprintf("PingType(%d)", int(t))
+	}
+	s := ""
+	for _, k := range [...]struct {
+		t    PingType
+		name string
+	}{{PingDisco, "disco"}, {PingTSMP, "TSMP"}, {PingICMP, "ICMP"}} {
+		if t&k.t != 0 {
+			if s != "" {
+				s += "|"
+			}
+			s += k.name
+		}
+	}
+	return s
 }
 
 // PingResult is the answer to one Ping.
@@ -127,7 +142,7 @@ type PingResult struct {
 	PeerIP   netip.Addr
 	Latency  time.Duration
 	Endpoint netip.AddrPort // the direct path the answer came on, if any
-	// DERPRegion is the relay region the answer came through, if not direct.
+	// DERPRegion is the DERP region the answer came through, if not direct.
 	DERPRegion int
 }
 

@@ -65,7 +65,7 @@ func (n *Node) WhoIs(addr string) (WhoIsResult, error) {
 		for _, a := range self.Addresses {
 			res.Node.Addresses = append(res.Node.Addresses, a.Addr())
 		}
-		slices.SortStableFunc(res.Node.Addresses, ipv4First)
+		ipv4First(res.Node.Addresses)
 		return res, nil
 	}
 	return WhoIsResult{}, fmt.Errorf("microlink: whois: no node has the address %v", ip)

@@ -121,6 +121,11 @@ floor "microlink library only (examples/basic_connect)" . "" ./examples/basic_co
 floor "size floor (tls, json, slog, net)" interop "" ./bench/sizefloor
 floor "size floor + net/http client" interop withhttp ./bench/sizefloor
 
+# The amd64 CLI compressed as it would sit in a router's squashfs.
+if command -v xz >/dev/null 2>&1 && [ -s "$bin/microlink-amd64" ]; then
+	xz -9e -c "$bin/microlink-amd64" | wc -c >"$results/xz.txt"
+fi
+
 # The same amd64 build without -s -w, for the report's breakdown by package.
 env CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -o "$bin/microlink-amd64.unstripped" ./cmd/microlink 2>/dev/null || true
 
@@ -198,7 +203,7 @@ if [ "$mode" = quick ]; then
 else
 	sizes='10000|50000'
 fi
-rec netmap . "go test -run '^\$' -bench 'BenchmarkNetmapScale/peers=($sizes)/' -benchtime=1x -count=1 ./internal/netmap" \
+rec netmap . "go test -run '^\$' -bench 'BenchmarkNetmapScale/peers=($sizes)\$' -benchtime=1x -count=1 ./internal/control" \
 	>"$results/netmap.txt" 2>&1 || { fail "netmap benchmark failed"; tail -20 "$results/netmap.txt" >&2; }
 grep -E '^Benchmark' "$results/netmap.txt" >&2
 

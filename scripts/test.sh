@@ -51,9 +51,13 @@ go vet ./...
 GOARCH=arm GOARM=7 go vet ./...    # 32-bit targets: routers and Pi Zeros
 GOARCH=mipsle GOMIPS=softfloat go build -o /dev/null ./cmd/microlink
 (cd interop && go vet ./...)
+go mod tidy -diff || { echo "go.mod or go.sum is not tidy: run go mod tidy"; exit 1; }
 if grep -qE '^\s*(tailscale\.com|gvisor\.dev)' go.mod; then
 	echo "product go.mod must not require tailscale.com or gVisor"; exit 1
 fi
+
+log "binary size budget (.ci/size-budget)"
+./scripts/size-check.sh
 
 log "building tailscaled and tailscale, and headscale (once per run)"
 MICROLINK_TS_BIN=$(bash interop/build-tailscale.sh)

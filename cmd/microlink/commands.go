@@ -22,10 +22,10 @@ import (
 func runUp(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("up", commands()[0].usage, stderr)
 	authKey := fs.String("authkey", "", "auth key to register the node (default $TS_AUTHKEY; empty: interactive login)")
-	hostname := fs.String("hostname", "", "name of this node in the tailnet (default the OS host name)")
+	hostname := fs.String("hostname", "", "name of this node in the tailnet (default $TS_HOSTNAME, then the OS host name)")
 	loginServer := fs.String("login-server", "", "control server URL (default $TS_CONTROL_URL, then "+microlink.DefaultControlURL+")")
 	statedir := fs.String("statedir", "", "directory for the node's identity and peer cache (default $TS_STATE_DIR)")
-	port := fs.Int("port", 0, fmt.Sprintf("UDP port for WireGuard, disco and STUN (default %d, or any free port if busy)", microlink.DefaultPort))
+	port := fs.Int("port", 0, fmt.Sprintf("UDP port for WireGuard, disco and STUN (default $TS_PORT, then %d, or any free port if busy)", microlink.DefaultPort))
 	socket := fs.String("socket", "", "local API socket (default <statedir>/microlink.sock)")
 	tags := fs.String("advertise-tags", "", "ACL tags to request for this node, comma-separated (tag:a,tag:b)")
 	shieldsUp := fs.Bool("shields-up", false, "refuse every connection peers start to this node")
@@ -105,6 +105,9 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 		OnAuthURL: func(u string) {
 			fmt.Fprintf(stderr, "\nTo authorize this node, visit:\n\n\t%s\n\n", u)
 		},
+	}
+	if err := cfg.ApplyEnv(); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -114,7 +114,7 @@ func (d *daemon) rebind() error {
 		d.logger.Warn("rebind failed", "err", err)
 		return err
 	}
-	d.logger.Info("rebound: UDP socket reopened, endpoints and relay connections renewed")
+	d.logger.Info("rebound: UDP socket reopened, endpoints and DERP connections renewed")
 	return nil
 }
 

@@ -17,7 +17,7 @@
 // "up" runs in the foreground until SIGINT or SIGTERM and serves a local API
 // on a unix socket (default <statedir>/microlink.sock, mode 0600) that the
 // other commands use. SIGHUP (or POST /rebind on the local API) tells it
-// that the network changed: it reopens its UDP socket, renews its relay
+// that the network changed: it reopens its UDP socket, renews its DERP
 // connections and reports its new endpoints, keeping its identity.
 //
 // With --tun (Linux, root) "up" creates a TUN device and routes the

@@ -384,7 +384,7 @@ func TestPrintStatus(t *testing.T) {
 	printStatus(&b, st)
 	for _, want := range []string{"100.64.0.2", "sensor-1", "self", "Running",
 		"laptop", "online", "direct 192.0.2.7:41641", "1.50ms", "rx 10 tx 20",
-		"phone", "offline", "relay 9"} {
+		"phone", "offline", "DERP(9)"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, b.String())
 		}
@@ -424,7 +424,7 @@ func TestPrintStatus(t *testing.T) {
 	st.Stats.DERPBytesIn, st.Stats.DERPBytesOut = 32, 64
 	b.Reset()
 	printStatus(&b, st)
-	if want := "WireGuard bytes: direct rx 148 tx 96, relayed rx 32 tx 64"; !strings.Contains(b.String(), want) {
+	if want := "WireGuard bytes: direct rx 148 tx 96, DERP rx 32 tx 64"; !strings.Contains(b.String(), want) {
 		t.Errorf("status lacks %q:\n%s", want, b.String())
 	}
 	if strings.Contains(b.String(), "#") {

@@ -273,7 +273,7 @@ func printStatus(w io.Writer, st statusJSON) {
 		case "direct":
 			path = "direct " + p.CurAddr
 		case "derp":
-			path = fmt.Sprintf("relay %d", p.DERPRegion)
+			path = fmt.Sprintf("DERP(%d)", p.DERPRegion)
 		}
 		lat := "-"
 		if p.LatencyMS > 0 {
@@ -298,7 +298,7 @@ func printStatus(w io.Writer, st statusJSON) {
 		}
 	}
 	if s := st.Stats; s.DirectPacketsIn+s.DirectPacketsOut+s.DERPPacketsIn+s.DERPPacketsOut > 0 {
-		fmt.Fprintf(w, "\nWireGuard bytes: direct rx %d tx %d, relayed rx %d tx %d\n",
+		fmt.Fprintf(w, "\nWireGuard bytes: direct rx %d tx %d, DERP rx %d tx %d\n",
 			s.DirectBytesIn, s.DirectBytesOut, s.DERPBytesIn, s.DERPBytesOut)
 	}
 	if st.Error != "" {

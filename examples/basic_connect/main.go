@@ -45,6 +45,11 @@ func main() {
 	}
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	// Flags left empty fall back to the TS_* environment variables.
+	if err := cfg.ApplyEnv(); err != nil {
+		log.Error("bad environment", "err", err)
+		os.Exit(2)
+	}
 	cfg.Logger = nodeLogger(*verbose)
 	cfg.OnAuthURL = func(url string) { log.Warn("to authorize this node, visit the login URL", "url", url) }
 

@@ -51,6 +51,11 @@ func main() {
 	}
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	// Flags left empty fall back to the TS_* environment variables.
+	if err := cfg.ApplyEnv(); err != nil {
+		log.Error("bad environment", "err", err)
+		os.Exit(2)
+	}
 	level := slog.LevelWarn
 	if *verbose {
 		level = slog.LevelDebug

@@ -34,6 +34,7 @@ import (
 
 	"github.com/microlink-go/microlink/internal/h1"
 	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/netmap"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/internal/ts2021"
 )
@@ -117,10 +118,11 @@ type Options struct {
 	// for long. OnMapResponse is called for every non-keep-alive message,
 	// in order, from one goroutine; the first of each stream carries Node
 	// and is a complete state, and OnNewStream is called just before it.
+	// Its peers are already decoded into the netmap's compact form.
 	OnState       func(State)
 	OnNodeKey     func(key.Private)
 	OnNewStream   func()
-	OnMapResponse func(*tailcfg.MapResponse)
+	OnMapResponse func(*netmap.Message)
 	// OnReported is called after control accepted a lite update, with the
 	// home DERP region and the number of endpoints it now knows for us.
 	OnReported func(homeDERP, endpoints int)
@@ -130,7 +132,8 @@ type Options struct {
 	// nil means a zero h1.Client (system roots).
 	HTTPClient *h1.Client
 	// MaxMessageSize bounds one compressed map message and, times eight,
-	// its decoded JSON. Zero means DefaultMaxMessageSize.
+	// its decoded JSON, which is also the largest decompression window
+	// allowed. Zero means DefaultMaxMessageSize.
 	MaxMessageSize int
 	// PollTimeout is the map-stream watchdog: the poll is restarted when no
 	// message arrives for this long, counted from the request. Zero means
@@ -154,8 +157,9 @@ const (
 	DefaultPingTimeout = 10 * time.Second
 )
 
-// DefaultMaxMessageSize is the default bound on one compressed map message.
-const DefaultMaxMessageSize = 8 << 20
+// DefaultMaxMessageSize is the default bound on one compressed map message:
+// the netmap of a tailnet of 50,000 nodes compresses to about 10 MB.
+const DefaultMaxMessageSize = 32 << 20
 
 // Client talks to one control server. Create it with New, drive it with
 // Run, stop it with Close.

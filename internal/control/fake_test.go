@@ -15,6 +15,7 @@ import (
 
 	"github.com/microlink-go/microlink/internal/h1"
 	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/netmap"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/internal/ts2021/ts2021test"
 )
@@ -250,7 +251,7 @@ func (f *fakeControl) serveMap(w http.ResponseWriter, r *http.Request) {
 type recorder struct {
 	mu       sync.Mutex
 	states   []State
-	maps     []*tailcfg.MapResponse
+	maps     []*netmap.Message
 	nodeKeys []key.Private
 }
 
@@ -266,7 +267,7 @@ func (r *recorder) options(f *fakeControl) Options {
 			r.states = append(r.states, s)
 			r.mu.Unlock()
 		},
-		OnMapResponse: func(m *tailcfg.MapResponse) {
+		OnMapResponse: func(m *netmap.Message) {
 			r.mu.Lock()
 			r.maps = append(r.maps, m)
 			r.mu.Unlock()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/microlink-go/microlink/internal/h2"
+	"github.com/microlink-go/microlink/internal/netmap"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 )
 
@@ -226,7 +227,7 @@ func TestNewStreamCallback(t *testing.T) {
 	var mu sync.Mutex
 	var events []string
 	opts.OnNewStream = func() { mu.Lock(); events = append(events, "new"); mu.Unlock() }
-	opts.OnMapResponse = func(m *tailcfg.MapResponse) {
+	opts.OnMapResponse = func(m *netmap.Message) {
 		mu.Lock()
 		events = append(events, "map")
 		mu.Unlock()

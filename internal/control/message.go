@@ -2,23 +2,27 @@ package control
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/microlink-go/microlink/internal/tailcfg"
+	"github.com/microlink-go/microlink/internal/netmap"
 )
 
-// keepBuffer is the largest buffer kept between messages; larger ones are
-// dropped after use so that one big netmap does not pin memory.
-const keepBuffer = 1 << 20
+// keepWindow is the largest decompression window kept between messages: a
+// decoder that held a bigger one (a large netmap) is replaced after use so
+// that the window does not pin memory.
+const keepWindow = 1 << 20
 
 // messageReader reads the map stream: each message is a little-endian
 // uint32 size followed by that many bytes, a zstd frame (or raw JSON when
-// not compressed). It holds one message at a time in reused buffers.
+// not compressed). It decompresses a message as a stream into the netmap
+// decoder, so that neither the compressed nor the decompressed message is
+// held whole: a large netmap costs its compact form and the decompression
+// window, which for the frames control sends (a single segment) is the
+// message's decoded size.
 type messageReader struct {
 	r          io.Reader
 	compressed bool
@@ -26,39 +30,44 @@ type messageReader struct {
 	maxDecoded int
 	zdec       *zstd.Decoder
 	hdr        [4]byte
-	raw        []byte
-	out        []byte
+	body       io.LimitedReader // the current message
+	out        countingReader   // its decoded bytes
+	dec        netmap.Decoder
 }
 
 func newMessageReader(max int) (*messageReader, error) {
 	m := &messageReader{max: max, maxDecoded: 8 * max}
+	if err := m.newDecoder(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *messageReader) newDecoder() error {
 	d, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(1),
 		zstd.WithDecoderLowmem(true),
 		zstd.WithDecoderMaxMemory(uint64(m.maxDecoded)),
 	)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	m.zdec = d
-	return m, nil
+	return nil
 }
 
 func (m *messageReader) reset(r io.Reader, compressed bool) {
 	m.r, m.compressed = r, compressed
-	m.trim()
 }
 
 func (m *messageReader) close() {
 	m.zdec.Close()
-	m.raw, m.out = nil, nil
 }
 
 var errZeroMessage = errors.New("control: zero-length map message")
 
-// next returns the next message's JSON, valid until the following call.
-func (m *messageReader) next() ([]byte, error) {
-	m.trim()
+// next reads and decodes the next message.
+func (m *messageReader) next() (*netmap.Message, error) {
 	if _, err := io.ReadFull(m.r, m.hdr[:]); err != nil {
 		return nil, err
 	}
@@ -69,45 +78,65 @@ func (m *messageReader) next() ([]byte, error) {
 	if int64(size) > int64(m.max) {
 		return nil, fmt.Errorf("control: map message of %d bytes exceeds limit %d", size, m.max)
 	}
-	if cap(m.raw) < int(size) {
-		m.raw = make([]byte, size)
+	m.body = io.LimitedReader{R: m.r, N: int64(size)}
+	m.out = countingReader{r: &m.body, max: int64(m.maxDecoded)}
+	if m.compressed {
+		if err := m.zdec.Reset(&m.body); err != nil {
+			return nil, fmt.Errorf("control: decompressing map message: %w", err)
+		}
+		m.out.r = m.zdec
 	}
-	m.raw = m.raw[:size]
-	if _, err := io.ReadFull(m.r, m.raw); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	msg, err := m.dec.Decode(&m.out)
+	decoded, readErr, left := m.out.n, m.out.err, m.body.N
+	m.out, m.body = countingReader{}, io.LimitedReader{} // they hold the decoder and the stream
+	if m.compressed {
+		m.zdec.Reset(nil)
+		if decoded > keepWindow {
+			m.zdec.Close()
+			if derr := m.newDecoder(); derr != nil && err == nil {
+				err = derr
+			}
+		}
+	}
+	if err != nil {
+		if readErr != nil {
+			err = readErr // the stream's own error says more
 		}
 		return nil, err
 	}
-	if !m.compressed {
-		return m.raw, nil
+	if left > 0 {
+		return nil, fmt.Errorf("control: %d bytes after the map message's frames", left)
 	}
-	out, err := m.zdec.DecodeAll(m.raw, m.out[:0])
-	if err != nil {
-		return nil, fmt.Errorf("control: decompressing map message: %w", err)
-	}
-	if len(out) > m.maxDecoded {
-		return nil, fmt.Errorf("control: decoded map message exceeds limit %d", m.maxDecoded)
-	}
-	m.out = out
-	return out, nil
+	return msg, nil
 }
 
-// trim drops buffers grown past keepBuffer.
-func (m *messageReader) trim() {
-	if cap(m.raw) > keepBuffer {
-		m.raw = nil
-	}
-	if cap(m.out) > keepBuffer {
-		m.out = nil
-	}
+// countingReader counts the decoded bytes of a message and fails past max.
+// It keeps the error of the stream under it, which explains a decoding
+// error better than the decoder can.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	max int64
+	err error // a read error other than io.EOF
 }
 
-// decodeMapResponse decodes one map message.
-func decodeMapResponse(b []byte) (*tailcfg.MapResponse, error) {
-	resp := new(tailcfg.MapResponse)
-	if err := json.Unmarshal(b, resp); err != nil {
-		return nil, fmt.Errorf("control: decoding map response: %w", err)
+var errTruncated = errors.New("control: map message ends early")
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if c.n > c.max {
+		c.err = fmt.Errorf("control: decoded map message exceeds limit %d", c.max)
+		return n, c.err
 	}
-	return resp, nil
+	switch {
+	case err == io.ErrUnexpectedEOF:
+		c.err = errTruncated
+	case err != nil && err != io.EOF:
+		c.err = fmt.Errorf("control: reading map message: %w", err)
+	}
+	if c.err != nil {
+		return n, c.err
+	}
+	return n, err
 }

@@ -131,7 +131,7 @@ func (c *Client) poll(ctx context.Context, mr *messageReader) (connected bool, e
 	mr.reset(res.Body, req.Compress == "zstd")
 	first := true
 	for {
-		b, err := mr.next()
+		resp, err := mr.next()
 		if err != nil {
 			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 				err = cause
@@ -142,15 +142,11 @@ func (c *Client) poll(ctx context.Context, mr *messageReader) (connected bool, e
 			return connected, fail(err)
 		}
 		watchdog.Reset(timeout)
-		resp, err := decodeMapResponse(b)
-		if err != nil {
-			return connected, err
-		}
-		c.handleHousekeeping(resp)
+		c.handleHousekeeping(resp.MapResponse)
 		if resp.KeepAlive {
 			continue
 		}
-		c.noteHealth(resp, first)
+		c.noteHealth(resp.MapResponse, first)
 		if first {
 			if resp.Node == nil {
 				return connected, errNoSelfNode

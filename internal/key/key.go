@@ -14,7 +14,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 
 	"golang.org/x/crypto/curve25519"
 )
@@ -84,7 +83,7 @@ func (k Private) MarshalText() ([]byte, error) { return []byte(k.String()), nil 
 
 // UnmarshalText implements encoding.TextUnmarshaler for the "privkey:" form.
 func (k *Private) UnmarshalText(b []byte) error {
-	raw, err := parseHex(string(b), PrivatePrefix)
+	raw, err := parseHex(b, PrivatePrefix)
 	if err != nil {
 		return err
 	}
@@ -105,26 +104,28 @@ func (p Public) Hex() string { return hex.EncodeToString(p[:]) }
 // ParsePublicHex parses 64 hex digits with no prefix, as DERP's Derp-Public-Key
 // header carries them.
 func ParsePublicHex(s string) (Public, error) {
-	raw, err := decodeHex(s)
+	raw, err := decodeHex([]byte(s))
 	return Public(raw), err
 }
 
 // ErrBadKey reports a key text that does not parse.
 var ErrBadKey = errors.New("key: malformed key text")
 
-func parseHex(s, prefix string) ([Len]byte, error) {
-	if !strings.HasPrefix(s, prefix) {
+// parseHex parses prefix and 64 hex digits. It allocates only to report
+// an error: the map decodes two keys for each of thousands of peers.
+func parseHex(b []byte, prefix string) ([Len]byte, error) {
+	if len(b) < len(prefix) || string(b[:len(prefix)]) != prefix {
 		return [Len]byte{}, fmt.Errorf("%w: missing %q prefix", ErrBadKey, prefix)
 	}
-	return decodeHex(s[len(prefix):])
+	return decodeHex(b[len(prefix):])
 }
 
-func decodeHex(h string) ([Len]byte, error) {
+func decodeHex(h []byte) ([Len]byte, error) {
 	var out [Len]byte
 	if len(h) != 2*Len {
 		return out, fmt.Errorf("%w: want %d hex digits, have %d", ErrBadKey, 2*Len, len(h))
 	}
-	if _, err := hex.Decode(out[:], []byte(h)); err != nil {
+	if _, err := hex.Decode(out[:], h); err != nil {
 		return out, fmt.Errorf("%w: %v", ErrBadKey, err)
 	}
 	return out, nil

@@ -38,7 +38,7 @@ func (k NodePublic) MarshalText() ([]byte, error)    { return []byte(k.String())
 func (k DiscoPublic) MarshalText() ([]byte, error)   { return []byte(k.String()), nil }
 
 func (k *MachinePublic) UnmarshalText(b []byte) error {
-	raw, err := parseHex(string(b), MachinePublicPrefix)
+	raw, err := parseHex(b, MachinePublicPrefix)
 	if err == nil {
 		*k = raw
 	}
@@ -46,7 +46,7 @@ func (k *MachinePublic) UnmarshalText(b []byte) error {
 }
 
 func (k *NodePublic) UnmarshalText(b []byte) error {
-	raw, err := parseHex(string(b), NodePublicPrefix)
+	raw, err := parseHex(b, NodePublicPrefix)
 	if err == nil {
 		*k = raw
 	}
@@ -54,7 +54,7 @@ func (k *NodePublic) UnmarshalText(b []byte) error {
 }
 
 func (k *DiscoPublic) UnmarshalText(b []byte) error {
-	raw, err := parseHex(string(b), DiscoPublicPrefix)
+	raw, err := parseHex(b, DiscoPublicPrefix)
 	if err == nil {
 		*k = raw
 	}

@@ -2,7 +2,7 @@ package netmap
 
 import (
 	"cmp"
-	"maps"
+	"net/netip"
 	"reflect"
 	"slices"
 	"time"
@@ -10,51 +10,35 @@ import (
 	"github.com/microlink-go/microlink/internal/tailcfg"
 )
 
-// Apply applies one message of the map stream. The first non-keep-alive
-// message after New or StartStream must carry the self node; otherwise Apply
-// returns ErrNoSelfNode and changes nothing.
+// Apply applies one message of the map stream, as Decoder.Decode returns
+// it. The first non-keep-alive message after New or StartStream must carry
+// the self node; otherwise Apply returns ErrNoSelfNode and changes nothing.
 //
 // A non-empty Peers list replaces all peers, and the other peer deltas of
 // that message (PeersChanged, PeersRemoved, PeersChangedPatch,
 // PeerSeenChange, OnlineChange) are then ignored. Otherwise removals are
 // applied first, then upserts, seen and online changes, and patches.
 //
-// Apply takes ownership of resp's DERPMap, DNSConfig, filter rules and user
-// profiles; the caller must not modify resp afterwards.
-func (m *Map) Apply(resp *tailcfg.MapResponse) (Changes, error) {
-	if resp == nil {
+// Apply takes ownership of the message's DERPMap, DNSConfig, filter rules
+// and user profiles, and of its peers: a message is applied once.
+func (m *Map) Apply(msg *Message) (Changes, error) {
+	if msg == nil || msg.MapResponse == nil {
 		return Changes{}, nil
-	}
-	var d decoded
-	if !resp.KeepAlive {
-		d.full = compactPeers(resp.Peers)
-		d.hasFull = len(resp.Peers) > 0
-		d.changed = compactPeers(resp.PeersChanged)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.applyLocked(resp, &d)
+	c, err := m.applyLocked(msg.MapResponse, &msg.peers)
+	if err == nil {
+		msg.peers = decoded{}
+	}
+	return c, err
 }
 
-// decoded holds the peers of a message already converted to compact form,
-// so the conversion happens outside the lock.
+// decoded holds the peers of a message, decoded straight into entries.
 type decoded struct {
-	full    []*Peer // from Peers
-	hasFull bool    // Peers was non-empty (even if all its entries were null)
-	changed []*Peer // from PeersChanged
-}
-
-func compactPeers(nodes []*tailcfg.Node) []*Peer {
-	if len(nodes) == 0 {
-		return nil
-	}
-	out := make([]*Peer, 0, len(nodes))
-	for _, n := range nodes {
-		if n != nil {
-			out = append(out, compactPeer(n))
-		}
-	}
-	return out
+	full    []*entry // from Peers
+	hasFull bool     // Peers was non-empty (even if all its entries were null)
+	changed []*entry // from PeersChanged
 }
 
 func (m *Map) applyLocked(resp *tailcfg.MapResponse, d *decoded) (Changes, error) {
@@ -150,9 +134,25 @@ func selfFromNode(n *tailcfg.Node) Self {
 		}
 	}
 	if len(n.CapMap) > 0 {
-		s.CapMapKeys = slices.Sorted(maps.Keys(n.CapMap))
+		s.CapMapKeys = sortedKeys(n.CapMap)
 	}
 	return s
+}
+
+func clonePrefixes(s []netip.Prefix) []netip.Prefix {
+	if len(s) == 0 {
+		return nil
+	}
+	return slices.Clone(s)
+}
+
+// utc drops the location and monotonic reading of t, so a stored time never
+// keeps a per-message time zone alive.
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC()
 }
 
 // recorder collects peer IDs into a Changes, listing an ID as changed at
@@ -161,38 +161,52 @@ type recorder struct {
 	c     *Changes
 	seen  map[tailcfg.NodeID]struct{} // in PeersAdded or PeersChanged
 	paths map[tailcfg.NodeID]struct{} // in PathsUpdated
+	// distinct is set while each ID is recorded once at most, as when a
+	// peer list is replaced: the sets above are not needed then, and for a
+	// large netmap they would be megabytes of garbage.
+	distinct bool
 }
 
-func (r *recorder) added(p *Peer) {
-	r.c.PeersAdded = append(r.c.PeersAdded, p.ID)
+func (r *recorder) added(p *entry) {
+	r.c.PeersAdded = append(r.c.PeersAdded, p.id)
 	r.c.PathsChanged = true
-	r.seen = mark(r.seen, p.ID)
-	r.pathsUpdated(p.ID)
+	if !r.distinct {
+		r.seen = mark(r.seen, p.id)
+	}
+	r.pathsUpdated(p.id)
 }
 
-func (r *recorder) removed(o *Peer) {
-	r.c.PeersRemoved = append(r.c.PeersRemoved, o.ID)
+func (r *recorder) removed(o *entry) {
+	r.c.PeersRemoved = append(r.c.PeersRemoved, o.id)
 	r.c.PathsChanged = true
-	r.c.KeysGone = append(r.c.KeysGone, o.Key)
+	r.c.KeysGone = append(r.c.KeysGone, o.key)
 }
 
 // changed records that peer o became p.
-func (r *recorder) changed(o, p *Peer) {
+func (r *recorder) changed(o, p *entry) {
 	if !samePaths(o, p) {
 		r.c.PathsChanged = true
-		r.pathsUpdated(p.ID)
-		if o.Key != p.Key {
-			r.c.KeysGone = append(r.c.KeysGone, o.Key)
+		r.pathsUpdated(p.id)
+		if o.key != p.key {
+			r.c.KeysGone = append(r.c.KeysGone, o.key)
 		}
 	}
-	if _, dup := r.seen[p.ID]; dup {
+	if r.distinct {
+		r.c.PeersChanged = append(r.c.PeersChanged, p.id)
 		return
 	}
-	r.c.PeersChanged = append(r.c.PeersChanged, p.ID)
-	r.seen = mark(r.seen, p.ID)
+	if _, dup := r.seen[p.id]; dup {
+		return
+	}
+	r.c.PeersChanged = append(r.c.PeersChanged, p.id)
+	r.seen = mark(r.seen, p.id)
 }
 
 func (r *recorder) pathsUpdated(id tailcfg.NodeID) {
+	if r.distinct {
+		r.c.PathsUpdated = append(r.c.PathsUpdated, id)
+		return
+	}
 	if _, dup := r.paths[id]; dup {
 		return
 	}
@@ -210,36 +224,43 @@ func mark(set map[tailcfg.NodeID]struct{}, id tailcfg.NodeID) map[tailcfg.NodeID
 
 // replacePeers makes full the complete peer set. Peers equal to the current
 // ones keep their entries; the rest are added, updated or removed.
-func (m *Map) replacePeers(full []*Peer, r *recorder) {
+func (m *Map) replacePeers(full []*entry, r *recorder) {
 	// Sort by ID and keep the last of duplicate IDs, as a map keyed by ID
 	// filled in message order would.
-	slices.SortStableFunc(full, func(a, b *Peer) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortStableFunc(full, func(a, b *entry) int { return cmp.Compare(a.id, b.id) })
 	full = dedupLast(full)
+	// Each ID is recorded once below: added or changed, or removed.
+	r.distinct = true
+	defer func() { r.distinct = false }()
 
 	old := &m.peers
+	if len(old.byID) == 0 && r.c.PeersAdded == nil {
+		r.c.PeersAdded = make([]tailcfg.NodeID, 0, len(full))
+		r.c.PathsUpdated = make([]tailcfg.NodeID, 0, len(full))
+	}
 	if len(old.byID) == 0 || len(full) < len(old.byID)/2 {
 		// Build right-sized indexes rather than keep maps sized for a
 		// bigger or empty tailnet.
 		x := newPeerIndex(len(full))
 		for _, p := range full {
-			switch o := old.byID[p.ID]; {
+			switch o := old.byID[p.id]; {
 			case o == nil:
 				x.add(p)
 				r.added(p)
-			case equalPeer(o, p):
+			case equalEntry(o, p):
 				x.add(o)
 			default:
 				x.add(p)
 				r.changed(o, p)
 			}
 		}
-		var gone []*Peer
+		var gone []*entry
 		for id, o := range old.byID {
 			if x.byID[id] == nil {
 				gone = append(gone, o)
 			}
 		}
-		slices.SortFunc(gone, func(a, b *Peer) int { return cmp.Compare(a.ID, b.ID) })
+		sortByID(gone)
 		for _, o := range gone {
 			r.removed(o)
 		}
@@ -247,33 +268,37 @@ func (m *Map) replacePeers(full []*Peer, r *recorder) {
 		return
 	}
 	for _, p := range full {
-		switch o := old.byID[p.ID]; {
+		switch o := old.byID[p.id]; {
 		case o == nil:
 			old.add(p)
 			r.added(p)
-		case !equalPeer(o, p):
+		case !equalEntry(o, p):
 			r.changed(o, p) // before update, which overwrites o
 			old.update(o, p)
 		}
 	}
-	var gone []*Peer
+	var gone []*entry
 	for id, o := range old.byID {
-		if _, ok := slices.BinarySearchFunc(full, id, func(p *Peer, id tailcfg.NodeID) int { return cmp.Compare(p.ID, id) }); !ok {
+		if _, ok := slices.BinarySearchFunc(full, id, func(p *entry, id tailcfg.NodeID) int { return cmp.Compare(p.id, id) }); !ok {
 			gone = append(gone, o)
 		}
 	}
-	slices.SortFunc(gone, func(a, b *Peer) int { return cmp.Compare(a.ID, b.ID) })
+	sortByID(gone)
 	for _, o := range gone {
 		old.remove(o)
 		r.removed(o)
 	}
 }
 
+func sortByID(s []*entry) {
+	slices.SortFunc(s, func(a, b *entry) int { return cmp.Compare(a.id, b.id) })
+}
+
 // dedupLast removes all but the last of each run of peers with equal IDs.
-func dedupLast(s []*Peer) []*Peer {
+func dedupLast(s []*entry) []*entry {
 	out := s[:0]
 	for i, p := range s {
-		if i+1 < len(s) && s[i+1].ID == p.ID {
+		if i+1 < len(s) && s[i+1].id == p.id {
 			continue
 		}
 		out = append(out, p)
@@ -281,7 +306,7 @@ func dedupLast(s []*Peer) []*Peer {
 	return out
 }
 
-func (m *Map) applyPeerDeltas(resp *tailcfg.MapResponse, changed []*Peer, r *recorder) {
+func (m *Map) applyPeerDeltas(resp *tailcfg.MapResponse, changed []*entry, r *recorder) {
 	x := &m.peers
 	for _, id := range resp.PeersRemoved {
 		if o := x.byID[id]; o != nil {
@@ -290,76 +315,70 @@ func (m *Map) applyPeerDeltas(resp *tailcfg.MapResponse, changed []*Peer, r *rec
 		}
 	}
 	for _, p := range changed {
-		switch o := x.byID[p.ID]; {
+		switch o := x.byID[p.id]; {
 		case o == nil:
 			x.add(p)
 			r.added(p)
-		case !equalPeer(o, p):
+		case !equalEntry(o, p):
 			r.changed(o, p) // before update, which overwrites o
 			x.update(o, p)
 		}
 	}
 	for id, seen := range resp.PeerSeenChange {
-		m.patch(id, r, func(p *Peer) {
+		m.patch(id, r, func(p *entry) {
+			t := time.Time{}
 			if seen {
-				p.LastSeen = m.now().UTC()
-			} else {
-				p.LastSeen = time.Time{}
+				t = m.now()
 			}
+			p.lastSeenSec, p.lastSeenNsec = splitTime(t)
 		})
 	}
 	for id, online := range resp.OnlineChange {
-		m.patch(id, r, func(p *Peer) { p.Online = online })
+		m.patch(id, r, func(p *entry) { p.online = online })
 	}
 	for _, pc := range resp.PeersChangedPatch {
 		if pc == nil {
 			continue
 		}
-		m.patch(pc.NodeID, r, func(p *Peer) { applyPatch(p, pc) })
+		m.patch(pc.NodeID, r, func(p *entry) { applyPatch(p, pc) })
 	}
 }
 
 // patch applies f to a copy of the peer with the given ID and stores the
 // result if it differs. Unknown IDs are ignored.
-func (m *Map) patch(id tailcfg.NodeID, r *recorder, f func(*Peer)) {
+func (m *Map) patch(id tailcfg.NodeID, r *recorder, f func(*entry)) {
 	o := m.peers.byID[id]
 	if o == nil {
 		return
 	}
 	np := *o
 	f(&np)
-	if !equalPeer(o, &np) {
+	if !equalEntry(o, &np) {
 		r.changed(o, &np) // before update, which overwrites o
 		m.peers.update(o, &np)
 	}
 }
 
-func applyPatch(p *Peer, pc *tailcfg.PeerChange) {
+func applyPatch(p *entry, pc *tailcfg.PeerChange) {
 	if pc.DERPRegion != 0 {
-		p.HomeDERP = pc.DERPRegion
-	}
-	if pc.Cap != 0 {
-		p.Cap = pc.Cap
+		p.homeDERP = pc.DERPRegion
 	}
 	if pc.Endpoints != nil {
-		p.Endpoints = nil
-		if len(pc.Endpoints) > 0 {
-			p.Endpoints = slices.Clone(pc.Endpoints)
-		}
+		p.eps = packAddrPorts(nil, pc.Endpoints)
 	}
 	if pc.Key != nil {
-		p.Key = *pc.Key
+		p.key = *pc.Key
 	}
 	if pc.DiscoKey != nil {
-		p.DiscoKey = *pc.DiscoKey
+		p.disco = *pc.DiscoKey
 	}
 	if pc.Online != nil {
-		p.Online = *pc.Online
+		p.online = *pc.Online
 	}
 	if pc.LastSeen != nil {
-		p.LastSeen = utc(*pc.LastSeen)
+		p.lastSeenSec, p.lastSeenNsec = splitTime(*pc.LastSeen)
 	}
 	if pc.KeyExpiry != nil {
-		p.KeyExpiry = utc(*pc.KeyExpiry)
+		p.keyExpirySec, p.keyExpiryNsec = splitTime(*pc.KeyExpiry)
 	}
 }

@@ -26,7 +26,7 @@ func TestConcurrentReaders(t *testing.T) {
 				for _, p := range m.Peers() {
 					_ = len(p.Endpoints) + p.HomeDERP
 				}
-				m.PeerByKey(nodeKey(2))
+				peerByKey(m, nodeKey(2))
 				m.PeerForDst(v4(3))
 				m.Resolve("host1")
 				m.DERPMap()
@@ -36,7 +36,7 @@ func TestConcurrentReaders(t *testing.T) {
 	}
 	for i := range 300 {
 		id := tailcfg.NodeID(1 + i%3)
-		m.Apply(&tailcfg.MapResponse{
+		applyResp(m, &tailcfg.MapResponse{
 			PeersChangedPatch: []*tailcfg.PeerChange{{NodeID: id, DERPRegion: 1 + i}},
 			PeersChanged:      []*tailcfg.Node{testNode(tailcfg.NodeID(4 + i%5))},
 			PacketFilter:      []tailcfg.FilterRule{rule("x")},

@@ -88,10 +88,26 @@ func (m *Map) updateFilters(base []tailcfg.FilterRule, named map[string][]tailcf
 		}
 	}
 	concat := []tailcfg.FilterRule{}
-	for _, name := range slices.Sorted(maps.Keys(m.filters)) {
+	for _, name := range sortedKeys(m.filters) {
 		concat = append(concat, m.filters[name]...)
 	}
 	changed := !reflect.DeepEqual(concat, m.filter)
 	m.filter = slices.Clip(concat)
 	return changed
+}
+
+// sortedKeys returns the keys of m in order. It sorts by insertion, which
+// suits the few keys of filter and capability maps, rather than
+// instantiate the generic sorts of package slices for strings.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		i := len(keys)
+		keys = append(keys, k)
+		for ; i > 0 && keys[i-1] > k; i-- {
+			keys[i] = keys[i-1]
+		}
+		keys[i] = k
+	}
+	return keys
 }

@@ -1,8 +1,11 @@
 package netmap
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -48,7 +51,6 @@ func testNode(id tailcfg.NodeID) *tailcfg.Node {
 		HomeDERP:  1,
 		Hostinfo:  &tailcfg.Hostinfo{Hostname: fmt.Sprintf("host%d", id), OS: "linux"},
 		Online:    &online,
-		Cap:       115,
 	}
 }
 
@@ -61,7 +63,7 @@ func selfNode() *tailcfg.Node {
 
 func mustApply(t *testing.T, m *Map, resp *tailcfg.MapResponse) Changes {
 	t.Helper()
-	c, err := m.Apply(resp)
+	c, err := applyResp(m, resp)
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
@@ -89,6 +91,101 @@ func peerIDs(m *Map) []tailcfg.NodeID {
 	return ids
 }
 
+// applyResp applies resp the way the node does: its peers encoded as JSON
+// and read by a Decoder. The rest of resp is used as it is: encoding/json
+// reads it in the Decoder, and a round trip through JSON would lose the
+// difference between nil and empty lists that some tests need.
+func applyResp(m *Map, resp *tailcfg.MapResponse) (Changes, error) {
+	b, err := json.Marshal(struct {
+		Peers, PeersChanged []*tailcfg.Node `json:",omitempty"`
+	}{resp.Peers, resp.PeersChanged})
+	if err != nil {
+		panic(err)
+	}
+	var d Decoder
+	msg, err := d.Decode(bytes.NewReader(b))
+	if err != nil {
+		panic(fmt.Sprintf("decoding %s: %v", b, err))
+	}
+	rest := *resp
+	rest.Peers, rest.PeersChanged = nil, nil
+	msg.MapResponse = &rest
+	return m.Apply(msg)
+}
+
+func peerByKey(m *Map, k key.NodePublic) (Peer, bool) {
+	return findPeer(m, func(p *Peer) bool { return p.Key == k })
+}
+
+func peerByDisco(m *Map, k key.DiscoPublic) (Peer, bool) {
+	return findPeer(m, func(p *Peer) bool { return p.DiscoKey == k })
+}
+
+func findPeer(m *Map, match func(*Peer) bool) (found Peer, ok bool) {
+	m.ForEachPeer(func(p *Peer) bool {
+		if match(p) {
+			found, ok = *p, true
+		}
+		return !ok
+	})
+	return found, ok
+}
+
+// refPeer converts a wire node as encoding/json decodes it, the way the
+// Decoder must: the reference the decoding tests compare with.
+func refPeer(n *tailcfg.Node) Peer {
+	p := Peer{
+		ID:              n.ID,
+		StableID:        n.StableID,
+		Name:            n.Name,
+		User:            n.User,
+		Key:             n.Key,
+		DiscoKey:        n.DiscoKey,
+		KeyExpiry:       utc(n.KeyExpiry),
+		HomeDERP:        n.HomeRegion(),
+		Expired:         n.Expired,
+		IsWireGuardOnly: n.IsWireGuardOnly,
+	}
+	if n.LastSeen != nil {
+		p.LastSeen = utc(*n.LastSeen)
+	}
+	if n.Online != nil {
+		p.Online = *n.Online
+	}
+	if hi := n.Hostinfo; hi != nil {
+		p.OS, p.Hostname = hi.OS, hi.Hostname
+	}
+	p.Tags = internTags(n.Tags)
+	p.Addresses = canonPrefixes(n.Addresses)
+	p.AllowedIPs = p.Addresses
+	if allowed := canonPrefixes(n.EffectiveAllowedIPs()); !slices.Equal(allowed, p.Addresses) {
+		p.AllowedIPs = allowed
+	}
+	if len(n.Endpoints) > 0 {
+		p.Endpoints = make([]netip.AddrPort, len(n.Endpoints))
+		for i, ap := range n.Endpoints {
+			if ap.Addr().IsValid() {
+				p.Endpoints[i] = ap
+			}
+		}
+	}
+	return p
+}
+
+// canonPrefixes clones s with invalid prefixes made zero, as stored.
+func canonPrefixes(s []netip.Prefix) []netip.Prefix {
+	if len(s) == 0 {
+		return nil
+	}
+	out := make([]netip.Prefix, len(s))
+	for i, p := range s {
+		if p.IsValid() {
+			out[i] = p
+		}
+	}
+	return out
+}
+
 // checkInvariants verifies that every index entry points to a live peer that
 // has the indexed attribute, and that every peer whose attributes are unique
 // is found through every index.
@@ -97,87 +194,68 @@ func checkInvariants(t testing.TB, m *Map) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	x := &m.peers
-	live := func(what string, p *Peer) {
-		if p == nil || x.byID[p.ID] != p {
+	live := func(what string, p *entry) {
+		if p == nil || x.byID[p.id] != p {
 			t.Fatalf("%s index points to a peer not in byID: %+v", what, p)
 		}
 	}
 	for id, p := range x.byID {
-		if p.ID != id {
-			t.Fatalf("byID[%d] holds peer %d", id, p.ID)
+		if p.id != id {
+			t.Fatalf("byID[%d] holds peer %d", id, p.id)
 		}
-		if !p.HasOwnAllowedIPs() && len(p.AllowedIPs) != len(p.Addresses) {
+		if q := p.peer(); q.HasOwnAllowedIPs() != p.ownAllowedIPs() {
 			t.Fatalf("peer %d AllowedIPs/Addresses mismatch", id)
 		}
-	}
-	for k, p := range x.byKey {
-		live("key", p)
-		if p.Key != k {
-			t.Fatalf("byKey entry mismatch")
-		}
-	}
-	for k, p := range x.byDisco {
-		live("disco", p)
-		if p.DiscoKey != k {
-			t.Fatalf("byDisco entry mismatch")
+		if int(p.nameLen)+int(p.stableLen) > len(p.text) {
+			t.Fatalf("peer %d text lengths out of range", id)
 		}
 	}
 	for a, p := range x.byIP4 {
 		live("ip4", p)
-		if !hasAddr(p.Addresses, netip.AddrFrom4(a)) {
-			t.Fatalf("byIP4 %v points to peer %d without it", a, p.ID)
+		if !hasAddr(p.addrs, netip.AddrFrom4(a)) {
+			t.Fatalf("byIP4 %v points to peer %d without it", a, p.id)
 		}
 	}
 	for a, p := range x.byIP6 {
 		live("ip6", p)
 		ad := netip.AddrFrom16(a)
-		if !hasAddr(p.Addresses, ad) {
-			t.Fatalf("byIP6 %v points to peer %d without it", ad, p.ID)
+		if !hasAddr(p.addrs, ad) {
+			t.Fatalf("byIP6 %v points to peer %d without it", ad, p.id)
 		}
 	}
 	for n, p := range x.byName {
 		live("name", p)
-		if nameKey(p.Name) != n {
-			t.Fatalf("byName %q points to %q", n, p.Name)
+		if nameKey(p.name()) != n {
+			t.Fatalf("byName %q points to %q", n, p.name())
 		}
 	}
 	for id, p := range x.routers {
 		live("routers", p)
-		if id != p.ID || !p.HasOwnAllowedIPs() {
+		if id != p.id || !p.ownAllowedIPs() {
 			t.Fatalf("routers entry %d wrong", id)
 		}
 	}
 	// Peers with unique attributes must be reachable.
-	keys := map[key.NodePublic]int{}
-	discos := map[key.DiscoPublic]int{}
 	addrs := map[netip.Addr]int{}
 	names := map[string]int{}
 	for _, p := range x.byID {
-		keys[p.Key]++
-		discos[p.DiscoKey]++
-		for _, a := range p.Addresses {
+		for _, a := range unpackPrefixes(p.addrs) {
 			addrs[a.Addr().Unmap()]++
 		}
-		names[nameKey(p.Name)]++
+		names[nameKey(p.name())]++
 	}
 	for _, p := range x.byID {
-		if !p.Key.IsZero() && keys[p.Key] == 1 && x.byKey[p.Key] != p {
-			t.Fatalf("peer %d not indexed by key", p.ID)
-		}
-		if !p.DiscoKey.IsZero() && discos[p.DiscoKey] == 1 && x.byDisco[p.DiscoKey] != p {
-			t.Fatalf("peer %d not indexed by disco key", p.ID)
-		}
-		for _, a := range p.Addresses {
+		for _, a := range unpackPrefixes(p.addrs) {
 			ad := a.Addr().Unmap()
 			if (ad.Is4() || ad.Is6()) && addrs[ad] == 1 && x.lookupIP(ad) != p {
-				t.Fatalf("peer %d not indexed by %v", p.ID, ad)
+				t.Fatalf("peer %d not indexed by %v", p.id, ad)
 			}
 		}
-		if n := nameKey(p.Name); n != "" && names[n] == 1 && x.byName[n] != p {
-			t.Fatalf("peer %d not indexed by name", p.ID)
+		if n := nameKey(p.name()); n != "" && names[n] == 1 && x.byName[n] != p {
+			t.Fatalf("peer %d not indexed by name", p.id)
 		}
-		if p.HasOwnAllowedIPs() && x.routers[p.ID] != p {
-			t.Fatalf("router %d not indexed", p.ID)
+		if p.ownAllowedIPs() && x.routers[p.id] != p {
+			t.Fatalf("router %d not indexed", p.id)
 		}
 	}
 }

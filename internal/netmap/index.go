@@ -4,7 +4,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 )
 
@@ -13,14 +12,12 @@ import (
 // address (a control bug), the one indexed last wins and the entry goes away
 // with it.
 type peerIndex struct {
-	byID    map[tailcfg.NodeID]*Peer
-	byKey   map[key.NodePublic]*Peer
-	byDisco map[key.DiscoPublic]*Peer
-	byIP4   map[[4]byte]*Peer
-	byIP6   map[[16]byte]*Peer
-	byName  map[string]*Peer // lower-case FQDN without the trailing dot
+	byID   map[tailcfg.NodeID]*entry
+	byIP4  map[[4]byte]*entry
+	byIP6  map[[16]byte]*entry
+	byName map[string]*entry // lower-case FQDN without the trailing dot
 	// routers are the peers whose AllowedIPs differ from their Addresses.
-	routers map[tailcfg.NodeID]*Peer
+	routers map[tailcfg.NodeID]*entry
 	// clashes counts index entries taken over from another peer. While it
 	// is zero no attribute is shared, and removing a peer's entries never
 	// has to look for another owner.
@@ -29,13 +26,11 @@ type peerIndex struct {
 
 func newPeerIndex(n int) peerIndex {
 	return peerIndex{
-		byID:    make(map[tailcfg.NodeID]*Peer, n),
-		byKey:   make(map[key.NodePublic]*Peer, n),
-		byDisco: make(map[key.DiscoPublic]*Peer, n),
-		byIP4:   make(map[[4]byte]*Peer, n),
-		byIP6:   make(map[[16]byte]*Peer, n),
-		byName:  make(map[string]*Peer, n),
-		routers: make(map[tailcfg.NodeID]*Peer),
+		byID:    make(map[tailcfg.NodeID]*entry, n),
+		byIP4:   make(map[[4]byte]*entry, n),
+		byIP6:   make(map[[16]byte]*entry, n),
+		byName:  make(map[string]*entry, n),
+		routers: make(map[tailcfg.NodeID]*entry),
 	}
 }
 
@@ -46,42 +41,30 @@ func nameKey(name string) string {
 }
 
 // add inserts a new peer, replacing any peer with the same ID.
-func (x *peerIndex) add(p *Peer) {
-	if old := x.byID[p.ID]; old != nil {
+func (x *peerIndex) add(p *entry) {
+	if old := x.byID[p.id]; old != nil {
 		x.remove(old)
 	}
-	x.byID[p.ID] = p
-	x.indexKey(p)
-	x.indexDisco(p)
+	x.byID[p.id] = p
 	x.indexAddrs(p)
 	x.indexName(p)
 	x.indexRoutes(p)
 }
 
-func (x *peerIndex) remove(p *Peer) {
-	if x.byID[p.ID] == p {
-		delete(x.byID, p.ID)
+func (x *peerIndex) remove(p *entry) {
+	if x.byID[p.id] == p {
+		delete(x.byID, p.id)
 	}
-	x.unindexKey(p)
-	x.unindexDisco(p)
 	x.unindexAddrs(p)
 	x.unindexName(p)
-	delete(x.routers, p.ID)
+	delete(x.routers, p.id)
 }
 
 // update replaces the contents of the indexed peer p with np (same ID),
 // touching only the indexes whose attributes changed.
-func (x *peerIndex) update(p *Peer, np *Peer) {
-	keyChanged := p.Key != np.Key
-	discoChanged := p.DiscoKey != np.DiscoKey
-	addrsChanged := !sameBacking(p.Addresses, np.Addresses)
-	nameChanged := p.Name != np.Name
-	if keyChanged {
-		x.unindexKey(p)
-	}
-	if discoChanged {
-		x.unindexDisco(p)
-	}
+func (x *peerIndex) update(p *entry, np *entry) {
+	addrsChanged := p.addrs != np.addrs
+	nameChanged := p.name() != np.name()
 	if addrsChanged {
 		x.unindexAddrs(p)
 	}
@@ -89,12 +72,6 @@ func (x *peerIndex) update(p *Peer, np *Peer) {
 		x.unindexName(p)
 	}
 	*p = *np
-	if keyChanged {
-		x.indexKey(p)
-	}
-	if discoChanged {
-		x.indexDisco(p)
-	}
 	if addrsChanged {
 		x.indexAddrs(p)
 	}
@@ -105,7 +82,7 @@ func (x *peerIndex) update(p *Peer, np *Peer) {
 }
 
 // set points m[k] at p, counting a clash if another peer held the entry.
-func set[K comparable](x *peerIndex, m map[K]*Peer, k K, p *Peer) {
+func set[K comparable](x *peerIndex, m map[K]*entry, k K, p *entry) {
 	if q := m[k]; q != nil && q != p {
 		x.clashes++
 	}
@@ -114,7 +91,7 @@ func set[K comparable](x *peerIndex, m map[K]*Peer, k K, p *Peer) {
 
 // unset removes m[k] if p holds it. If peers have clashed, the entry is
 // handed to another peer that has the attribute (has reports that).
-func unset[K comparable](x *peerIndex, m map[K]*Peer, k K, p *Peer, has func(*Peer) bool) {
+func unset[K comparable](x *peerIndex, m map[K]*entry, k K, p *entry, has func(*entry) bool) {
 	if m[k] != p {
 		return
 	}
@@ -130,30 +107,10 @@ func unset[K comparable](x *peerIndex, m map[K]*Peer, k K, p *Peer, has func(*Pe
 	}
 }
 
-func (x *peerIndex) indexKey(p *Peer) {
-	if !p.Key.IsZero() {
-		set(x, x.byKey, p.Key, p)
-	}
-}
-
-func (x *peerIndex) unindexKey(p *Peer) {
-	k := p.Key
-	unset(x, x.byKey, k, p, func(q *Peer) bool { return q.Key == k })
-}
-
-func (x *peerIndex) indexDisco(p *Peer) {
-	if !p.DiscoKey.IsZero() {
-		set(x, x.byDisco, p.DiscoKey, p)
-	}
-}
-
-func (x *peerIndex) unindexDisco(p *Peer) {
-	k := p.DiscoKey
-	unset(x, x.byDisco, k, p, func(q *Peer) bool { return q.DiscoKey == k })
-}
-
-func (x *peerIndex) indexAddrs(p *Peer) {
-	for _, pfx := range p.Addresses {
+func (x *peerIndex) indexAddrs(p *entry) {
+	for rest := p.addrs; rest != ""; {
+		var pfx netip.Prefix
+		pfx, rest = nextPrefix(rest)
 		a := pfx.Addr().Unmap()
 		if a.Is4() {
 			set(x, x.byIP4, a.As4(), p)
@@ -163,10 +120,12 @@ func (x *peerIndex) indexAddrs(p *Peer) {
 	}
 }
 
-func (x *peerIndex) unindexAddrs(p *Peer) {
-	for _, pfx := range p.Addresses {
+func (x *peerIndex) unindexAddrs(p *entry) {
+	for rest := p.addrs; rest != ""; {
+		var pfx netip.Prefix
+		pfx, rest = nextPrefix(rest)
 		a := pfx.Addr().Unmap()
-		has := func(q *Peer) bool { return hasAddr(q.Addresses, a) }
+		has := func(q *entry) bool { return hasAddr(q.addrs, a) }
 		if a.Is4() {
 			unset(x, x.byIP4, a.As4(), p, has)
 		} else if a.Is6() {
@@ -175,8 +134,11 @@ func (x *peerIndex) unindexAddrs(p *Peer) {
 	}
 }
 
-func hasAddr(pfxs []netip.Prefix, a netip.Addr) bool {
-	for _, p := range pfxs {
+// hasAddr reports whether the packed prefixes hold address a.
+func hasAddr(packed string, a netip.Addr) bool {
+	for packed != "" {
+		var p netip.Prefix
+		p, packed = nextPrefix(packed)
 		if p.Addr().Unmap() == a {
 			return true
 		}
@@ -184,27 +146,27 @@ func hasAddr(pfxs []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-func (x *peerIndex) indexName(p *Peer) {
-	if k := nameKey(p.Name); k != "" {
+func (x *peerIndex) indexName(p *entry) {
+	if k := nameKey(p.name()); k != "" {
 		set(x, x.byName, k, p)
 	}
 }
 
-func (x *peerIndex) unindexName(p *Peer) {
-	k := nameKey(p.Name)
-	unset(x, x.byName, k, p, func(q *Peer) bool { return nameKey(q.Name) == k })
+func (x *peerIndex) unindexName(p *entry) {
+	k := nameKey(p.name())
+	unset(x, x.byName, k, p, func(q *entry) bool { return nameKey(q.name()) == k })
 }
 
-func (x *peerIndex) indexRoutes(p *Peer) {
-	if p.HasOwnAllowedIPs() {
-		x.routers[p.ID] = p
+func (x *peerIndex) indexRoutes(p *entry) {
+	if p.ownAllowedIPs() {
+		x.routers[p.id] = p
 	} else {
-		delete(x.routers, p.ID)
+		delete(x.routers, p.id)
 	}
 }
 
 // lookupIP returns the peer that owns address a.
-func (x *peerIndex) lookupIP(a netip.Addr) *Peer {
+func (x *peerIndex) lookupIP(a netip.Addr) *entry {
 	a = a.Unmap()
 	if a.Is4() {
 		return x.byIP4[a.As4()]

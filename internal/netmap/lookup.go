@@ -36,35 +36,43 @@ func (m *Map) NumPeers() int {
 // Peers returns a snapshot of all peers sorted by name, then ID.
 func (m *Map) Peers() []Peer {
 	m.mu.RLock()
-	out := make([]Peer, 0, len(m.peers.byID))
+	defer m.mu.RUnlock()
+	es := make([]*entry, 0, len(m.peers.byID))
 	for _, p := range m.peers.byID {
-		out = append(out, *p)
+		es = append(es, p)
 	}
-	m.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Peer) int {
-		return cmp.Or(strings.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
+	// Sorting pointers shares the code of the map's other sorts.
+	slices.SortFunc(es, func(a, b *entry) int {
+		return cmp.Or(strings.Compare(a.name(), b.name()), cmp.Compare(a.id, b.id))
 	})
+	out := make([]Peer, len(es))
+	for i, e := range es {
+		out[i] = e.peer()
+	}
 	return out
 }
 
 // ForEachPeer calls f for every peer, in no particular order, while holding
 // the read lock: f must not call into the Map. It stops when f returns false.
-// It lets callers walk a large netmap without copying it.
+// It lets callers walk a large netmap without building a list of it: p is
+// valid only during the call, though the slices in it may be kept.
 func (m *Map) ForEachPeer(f func(p *Peer) bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	for _, p := range m.peers.byID {
-		if !f(p) {
+	var p Peer
+	for _, e := range m.peers.byID {
+		p = e.peer()
+		if !f(&p) {
 			return
 		}
 	}
 }
 
-func (m *Map) get(p *Peer) (Peer, bool) {
-	if p == nil {
+func (m *Map) get(e *entry) (Peer, bool) {
+	if e == nil {
 		return Peer{}, false
 	}
-	return *p, true
+	return e.peer(), true
 }
 
 // PeerByID returns the peer with the given node ID.
@@ -74,18 +82,17 @@ func (m *Map) PeerByID(id tailcfg.NodeID) (Peer, bool) {
 	return m.get(m.peers.byID[id])
 }
 
-// PeerByKey returns the peer with the given node key.
+// PeerByKey returns the peer with the given node key. It walks the peers:
+// nothing looks peers up by key often enough to keep an index for it.
 func (m *Map) PeerByKey(k key.NodePublic) (Peer, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.get(m.peers.byKey[k])
-}
-
-// PeerByDisco returns the peer with the given disco key.
-func (m *Map) PeerByDisco(k key.DiscoPublic) (Peer, bool) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.get(m.peers.byDisco[k])
+	for _, p := range m.peers.byID {
+		if p.key == k {
+			return p.peer(), true
+		}
+	}
+	return Peer{}, false
 }
 
 // PeerByIP returns the peer whose own tailnet addresses include a.
@@ -102,13 +109,15 @@ func (m *Map) PeerForDst(dst netip.Addr) (Peer, bool) {
 	dst = dst.Unmap()
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if p := m.peers.lookupIP(dst); p != nil && containsAddr(p.AllowedIPs, dst) {
-		return *p, true
+	if p := m.peers.lookupIP(dst); p != nil && containsAddr(p.allowed, dst) {
+		return p.peer(), true
 	}
-	var best *Peer
+	var best *entry
 	bestBits := -1
 	for _, p := range m.peers.routers {
-		for _, pfx := range p.AllowedIPs {
+		for rest := p.allowed; rest != ""; {
+			var pfx netip.Prefix
+			pfx, rest = nextPrefix(rest)
 			if pfx.Bits() > bestBits && pfx.Contains(dst) {
 				best, bestBits = p, pfx.Bits()
 			}
@@ -117,8 +126,11 @@ func (m *Map) PeerForDst(dst netip.Addr) (Peer, bool) {
 	return m.get(best)
 }
 
-func containsAddr(pfxs []netip.Prefix, a netip.Addr) bool {
-	for _, p := range pfxs {
+// containsAddr reports whether one of the packed prefixes contains a.
+func containsAddr(packed string, a netip.Addr) bool {
+	for packed != "" {
+		var p netip.Prefix
+		p, packed = nextPrefix(packed)
 		if p.Contains(a) {
 			return true
 		}
@@ -174,11 +186,11 @@ func (m *Map) NextPeerExpiry() time.Time {
 	now := m.now().Add(m.skew)
 	var next time.Time
 	for _, p := range m.peers.byID {
-		if p.ExpiredAt(now) || p.KeyExpiry.IsZero() {
+		if p.expiredAt(now) || (p.keyExpirySec == zeroSec && p.keyExpiryNsec == 0) {
 			continue
 		}
-		if next.IsZero() || p.KeyExpiry.Before(next) {
-			next = p.KeyExpiry
+		if t := p.keyExpiry(); next.IsZero() || t.Before(next) {
+			next = t
 		}
 	}
 	return next

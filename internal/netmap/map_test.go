@@ -16,10 +16,10 @@ import (
 func TestFirstMessageNeedsNode(t *testing.T) {
 	m := New(Options{})
 	// Keep-alives before the first message are fine.
-	if _, err := m.Apply(&tailcfg.MapResponse{KeepAlive: true}); err != nil {
+	if _, err := applyResp(m, &tailcfg.MapResponse{KeepAlive: true}); err != nil {
 		t.Fatalf("keep-alive: %v", err)
 	}
-	_, err := m.Apply(&tailcfg.MapResponse{Peers: []*tailcfg.Node{testNode(1)}})
+	_, err := applyResp(m, &tailcfg.MapResponse{Peers: []*tailcfg.Node{testNode(1)}})
 	if !errors.Is(err, ErrNoSelfNode) {
 		t.Fatalf("err = %v, want ErrNoSelfNode", err)
 	}
@@ -34,7 +34,7 @@ func TestFirstMessageNeedsNode(t *testing.T) {
 	mustApply(t, m, &tailcfg.MapResponse{PeersRemoved: []tailcfg.NodeID{1}})
 	// A new stream needs one again.
 	m.StartStream()
-	if _, err := m.Apply(&tailcfg.MapResponse{Domain: "x"}); !errors.Is(err, ErrNoSelfNode) {
+	if _, err := applyResp(m, &tailcfg.MapResponse{Domain: "x"}); !errors.Is(err, ErrNoSelfNode) {
 		t.Fatalf("after StartStream err = %v", err)
 	}
 }
@@ -85,7 +85,7 @@ func TestFullReplace(t *testing.T) {
 	if p, _ := m.PeerByID(3); p.HomeDERP != 1 || !p.Online {
 		t.Fatalf("peer 3 patched despite full list: %+v", p)
 	}
-	if _, ok := m.PeerByKey(nodeKey(1)); ok {
+	if _, ok := peerByKey(m, nodeKey(1)); ok {
 		t.Fatal("removed peer still indexed by key")
 	}
 	// Shrinking a lot takes the rebuild path.
@@ -133,10 +133,10 @@ func TestPeersChangedAndRemoved(t *testing.T) {
 		!slices.Equal(c.PeersRemoved, []tailcfg.NodeID{1}) {
 		t.Fatalf("changes = %+v", c)
 	}
-	if _, ok := m.PeerByKey(nodeKey(2)); ok {
+	if _, ok := peerByKey(m, nodeKey(2)); ok {
 		t.Fatal("old key still indexed")
 	}
-	if p, ok := m.PeerByKey(nodeKey(200)); !ok || p.ID != 2 {
+	if p, ok := peerByKey(m, nodeKey(200)); !ok || p.ID != 2 {
 		t.Fatal("new key not indexed")
 	}
 	if _, ok := m.PeerByIP(v4(2)); ok {
@@ -169,14 +169,14 @@ func TestPeersChangedPatch(t *testing.T) {
 		t.Fatalf("changes = %+v", c)
 	}
 	p, _ := m.PeerByID(1)
-	if p.HomeDERP != 9 || p.Cap != 120 || !slices.Equal(p.Endpoints, eps) || p.Key != nk || p.DiscoKey != dk ||
+	if p.HomeDERP != 9 || !slices.Equal(p.Endpoints, eps) || p.Key != nk || p.DiscoKey != dk ||
 		p.Online || !p.LastSeen.Equal(seen) || p.LastSeen.Location() != time.UTC || !p.KeyExpiry.Equal(exp) {
 		t.Fatalf("patched = %+v", p)
 	}
-	if q, ok := m.PeerByDisco(dk); !ok || q.ID != 1 {
+	if q, ok := peerByDisco(m, dk); !ok || q.ID != 1 {
 		t.Fatal("patched disco key not indexed")
 	}
-	if _, ok := m.PeerByDisco(discoKey(1)); ok {
+	if _, ok := peerByDisco(m, discoKey(1)); ok {
 		t.Fatal("old disco key still indexed")
 	}
 	if p2, _ := m.PeerByID(2); len(p2.Endpoints) != 0 {
@@ -481,13 +481,13 @@ func TestExpiryWithSkew(t *testing.T) {
 
 func TestLookups(t *testing.T) {
 	m := newTestMap(t, 1, 2, 3)
-	if p, ok := m.PeerByKey(nodeKey(2)); !ok || p.ID != 2 {
+	if p, ok := peerByKey(m, nodeKey(2)); !ok || p.ID != 2 {
 		t.Fatal("PeerByKey")
 	}
-	if _, ok := m.PeerByKey(key.NodePublic{}); ok {
+	if _, ok := peerByKey(m, key.NodePublic{}); ok {
 		t.Fatal("zero key found a peer")
 	}
-	if p, ok := m.PeerByDisco(discoKey(3)); !ok || p.ID != 3 {
+	if p, ok := peerByDisco(m, discoKey(3)); !ok || p.ID != 3 {
 		t.Fatal("PeerByDisco")
 	}
 	if p, ok := m.PeerByIP(v6(1)); !ok || p.ID != 1 {
@@ -531,7 +531,7 @@ func TestDuplicateKeysKeepIndexes(t *testing.T) {
 	b.Key, b.DiscoKey, b.Addresses, b.Name = a.Key, a.DiscoKey, a.Addresses, a.Name
 	mustApply(t, m, &tailcfg.MapResponse{PeersChanged: []*tailcfg.Node{a, b}})
 	mustApply(t, m, &tailcfg.MapResponse{PeersRemoved: []tailcfg.NodeID{2}})
-	if p, ok := m.PeerByKey(a.Key); !ok || p.ID != 1 {
+	if p, ok := peerByKey(m, a.Key); !ok || p.ID != 1 {
 		t.Fatal("remaining peer lost its key entry")
 	}
 	if p, ok := m.PeerByIP(v4(1)); !ok || p.ID != 1 {

@@ -1,8 +1,8 @@
 package netmap
 
 import (
+	"encoding/binary"
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 	"unique"
@@ -11,8 +11,10 @@ import (
 	"github.com/microlink-go/microlink/internal/tailcfg"
 )
 
-// Peer is the compact form of a peer node: what the data plane and status
-// reporting need, without Hostinfo, CapMap or other control-only detail.
+// Peer is a peer node as the Map's readers return it: what the data plane
+// and status reporting need, without Hostinfo, CapMap or other control-only
+// detail. The Map stores peers in a packed form and builds a Peer for each
+// read; a Peer owns its slices.
 type Peer struct {
 	ID       tailcfg.NodeID
 	StableID string
@@ -40,7 +42,6 @@ type Peer struct {
 	Endpoints []netip.AddrPort
 
 	HomeDERP int // home DERP region, 0 if unknown
-	Cap      int // the peer's capability version
 
 	Online          bool
 	Expired         bool // control marked the peer expired
@@ -83,57 +84,208 @@ func sameBacking(a, b []netip.Prefix) bool {
 	return len(a) == 0 || &a[0] == &b[0]
 }
 
-// intern returns a canonical copy of s, for strings many peers repeat.
-func intern(s string) string {
-	if s == "" {
-		return ""
-	}
-	return unique.Make(s).Value()
+// entry is a peer as the Map stores it, in 208 bytes plus its strings: a
+// tailnet of 50,000 nodes keeps one per node. Times are kept as seconds and
+// nanoseconds, address lists packed (see pack.go), and the peer's names in
+// one string.
+type entry struct {
+	id   tailcfg.NodeID
+	user tailcfg.UserID
+
+	// Seconds and nanoseconds since the Unix epoch; zeroSec for the zero
+	// time.
+	keyExpirySec, lastSeenSec   int64
+	keyExpiryNsec, lastSeenNsec int32
+
+	// text is the MagicDNS name (nameLen bytes), then the stable ID
+	// (stableLen bytes), then the hostname unless hostIsLabel says it is
+	// the name's first label.
+	text string
+
+	os       unique.Handle[string]
+	tags     unique.Handle[string] // packed tags, see packTags
+	key      key.NodePublic
+	disco    key.DiscoPublic
+	addrs    string // packed Addresses
+	allowed  string // packed AllowedIPs; the same as addrs when equal
+	eps      string // packed Endpoints
+	homeDERP int
+
+	nameLen, stableLen uint16
+	hostIsLabel        bool
+	online             bool
+	expired            bool
+	wgOnly             bool
 }
 
-// compactPeer converts a wire node to a Peer. It copies every slice it keeps
-// to an exactly sized one, so n and its decode buffers may be dropped.
-func compactPeer(n *tailcfg.Node) *Peer {
-	p := &Peer{
-		ID:              n.ID,
-		StableID:        n.StableID,
-		Name:            n.Name,
-		User:            n.User,
-		Key:             n.Key,
-		DiscoKey:        n.DiscoKey,
-		KeyExpiry:       utc(n.KeyExpiry),
-		HomeDERP:        n.HomeRegion(),
-		Cap:             n.Cap,
-		Expired:         n.Expired,
-		IsWireGuardOnly: n.IsWireGuardOnly,
+// zeroSec is the Unix time of the zero time.Time.
+var zeroSec = time.Time{}.Unix()
+
+func splitTime(t time.Time) (int64, int32) {
+	if t.IsZero() {
+		return zeroSec, 0
 	}
-	p.Tags = internTags(n.Tags)
-	if n.LastSeen != nil {
-		p.LastSeen = utc(*n.LastSeen)
+	return t.Unix(), int32(t.Nanosecond())
+}
+
+func joinTime(sec int64, nsec int32) time.Time {
+	if sec == zeroSec && nsec == 0 {
+		return time.Time{}
 	}
-	if n.Online != nil {
-		p.Online = *n.Online
+	return time.Unix(sec, int64(nsec)).UTC()
+}
+
+func (e *entry) name() string { return e.text[:e.nameLen] }
+
+func (e *entry) stableID() string { return e.text[e.nameLen : e.nameLen+e.stableLen] }
+
+func (e *entry) hostname() string {
+	if e.hostIsLabel {
+		return firstLabel(e.name())
 	}
-	if hi := n.Hostinfo; hi != nil {
-		p.OS = intern(hi.OS)
-		p.Hostname = hi.Hostname
-		// Most hostnames equal the first label of the MagicDNS name; share
-		// the name's bytes then instead of keeping a second string.
-		if l := firstLabel(p.Name); l == p.Hostname {
-			p.Hostname = l
-		}
+	return e.text[e.nameLen+e.stableLen:]
+}
+
+func (e *entry) osName() string {
+	if e.os == (unique.Handle[string]{}) {
+		return ""
 	}
-	p.Addresses = clonePrefixes(n.Addresses)
-	allowed := n.EffectiveAllowedIPs()
-	if slices.Equal(allowed, n.Addresses) {
-		p.AllowedIPs = p.Addresses
-	} else {
-		p.AllowedIPs = clonePrefixes(allowed)
+	return e.os.Value()
+}
+
+func (e *entry) keyExpiry() time.Time { return joinTime(e.keyExpirySec, e.keyExpiryNsec) }
+
+// expiredAt is Peer.ExpiredAt.
+func (e *entry) expiredAt(now time.Time) bool {
+	if e.expired {
+		return true
 	}
-	if len(n.Endpoints) > 0 {
-		p.Endpoints = slices.Clone(n.Endpoints)
+	if e.keyExpirySec == zeroSec && e.keyExpiryNsec == 0 {
+		return false
+	}
+	return e.keyExpiry().Before(now)
+}
+
+// ownAllowedIPs is Peer.HasOwnAllowedIPs.
+func (e *entry) ownAllowedIPs() bool { return e.allowed != e.addrs }
+
+// peer returns the entry as a Peer.
+func (e *entry) peer() Peer {
+	p := Peer{
+		ID:              e.id,
+		StableID:        e.stableID(),
+		Name:            e.name(),
+		Hostname:        e.hostname(),
+		OS:              e.osName(),
+		Tags:            unpackTags(e.tags),
+		User:            e.user,
+		Key:             e.key,
+		DiscoKey:        e.disco,
+		KeyExpiry:       e.keyExpiry(),
+		LastSeen:        joinTime(e.lastSeenSec, e.lastSeenNsec),
+		Addresses:       unpackPrefixes(e.addrs),
+		Endpoints:       unpackAddrPorts(e.eps),
+		HomeDERP:        e.homeDERP,
+		Online:          e.online,
+		Expired:         e.expired,
+		IsWireGuardOnly: e.wgOnly,
+	}
+	p.AllowedIPs = p.Addresses
+	if e.ownAllowedIPs() {
+		p.AllowedIPs = unpackPrefixes(e.allowed)
 	}
 	return p
+}
+
+// newEntry stores p. scratch is reused for packing.
+func newEntry(p *Peer, scratch []byte) *entry {
+	e := &entry{
+		id:       p.ID,
+		user:     p.User,
+		key:      p.Key,
+		disco:    p.DiscoKey,
+		homeDERP: p.HomeDERP,
+		online:   p.Online,
+		expired:  p.Expired,
+		wgOnly:   p.IsWireGuardOnly,
+	}
+	if p.OS != "" {
+		e.os = unique.Make(p.OS)
+	}
+	e.tags = packTags(scratch, p.Tags)
+	e.setText(p.Name, p.StableID, p.Hostname)
+	e.keyExpirySec, e.keyExpiryNsec = splitTime(p.KeyExpiry)
+	e.lastSeenSec, e.lastSeenNsec = splitTime(p.LastSeen)
+	e.addrs = packPrefixes(scratch, p.Addresses)
+	e.allowed = e.addrs
+	if p.HasOwnAllowedIPs() {
+		if a := packPrefixes(scratch, p.AllowedIPs); a != e.addrs {
+			e.allowed = a
+		}
+	}
+	e.eps = packAddrPorts(scratch, p.Endpoints)
+	return e
+}
+
+// setText stores the names, in one allocation. Names longer than 64 KiB
+// are cut short: no DNS name or stable ID is that long.
+func (e *entry) setText(name, stableID, hostname string) {
+	name = name[:min(len(name), 0xffff)]
+	stableID = stableID[:min(len(stableID), 0xffff)]
+	e.nameLen, e.stableLen = uint16(len(name)), uint16(len(stableID))
+	e.hostIsLabel = hostname != "" && hostname == firstLabel(name)
+	if e.hostIsLabel {
+		hostname = ""
+	}
+	e.text = name + stableID + hostname
+}
+
+// samePaths reports whether a and b agree on everything the data plane
+// uses to reach the peer.
+func samePaths(a, b *entry) bool {
+	return a.key == b.key && a.disco == b.disco &&
+		a.keyExpirySec == b.keyExpirySec && a.keyExpiryNsec == b.keyExpiryNsec &&
+		a.expired == b.expired && a.homeDERP == b.homeDERP && a.wgOnly == b.wgOnly &&
+		a.addrs == b.addrs && a.allowed == b.allowed && a.eps == b.eps
+}
+
+// equalEntry reports whether two entries carry the same information.
+func equalEntry(a, b *entry) bool {
+	return samePaths(a, b) && a.id == b.id && a.user == b.user &&
+		a.text == b.text && a.nameLen == b.nameLen && a.stableLen == b.stableLen &&
+		a.hostIsLabel == b.hostIsLabel && a.os == b.os && a.tags == b.tags &&
+		a.lastSeenSec == b.lastSeenSec && a.lastSeenNsec == b.lastSeenNsec &&
+		a.online == b.online
+}
+
+// packTags returns the handle of a peer's tags packed into one string
+// (each a uvarint length and its bytes), so that the many peers with the
+// same tags share one copy, or the zero handle for no tags.
+func packTags(scratch []byte, tags []string) unique.Handle[string] {
+	if len(tags) == 0 {
+		return unique.Handle[string]{}
+	}
+	b := scratch[:0]
+	for _, t := range tags {
+		b = binary.AppendUvarint(b, uint64(len(t)))
+		b = append(b, t...)
+	}
+	return unique.Make(string(b))
+}
+
+// unpackTags returns the tags of a handle packTags made, each interned.
+func unpackTags(h unique.Handle[string]) []string {
+	if h == (unique.Handle[string]{}) {
+		return nil
+	}
+	s := h.Value()
+	var out []string
+	for s != "" {
+		n, w := binary.Uvarint([]byte(s[:min(len(s), binary.MaxVarintLen64)]))
+		out = append(out, intern(s[w:w+int(n)]))
+		s = s[w+int(n):]
+	}
+	return out
 }
 
 // internTags returns tags in an exactly sized slice of interned strings,
@@ -149,42 +301,10 @@ func internTags(tags []string) []string {
 	return out
 }
 
-func clonePrefixes(s []netip.Prefix) []netip.Prefix {
-	if len(s) == 0 {
-		return nil
+// intern returns a canonical copy of s, for strings many peers repeat.
+func intern(s string) string {
+	if s == "" {
+		return ""
 	}
-	return slices.Clone(s)
-}
-
-// utc drops the location and monotonic reading of t, so a stored time never
-// keeps a per-message time zone alive.
-func utc(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return t.UTC()
-}
-
-// equalPeer reports whether two peers carry the same information.
-// samePaths reports whether a and b agree on everything the data plane uses
-// to reach the peer.
-func samePaths(a, b *Peer) bool {
-	return a.Key == b.Key && a.DiscoKey == b.DiscoKey &&
-		a.KeyExpiry.Equal(b.KeyExpiry) && a.Expired == b.Expired &&
-		a.HomeDERP == b.HomeDERP && a.IsWireGuardOnly == b.IsWireGuardOnly &&
-		slices.Equal(a.Addresses, b.Addresses) &&
-		slices.Equal(a.AllowedIPs, b.AllowedIPs) &&
-		slices.Equal(a.Endpoints, b.Endpoints)
-}
-
-func equalPeer(a, b *Peer) bool {
-	return a.ID == b.ID && a.StableID == b.StableID && a.Name == b.Name &&
-		a.Hostname == b.Hostname && a.OS == b.OS && a.User == b.User &&
-		slices.Equal(a.Tags, b.Tags) && a.Key == b.Key && a.DiscoKey == b.DiscoKey &&
-		a.KeyExpiry.Equal(b.KeyExpiry) && a.LastSeen.Equal(b.LastSeen) &&
-		slices.Equal(a.Addresses, b.Addresses) &&
-		slices.Equal(a.AllowedIPs, b.AllowedIPs) &&
-		slices.Equal(a.Endpoints, b.Endpoints) &&
-		a.HomeDERP == b.HomeDERP && a.Cap == b.Cap && a.Online == b.Online &&
-		a.Expired == b.Expired && a.IsWireGuardOnly == b.IsWireGuardOnly
+	return unique.Make(s).Value()
 }

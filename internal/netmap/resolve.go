@@ -22,7 +22,7 @@ func (m *Map) Resolve(name string) ([]netip.Addr, bool) {
 		return addrsOf(m.self.Addresses), true
 	}
 	if p := m.peers.byName[k]; p != nil {
-		return addrsOf(p.Addresses), true
+		return addrsOf(unpackPrefixes(p.addrs)), true
 	}
 	if strings.Contains(k, ".") {
 		return nil, false
@@ -35,18 +35,18 @@ func (m *Map) Resolve(name string) ([]netip.Addr, bool) {
 				return addrsOf(m.self.Addresses), true
 			}
 			if p := m.peers.byName[k+self[i:]]; p != nil {
-				return addrsOf(p.Addresses), true
+				return addrsOf(unpackPrefixes(p.addrs)), true
 			}
 		}
 	}
 	// Several peers may share a short name; pick the lowest ID so the
 	// answer does not depend on map order.
-	var byLabel, byHost *Peer
+	var byLabel, byHost *entry
 	for _, p := range m.peers.byID {
-		if strings.EqualFold(firstLabel(p.Name), k) && (byLabel == nil || p.ID < byLabel.ID) {
+		if strings.EqualFold(firstLabel(p.name()), k) && (byLabel == nil || p.id < byLabel.id) {
 			byLabel = p
 		}
-		if strings.EqualFold(p.Hostname, k) && (byHost == nil || p.ID < byHost.ID) {
+		if strings.EqualFold(p.hostname(), k) && (byHost == nil || p.id < byHost.id) {
 			byHost = p
 		}
 	}
@@ -54,7 +54,7 @@ func (m *Map) Resolve(name string) ([]netip.Addr, bool) {
 		byLabel = byHost
 	}
 	if byLabel != nil {
-		return addrsOf(byLabel.Addresses), true
+		return addrsOf(unpackPrefixes(byLabel.addrs)), true
 	}
 	return nil, false
 }

@@ -2,7 +2,6 @@ package netmap
 
 import (
 	"reflect"
-	"slices"
 
 	"github.com/microlink-go/microlink/internal/tailcfg"
 )
@@ -13,19 +12,10 @@ import (
 // Restore does not count as the first message of a stream: the next
 // message must still carry the self node, and its peer list replaces these.
 func (m *Map) Restore(peers []Peer, dm *tailcfg.DERPMap) Changes {
-	full := make([]*Peer, 0, len(peers))
+	full := make([]*entry, 0, len(peers))
+	scratch := make([]byte, 0, 128)
 	for i := range peers {
-		p := peers[i]
-		p.Addresses = clonePrefixes(p.Addresses)
-		if slices.Equal(peers[i].AllowedIPs, peers[i].Addresses) {
-			p.AllowedIPs = p.Addresses
-		} else {
-			p.AllowedIPs = clonePrefixes(p.AllowedIPs)
-		}
-		p.Endpoints = slices.Clone(p.Endpoints)
-		p.KeyExpiry, p.LastSeen = utc(p.KeyExpiry), utc(p.LastSeen)
-		p.OS = intern(p.OS)
-		full = append(full, &p)
+		full = append(full, newEntry(&peers[i], scratch))
 	}
 	dm = cloneDERPMap(dm)
 	m.mu.Lock()

@@ -11,8 +11,8 @@ import (
 
 func TestRestore(t *testing.T) {
 	m := New(Options{})
-	a := *compactPeer(testNode(1))
-	b := *compactPeer(testNode(2))
+	a := refPeer(testNode(1))
+	b := refPeer(testNode(2))
 	b.AllowedIPs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	dm := &tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{1: {RegionID: 1}, 2: nil}}
 	c := m.Restore([]Peer{a, b}, dm)
@@ -23,7 +23,7 @@ func TestRestore(t *testing.T) {
 	if p, ok := m.PeerForDst(netip.MustParseAddr("10.1.1.1")); !ok || p.ID != 2 {
 		t.Fatal("restored route not found")
 	}
-	if p, ok := m.PeerByKey(a.Key); !ok || p.HasOwnAllowedIPs() {
+	if p, ok := peerByKey(m, a.Key); !ok || p.HasOwnAllowedIPs() {
 		t.Fatal("restored peer not found by key")
 	}
 	if len(m.DERPMap().Regions) != 1 {
@@ -31,7 +31,7 @@ func TestRestore(t *testing.T) {
 	}
 	// The stream's first message still needs the self node, and replaces
 	// the restored peers.
-	if _, err := m.Apply(&tailcfg.MapResponse{Domain: "x"}); !errors.Is(err, ErrNoSelfNode) {
+	if _, err := applyResp(m, &tailcfg.MapResponse{Domain: "x"}); !errors.Is(err, ErrNoSelfNode) {
 		t.Fatalf("err = %v", err)
 	}
 	mustApply(t, m, &tailcfg.MapResponse{Node: selfNode(), Peers: []*tailcfg.Node{testNode(3)}})

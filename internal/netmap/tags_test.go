@@ -17,7 +17,7 @@ func TestTagsKeptCompactly(t *testing.T) {
 	b.Tags = []string{string([]byte("tag:server"))} // a distinct copy of the string
 	self := selfNode()
 	self.Tags = []string{"tag:router"}
-	if _, err := m.Apply(&tailcfg.MapResponse{Node: self, Peers: []*tailcfg.Node{a, b}}); err != nil {
+	if _, err := applyResp(m, &tailcfg.MapResponse{Node: self, Peers: []*tailcfg.Node{a, b}}); err != nil {
 		t.Fatal(err)
 	}
 	pa, _ := m.PeerByID(1)
@@ -32,7 +32,7 @@ func TestTagsKeptCompactly(t *testing.T) {
 		t.Errorf("self tags %q", s.Tags)
 	}
 	b2 := testNode(2)
-	ch, err := m.Apply(&tailcfg.MapResponse{PeersChanged: []*tailcfg.Node{b2}})
+	ch, err := applyResp(m, &tailcfg.MapResponse{PeersChanged: []*tailcfg.Node{b2}})
 	if err != nil {
 		t.Fatal(err)
 	}

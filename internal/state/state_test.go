@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -220,8 +221,17 @@ func testPeers() []netmap.Peer {
 	}
 	expired := mk(3)
 	expired.Expired = true
-	m.Apply(&tailcfg.MapResponse{Node: &tailcfg.Node{ID: 100}, Peers: []*tailcfg.Node{
+	b, err := json.Marshal(&tailcfg.MapResponse{Node: &tailcfg.Node{ID: 100}, Peers: []*tailcfg.Node{
 		mk(1), mk(2, netip.MustParsePrefix("10.0.0.0/8")), expired}})
+	if err != nil {
+		panic(err)
+	}
+	var d netmap.Decoder
+	msg, err := d.Decode(bytes.NewReader(b))
+	if err != nil {
+		panic(err)
+	}
+	m.Apply(msg)
 	return m.Peers()
 }
 

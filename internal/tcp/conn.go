@@ -3,11 +3,11 @@ package tcp
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"io"
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -263,7 +263,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	return total, nil
 }
 
-var errWriteClosed = errors.New("tcp: write after the connection was shut down for writing")
+var errWriteClosed = &errnoError{syscall.EPIPE, "write after the connection was shut down for writing"}
 
 // Close closes the connection. Queued data is still sent, followed by a
 // FIN; if received data was left unread, the peer gets a reset instead.

@@ -4,12 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/bufpool"
@@ -88,16 +89,35 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Errors of connections and of the stack.
+// Errors of connections and of the stack. They reach the applications
+// that use the connections, so they read like the errors of the kernel's
+// TCP and match its errno with errors.Is (syscall.ECONNREFUSED and so on);
+// a closed stack's match net.ErrClosed.
 var (
-	ErrClosed  = errors.New("tcp: stack closed")
-	ErrRefused = errors.New("tcp: connection refused")
-	ErrReset   = errors.New("tcp: connection reset by peer")
-	ErrTimeout = errors.New("tcp: connection timed out: no acknowledgement after repeated retransmissions")
-	ErrAborted = errors.New("tcp: connection aborted")
-	errTooMany = errors.New("tcp: too many connections")
-	errNoPorts = errors.New("tcp: no free local port")
+	ErrClosed  = fmt.Errorf("TCP stack closed: %w", net.ErrClosed)
+	ErrRefused = &errnoError{errno: syscall.ECONNREFUSED}
+	ErrReset   = &errnoError{errno: syscall.ECONNRESET}
+	ErrTimeout = &errnoError{syscall.ETIMEDOUT, "no acknowledgement after repeated retransmissions"}
+	ErrAborted = &errnoError{errno: syscall.ECONNABORTED}
+	errTooMany = &errnoError{syscall.ENOBUFS, "too many TCP connections"}
+	errNoPorts = &errnoError{syscall.EADDRNOTAVAIL, "no free local port"}
 )
+
+// errnoError is an error the kernel's TCP would report with errno.
+type errnoError struct {
+	errno  syscall.Errno
+	detail string
+}
+
+func (e *errnoError) Error() string {
+	if e.detail == "" {
+		return e.errno.Error()
+	}
+	return e.errno.Error() + ": " + e.detail
+}
+
+func (e *errnoError) Unwrap() error { return e.errno }
+func (e *errnoError) Timeout() bool { return e.errno.Timeout() }
 
 // connID is a connection's four-tuple.
 type connID struct {
@@ -267,22 +287,44 @@ func (s *Stack) mss(local netip.Addr) int {
 	return s.cfg.MTU - 60
 }
 
-// Listen opens a listener on port of every local address.
+// Listen opens a listener on port of every local address. Port 0 picks a
+// free port of the ephemeral range.
 func (s *Stack) Listen(port uint16) (*Listener, error) {
-	if port == 0 {
-		return nil, errors.New("tcp: listening needs a port")
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
+	if port == 0 {
+		if port = s.freePort(); port == 0 {
+			return nil, errNoPorts
+		}
+	}
 	if s.listeners[port] != nil {
-		return nil, fmt.Errorf("tcp: port %d already in use", port)
+		return nil, syscall.EADDRINUSE
 	}
 	l := &Listener{s: s, port: port, acceptq: make(chan *Conn, s.cfg.Backlog), done: make(chan struct{})}
 	s.listeners[port] = l
 	return l, nil
+}
+
+// freePort returns an ephemeral port that no listener or connection uses,
+// or 0. s.mu is held.
+func (s *Stack) freePort() uint16 {
+	used := make(map[uint16]bool, len(s.conns))
+	for id := range s.conns {
+		used[id.local.Port()] = true
+	}
+	var r [2]byte
+	rand.Read(r[:])
+	start := binary.BigEndian.Uint16(r[:])
+	for i := range 16384 {
+		port := uint16(49152 + (int(start)+i)%16384)
+		if s.listeners[port] == nil && !used[port] {
+			return port
+		}
+	}
+	return 0
 }
 
 // Dial opens a connection from src (an address of the node) to dst, from

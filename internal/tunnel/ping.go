@@ -3,7 +3,6 @@ package tunnel
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
 	"net/netip"
 	"time"
 
@@ -38,7 +37,7 @@ func (s *Stack) ping(ctx context.Context, dst netip.Addr, k pingKey, build func(
 	dst = dst.Unmap()
 	src, ok := s.source(dst)
 	if !ok {
-		return 0, fmt.Errorf("tunnel: no own address for %v", dst)
+		return 0, noSource(dst)
 	}
 	done := make(chan struct{})
 	s.mu.Lock()

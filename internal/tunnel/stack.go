@@ -4,10 +4,12 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/microlink-go/microlink/internal/bufpool"
 	"github.com/microlink-go/microlink/internal/key"
@@ -75,6 +77,12 @@ type pingKey struct {
 
 // ErrClosed is returned by operations on a closed Stack or socket.
 var ErrClosed = errors.New("tunnel: closed")
+
+// noSource is the error for a destination of a family the node has no
+// address of: the network is unreachable, as the kernel would say.
+func noSource(dst netip.Addr) error {
+	return fmt.Errorf("tunnel: no own address for %v: %w", dst, syscall.ENETUNREACH)
+}
 
 // New returns a Stack with no addresses and a filter that lets nothing
 // in: the node accepts no packet before it knows its rules.

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 
 	"github.com/microlink-go/microlink/internal/tcp"
@@ -20,7 +19,7 @@ func (s *Stack) DialTCP(ctx context.Context, dst netip.AddrPort) (*tcp.Conn, err
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	src, ok := s.source(dst.Addr())
 	if !ok {
-		return nil, fmt.Errorf("tunnel: no own address for %v", dst.Addr())
+		return nil, noSource(dst.Addr())
 	}
 	return s.tcp.Dial(ctx, src, dst)
 }

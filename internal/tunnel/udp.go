@@ -1,12 +1,12 @@
 package tunnel
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/bufpool"
@@ -57,11 +57,11 @@ func (s *Stack) ListenUDP(port uint16) (*UDPConn, error) {
 			}
 		}
 		if port == 0 {
-			return nil, errors.New("tunnel: no free UDP port")
+			return nil, fmt.Errorf("tunnel: no free UDP port: %w", syscall.EADDRINUSE)
 		}
 	}
 	if s.udp[port] != nil {
-		return nil, fmt.Errorf("tunnel: UDP port %d already in use", port)
+		return nil, syscall.EADDRINUSE
 	}
 	c := &UDPConn{
 		s:           s,
@@ -152,10 +152,10 @@ func (c *UDPConn) WriteToUDPAddrPort(b []byte, dst netip.AddrPort) (int, error) 
 	dstIP := dst.Addr().Unmap()
 	src, ok := c.s.source(dstIP)
 	if !ok {
-		return 0, fmt.Errorf("tunnel: no own address for %v", dstIP)
+		return 0, noSource(dstIP)
 	}
 	if packet.IPHeaderLen(src)+packet.UDPHeaderLen+len(b) > MaxPacket {
-		return 0, fmt.Errorf("tunnel: datagram of %d bytes exceeds the tunnel MTU %d", len(b), MaxPacket)
+		return 0, fmt.Errorf("tunnel: datagram of %d bytes exceeds the tunnel MTU %d: %w", len(b), MaxPacket, syscall.EMSGSIZE)
 	}
 	bp := c.s.pool.Get()
 	defer c.s.pool.Put(bp)

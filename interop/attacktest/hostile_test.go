@@ -18,6 +18,7 @@ import (
 	"github.com/microlink-go/microlink/internal/derp"
 	"github.com/microlink-go/microlink/internal/disco"
 	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/netmap"
 	"github.com/microlink-go/microlink/internal/packet"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/internal/wireguard"
@@ -44,8 +45,8 @@ type hostile struct {
 
 	mu          sync.Mutex
 	self        *tailcfg.Node
-	peers       map[string]*tailcfg.Node // by hostname
-	capture     bool                     // WireGuard messages go to captured instead of out
+	peers       *netmap.Map // the hostile node's netmap
+	capture     bool        // WireGuard messages go to captured instead of out
 	captured    [][]byte
 	echoReplies map[uint16]int // ICMP echo replies by sequence number
 
@@ -66,7 +67,7 @@ func startHostile(t *testing.T, l *lab.Lab, node key.Private) *hostile {
 		t:           t,
 		node:        node,
 		disco:       disco.NewSealer(key.NewPrivate(), 0),
-		peers:       map[string]*tailcfg.Node{},
+		peers:       netmap.New(netmap.Options{}),
 		echoReplies: map[uint16]int{},
 	}
 	var err error
@@ -118,18 +119,14 @@ func startHostile(t *testing.T, l *lab.Lab, node key.Private) *hostile {
 	return h
 }
 
-// apply keeps the netmap's self node and peers by hostname.
-func (h *hostile) apply(m *tailcfg.MapResponse) {
+// apply keeps the netmap's self node and applies the message to its netmap.
+func (h *hostile) apply(m *netmap.Message) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if m.Node != nil {
 		h.self = m.Node
 	}
-	for _, p := range append(m.Peers, m.PeersChanged...) {
-		if p.Hostinfo != nil {
-			h.peers[p.Hostinfo.Hostname] = p
-		}
-	}
+	h.peers.Apply(m)
 }
 
 // waitVictim waits until the netmap names the victim with its disco key
@@ -137,11 +134,16 @@ func (h *hostile) apply(m *tailcfg.MapResponse) {
 // sends.
 func (h *hostile) waitVictim(name string) {
 	h.t.Helper()
-	var p *tailcfg.Node
+	var p *netmap.Peer
 	lab.WaitFor(h.t, 20*time.Second, name+" in the hostile node's netmap", func() bool {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		p = h.peers[name]
+		p = nil
+		for _, q := range h.peers.Peers() {
+			if q.Hostname == name {
+				p = &q
+			}
+		}
 		return h.self != nil && p != nil && !p.DiscoKey.IsZero() && len(p.Endpoints) > 0
 	})
 	h.victim = peerInfo{key: p.Key, disco: p.DiscoKey}

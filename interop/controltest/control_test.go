@@ -14,6 +14,7 @@ import (
 
 	"github.com/microlink-go/microlink/internal/control"
 	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/netmap"
 	"github.com/microlink-go/microlink/internal/tailcfg"
 	"github.com/microlink-go/microlink/interop/lab"
 	tstailcfg "tailscale.com/tailcfg"
@@ -27,7 +28,7 @@ type node struct {
 	errc    chan error
 	mu      sync.Mutex
 	self    *tailcfg.Node
-	peers   map[tailcfg.NodeID]*tailcfg.Node
+	peers   *netmap.Map
 	maps    int
 	states  []control.State
 	newKeys []key.Private
@@ -35,7 +36,7 @@ type node struct {
 
 func startNode(t *testing.T, l *lab.Lab, mutate func(*control.Options)) *node {
 	t.Helper()
-	n := &node{peers: map[tailcfg.NodeID]*tailcfg.Node{}, errc: make(chan error, 1)}
+	n := &node{peers: netmap.New(netmap.Options{}), errc: make(chan error, 1)}
 	opts := control.Options{
 		ServerURL:  l.ControlURL,
 		MachineKey: key.NewPrivate(),
@@ -67,31 +68,15 @@ func startNode(t *testing.T, l *lab.Lab, mutate func(*control.Options)) *node {
 	return n
 }
 
-// apply keeps just enough of the netmap for the tests.
-func (n *node) apply(m *tailcfg.MapResponse) {
+// apply keeps the self node and applies the message to a netmap.
+func (n *node) apply(m *netmap.Message) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.maps++
 	if m.Node != nil {
 		n.self = m.Node
 	}
-	if len(m.Peers) > 0 {
-		clear(n.peers)
-		for _, p := range m.Peers {
-			n.peers[p.ID] = p
-		}
-	}
-	for _, p := range m.PeersChanged {
-		n.peers[p.ID] = p
-	}
-	for _, id := range m.PeersRemoved {
-		delete(n.peers, id)
-	}
-	for _, pc := range m.PeersChangedPatch {
-		if p := n.peers[pc.NodeID]; p != nil && pc.DiscoKey != nil {
-			p.DiscoKey = *pc.DiscoKey
-		}
-	}
+	n.peers.Apply(m)
 }
 
 func (n *node) view(f func(n *node) bool) bool {
@@ -167,10 +152,10 @@ func TestPeersAndDiscoKey(t *testing.T) {
 	b := startNode(t, l, nil)
 	connected(t, b)
 	bKey := b.c.NodeKey().NodePublic()
-	peerB := func(n *node) *tailcfg.Node {
-		for _, p := range n.peers {
+	peerB := func(n *node) *netmap.Peer {
+		for _, p := range n.peers.Peers() {
 			if p.Key == bKey {
-				return p
+				return &p
 			}
 		}
 		return nil

@@ -163,7 +163,7 @@ func TestRebindAfterAddressChange(t *testing.T) {
 	}
 	out, _ = d.cli("status")
 	t.Logf("microlink status after the rebind:\n%s", out)
-	if !regexp.MustCompile(`(direct 198\.18\.\d+\.2:\d+|relay 900)\s`).MatchString(statusLine(out, tsName)) {
+	if !regexp.MustCompile(`(direct 198\.18\.\d+\.2:\d+|DERP\(900\))\s`).MatchString(statusLine(out, tsName)) {
 		t.Fatalf("microlink status does not show the path:\n%s", out)
 	}
 

@@ -124,7 +124,7 @@ func TestCLI(t *testing.T) {
 	}
 	// The TSMP and ICMP pings went through WireGuard, relayed: the real
 	// peer never uses a direct path here.
-	if out, err := cli("status"); err != nil || !strings.Contains(out, "WireGuard bytes: direct rx 0 ") || strings.Contains(out, "relayed rx 0 ") {
+	if out, err := cli("status"); err != nil || !strings.Contains(out, "WireGuard bytes: direct rx 0 ") || strings.Contains(out, "DERP rx 0 ") {
 		t.Fatalf("status after pings: %v\n%s", err, out)
 	}
 	// The peer reaches the daemon too.
