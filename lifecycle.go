@@ -113,8 +113,9 @@ func (n *Node) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	runErr := make(chan error, 1)
+	mon := n.watchNetwork()
 	n.mu.Lock()
-	n.data, n.ctl, n.cancel, n.done = data, ctl, cancel, done
+	n.data, n.ctl, n.cancel, n.done, n.netmon = data, ctl, cancel, done, mon
 	n.mu.Unlock()
 	// What the data plane learned before the control client existed (a
 	// home region from the peer cache's DERP map) goes into the first
@@ -163,7 +164,7 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.closed = true
-	ctl, data, cancel, done := n.ctl, n.data, n.cancel, n.done
+	ctl, data, cancel, done, mon := n.ctl, n.data, n.cancel, n.done, n.netmon
 	if n.graceTimer != nil {
 		n.graceTimer.Stop()
 	}
@@ -180,6 +181,9 @@ func (n *Node) Close() error {
 		n.keyWarnTimer = nil
 	}
 	n.mu.Unlock()
+	if mon != nil {
+		mon.Close()
+	}
 	if cancel != nil {
 		cancel()
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/microlink-go/microlink/internal/dns"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/netmap"
+	"github.com/microlink-go/microlink/internal/netmon"
 	"github.com/microlink-go/microlink/internal/router"
 	"github.com/microlink-go/microlink/internal/state"
 	"github.com/microlink-go/microlink/internal/tailcfg"
@@ -42,6 +43,7 @@ type Node struct {
 	data     *dataPlane                // WireGuard and magicsock for the current node key
 	current  atomic.Pointer[dataPlane] // data, for the stack's send path
 	ctl      *control.Client
+	netmon   *netmon.Monitor // rebinds after network changes; nil if it failed
 
 	mapUpdates atomic.Uint64 // map messages applied
 
