@@ -46,6 +46,13 @@ type Config struct {
 	// identity lives only in memory and a new node is created at every start.
 	StateDir string
 
+	// FreshIdentity allows a start with a ControlURL other than the one
+	// the identity in StateDir is registered with: that identity and its
+	// tailnet's peer cache are discarded and a new identity is made.
+	// Without it, such a start fails with a *ControlMismatchError. An
+	// identity of the configured server is kept either way.
+	FreshIdentity bool
+
 	// Port is the local UDP port. 0 means TS_PORT, then DefaultPort (with
 	// fallback to any free port). -1 means any free port.
 	Port int
@@ -253,6 +260,21 @@ func (c Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// ControlMismatchError is returned by New when the identity in the state
+// directory is registered with another control server than
+// Config.ControlURL.
+type ControlMismatchError struct {
+	StateDir   string
+	StateURL   string // the control server the identity belongs to
+	ControlURL string // Config.ControlURL
+}
+
+func (e *ControlMismatchError) Error() string {
+	return fmt.Sprintf("microlink: the identity in %s is registered with control server %s, not %s "+
+		"(use that server, another state directory, or Config.FreshIdentity to replace the identity with a new one)",
+		e.StateDir, e.StateURL, e.ControlURL)
 }
 
 func validHostname(h string) error {

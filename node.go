@@ -97,7 +97,11 @@ func New(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("microlink: %w", err)
 		}
 		var created bool
-		n.ident, created, err = n.store.LoadOrCreateIdentity()
+		n.ident, created, err = n.store.IdentityFor(cfg.ControlURL, cfg.FreshIdentity)
+		var me *state.ControlMismatchError
+		if errors.As(err, &me) {
+			return nil, &ControlMismatchError{StateDir: cfg.StateDir, StateURL: me.Stored, ControlURL: me.Configured}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("microlink: %w", err)
 		}
@@ -106,7 +110,8 @@ func New(cfg Config) (*Node, error) {
 			n.logger.Info("microlink: created a new identity", "dir", cfg.StateDir)
 		}
 	} else {
-		n.ident = &state.Identity{MachineKey: key.NewPrivate(), NodeKey: key.NewPrivate()}
+		n.ident = state.NewIdentity()
+		n.ident.ControlURL = cfg.ControlURL
 		n.identNew = true
 	}
 	n.nm = netmap.New(netmap.Options{Logger: n.logger})

@@ -17,6 +17,8 @@ import (
 	"github.com/microlink-go/microlink/internal/tailcfg"
 )
 
+const testControl = "https://control.example"
+
 func openTemp(t *testing.T) *Store {
 	t.Helper()
 	s, err := Open(filepath.Join(t.TempDir(), "state"), nil)
@@ -42,7 +44,7 @@ func TestIdentityRoundTrip(t *testing.T) {
 	if _, err := s.LoadIdentity(); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing file: %v", err)
 	}
-	id, created, err := s.LoadOrCreateIdentity()
+	id, created, err := s.IdentityFor(testControl, false)
 	if err != nil || !created || id.MachineKey.IsZero() || id.NodeKey.IsZero() || id.MachineKey.Equal(id.NodeKey) {
 		t.Fatalf("create: %+v %v %v", id, created, err)
 	}
@@ -50,7 +52,7 @@ func TestIdentityRoundTrip(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %v %v", fi.Mode(), err)
 	}
-	again, created, err := s.LoadOrCreateIdentity()
+	again, created, err := s.IdentityFor(testControl, false)
 	if err != nil || created || *again != *id {
 		t.Fatalf("reload: %+v %v %v", again, created, err)
 	}
@@ -90,7 +92,7 @@ func TestCorruptIdentityIsKept(t *testing.T) {
 		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, _, err := s.LoadOrCreateIdentity()
+		_, _, err := s.IdentityFor(testControl, false)
 		var ce *CorruptError
 		if !errors.As(err, &ce) || ce.Path != p || !strings.Contains(err.Error(), p) {
 			t.Errorf("%q: err = %v", content, err)
@@ -115,7 +117,7 @@ func TestUnreadableIdentity(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(p, "keep"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := s.LoadOrCreateIdentity()
+	_, _, err := s.IdentityFor(testControl, false)
 	var ce *CorruptError
 	if !errors.As(err, &ce) || ce.Path != p {
 		t.Fatalf("err = %v", err)
@@ -133,7 +135,7 @@ func TestUnreadableIdentity(t *testing.T) {
 
 func TestInterruptedWrite(t *testing.T) {
 	s := openTemp(t)
-	id, _, err := s.LoadOrCreateIdentity()
+	id, _, err := s.IdentityFor(testControl, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +188,7 @@ func TestInterruptedWrite(t *testing.T) {
 
 func TestRemove(t *testing.T) {
 	s := openTemp(t)
-	if _, _, err := s.LoadOrCreateIdentity(); err != nil {
+	if _, _, err := s.IdentityFor(testControl, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.SavePeers(&PeerCache{}); err != nil {
@@ -203,7 +205,7 @@ func TestRemove(t *testing.T) {
 	if err := s.Remove(); err != nil {
 		t.Fatalf("second Remove: %v", err)
 	}
-	if _, created, err := s.LoadOrCreateIdentity(); err != nil || !created {
+	if _, created, err := s.IdentityFor(testControl, false); err != nil || !created {
 		t.Fatal("no new identity after Remove")
 	}
 }
@@ -301,12 +303,22 @@ func FuzzLoad(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, _, err := s.LoadOrCreateIdentity()
+		got, err := s.LoadIdentity()
 		if err == nil && (got.MachineKey.IsZero() || got.NodeKey.IsZero()) {
 			t.Fatal("loaded an identity without keys")
 		}
 		if after, _ := os.ReadFile(filepath.Join(dir, IdentityFile)); !bytes.Equal(after, data) {
 			t.Fatal("identity file modified by loading")
+		}
+		// An identity that does not load is never replaced, not even
+		// when asked for a fresh one.
+		if _, _, ferr := s.IdentityFor(testControl, true); err != nil {
+			if ferr == nil {
+				t.Fatal("IdentityFor accepted an identity LoadIdentity refused")
+			}
+			if after, _ := os.ReadFile(filepath.Join(dir, IdentityFile)); !bytes.Equal(after, data) {
+				t.Fatal("unusable identity file replaced")
+			}
 		}
 		if c := s.LoadPeers(); c != nil {
 			m := netmap.New(netmap.Options{})
