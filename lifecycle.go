@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/control"
@@ -14,6 +15,7 @@ import (
 	"github.com/microlink-go/microlink/internal/router"
 	"github.com/microlink-go/microlink/internal/state"
 	"github.com/microlink-go/microlink/internal/tailcfg"
+	"github.com/microlink-go/microlink/internal/tlsroots"
 	"github.com/microlink-go/microlink/internal/tunnel"
 )
 
@@ -48,6 +50,9 @@ func (n *Node) Start(ctx context.Context) error {
 	n.mu.Unlock()
 
 	n.recoverHostDNS()
+	if strings.HasPrefix(strings.ToLower(n.cfg.ControlURL), "https:") {
+		tlsroots.Pool(n.logger) // decides, and logs, which roots verify control
+	}
 	n.disco = key.NewPrivate()
 	n.stack = tunnel.New(tunnel.Config{
 		Output: func(pkt []byte) error {

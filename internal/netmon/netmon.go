@@ -265,6 +265,31 @@ func compareRoutes(a, b Route) int {
 	return cmp.Compare(a.Metric, b.Metric)
 }
 
+func comparePrefixes(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}
+
+// sortUnique sorts a short list in place and drops repeats. (The lists
+// are a handful of entries: an insertion sort is smaller in the binary
+// than a generic sort's instantiation.)
+func sortUnique[T comparable](s []T, compare func(a, b T) int) []T {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && compare(s[j], s[j-1]) < 0; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+	out := s[:0]
+	for _, v := range s {
+		if len(out) == 0 || v != out[len(out)-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // Equal reports whether s and o are the same.
 func (s State) Equal(o State) bool {
 	return maps.EqualFunc(s.Interfaces, o.Interfaces, slices.Equal) && slices.Equal(s.DefaultRoutes, o.DefaultRoutes)
@@ -344,13 +369,7 @@ func (m *Monitor) snapshot() (State, error) {
 		if len(ps) == 0 {
 			continue
 		}
-		slices.SortFunc(ps, func(a, b netip.Prefix) int {
-			if c := a.Addr().Compare(b.Addr()); c != 0 {
-				return c
-			}
-			return cmp.Compare(a.Bits(), b.Bits())
-		})
-		ps = slices.Compact(ps)
+		ps = sortUnique(ps, comparePrefixes)
 		if m.opts.Ignore != nil && m.opts.Ignore(ifi.Name, ps) {
 			continue
 		}
@@ -368,8 +387,7 @@ func (m *Monitor) snapshot() (State, error) {
 		}
 		st.DefaultRoutes = append(st.DefaultRoutes, Route{Gateway: r.gateway, Interface: name, Metric: r.metric})
 	}
-	slices.SortFunc(st.DefaultRoutes, compareRoutes)
-	st.DefaultRoutes = slices.Compact(st.DefaultRoutes)
+	st.DefaultRoutes = sortUnique(st.DefaultRoutes, compareRoutes)
 	return st, nil
 }
 
