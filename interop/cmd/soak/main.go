@@ -1,0 +1,95 @@
+// Soak runs a microlink node and a real tailscaled in an offline lab for a
+// long time, with traffic and faults, and reports whether the node stays
+// healthy: memory, goroutines and open files flat, probes answered, and
+// how fast it recovers from each fault.
+//
+// Usage (as root; scripts/soak.sh DURATION wraps it):
+//
+//	go run ./cmd/soak -duration 1h [-out report.md] [-samples samples.jsonl]
+//
+// The program moves itself into a private network namespace, which plays
+// the internet: the lab's control, STUN and a DERP server of its own listen
+// on 198.18.0.1. Two hosts hang off it by veth pairs, each in a namespace
+// of its own: microlink's (198.18.1.2) and tailscaled's (198.18.2.2, TUN
+// mode). The microlink node is this program run again in its namespace
+// (with a UDP echo on port 9000), so that its goroutines, heap, RSS and
+// open files can be read.
+//
+// Every 10 s tailscaled's host pings microlink's tailnet address (the OS
+// ping, through tailscaled's TUN) and sends it a UDP datagram to echo.
+// Every 5 minutes a fault is injected, in turn: control restart (every
+// connection dropped), DERP restart (down for 5 s, its state lost), path
+// cut (UDP between the hosts dropped for 60 s, so traffic must move to
+// DERP and back) and address change (microlink's host renumbered without
+// telling the node). After each fault the program probes every second
+// until traffic flows, and measures the fault's own recovery: control's
+// map stream back, the DERP connection back, the direct path back, the
+// new endpoint at control. Each minute it records the node's goroutines,
+// heap, RSS, open files and the probes of that minute.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/microlink-go/microlink/interop/lab"
+)
+
+type options struct {
+	Duration, FaultEvery, ProbeEvery, SampleEvery time.Duration
+	Out, Samples                                  string
+	Faults                                        string
+	Verbose, NodeDebug                            bool
+}
+
+func main() {
+	if os.Getenv(envNode) != "" {
+		os.Exit(nodeMain())
+	}
+	var o options
+	flag.DurationVar(&o.Duration, "duration", time.Hour, "how long to run")
+	flag.DurationVar(&o.FaultEvery, "fault-every", 5*time.Minute, "time between faults")
+	flag.DurationVar(&o.ProbeEvery, "probe-every", 10*time.Second, "time between probes")
+	flag.DurationVar(&o.SampleEvery, "sample-every", time.Minute, "time between resource samples")
+	flag.StringVar(&o.Out, "out", "", "write the report (markdown) to this file as well as to stdout")
+	flag.StringVar(&o.Samples, "samples", "", "write every sample, probe and fault as JSON lines to this file")
+	flag.StringVar(&o.Faults, "faults", "control,derp,cut,address", "the faults to inject, in turn: control (restart), derp (restart), cut (of the direct path), address (change)")
+	flag.BoolVar(&o.Verbose, "verbose", false, "show the lab's logs")
+	flag.BoolVar(&o.NodeDebug, "node-debug", false, "log the node at debug level (in node.log)")
+	flag.Parse()
+	if flag.NArg() > 0 || o.Duration <= 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "soak: needs root (network namespaces, nftables, TUN)")
+		os.Exit(2)
+	}
+	if ran, code := lab.ReexecInNetns(); ran {
+		os.Exit(code)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := run(ctx, o)
+	if rep != nil {
+		text := rep.markdown()
+		fmt.Print(text)
+		if o.Out != "" {
+			if werr := os.WriteFile(o.Out, []byte(text), 0o644); werr != nil {
+				fmt.Fprintln(os.Stderr, "soak:", werr)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "soak failed:", err)
+		os.Exit(1)
+	}
+	if rep != nil && !rep.goalsMet() {
+		os.Exit(3)
+	}
+}
