@@ -128,16 +128,7 @@ func TestNetworkChangeWithoutSignal(t *testing.T) {
 	t.Logf("moved microlink's host from %v to %v; no signal", oldAddr, mlHost.Addr)
 
 	waitFor(t, 5*time.Second, "control to learn microlink's new endpoint", func() bool {
-		n := l.Control.Node(mlKey)
-		if n == nil {
-			return false
-		}
-		for _, ep := range n.Endpoints {
-			if ep.Addr() == mlHost.Addr {
-				return true
-			}
-		}
-		return false
+		return controlHasEndpoint(l, mlKey, mlHost.Addr)
 	})
 	t.Logf("control has the new endpoint %v after the change", time.Since(changed).Round(time.Millisecond))
 	if !strings.Contains(d.logs.since(mark), "network changed; rebinding") {

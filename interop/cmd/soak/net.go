@@ -11,12 +11,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"tailscale.com/derp/derpserver"
 	"tailscale.com/types/key"
 )
@@ -108,33 +106,6 @@ func cutUDP(a, b *host) error {
 }
 
 func liftCut() error { return sh("nft", "delete", "table", "inet", cutTable) }
-
-// udpIn opens a UDP socket inside namespace ns.
-func udpIn(ns string) (*net.UDPConn, error) {
-	f, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	type result struct {
-		c   *net.UDPConn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// The thread switches namespace and is never unlocked, so it ends
-		// with this goroutine.
-		runtime.LockOSThread()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns %s: %w", ns, err)}
-			return
-		}
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{})
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
-}
 
 // relay is a DERP server that can be restarted on the same address with
 // the same key, losing its connections and state as a restarted derper

@@ -152,7 +152,7 @@ func (s *soak) setup(logf func(string, ...any)) error {
 	if err := s.mlKey.UnmarshalText([]byte(first.NodeKey)); err != nil {
 		return err
 	}
-	if s.udp, err = udpIn(s.tsh.NS); err != nil {
+	if s.udp, err = lab.ListenUDPIn(s.tsh.NS, netip.AddrPortFrom(netip.IPv4Unspecified(), 0)); err != nil {
 		return err
 	}
 	s.r.Cleanup(func() { s.udp.Close() })
