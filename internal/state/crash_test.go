@@ -86,10 +86,22 @@ func manyPeers(n int) []netmap.Peer {
 	return m.Peers()
 }
 
+// needReexec skips a test that runs the test binary again where that
+// cannot be done: under qemu's user-mode emulation (the cross-architecture
+// runs) the kernel cannot execute the binary by itself.
+func needReexec(t *testing.T) {
+	t.Helper()
+	err := exec.Command(os.Args[0], "-test.list=^$").Run()
+	if errors.Is(err, syscall.ENOEXEC) {
+		t.Skipf("cannot run the test binary again here: %v", err)
+	}
+}
+
 // TestKilledWhileWriting kills a process that writes state without pause
 // with SIGKILL at a random moment, 100 times: every time, the identity
 // loads with the same machine key and the peer cache loads.
 func TestKilledWhileWriting(t *testing.T) {
+	needReexec(t)
 	const iterations = 100
 	dir := filepath.Join(t.TempDir(), "state")
 	var machine key.Private
@@ -168,6 +180,7 @@ func TestFullDisk(t *testing.T) {
 		fullDiskChecks(t)
 		return
 	}
+	needReexec(t)
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a tmpfs")
 	}
