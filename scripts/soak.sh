@@ -9,8 +9,10 @@
 # -probe-every, -sample-every, -samples FILE, -verbose).
 #
 # Needs root (network namespaces, nftables, TUN). The report is also
-# written to $SOAK_OUT (default soak-<date>.md in the current directory).
-# Exit status: 0 if every goal was met, 3 if one was not, 1 on error.
+# written to $SOAK_OUT (default soak-<date>.md in the current directory);
+# copied to docs/soak.md, it becomes section 9 of docs/BENCHMARKS.md at the
+# next scripts/bench.sh. Exit status: 0 if every goal was met, 3 if one was
+# not, 1 on error.
 set -euo pipefail
 if [ $# -lt 1 ]; then
 	echo "usage: scripts/soak.sh DURATION [flags of interop/cmd/soak]" >&2
@@ -28,5 +30,6 @@ fi
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 go build -o "$bin/soak" ./cmd/soak
-echo "soak: $dur at $(git rev-parse --short HEAD 2>/dev/null || echo unknown); report to $out" >&2
-"$bin/soak" -duration "$dur" -out "$out" "$@"
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+echo "soak: $dur at $commit; report to $out" >&2
+"$bin/soak" -duration "$dur" -out "$out" -label "$commit" "$@"

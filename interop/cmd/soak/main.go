@@ -43,7 +43,7 @@ import (
 type options struct {
 	Duration, FaultEvery, ProbeEvery, SampleEvery time.Duration
 	Out, Samples                                  string
-	Faults                                        string
+	Faults, Replay, Label                         string
 	Verbose, NodeDebug                            bool
 }
 
@@ -61,10 +61,24 @@ func main() {
 	flag.StringVar(&o.Faults, "faults", "control,derp,cut,address", "the faults to inject, in turn: control (restart), derp (restart), cut (of the direct path), address (change)")
 	flag.BoolVar(&o.Verbose, "verbose", false, "show the lab's logs")
 	flag.BoolVar(&o.NodeDebug, "node-debug", false, "log the node at debug level (in node.log)")
+	flag.StringVar(&o.Label, "label", "", "what was soaked (a commit), for the report's title")
+	flag.StringVar(&o.Replay, "replay", "", "print the report of an earlier run from its -samples file instead of running (give that run's -duration)")
 	flag.Parse()
 	if flag.NArg() > 0 || o.Duration <= 0 {
 		flag.Usage()
 		os.Exit(2)
+	}
+	if o.Replay != "" {
+		rep, err := replay(o.Replay, o)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "soak:", err)
+			os.Exit(1)
+		}
+		fmt.Print(rep.markdown())
+		if !rep.goalsMet() {
+			os.Exit(3)
+		}
+		return
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "soak: needs root (network namespaces, nftables, TUN)")

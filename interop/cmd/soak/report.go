@@ -144,7 +144,8 @@ func (r *report) trends() []trend {
 			t.Rise = slope(xs, ys) * (xs[len(xs)-1] - xs[0])
 		}
 		t.Limit = limit(t.LastMean)
-		t.Flat = t.Rise <= t.Limit
+		// Without two samples in each half there is no trend to judge.
+		t.Flat = len(ys) >= 2 && firstN >= 1 && t.Rise <= t.Limit
 		return t
 	}
 	return []trend{
@@ -217,7 +218,11 @@ func (r *report) markdown() string {
 	defer r.mu.Unlock()
 	var b strings.Builder
 	dur := r.end.Sub(r.start).Round(time.Second)
-	fmt.Fprintf(&b, "## Soak: %v, %d faults (%s)\n\n", dur, len(r.faults), r.start.UTC().Format("2006-01-02 15:04 UTC"))
+	label := ""
+	if r.opts.Label != "" {
+		label = " of " + r.opts.Label
+	}
+	fmt.Fprintf(&b, "## Soak%s: %v, %d faults (%s)\n\n", label, dur, len(r.faults), r.start.UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "Probes every %v (OS ping and UDP echo from tailscaled's host to microlink), a fault every %v, a sample every %v.\n\n",
 		r.opts.ProbeEvery, r.opts.FaultEvery, r.opts.SampleEvery)
 
@@ -257,8 +262,19 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s: %s | %d |\n", i+1, f.At.Round(time.Second), f.Kind, out, what, rec, f.RegisterRequests)
 	}
 
-	fmt.Fprintf(&b, "\n### Samples\n\n| at | goroutines | heap in use MiB | RSS MiB | open FDs | state | probes answered |\n|---|---|---|---|---|---|---|\n")
-	for _, s := range r.samples {
+	every := 1
+	if len(r.samples) > 30 {
+		every = 5
+	}
+	fmt.Fprintf(&b, "\n### Samples\n\n")
+	if every > 1 {
+		fmt.Fprintf(&b, "Every %dth of the %d samples, and the last; *probes answered* counts the probes since the sample before.\n\n", every, len(r.samples))
+	}
+	fmt.Fprintf(&b, "| at | goroutines | heap in use MiB | RSS MiB | open FDs | state | probes answered |\n|---|---|---|---|---|---|---|\n")
+	for i, s := range r.samples {
+		if i%every != 0 && i != len(r.samples)-1 {
+			continue
+		}
 		fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %d | %s | %d/%d |\n",
 			s.At.Round(time.Second), s.Goroutines, mib(s.HeapInuse), mib(s.RSS), s.FDs, s.State, s.ProbesOK, s.Probes)
 	}

@@ -169,6 +169,7 @@ func (s *soak) setup(logf func(string, ...any)) error {
 		return fmt.Errorf("no direct path at the start: %w", err)
 	}
 	s.status("ready: microlink %v (node key %s) and tailscaled %v, direct path up", s.mlIP, s.mlKey.ShortString(), s.ts.IPv4())
+	s.record("start", s.start)
 	return nil
 }
 
