@@ -17,8 +17,9 @@ func (r *report) soak() {
 	r.p("dropped for 60 s) and address change (microlink's host renumbered, nobody tells the node). After each")
 	r.p("fault the soak probes every second until traffic flows (*traffic back after*, an outage whose probes do")
 	r.p("not count against the 99.5% goal) and measures the fault's own recovery. Each minute it reads the")
-	r.p("node's goroutines and heap (from the node) and its RSS and open files (from /proc). *Flat* means a")
-	r.p("least-squares line through the last half's samples rises by no more than the stated limit.")
+	r.p("node's goroutines and live heap (from the node, after a collection) and its RSS and open files (from")
+	r.p("/proc). *Flat* means a least-squares line through the last half's samples rises by no more than the")
+	r.p("stated limit.")
 	r.p("")
 	s, ok := r.read("soak.md")
 	if !ok {

@@ -25,7 +25,8 @@
 // until traffic flows, and measures the fault's own recovery: control's
 // map stream back, the DERP connection back, the direct path back, the
 // new endpoint at control. Each minute it records the node's goroutines,
-// heap, RSS, open files and the probes of that minute.
+// live heap (after a collection the node runs for the sample), RSS, open
+// files and the probes of that minute.
 package main
 
 import (

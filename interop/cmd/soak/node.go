@@ -100,6 +100,9 @@ func nodeMain() int {
 	defer func() { echo.Close(); wg.Wait() }()
 
 	sample := func() nodeSample {
+		// After a collection, HeapInuse is the live heap rather than
+		// wherever the collector's cycle happens to be.
+		runtime.GC()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		st := n.Stats()

@@ -150,7 +150,7 @@ func (r *report) trends() []trend {
 	}
 	return []trend{
 		measure("RSS", "MiB", func(s sample) float64 { return mib(s.RSS) }, func(m float64) float64 { return max(0.05*m, 0.5) }),
-		measure("heap in use", "MiB", func(s sample) float64 { return mib(s.HeapInuse) }, func(m float64) float64 { return max(0.05*m, 0.25) }),
+		measure("live heap", "MiB", func(s sample) float64 { return mib(s.HeapInuse) }, func(m float64) float64 { return max(0.05*m, 0.25) }),
 		measure("goroutines", "", func(s sample) float64 { return float64(s.Goroutines) }, func(float64) float64 { return 2 }),
 		measure("open FDs", "", func(s sample) float64 { return float64(s.FDs) }, func(float64) float64 { return 0.5 }),
 	}
@@ -270,7 +270,7 @@ func (r *report) markdown() string {
 	if every > 1 {
 		fmt.Fprintf(&b, "Every %dth of the %d samples, and the last; *probes answered* counts the probes since the sample before.\n\n", every, len(r.samples))
 	}
-	fmt.Fprintf(&b, "| at | goroutines | heap in use MiB | RSS MiB | open FDs | state | probes answered |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| at | goroutines | live heap MiB | RSS MiB | open FDs | state | probes answered |\n|---|---|---|---|---|---|---|\n")
 	for i, s := range r.samples {
 		if i%every != 0 && i != len(r.samples)-1 {
 			continue
