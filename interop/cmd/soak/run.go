@@ -221,17 +221,20 @@ type probeResult struct {
 
 func (p probeResult) ok() bool { return p.Ping && p.UDP }
 
-func (s *soak) probe(ctx context.Context) probeResult {
+// probe pings and echoes once, each waiting up to wait (whole seconds)
+// for the answer.
+func (s *soak) probe(ctx context.Context, wait time.Duration) probeResult {
 	res := probeResult{Start: time.Now()}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		pctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+		pctx, cancel := context.WithTimeout(ctx, wait+3*time.Second)
 		defer cancel()
-		res.Ping = exec.CommandContext(pctx, "ip", "netns", "exec", s.tsh.NS, "ping", "-n", "-q", "-c", "1", "-W", "5", s.mlIP.String()).Run() == nil
+		secs := fmt.Sprint(max(1, int(wait/time.Second)))
+		res.Ping = exec.CommandContext(pctx, "ip", "netns", "exec", s.tsh.NS, "ping", "-n", "-q", "-c", "1", "-W", secs, s.mlIP.String()).Run() == nil
 	}()
-	res.UDP = s.echo(5 * time.Second)
+	res.UDP = s.echo(wait)
 	wg.Wait()
 	res.End = time.Now()
 	return res
@@ -274,7 +277,7 @@ func (s *soak) probeLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		p := s.probe(context.Background())
+		p := s.probe(context.Background(), 5*time.Second)
 		s.rep.addProbe(p)
 		s.record("probe", p)
 		if !p.ok() {
@@ -362,17 +365,18 @@ func (f fault) summary() string {
 	return s
 }
 
-// untilOK probes every second from the fault's start until a probe
-// succeeds, for at most limit.
+// untilOK probes from the fault's start until a probe succeeds, for at
+// most limit: one probe after another, each waiting a second for its
+// answers, so that the time is known to about a second.
 func (s *soak) untilOK(ctx context.Context, start time.Time, limit time.Duration) time.Duration {
 	for time.Since(start) < limit {
-		if p := s.probe(ctx); p.ok() {
+		if p := s.probe(ctx, time.Second); p.ok() {
 			return p.End.Sub(start)
 		}
 		if ctx.Err() != nil {
 			break
 		}
-		time.Sleep(time.Second)
+		time.Sleep(100 * time.Millisecond)
 	}
 	return -1
 }
