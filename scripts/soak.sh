@@ -30,6 +30,7 @@ fi
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 go build -o "$bin/soak" ./cmd/soak
+go build -o "$bin/soaknode" ./cmd/soak/soaknode
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo "soak: $dur at $commit; report to $out" >&2
 "$bin/soak" -duration "$dur" -out "$out" -label "$commit" "$@"

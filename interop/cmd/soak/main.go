@@ -5,15 +5,17 @@
 //
 // Usage (as root; scripts/soak.sh DURATION wraps it):
 //
-//	go run ./cmd/soak -duration 1h [-out report.md] [-samples samples.jsonl]
+//	go build -o /tmp/s/soak ./cmd/soak && go build -o /tmp/s/soaknode ./cmd/soak/soaknode
+//	/tmp/s/soak -duration 1h [-out report.md] [-samples samples.jsonl]
 //
 // The program moves itself into a private network namespace, which plays
 // the internet: the lab's control, STUN and a DERP server of its own listen
 // on 198.18.0.1. Two hosts hang off it by veth pairs, each in a namespace
 // of its own: microlink's (198.18.1.2) and tailscaled's (198.18.2.2, TUN
-// mode). The microlink node is this program run again in its namespace
-// (with a UDP echo on port 9000), so that its goroutines, heap, RSS and
-// open files can be read.
+// mode). The microlink node is soaknode (./soaknode, which soak.sh
+// builds next to this program): a node with a UDP echo on port 9000 and
+// nothing else linked in, whose goroutines, heap, RSS and open files are
+// read each minute.
 //
 // Every 10 s tailscaled's host pings microlink's tailnet address (the OS
 // ping, through tailscaled's TUN) and sends it a UDP datagram to echo.
@@ -35,6 +37,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -45,13 +48,11 @@ type options struct {
 	Duration, FaultEvery, ProbeEvery, SampleEvery time.Duration
 	Out, Samples                                  string
 	Faults, Replay, Label                         string
+	NodeBin                                       string
 	Verbose, NodeDebug                            bool
 }
 
 func main() {
-	if os.Getenv(envNode) != "" {
-		os.Exit(nodeMain())
-	}
 	var o options
 	flag.DurationVar(&o.Duration, "duration", time.Hour, "how long to run")
 	flag.DurationVar(&o.FaultEvery, "fault-every", 5*time.Minute, "time between faults")
@@ -62,6 +63,7 @@ func main() {
 	flag.StringVar(&o.Faults, "faults", "control,derp,cut,address", "the faults to inject, in turn: control (restart), derp (restart), cut (of the direct path), address (change)")
 	flag.BoolVar(&o.Verbose, "verbose", false, "show the lab's logs")
 	flag.BoolVar(&o.NodeDebug, "node-debug", false, "log the node at debug level (in node.log)")
+	flag.StringVar(&o.NodeBin, "node-bin", "", "the soaknode program (default: soaknode next to this program)")
 	flag.StringVar(&o.Label, "label", "", "what was soaked (a commit), for the report's title")
 	flag.StringVar(&o.Replay, "replay", "", "print the report of an earlier run from its -samples file instead of running (give that run's -duration)")
 	flag.Parse()
@@ -83,6 +85,18 @@ func main() {
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "soak: needs root (network namespaces, nftables, TUN)")
+		os.Exit(2)
+	}
+	if o.NodeBin == "" {
+		self, err := os.Executable()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "soak:", err)
+			os.Exit(1)
+		}
+		o.NodeBin = filepath.Join(filepath.Dir(self), "soaknode")
+	}
+	if _, err := os.Stat(o.NodeBin); err != nil {
+		fmt.Fprintf(os.Stderr, "soak: the node program: %v (go build -o %s ./cmd/soak/soaknode)\n", err, o.NodeBin)
 		os.Exit(2)
 	}
 	if ran, code := lab.ReexecInNetns(); ran {

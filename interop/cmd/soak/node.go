@@ -2,36 +2,25 @@ package main
 
 import (
 	"bufio"
-	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/microlink-go/microlink"
 )
 
-// The node is this program run again in microlink's namespace with envNode
-// set: a microlink node with a UDP echo on echoPort. It answers "sample"
-// lines on stdin with a nodeSample line on stdout; it logs to stderr.
+// The node is the soaknode program, run in microlink's namespace: a
+// microlink node with a UDP echo on echoPort, and nothing else linked in,
+// so that its RSS is a node's. It answers "sample" lines on stdin with a
+// nodeSample line on stdout; it logs to stderr.
 const (
-	envNode     = "MICROLINK_SOAK_NODE"
-	envControl  = "MICROLINK_SOAK_CONTROL"
-	envAuthKey  = "MICROLINK_SOAK_AUTHKEY"
-	envStateDir = "MICROLINK_SOAK_STATEDIR"
-	envDebug    = "MICROLINK_SOAK_DEBUG"
-
 	echoPort = 9000
 	nodeName = "soak-ml"
 )
@@ -48,83 +37,6 @@ type nodeSample struct {
 	Err              string     `json:"err,omitempty"`
 }
 
-func nodeMain() int {
-	level := slog.LevelInfo
-	if os.Getenv(envDebug) != "" {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	n, err := microlink.New(microlink.Config{
-		AuthKey:    os.Getenv(envAuthKey),
-		ControlURL: os.Getenv(envControl),
-		Hostname:   nodeName,
-		StateDir:   os.Getenv(envStateDir),
-		Port:       -1,
-		Logger:     logger,
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "node:", err)
-		return 1
-	}
-	defer n.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	err = n.Start(ctx)
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "node: Start:", err)
-		return 1
-	}
-	echo, err := n.ListenUDP(echoPort)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "node:", err)
-		return 1
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		buf := make([]byte, 2048)
-		for {
-			m, from, err := echo.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			_, err = echo.WriteToUDPAddrPort(buf[:m], from)
-			var seq uint64
-			if m == 12 {
-				seq = binary.BigEndian.Uint64(buf[4:12])
-			}
-			logger.Debug("soak: echo", "from", from, "seq", seq, "err", err)
-		}
-	}()
-	defer func() { echo.Close(); wg.Wait() }()
-
-	sample := func() nodeSample {
-		// After a collection, HeapInuse is the live heap rather than
-		// wherever the collector's cycle happens to be.
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		st := n.Stats()
-		return nodeSample{
-			IPv4: n.IPv4(), NodeKey: n.Status().NodeKey, State: n.State().String(),
-			Goroutines: runtime.NumGoroutine(), HeapInuse: ms.HeapInuse,
-			MapUpdates: st.MapUpdates, RegisterRequests: st.RegisterRequests,
-		}
-	}
-	out := json.NewEncoder(os.Stdout)
-	out.Encode(sample())
-	in := bufio.NewScanner(os.Stdin)
-	for in.Scan() {
-		if in.Text() != "sample" {
-			out.Encode(nodeSample{Err: "unknown request " + in.Text()})
-			continue
-		}
-		out.Encode(sample())
-	}
-	return 0
-}
-
 // node is the driver's handle on the node process.
 type node struct {
 	cmd  *exec.Cmd
@@ -135,21 +47,18 @@ type node struct {
 	pid  int
 }
 
-func startNode(ns, controlURL, authKey, stateDir, logPath string, debug bool) (*node, nodeSample, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, nodeSample{}, err
-	}
+func startNode(bin, ns, controlURL, authKey, stateDir, logPath string, debug bool) (*node, nodeSample, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, nodeSample{}, err
 	}
 	n := &node{done: make(chan struct{})}
-	n.cmd = exec.Command("ip", "netns", "exec", ns, self)
-	n.cmd.Env = append(os.Environ(), envNode+"=1", envControl+"="+controlURL, envAuthKey+"="+authKey, envStateDir+"="+stateDir)
+	args := []string{"netns", "exec", ns, bin, "-control", controlURL, "-authkey", authKey, "-statedir", stateDir,
+		"-hostname", nodeName, "-port", fmt.Sprint(echoPort)}
 	if debug {
-		n.cmd.Env = append(n.cmd.Env, envDebug+"=1")
+		args = append(args, "-debug")
 	}
+	n.cmd = exec.Command("ip", args...)
 	n.cmd.Stderr = logf
 	if n.in, err = n.cmd.StdinPipe(); err != nil {
 		return nil, nodeSample{}, err

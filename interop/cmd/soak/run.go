@@ -144,7 +144,7 @@ func (s *soak) setup(logf func(string, ...any)) error {
 	}); err != nil {
 		return err
 	}
-	node, first, err := startNode(s.mlh.NS, s.l.ControlURL, s.l.AuthKey, s.r.TempDir(), filepath.Join(s.dir, "node.log"), s.o.NodeDebug)
+	node, first, err := startNode(s.o.NodeBin, s.mlh.NS, s.l.ControlURL, s.l.AuthKey, s.r.TempDir(), filepath.Join(s.dir, "node.log"), s.o.NodeDebug)
 	if err != nil {
 		return err
 	}
