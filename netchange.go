@@ -34,10 +34,14 @@ func (n *Node) onNetworkChange(old, new netmon.State) {
 var tailscaleULA = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
 
 // ignoreInterface tells the network monitor to leave out the interfaces
-// that carry tailnet traffic themselves: a TUN device holding one of the
-// node's tailnet addresses, or another Tailscale client's.
+// that carry tailnet traffic themselves: the node's TUN device (in TUN
+// mode), any interface holding one of the node's tailnet addresses, or
+// another Tailscale client's.
 func (n *Node) ignoreInterface(name string, addrs []netip.Prefix) bool {
-	if strings.HasPrefix(name, "tailscale") {
+	n.mu.Lock()
+	t := n.tun
+	n.mu.Unlock()
+	if (t != nil && name == t.dev.Name()) || strings.HasPrefix(name, "tailscale") {
 		return true
 	}
 	self, _ := n.nm.Self()

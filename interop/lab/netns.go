@@ -4,16 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"runtime"
 	"syscall"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // envNetns marks a binary that RunInNetns or ReexecInNetns has already moved into a
@@ -166,33 +162,4 @@ func TUNAvailable() error {
 // tailscaled, if one runs.
 func Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, name, args...)
-}
-
-// ListenUDPIn opens an IPv4 UDP socket on laddr inside the network
-// namespace ns (a name under /run/netns). The socket stays in that
-// namespace while the caller uses it from its own.
-func ListenUDPIn(ns string, laddr netip.AddrPort) (*net.UDPConn, error) {
-	f, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	type result struct {
-		c   *net.UDPConn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// The thread switches namespace and is never unlocked, so it
-		// ends with this goroutine and runs nothing else.
-		runtime.LockOSThread()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns %s: %w", ns, err)}
-			return
-		}
-		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(laddr))
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
 }

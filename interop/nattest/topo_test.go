@@ -220,11 +220,15 @@ func cutUDP(t *testing.T, a, b netip.Addr) (lift func()) {
 	return lift
 }
 
-// listenUDPIn opens a UDP socket inside namespace ns, closed when the
-// test ends.
+// listenUDPIn opens an IPv4 UDP socket inside namespace ns, closed when
+// the test ends.
 func listenUDPIn(t *testing.T, ns string, laddr netip.AddrPort) *net.UDPConn {
 	t.Helper()
-	c, err := lab.ListenUDPIn(ns, laddr)
+	var c *net.UDPConn
+	err := lab.Within(ns, func() (err error) {
+		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(laddr))
+		return err
+	})
 	if err != nil {
 		t.Fatalf("UDP socket in %s: %v", ns, err)
 	}

@@ -152,7 +152,10 @@ func (s *soak) setup(logf func(string, ...any)) error {
 	if err := s.mlKey.UnmarshalText([]byte(first.NodeKey)); err != nil {
 		return err
 	}
-	if s.udp, err = lab.ListenUDPIn(s.tsh.NS, netip.AddrPortFrom(netip.IPv4Unspecified(), 0)); err != nil {
+	if err := lab.Within(s.tsh.NS, func() (err error) {
+		s.udp, err = net.ListenUDP("udp4", &net.UDPAddr{})
+		return err
+	}); err != nil {
 		return err
 	}
 	s.r.Cleanup(func() { s.udp.Close() })
