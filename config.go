@@ -46,8 +46,15 @@ type Config struct {
 	// new node is created at every start.
 	StateDir string
 
-	// Port is the local UDP port. 0 means DefaultPort (with fallback to any
-	// free port). -1 means any free port.
+	// FreshIdentity allows a start with a ControlURL other than the one
+	// the identity in StateDir is registered with: that identity and its
+	// tailnet's peer cache are discarded and a new identity is made.
+	// Without it, such a start fails with a *ControlMismatchError. An
+	// identity of the configured server is kept either way.
+	FreshIdentity bool
+
+	// Port is the local UDP port. 0 means DefaultPort (with
+	// fallback to any free port). -1 means any free port.
 	Port int
 
 	// Ephemeral asks control to remove the node soon after it goes offline.
@@ -263,6 +270,21 @@ func (c Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// ControlMismatchError is returned by New when the identity in the state
+// directory is registered with another control server than
+// Config.ControlURL.
+type ControlMismatchError struct {
+	StateDir   string
+	StateURL   string // the control server the identity belongs to
+	ControlURL string // Config.ControlURL
+}
+
+func (e *ControlMismatchError) Error() string {
+	return fmt.Sprintf("microlink: the identity in %s is registered with control server %s, not %s "+
+		"(use that server, another state directory, or Config.FreshIdentity to replace the identity with a new one)",
+		e.StateDir, e.StateURL, e.ControlURL)
 }
 
 func validHostname(h string) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/control"
@@ -15,6 +16,7 @@ import (
 	"github.com/microlink-go/microlink/internal/router"
 	"github.com/microlink-go/microlink/internal/state"
 	"github.com/microlink-go/microlink/internal/tailcfg"
+	"github.com/microlink-go/microlink/internal/tlsroots"
 	"github.com/microlink-go/microlink/internal/tunnel"
 )
 
@@ -49,6 +51,9 @@ func (n *Node) Start(ctx context.Context) error {
 	n.mu.Unlock()
 
 	n.recoverHostDNS()
+	if strings.HasPrefix(strings.ToLower(n.cfg.ControlURL), "https:") {
+		tlsroots.Pool(n.logger) // decides, and logs, which roots verify control
+	}
 	n.disco = key.NewPrivate()
 	n.stack = tunnel.New(tunnel.Config{
 		Output: func(pkt []byte) error {
@@ -114,8 +119,9 @@ func (n *Node) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	runErr := make(chan error, 1)
+	mon := n.watchNetwork()
 	n.mu.Lock()
-	n.data, n.ctl, n.cancel, n.done = data, ctl, cancel, done
+	n.data, n.ctl, n.cancel, n.done, n.netmon = data, ctl, cancel, done, mon
 	n.mu.Unlock()
 	// What the data plane learned before the control client existed (a
 	// home region from the peer cache's DERP map) goes into the first
@@ -164,7 +170,7 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.closed = true
-	ctl, data, cancel, done := n.ctl, n.data, n.cancel, n.done
+	ctl, data, cancel, done, mon := n.ctl, n.data, n.cancel, n.done, n.netmon
 	if n.graceTimer != nil {
 		n.graceTimer.Stop()
 	}
@@ -181,6 +187,9 @@ func (n *Node) Close() error {
 		n.keyWarnTimer = nil
 	}
 	n.mu.Unlock()
+	if mon != nil {
+		mon.Close()
+	}
 	if cancel != nil {
 		cancel()
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/microlink-go/microlink/internal/dns"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/netmap"
+	"github.com/microlink-go/microlink/internal/netmon"
 	"github.com/microlink-go/microlink/internal/router"
 	"github.com/microlink-go/microlink/internal/state"
 	"github.com/microlink-go/microlink/internal/tailcfg"
@@ -42,6 +43,7 @@ type Node struct {
 	data     *dataPlane                // WireGuard and magicsock for the current node key
 	current  atomic.Pointer[dataPlane] // data, for the stack's send path
 	ctl      *control.Client
+	netmon   *netmon.Monitor // rebinds after network changes; nil if it failed
 
 	mapUpdates atomic.Uint64 // map messages applied
 
@@ -96,7 +98,11 @@ func New(cfg Config) (*Node, error) {
 			return nil, publicErr(fmt.Errorf("microlink: %w", err))
 		}
 		var created bool
-		n.ident, created, err = n.store.LoadOrCreateIdentity()
+		n.ident, created, err = n.store.IdentityFor(cfg.ControlURL, cfg.FreshIdentity)
+		var me *state.ControlMismatchError
+		if errors.As(err, &me) {
+			return nil, &ControlMismatchError{StateDir: cfg.StateDir, StateURL: me.Stored, ControlURL: me.Configured}
+		}
 		if err != nil {
 			return nil, publicErr(fmt.Errorf("microlink: %w", err))
 		}
@@ -105,7 +111,8 @@ func New(cfg Config) (*Node, error) {
 			n.logger.Info("microlink: created a new identity", "dir", cfg.StateDir)
 		}
 	} else {
-		n.ident = &state.Identity{MachineKey: key.NewPrivate(), NodeKey: key.NewPrivate()}
+		n.ident = state.NewIdentity()
+		n.ident.ControlURL = cfg.ControlURL
 		n.identNew = true
 	}
 	n.nm = netmap.New(netmap.Options{Logger: n.logger})

@@ -343,6 +343,9 @@ else
 fi
 
 echo "LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"
+# The soak takes an hour or more and is run by scripts/soak.sh; its last
+# report goes into the document as it is.
+[ -f docs/soak.md ] && cp docs/soak.md "$results/soak.md"
 
 # --- report ------------------------------------------------------------------
 if [ "$mode" = quick ]; then

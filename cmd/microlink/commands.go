@@ -25,6 +25,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	hostname := fs.String("hostname", "", "name of this node in the tailnet (default $TS_HOSTNAME, then the OS host name)")
 	loginServer := fs.String("login-server", "", "control server URL (default $TS_CONTROL_URL, then "+microlink.DefaultControlURL+")")
 	statedir := fs.String("statedir", "", "directory for the node's identity and peer cache (default $TS_STATE_DIR)")
+	fresh := fs.Bool("fresh-identity", false, "if the identity in --statedir belongs to another control server than --login-server, replace it with a new one")
 	port := fs.Int("port", 0, fmt.Sprintf("UDP port for WireGuard, disco and STUN (default $TS_PORT, then %d, or any free port if busy)", microlink.DefaultPort))
 	socket := fs.String("socket", "", "local API socket (default <statedir>/microlink.sock)")
 	tags := fs.String("advertise-tags", "", "ACL tags to request for this node, comma-separated (tag:a,tag:b)")
@@ -98,7 +99,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 
 	cfg := microlink.Config{
 		AuthKey: *authKey, Hostname: *hostname, ControlURL: *loginServer, StateDir: *statedir, Port: *port,
-		Tags: tagList, ShieldsUp: *shieldsUp,
+		Tags: tagList, ShieldsUp: *shieldsUp, FreshIdentity: *fresh,
 		TUN: string(tunName), AcceptRoutes: *acceptRoutes, AcceptDNS: *acceptDNS, ExitNode: *exitNode, ExitNodeAllowLANAccess: *exitLAN,
 		AdvertiseRoutes: routes, NoSNAT: !*snat,
 		Logger: logger,
@@ -112,6 +113,12 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d, err := newDaemon(ctx, cfg, logger)
+	var me *microlink.ControlMismatchError
+	if errors.As(err, &me) {
+		return fmt.Errorf("the identity in %s belongs to control server %s, not %s\n"+
+			"(use --login-server %s, another --statedir, or --fresh-identity to discard that identity and register anew with %s)",
+			me.StateDir, me.StateURL, me.ControlURL, me.StateURL, me.ControlURL)
+	}
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"up", "up --authkey KEY --hostname NAME --login-server URL --statedir DIR [--port N] [--socket PATH] [--advertise-tags TAGS] [--shields-up] [--socks5-server ADDR] [--outbound-http-proxy-listen ADDR] [--web-listen ADDR] [--tun[=NAME] [--accept-dns]] [--accept-routes] [--exit-node=NAME|IP] [--advertise-routes=CIDR,...] [--advertise-exit-node]", "join the tailnet and run in the foreground (or bring a running daemon up again)", runUp},
+		{"up", "up --authkey KEY --hostname NAME --login-server URL --statedir DIR [--port N] [--socket PATH] [--advertise-tags TAGS] [--shields-up] [--socks5-server ADDR] [--outbound-http-proxy-listen ADDR] [--web-listen ADDR] [--tun[=NAME] [--accept-dns]] [--accept-routes] [--exit-node=NAME|IP] [--advertise-routes=CIDR,...] [--advertise-exit-node] [--fresh-identity]", "join the tailnet and run in the foreground (or bring a running daemon up again)", runUp},
 		{"status", "status [--json] [--socket PATH | --statedir DIR]", "show this node and its peers", runStatus},
 		{"ping", "ping [--tsmp|--icmp] [-c N] [--timeout D] NAME|IP", "ping a peer through the tailnet", runPing},
 		{"logout", "logout [--socket PATH | --statedir DIR]", "expire this node's key and forget its identity", runLogout},

@@ -475,3 +475,28 @@ func (s *stubBackend) up() error             { return call(s.upF) }
 func (s *stubBackend) down() error           { return call(s.downF) }
 func (s *stubBackend) logout() error         { return call(s.logoutF) }
 func (s *stubBackend) rebind() error         { return call(s.rebindF) }
+
+// TestUpRefusesOtherLoginServer: "up" with a --login-server other than
+// the one the state directory's identity belongs to stops at once with a
+// message naming both servers and the ways out, and leaves the state as
+// it was.
+func TestUpRefusesOtherLoginServer(t *testing.T) {
+	dir := t.TempDir()
+	const a, b = "http://127.0.0.1:1", "http://127.0.0.1:2"
+	if _, err := microlink.New(microlink.Config{StateDir: dir, ControlURL: a}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(dir, "microlink.state"))
+	code, _, stderr := runCLI("up", "--login-server", b, "--statedir", dir, "--port", "0")
+	if code != 1 {
+		t.Fatalf("up with another server: code %d\n%s", code, stderr)
+	}
+	for _, want := range []string{a, b, dir, "--fresh-identity", "--login-server " + a} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("message does not mention %q:\n%s", want, stderr)
+		}
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, "microlink.state")); !bytes.Equal(after, before) {
+		t.Fatal("the state changed")
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/microlink-go/microlink/internal/h1"
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/sockmark"
+	"github.com/microlink-go/microlink/internal/tlsroots"
 )
 
 // Node is one DERP server, as the DERP map describes it.
@@ -51,7 +52,8 @@ type Options struct {
 	DisablePingAcks bool
 	// AppName is optionally sent to the server (at most 32 printable bytes).
 	AppName string
-	// RootCAs verifies server certificates; nil means the system roots.
+	// RootCAs verifies server certificates; nil means tlsroots.Pool (the
+	// system roots, completed with built-in ones).
 	RootCAs *x509.CertPool
 }
 
@@ -112,7 +114,11 @@ func dialNode(ctx context.Context, n Node, ideal string, opts Options) (*Client,
 
 // upgrade runs TLS, the HTTP upgrade and the DERP handshake over tcp.
 func upgrade(ctx context.Context, tcp net.Conn, n Node, ideal string, opts Options) (*Client, error) {
-	tc := tls.Client(tcp, tlsConfig(n, opts.RootCAs))
+	roots := opts.RootCAs
+	if roots == nil && !n.InsecureForTests {
+		roots = tlsroots.Pool(opts.Logger)
+	}
+	tc := tls.Client(tcp, tlsConfig(n, roots))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, err
 	}

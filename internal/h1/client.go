@@ -15,13 +15,15 @@ import (
 	"time"
 
 	"github.com/microlink-go/microlink/internal/sockmark"
+	"github.com/microlink-go/microlink/internal/tlsroots"
 )
 
 // Client makes one-shot HTTP/1.1 requests to http and https URLs: one
 // connection per request, closed with the response body. The zero value
 // is usable.
 type Client struct {
-	// RootCAs verifies https servers; nil means the system roots.
+	// RootCAs verifies https servers; nil means tlsroots.Pool (the
+	// system roots, completed with built-in ones).
 	RootCAs *x509.CertPool
 	// Dial dials TCP; nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -71,7 +73,11 @@ func (c *Client) Do(ctx context.Context, method, rawURL string, h textproto.MIME
 
 func (c *Client) exchange(ctx context.Context, conn net.Conn, u *url.URL, method string, h textproto.MIMEHeader, body []byte) (*Response, error) {
 	if u.Scheme == "https" {
-		tc := tls.Client(conn, &tls.Config{ServerName: u.Hostname(), RootCAs: c.RootCAs})
+		roots := c.RootCAs
+		if roots == nil {
+			roots = tlsroots.Pool(nil)
+		}
+		tc := tls.Client(conn, &tls.Config{ServerName: u.Hostname(), RootCAs: roots})
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return nil, err
 		}

@@ -141,25 +141,6 @@ func parseIdentity(data []byte) (*Identity, error) {
 	return &Identity{MachineKey: f.MachineKey, NodeKey: f.NodeKey, OldNodeKey: f.OldNodeKey, ControlURL: f.ControlURL}, nil
 }
 
-// LoadOrCreateIdentity loads the identity, or, only if the file does not
-// exist, creates and saves a new one; created reports which. A corrupt or
-// unreadable file is an error and stays as it is.
-func (s *Store) LoadOrCreateIdentity() (id *Identity, created bool, err error) {
-	id, err = s.LoadIdentity()
-	if err == nil {
-		return id, false, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, false, err
-	}
-	id = NewIdentity()
-	if err := s.SaveIdentity(id); err != nil {
-		return nil, false, err
-	}
-	s.logger.Info("created new identity", "path", s.path(IdentityFile))
-	return id, true, nil
-}
-
 // SaveIdentity writes id atomically. It refuses to replace an existing
 // identity file that is unreadable or malformed.
 func (s *Store) SaveIdentity(id *Identity) error {

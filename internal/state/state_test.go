@@ -18,6 +18,8 @@ import (
 	"github.com/microlink-go/microlink/internal/tailcfg"
 )
 
+const testControl = "https://control.example"
+
 func openTemp(t *testing.T) *Store {
 	t.Helper()
 	s, err := Open(filepath.Join(t.TempDir(), "state"), nil)
@@ -43,7 +45,7 @@ func TestIdentityRoundTrip(t *testing.T) {
 	if _, err := s.LoadIdentity(); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing file: %v", err)
 	}
-	id, created, err := s.LoadOrCreateIdentity()
+	id, created, err := s.IdentityFor(testControl, false)
 	if err != nil || !created || id.MachineKey.IsZero() || id.NodeKey.IsZero() || id.MachineKey.Equal(id.NodeKey) {
 		t.Fatalf("create: %+v %v %v", id, created, err)
 	}
@@ -51,7 +53,7 @@ func TestIdentityRoundTrip(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %v %v", fi.Mode(), err)
 	}
-	again, created, err := s.LoadOrCreateIdentity()
+	again, created, err := s.IdentityFor(testControl, false)
 	if err != nil || created || *again != *id {
 		t.Fatalf("reload: %+v %v %v", again, created, err)
 	}
@@ -91,7 +93,7 @@ func TestCorruptIdentityIsKept(t *testing.T) {
 		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, _, err := s.LoadOrCreateIdentity()
+		_, _, err := s.IdentityFor(testControl, false)
 		var ce *CorruptError
 		if !errors.As(err, &ce) || ce.Path != p || !strings.Contains(err.Error(), p) {
 			t.Errorf("%q: err = %v", content, err)
@@ -116,7 +118,7 @@ func TestUnreadableIdentity(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(p, "keep"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := s.LoadOrCreateIdentity()
+	_, _, err := s.IdentityFor(testControl, false)
 	var ce *CorruptError
 	if !errors.As(err, &ce) || ce.Path != p {
 		t.Fatalf("err = %v", err)
@@ -134,7 +136,7 @@ func TestUnreadableIdentity(t *testing.T) {
 
 func TestInterruptedWrite(t *testing.T) {
 	s := openTemp(t)
-	id, _, err := s.LoadOrCreateIdentity()
+	id, _, err := s.IdentityFor(testControl, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +189,7 @@ func TestInterruptedWrite(t *testing.T) {
 
 func TestRemove(t *testing.T) {
 	s := openTemp(t)
-	if _, _, err := s.LoadOrCreateIdentity(); err != nil {
+	if _, _, err := s.IdentityFor(testControl, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.SavePeers(&PeerCache{}); err != nil {
@@ -204,7 +206,7 @@ func TestRemove(t *testing.T) {
 	if err := s.Remove(); err != nil {
 		t.Fatalf("second Remove: %v", err)
 	}
-	if _, created, err := s.LoadOrCreateIdentity(); err != nil || !created {
+	if _, created, err := s.IdentityFor(testControl, false); err != nil || !created {
 		t.Fatal("no new identity after Remove")
 	}
 }
@@ -221,8 +223,15 @@ func testPeers() []netmap.Peer {
 	}
 	expired := mk(3)
 	expired.Expired = true
-	b, err := json.Marshal(&tailcfg.MapResponse{Node: &tailcfg.Node{ID: 100}, Peers: []*tailcfg.Node{
+	applyResponse(m, &tailcfg.MapResponse{Node: &tailcfg.Node{ID: 100}, Peers: []*tailcfg.Node{
 		mk(1), mk(2, netip.MustParsePrefix("10.0.0.0/8")), expired}})
+	return m.Peers()
+}
+
+// applyResponse applies resp to m as control's JSON, decoded as the node
+// decodes it.
+func applyResponse(m *netmap.Map, resp *tailcfg.MapResponse) {
+	b, err := json.Marshal(resp)
 	if err != nil {
 		panic(err)
 	}
@@ -231,8 +240,9 @@ func testPeers() []netmap.Peer {
 	if err != nil {
 		panic(err)
 	}
-	m.Apply(msg)
-	return m.Peers()
+	if _, err := m.Apply(msg); err != nil {
+		panic(err)
+	}
 }
 
 func TestPeerCacheRoundTrip(t *testing.T) {
@@ -311,12 +321,22 @@ func FuzzLoad(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, _, err := s.LoadOrCreateIdentity()
+		got, err := s.LoadIdentity()
 		if err == nil && (got.MachineKey.IsZero() || got.NodeKey.IsZero()) {
 			t.Fatal("loaded an identity without keys")
 		}
 		if after, _ := os.ReadFile(filepath.Join(dir, IdentityFile)); !bytes.Equal(after, data) {
 			t.Fatal("identity file modified by loading")
+		}
+		// An identity that does not load is never replaced, not even
+		// when asked for a fresh one.
+		if _, _, ferr := s.IdentityFor(testControl, true); err != nil {
+			if ferr == nil {
+				t.Fatal("IdentityFor accepted an identity LoadIdentity refused")
+			}
+			if after, _ := os.ReadFile(filepath.Join(dir, IdentityFile)); !bytes.Equal(after, data) {
+				t.Fatal("unusable identity file replaced")
+			}
 		}
 		if c := s.LoadPeers(); c != nil {
 			m := netmap.New(netmap.Options{})

@@ -19,6 +19,7 @@ import (
 	"github.com/microlink-go/microlink/internal/key"
 	"github.com/microlink-go/microlink/internal/noise"
 	"github.com/microlink-go/microlink/internal/sockmark"
+	"github.com/microlink-go/microlink/internal/tlsroots"
 )
 
 // Upgrade protocol constants.
@@ -53,7 +54,8 @@ type Dialer struct {
 	NetDial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// RootCAs verifies the TLS certificate for logging only: the Noise
 	// handshake authenticates the server, so a bad certificate does not
-	// stop the dial. Nil means the system roots.
+	// stop the dial. Nil means tlsroots.Pool (the system roots, completed
+	// with built-in ones).
 	RootCAs *x509.CertPool
 
 	DialTimeout   time.Duration // 0 means DefaultDialTimeout
@@ -289,6 +291,9 @@ func (d *Dialer) tlsConfig() *tls.Config {
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
 				return nil
+			}
+			if roots == nil {
+				roots = tlsroots.Pool(d.Logger)
 			}
 			opts := x509.VerifyOptions{DNSName: host, Roots: roots, Intermediates: x509.NewCertPool()}
 			for _, c := range cs.PeerCertificates[1:] {

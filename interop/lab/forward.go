@@ -23,6 +23,15 @@ type tcpForwarder struct {
 // port of its own to fault (nftables rules on it touch no other client).
 func ForwardTCP(t T, target string) string {
 	t.Helper()
+	addr, _ := ForwardTCPStop(t, target)
+	return addr
+}
+
+// ForwardTCPStop is ForwardTCP that also returns a function to stop the
+// forwarder early: its port then refuses connections and the open ones
+// are closed, as if the target had gone away.
+func ForwardTCPStop(t T, target string) (addr string, stop func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("lab: %v", err)
@@ -30,8 +39,10 @@ func ForwardTCP(t T, target string) string {
 	f := &tcpForwarder{ln: ln, target: target, conns: map[net.Conn]bool{}}
 	f.wg.Add(1)
 	go f.serve()
-	t.Cleanup(f.close)
-	return ln.Addr().String()
+	var once sync.Once
+	stop = func() { once.Do(f.close) }
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
 }
 
 func (f *tcpForwarder) serve() {

@@ -60,28 +60,60 @@ type daemon struct {
 	cmd           *exec.Cmd
 	logs          *logBuffer
 	done          chan struct{}
+	stopOnce      sync.Once
 }
 
-// startDaemon runs "microlink up" in namespace ns and waits until its
-// local API answers with state Connected.
+// startDaemon runs "microlink up" in namespace ns with a state directory
+// of its own and waits until its local API answers with state Connected.
 func startDaemon(t *testing.T, l *lab.Lab, ns, hostname string) *daemon {
 	t.Helper()
-	d := &daemon{bin: microlinkCLI(t), logs: &logBuffer{}, done: make(chan struct{})}
 	// A short directory: the socket's path must fit in 108 bytes.
 	dir, err := os.MkdirTemp("", "mlcli-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.stateDir = dir
-	d.cmd = exec.Command("ip", "netns", "exec", ns, d.bin, "up",
-		"--authkey", l.AuthKey, "--hostname", hostname, "--login-server", l.ControlURL,
-		"--statedir", dir, "--port", "0", "--verbose")
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	d := launchDaemon(t, l.ControlURL, l.AuthKey, ns, hostname, dir)
+	d.waitConnected(t)
+	return d
+}
+
+// launchDaemon starts "microlink up" in namespace ns against the control
+// server at controlURL, with state in dir and any extra flags, and does
+// not wait for it. It is stopped when the test ends.
+func launchDaemon(t *testing.T, controlURL, authKey, ns, hostname, dir string, extra ...string) *daemon {
+	t.Helper()
+	d := &daemon{bin: microlinkCLI(t), stateDir: dir, logs: &logBuffer{}, done: make(chan struct{})}
+	args := []string{"netns", "exec", ns, d.bin, "up",
+		"--authkey", authKey, "--hostname", hostname, "--login-server", controlURL,
+		"--statedir", dir, "--port", "0", "--verbose"}
+	d.cmd = exec.Command("ip", append(args, extra...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { d.cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			t.Logf("log of microlink up %s:\n%s", hostname, tail(d.logs.String(), 200))
+		}
+	})
+	return d
+}
+
+// waitConnected waits until the daemon's local API reports Connected.
+func (d *daemon) waitConnected(t *testing.T) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "microlink up to be connected", func() bool {
+		st, err := d.status()
+		return err == nil && st.State == "Running"
+	})
+}
+
+// stop sends SIGTERM and waits for the daemon to exit (SIGKILL after 10 s).
+func (d *daemon) stop() {
+	d.stopOnce.Do(func() {
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-d.done:
@@ -89,16 +121,7 @@ func startDaemon(t *testing.T, l *lab.Lab, ns, hostname string) *daemon {
 			d.cmd.Process.Kill()
 			<-d.done
 		}
-		if t.Failed() {
-			t.Logf("log of microlink up %s:\n%s", hostname, tail(d.logs.String(), 200))
-		}
-		os.RemoveAll(dir)
 	})
-	waitFor(t, 30*time.Second, "microlink up to be connected", func() bool {
-		st, err := d.status()
-		return err == nil && st.State == "Running"
-	})
-	return d
 }
 
 // cli runs a microlink command against the daemon.

@@ -104,16 +104,7 @@ func TestRebindAfterAddressChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "control to learn microlink's new local endpoint", func() bool {
-		n := l.Control.Node(mlKey)
-		if n == nil {
-			return false
-		}
-		for _, ep := range n.Endpoints {
-			if ep.Addr() == mlHost.Addr {
-				return true
-			}
-		}
-		return false
+		return controlHasEndpoint(l, mlKey, mlHost.Addr)
 	})
 	t.Logf("control has the new endpoints %v after the rebind", time.Since(rebound).Round(time.Millisecond))
 	// The map poll moved to a new connection at once too: a new stream

@@ -7,14 +7,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/microlink-go/microlink/interop/lab"
 )
 
 // serverAddr is the internet address of the lab's servers, on the
@@ -221,37 +220,20 @@ func cutUDP(t *testing.T, a, b netip.Addr) (lift func()) {
 	return lift
 }
 
-// listenUDPIn opens a UDP socket inside namespace ns. The socket stays in
-// that namespace while the test process uses it from its own.
+// listenUDPIn opens an IPv4 UDP socket inside namespace ns, closed when
+// the test ends.
 func listenUDPIn(t *testing.T, ns string, laddr netip.AddrPort) *net.UDPConn {
 	t.Helper()
-	f, err := os.Open("/run/netns/" + ns)
+	var c *net.UDPConn
+	err := lab.Within(ns, func() (err error) {
+		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(laddr))
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("UDP socket in %s: %v", ns, err)
 	}
-	defer f.Close()
-	type result struct {
-		c   *net.UDPConn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// The thread switches namespace and is never unlocked, so it
-		// ends with this goroutine and runs nothing else.
-		runtime.LockOSThread()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns %s: %w", ns, err)}
-			return
-		}
-		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(laddr))
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("UDP socket in %s: %v", ns, r.err)
-	}
-	t.Cleanup(func() { r.c.Close() })
-	return r.c
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // mappedPorts sends a datagram from one socket on host h to each of two

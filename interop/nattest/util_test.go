@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/microlink-go/microlink/interop/lab"
+	"tailscale.com/types/key"
 )
 
 // waitFor polls cond every 100 ms until it is true or d passes.
@@ -214,4 +215,19 @@ func (s *stream) gapSince(t time.Time) (n int, longest time.Duration) {
 func writeBench(t *testing.T, name string, v any) {
 	t.Helper()
 	lab.WriteBench(t, name, v)
+}
+
+// controlHasEndpoint reports whether control lists an endpoint of the node
+// with key k at addr.
+func controlHasEndpoint(l *lab.Lab, k key.NodePublic, addr netip.Addr) bool {
+	n := l.Control.Node(k)
+	if n == nil {
+		return false
+	}
+	for _, ep := range n.Endpoints {
+		if ep.Addr() == addr {
+			return true
+		}
+	}
+	return false
 }

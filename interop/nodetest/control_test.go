@@ -222,11 +222,17 @@ func TestPeerCacheBeforeNetmap(t *testing.T) {
 	l := lab.Start(t, lab.Options{})
 	ts := l.StartTailscaled(t, lab.TSOptions{Hostname: "real-peer", NeverDirect: true})
 	dir := t.TempDir()
-	n1 := startNode(t, l, "ml-cache", dir)
+	// The node reaches control through a forwarder, which then goes away:
+	// the restarted node's control server (the same URL, as its identity
+	// requires) is unreachable.
+	fwd, stopControl := lab.ForwardTCPStop(t, strings.TrimPrefix(l.ControlURL, "http://"))
+	controlURL := "http://" + fwd
+	n1 := lab.StartNode(t, lab.NodeOptions{ControlURL: controlURL, AuthKey: l.AuthKey, Hostname: "ml-cache", StateDir: dir})
 	waitFor(t, 5*time.Second, "real-peer", func() bool { _, ok := findPeer(n1, "real-peer"); return ok })
 	n1.Close()
+	stopControl()
 
-	n2, err := microlink.New(microlink.Config{ControlURL: "http://127.0.0.1:1", Hostname: "ml-cache", StateDir: dir, Port: -1, Logger: testLogger(t)})
+	n2, err := microlink.New(microlink.Config{ControlURL: controlURL, Hostname: "ml-cache", StateDir: dir, Port: -1, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

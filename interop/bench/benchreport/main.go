@@ -17,6 +17,7 @@
 //	attack.skip    why it was not run
 //	tun.txt        go test -bench output of interop/tuntest's BenchmarkTUN*, or
 //	tun.skip       why they were not measured
+//	soak.md        the last report of scripts/soak.sh (a copy of docs/soak.md)
 //
 // Usage:
 //
@@ -155,6 +156,7 @@ func (r *report) render() []byte {
 	r.failover()
 	r.attack()
 	r.tun()
+	r.soak()
 	r.commands()
 	return r.b.Bytes()
 }
