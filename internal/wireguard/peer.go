@@ -324,19 +324,20 @@ func (p *peer) initiationNotSent() {
 	p.d.kickAt(st.retransmitAt)
 }
 
-// beginSessionLocked turns the finished handshake into a keypair and
-// rotates the keypairs: an initiator uses it at once, a responder keeps it
-// as next until the initiator's first message confirms it.
-func (p *peer) beginSessionLocked(st *session, now time.Time) (*keypair, bool) {
+// beginSessionLocked turns the finished handshake hs (st.hs for our own
+// initiation, or the responder's state) into a keypair and rotates the
+// keypairs: an initiator uses it at once, a responder keeps it as next
+// until the initiator's first message confirms it.
+func (p *peer) beginSessionLocked(st *session, hs *handshake, now time.Time) (*keypair, bool) {
 	d := p.d
-	localIndex, remoteIndex := st.hs.localIndex, st.hs.remoteIndex
-	send, recv, initiator, err := st.hs.deriveKeys()
+	localIndex, remoteIndex := hs.localIndex, hs.remoteIndex
+	send, recv, initiator, err := hs.deriveKeys()
 	if err != nil {
 		return nil, false
 	}
 	kp := newKeypair(&send, &recv, initiator, now)
 	kp.localIndex, kp.remoteIndex = localIndex, remoteIndex
-	st.hs.localIndex = 0
+	hs.localIndex = 0
 
 	d.mu.Lock()
 	if d.closed || d.peers[p.key] != p {
