@@ -54,6 +54,10 @@ type session struct {
 	attempts                int
 	needAnotherKeepalive    bool
 	sentLastMinuteHandshake bool
+
+	// rekeyAt is when to look for a session or handshake that began by
+	// rekeyBy, and replace it (see Device.Rekey).
+	rekeyAt, rekeyBy time.Time
 }
 
 // stagedPacket is a plaintext packet waiting for a session, stored at
@@ -277,6 +281,7 @@ func (p *peer) initiateLocked(st *session, now time.Time, retry bool) []byte {
 		st.hs.clear()
 		return nil
 	}
+	st.hs.begun = now
 	msg := new([InitiationSize]byte)
 	m.marshal(msg)
 	st.cookies.addMACs(msg[:], now)
@@ -337,6 +342,7 @@ func (p *peer) beginSessionLocked(st *session, hs *handshake, now time.Time) (*k
 	}
 	kp := newKeypair(&send, &recv, initiator, now)
 	kp.localIndex, kp.remoteIndex = localIndex, remoteIndex
+	kp.begun = hs.begun
 	hs.localIndex = 0
 
 	d.mu.Lock()

@@ -203,6 +203,7 @@ func (d *Device) receiveInitiation(msg, src []byte, now time.Time) *peer {
 	var hs handshake
 	defer hs.clear()
 	hs.consumeInitiation(&o)
+	hs.begun = now
 	st.newHandshakeAt = time.Time{}
 
 	idx, ok := d.newIndex(p, 0)
