@@ -19,6 +19,7 @@ var fastTiming = timing{
 	goodEnoughLatency:   5 * time.Millisecond,
 	endpointsFresh:      time.Second,
 	discoPingInterval:   100 * time.Millisecond,
+	unheardPing:         100 * time.Millisecond,
 	callMeMaybeInterval: 10 * time.Millisecond,
 	pingTimeout:         300 * time.Millisecond,
 	lossTimeout:         time.Second, // beyond trustUDP: tests that want loss probes set it
