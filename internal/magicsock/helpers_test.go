@@ -132,10 +132,12 @@ func newNodeTiming(t testing.TB, r *fakeRelay, opts Options, tm timing) *node {
 	if !opts.BindIPv6.IsValid() {
 		opts.DisableIPv6 = true
 	}
-	opts.ReceiveWireGuard = func(msg []byte, src netip.AddrPort) {
-		select {
-		case n.wg <- received{string(msg), src}:
-		default:
+	if opts.ReceiveWireGuard == nil {
+		opts.ReceiveWireGuard = func(msg []byte, src netip.AddrPort) {
+			select {
+			case n.wg <- received{string(msg), src}:
+			default:
+			}
 		}
 	}
 	if opts.DERP == nil {
