@@ -457,6 +457,11 @@ func (c *Conn) lossTimeout(p *peer) time.Duration {
 // them and ends the trust of a path none of whose pings came back. It
 // returns when it next needs to run (zero if never). Conn.mu is held.
 //
+// Each ping has its share of the loss timeout to be answered, counted
+// from when it went out: when this runs late (a loaded machine, a process
+// that was stopped), the verdict waits for the retries rather than
+// skipping them.
+//
 // Trust would otherwise last until trustUDP after the last pong, several
 // seconds of traffic sent into a path that no longer carries it.
 func (c *Conn) checkProbes(now time.Time) (next time.Time) {
@@ -468,19 +473,19 @@ func (c *Conn) checkProbes(now time.Time) (next time.Time) {
 			p.probeAt = time.Time{} // no longer trusted: the ordinary timers apply
 			continue
 		}
-		lt := c.lossTimeout(p)
-		if now.Sub(p.probeAt) >= lt {
+		step := c.lossTimeout(p) / (probeRetries + 1)
+		if due := p.probeAt.Add(step); now.Before(due) {
+			next = earliest(next, due)
+			continue
+		}
+		if p.probeTries == probeRetries {
 			c.pathLost(p, now)
 			continue
 		}
-		step := lt / (probeRetries + 1)
-		due := p.probeAt.Add(step * time.Duration(p.probeTries+1))
-		if !now.Before(due) {
-			p.probeTries++
-			c.sendPing(p, p.best, pingHeartbeat, nil)
-			due = p.probeAt.Add(step * time.Duration(p.probeTries+1))
-		}
-		next = earliest(next, due)
+		p.probeTries++
+		p.probeAt = now
+		c.sendPing(p, p.best, pingHeartbeat, nil)
+		next = earliest(next, now.Add(step))
 	}
 	return next
 }

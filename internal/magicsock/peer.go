@@ -107,8 +107,9 @@ type peer struct {
 	bestUntil   time.Time
 	bestSeenAs  netip.AddrPort // our address as the peer saw it on best
 
-	// An unanswered heartbeat to best: when it went out (zero if none)
-	// and how many retries have followed it.
+	// An unanswered heartbeat to best: when its latest ping (the
+	// heartbeat or a retry) went out, zero if none, and how many retries
+	// have followed the heartbeat.
 	probeAt    time.Time
 	probeTries int
 
