@@ -89,6 +89,12 @@ func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
 		Port:                 uint16(port),
 		ReceiveWireGuard:     d.receiveWireGuard,
 		ReceiveWireGuardDERP: d.receiveWireGuardDERP,
+		// A peer that made a session with this node before control told
+		// it of our start (and so of our new disco key) resets that
+		// session when the news arrives, as tailscaled does, and says
+		// nothing: its first disco message proves the news came, and a
+		// new handshake then replaces a session it may have dropped.
+		OnPeerHeard: func(k key.NodePublic) { d.wg.Rekey(k) },
 		OnEndpoints: func(eps []magicsock.Endpoint) {
 			if d.onEndpoints != nil {
 				d.onEndpoints(eps)
@@ -211,8 +217,20 @@ func (d *dataPlane) setPeers(nm *netmap.Map) {
 		}
 		return true
 	})
-	d.ms.SetPeers(msPeers)
+	restarted := d.ms.SetPeers(msPeers)
 	d.wg.SetPeers(wgPeers)
+	d.peersRestarted(restarted)
+}
+
+// peersRestarted tells WireGuard of peers whose disco key changed: they
+// restarted and lost their sessions with this node, as tailscaled reads
+// it too. Our packets then wait for a new handshake instead of going into
+// a session the peer no longer has.
+func (d *dataPlane) peersRestarted(keys []key.NodePublic) {
+	for _, k := range keys {
+		d.logger.Debug("microlink: peer restarted", "peer", k.ShortString())
+		d.wg.PeerRestarted(k)
+	}
 }
 
 // updatePeers passes on the peers a delta changed, so that its cost does
@@ -243,8 +261,9 @@ func (d *dataPlane) updatePeers(nm *netmap.Map, ids []tailcfg.NodeID, gone []key
 			wgPeers = append(wgPeers, wireguard.PeerConfig{Key: p.Key, AllowedIPs: d.policy.allowedIPs(&p, p.Key == exit)})
 		}
 	}
-	d.ms.UpdatePeers(msPeers, gone)
+	restarted := d.ms.UpdatePeers(msPeers, gone)
 	d.wg.UpdatePeers(wgPeers, wgGone)
+	d.peersRestarted(restarted)
 }
 
 // resolveExit finds the configured exit node in nm and records it as the

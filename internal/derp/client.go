@@ -44,6 +44,7 @@ type Client struct {
 	info      ServerInfo
 	log       *slog.Logger
 	ackPings  bool
+	retPings  bool // Options.ReturnPings
 
 	wmu       sync.Mutex
 	wbuf      []byte    // frame being written, reused
@@ -76,6 +77,7 @@ func newClient(ctx context.Context, conn net.Conn, br *bufio.Reader, knownKey ke
 		priv:     opts.PrivateKey,
 		log:      logger(opts.Logger),
 		ackPings: !opts.DisablePingAcks,
+		retPings: opts.ReturnPings && !opts.DisablePingAcks,
 		done:     make(chan struct{}),
 	}
 	err := withContext(ctx, conn, func() error { return c.handshake(knownKey, opts.AppName) })
@@ -188,6 +190,11 @@ func (c *Client) NotePreferred(home bool) error {
 	return c.writeFrame(frameNotePreferred, b[:])
 }
 
+// SendPong answers a server's Ping (see Options.ReturnPings).
+func (c *Client) SendPong(data [8]byte) error {
+	return c.writeFrame(framePong, data[:])
+}
+
 // Ping sends a Ping frame and waits for the server's Pong, returning the
 // round-trip time. Another goroutine must be calling Recv meanwhile.
 func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
@@ -266,7 +273,8 @@ func (c *Client) writeLocked(b []byte) error {
 }
 
 // Recv returns the next message from the server. It answers the server's
-// pings itself and skips frames it does not know. Any error is final and
+// pings itself (unless Options.ReturnPings or DisablePingAcks says
+// otherwise) and skips frames it does not know. Any error is final and
 // closes the client. Recv must not be called concurrently with itself.
 func (c *Client) Recv() (Message, error) {
 	if c.rerr != nil {
@@ -369,7 +377,10 @@ func (c *Client) handleFrame(t frameType, p []byte) Message {
 		if len(p) < 8 {
 			return nil
 		}
-		if c.ackPings {
+		switch {
+		case c.retPings:
+			return Ping(p[:8])
+		case c.ackPings:
 			// A failed write closes the client; Recv notices on its next read.
 			c.writeFrame(framePong, p[:8])
 		}

@@ -190,6 +190,40 @@ func TestServerPingAnswered(t *testing.T) {
 	}
 }
 
+// TestServerPingReturned: with ReturnPings, Recv hands the server's ping
+// to the caller, writes nothing itself, and SendPong answers it.
+func TestServerPingReturned(t *testing.T) {
+	c, s := connectFake(t, Options{ReturnPings: true}, ServerInfo{})
+	if s.clientInfo["CanAckPings"] != true {
+		t.Fatalf("ClientInfo %s does not say the client answers pings", s.rawInfo)
+	}
+	s.send(t, framePing, []byte("abcdefgh-extra"))
+	var m Message
+	for {
+		var err error
+		if m, err = c.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m.(ServerInfo); !ok {
+			break
+		}
+	}
+	ping, ok := m.(Ping)
+	if !ok || string(ping[:]) != "abcdefgh" {
+		t.Fatalf("Recv = %#v, want the ping", m)
+	}
+	c.NotePreferred(true)
+	if ft, _ := s.read(t); ft != frameNotePreferred {
+		t.Fatalf("client sent %#x before NotePreferred: Recv answered the ping itself", byte(ft))
+	}
+	if err := c.SendPong(ping); err != nil {
+		t.Fatal(err)
+	}
+	if ft, p := s.read(t); ft != framePong || string(p) != "abcdefgh" {
+		t.Fatalf("SendPong wrote %#x %q", byte(ft), p)
+	}
+}
+
 func TestServerPingNotAnsweredWhenDisabled(t *testing.T) {
 	c, s := connectFake(t, Options{DisablePingAcks: true}, ServerInfo{})
 	go func() {

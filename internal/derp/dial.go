@@ -50,6 +50,12 @@ type Options struct {
 	// DisablePingAcks stops the client from answering the server's pings
 	// and from announcing that it does (CanAckPings).
 	DisablePingAcks bool
+	// ReturnPings makes Recv return the server's pings as Ping messages
+	// instead of answering them itself, for a caller that answers them
+	// with SendPong from another goroutine. An answer written from the
+	// reading goroutine would stop it reading for as long as the write
+	// takes: up to 5 s against a server that does not read.
+	ReturnPings bool
 	// AppName is optionally sent to the server (at most 32 printable bytes).
 	AppName string
 	// RootCAs verifies server certificates; nil means tlsroots.Pool (the

@@ -8,8 +8,8 @@ import (
 )
 
 // A Message is something Client.Recv received from the server: one of
-// *ReceivedPacket, PeerGone, PeerPresent, Health, Restarting, KeepAlive
-// or ServerInfo.
+// *ReceivedPacket, PeerGone, PeerPresent, Health, Restarting, KeepAlive,
+// ServerInfo, or Ping with Options.ReturnPings.
 type Message interface {
 	derpMessage()
 }
@@ -64,9 +64,13 @@ type Restarting struct {
 // KeepAlive is the server's periodic no-op frame.
 type KeepAlive struct{}
 
+// Ping is a server's ping, to be answered with Client.SendPong.
+type Ping [8]byte
+
 func (*ReceivedPacket) derpMessage() {}
 func (PeerGone) derpMessage()        {}
 func (PeerPresent) derpMessage()     {}
 func (Health) derpMessage()          {}
 func (Restarting) derpMessage()      {}
 func (KeepAlive) derpMessage()       {}
+func (Ping) derpMessage()            {}

@@ -40,8 +40,8 @@ type RegionsOptions struct {
 	// that a peer left it.
 	OnPeerGone func(region int, k key.NodePublic)
 	// OnConnected, if not nil, is called each time a connection to a
-	// region comes up (after NotePreferred went out; queued packets go
-	// out meanwhile), from that region's goroutine.
+	// region comes up (with NotePreferred queued ahead of the packets
+	// that wait), from that region's goroutine.
 	OnConnected func(region int)
 }
 
@@ -102,7 +102,10 @@ type Regions struct {
 
 // regionConn is the connection to one region, owned by two goroutines
 // until its ctx is done: Regions.run dials, reads and redials, and
-// Regions.write sends the queued packets over the current connection.
+// Regions.write writes everything the node sends on the current
+// connection: the queued packets, and the connection's own frames (Pong,
+// NotePreferred), so that neither the reader nor SetHome's caller ever
+// waits for a slow server.
 type regionConn struct {
 	id     int
 	ctx    context.Context
@@ -111,11 +114,18 @@ type regionConn struct {
 	lastActive atomic.Int64 // unix nanoseconds of the last packet sent or received
 	redial     atomic.Bool  // set by Reconnect: dial again without waiting
 
-	prefMu sync.Mutex // serialises NotePreferred so the latest home wins
-
 	// queue holds packets for the writer. Send drops packets when it is
 	// full rather than wait for the relay.
 	queue chan queuedPacket
+
+	// Frames of the connection's own waiting for the writer, which wake
+	// (capacity 1) signals. They take no room in queue and go ahead of
+	// the packets in it.
+	wake   chan struct{}
+	ctrlMu sync.Mutex
+	pref   bool    // NotePreferred with the home region at the time of writing
+	pong   [8]byte // the answer to the latest Ping of pongTo
+	pongTo *Client // nil if no Pong waits
 
 	// Guarded by Regions.mu.
 	client *Client       // nil while connecting
@@ -304,6 +314,11 @@ func (r *Regions) write(rc *regionConn) {
 		var qp queuedPacket
 		select {
 		case qp = <-rc.queue:
+		case <-rc.wake:
+			if c := r.waitClient(rc); c != nil {
+				r.writeOwn(rc, c)
+			}
+			continue
 		case <-rc.ctx.Done():
 			return
 		}
@@ -312,10 +327,43 @@ func (r *Regions) write(rc *regionConn) {
 			r.release(qp)
 			return
 		}
+		r.writeOwn(rc, c)
 		if err := c.Send(qp.dst, (*qp.buf)[:qp.n]); err != nil {
 			r.log.Debug("derp: send failed", "region", rc.id, "err", err)
 		}
 		r.release(qp)
+	}
+}
+
+// writeOwn writes the connection's own frames that wait, if any, on c:
+// a NotePreferred that says whether rc's region is home now (so the
+// latest SetHome wins), and the answer to the server's latest Ping if
+// it came on c.
+func (r *Regions) writeOwn(rc *regionConn, c *Client) {
+	rc.ctrlMu.Lock()
+	pref, pong, pongTo := rc.pref, rc.pong, rc.pongTo
+	rc.pref, rc.pongTo = false, nil
+	rc.ctrlMu.Unlock()
+	if pref {
+		if err := c.NotePreferred(r.Home() == rc.id); err != nil {
+			r.log.Debug("derp: NotePreferred failed", "region", rc.id, "err", err)
+		}
+	}
+	if pongTo == c {
+		if err := c.SendPong(pong); err != nil {
+			r.log.Debug("derp: pong failed", "region", rc.id, "err", err)
+		}
+	}
+}
+
+// queueOwn hands rc's writer a frame of the connection's own, by f.
+func (rc *regionConn) queueOwn(f func()) {
+	rc.ctrlMu.Lock()
+	f()
+	rc.ctrlMu.Unlock()
+	select {
+	case rc.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -413,7 +461,8 @@ func (r *Regions) inMap(regionID int) bool {
 // startLocked creates the connection for regionID and its goroutine.
 func (r *Regions) startLocked(regionID int) *regionConn {
 	ctx, cancel := context.WithCancel(r.ctx)
-	rc := &regionConn{id: regionID, ctx: ctx, cancel: cancel, ready: make(chan struct{}), queue: make(chan queuedPacket, sendQueueLen)}
+	rc := &regionConn{id: regionID, ctx: ctx, cancel: cancel, ready: make(chan struct{}),
+		queue: make(chan queuedPacket, sendQueueLen), wake: make(chan struct{}, 1)}
 	rc.lastActive.Store(time.Now().UnixNano())
 	r.conns[regionID] = rc
 	r.wg.Add(2)
@@ -460,7 +509,7 @@ func (r *Regions) run(rc *regionConn) {
 			r.log.Debug("derp: region not in the DERP map", "region", rc.id)
 			return
 		}
-		c, err := r.dial(rc.ctx, nodes, Options{PrivateKey: r.opts.PrivateKey, Logger: r.opts.Logger})
+		c, err := r.dial(rc.ctx, nodes, Options{PrivateKey: r.opts.PrivateKey, Logger: r.opts.Logger, ReturnPings: true})
 		if err != nil {
 			r.log.Debug("derp: connect failed", "region", rc.id, "err", err, "retry", backoff)
 			if !sleep(rc.ctx, jitter(backoff)) {
@@ -500,6 +549,9 @@ func (r *Regions) serve(rc *regionConn, c *Client) (restart Restarting) {
 	defer stop()
 	defer c.Close()
 
+	// NotePreferred waits for the writer before the connection is
+	// visible to it, so it goes out ahead of any packet.
+	r.notePreferred(rc)
 	r.mu.Lock()
 	if r.conns[rc.id] != rc {
 		r.mu.Unlock()
@@ -509,7 +561,6 @@ func (r *Regions) serve(rc *regionConn, c *Client) (restart Restarting) {
 	close(rc.ready)
 	r.mu.Unlock()
 
-	r.notePreferred(rc)
 	if r.opts.OnConnected != nil {
 		r.opts.OnConnected(rc.id)
 	}
@@ -546,6 +597,8 @@ func (r *Regions) serve(rc *regionConn, c *Client) (restart Restarting) {
 			if r.opts.OnPeerGone != nil {
 				r.opts.OnPeerGone(rc.id, m.Key)
 			}
+		case Ping:
+			rc.queueOwn(func() { rc.pong, rc.pongTo = m, c })
 		case Restarting:
 			restart = m
 		case Health:
@@ -591,18 +644,11 @@ func (r *Regions) noteRoute(src key.NodePublic, regionID int) {
 	r.mu.Unlock()
 }
 
-// notePreferred tells rc's server whether it is home, reading the home
-// region under prefMu so that concurrent callers leave the latest answer
-// on the wire.
+// notePreferred has rc's writer tell its server whether it is home. The
+// writer reads the home region when it writes, so the latest answer is
+// the last on the wire.
 func (r *Regions) notePreferred(rc *regionConn) {
-	rc.prefMu.Lock()
-	defer rc.prefMu.Unlock()
-	r.mu.Lock()
-	c, home := rc.client, r.home == rc.id
-	r.mu.Unlock()
-	if c != nil {
-		c.NotePreferred(home)
-	}
+	rc.queueOwn(func() { rc.pref = true })
 }
 
 // reapIdle closes non-home connections that have been idle too long.

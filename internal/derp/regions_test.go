@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"runtime"
 	"sync"
 	"testing"
@@ -27,6 +28,8 @@ type fakeRegions struct {
 	gone      chan key.NodePublic
 	connected chan int     // regions whose connection came up
 	unknown   map[int]bool // regions not in the DERP map
+	// wrap, if set, wraps the client end of each new connection.
+	wrap func(net.Conn) net.Conn
 }
 
 type regionServer struct {
@@ -104,6 +107,11 @@ func (f *fakeRegions) dial(ctx context.Context, nodes []Node, opts Options) (*Cl
 		return nil, err
 	}
 	s := &fakeServer{priv: key.NewPrivate(), conn: sc, br: bufio.NewReader(sc)}
+	f.mu.Lock()
+	if f.wrap != nil {
+		cc = f.wrap(cc)
+	}
+	f.mu.Unlock()
 	go func() {
 		if err := s.handshake(ServerInfo{Version: 2}); err != nil {
 			f.t.Logf("fake server handshake: %v", err)
@@ -495,4 +503,99 @@ func TestRegionsOnlyMapRegions(t *testing.T) {
 	f.Close()
 	s2.conn.Close()
 	check()
+}
+
+// stallConn is a connection whose writes block while stalled, as against
+// a server that stopped reading once the TCP buffers are full.
+type stallConn struct {
+	net.Conn
+	mu      sync.Mutex
+	stalled bool
+	resume  chan struct{}
+}
+
+func (c *stallConn) stall() {
+	c.mu.Lock()
+	c.stalled, c.resume = true, make(chan struct{})
+	c.mu.Unlock()
+}
+
+func (c *stallConn) unstall() {
+	c.mu.Lock()
+	if c.stalled {
+		c.stalled = false
+		close(c.resume)
+	}
+	c.mu.Unlock()
+}
+
+func (c *stallConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	stalled, resume := c.stalled, c.resume
+	c.mu.Unlock()
+	if stalled {
+		<-resume
+	}
+	return c.Conn.Write(b)
+}
+
+// TestRegionsSlowServerStallsNoReader: the server's connection stops
+// taking writes. The region's reader goes on delivering packets although
+// the server pings it, and SetHome returns at once; once writes go
+// through again, the pong and the latest NotePreferred follow.
+func TestRegionsSlowServerStallsNoReader(t *testing.T) {
+	f := newFakeRegions(t)
+	var conn *stallConn
+	f.mu.Lock()
+	f.wrap = func(c net.Conn) net.Conn { conn = &stallConn{Conn: c}; return conn }
+	f.mu.Unlock()
+	f.SetHome(1)
+	s := f.nextServer(t, 1)
+	s.expectPreferred(t, true)
+	f.mu.Lock()
+	sc := conn
+	f.mu.Unlock()
+	sc.stall()
+	t.Cleanup(sc.unstall)
+
+	peer := key.NewPrivate().NodePublic()
+	ping := [8]byte{1, 2, 3, 4, 5, 6, 7, 8}
+	s.send(t, framePing, ping[:])
+	s.deliver(t, peer, "after the ping")
+	select {
+	case p := <-f.received:
+		if p.data != "after the ping" {
+			t.Fatalf("received %q", p.data)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the reader stalled behind its answer to a ping")
+	}
+	start := time.Now()
+	f.SetHome(0)
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("SetHome waited %v for the stalled connection", d)
+	}
+	s.deliver(t, peer, "after SetHome")
+	select {
+	case <-f.received:
+	case <-time.After(time.Second):
+		t.Fatal("the reader stalled after SetHome")
+	}
+
+	sc.unstall()
+	var gotPong, gotPref bool
+	for !gotPong || !gotPref {
+		switch ft, p := s.read(t); ft {
+		case framePong:
+			if [8]byte(p) != ping {
+				t.Fatalf("pong %x, want %x", p, ping)
+			}
+			gotPong = true
+		case frameNotePreferred:
+			if len(p) != 1 || p[0] != 0 {
+				t.Fatalf("NotePreferred %x after SetHome(0), want not home", p)
+			}
+			gotPref = true
+		}
+	}
 }

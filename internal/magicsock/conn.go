@@ -88,6 +88,12 @@ type Options struct {
 	// and the sender's node key, which together identify the sender
 	// where DERPAddr(region) does not. msg is valid only during the call.
 	ReceiveWireGuardDERP func(msg []byte, region int, from key.NodePublic)
+	// OnPeerHeard, if set, is called with a peer's node key when the
+	// first disco message from it arrives (after the peer is added, or
+	// after its disco key changed): from then on the peer knows this
+	// Conn's disco key, so it has learned from control of this node's
+	// start. It is called on a receiving goroutine, with no lock held.
+	OnPeerHeard func(peer key.NodePublic)
 	// OnEndpoints is called when the node's endpoints change.
 	OnEndpoints func([]Endpoint)
 	// OnHomeDERP is called when the home DERP region changes, once the

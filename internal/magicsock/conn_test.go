@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -238,16 +239,35 @@ func TestUnreachablePeers(t *testing.T) {
 	}
 }
 
+// TestSendDirectAllocs: sending to a trusted direct path allocates
+// nothing. testing.AllocsPerRun counts the allocations of the whole
+// process, so nothing else may allocate meanwhile: the receiving node
+// only counts what arrives (the usual test hook copies each message into
+// a string), and no heartbeat runs. Otherwise, whenever the measuring
+// goroutine waits in a send (a loaded machine, -race), the receiver's
+// copies of the messages it sent count as its own.
 func TestSendDirectAllocs(t *testing.T) {
 	tm := fastTiming
-	tm.trustUDP = time.Minute // no trust lapse during the measurement
+	tm.trustUDP = time.Minute  // no trust lapse during the measurement
+	tm.heartbeat = time.Minute // and no pings
 	r := newFakeRelay(t)
-	a, b := newNodeTiming(t, r, Options{}, tm), newNodeTiming(t, r, Options{}, tm)
+	a := newNodeTiming(t, r, Options{}, tm)
+	var direct atomic.Int64
+	b := newNodeTiming(t, r, Options{ReceiveWireGuard: func(msg []byte, src netip.AddrPort) {
+		if src == a.udpTo {
+			direct.Add(1)
+		}
+	}}, tm)
 	a.SetPeers([]Peer{b.asPeer(1)})
 	b.SetPeers([]Peer{a.asPeer(1)})
-	waitDirect(t, a, b)
 	bKey := b.key.NodePublic()
+	waitFor(t, 3*time.Second, "a trusted direct path", func() bool {
+		a.Send(bKey, []byte(wgMsg))
+		st, _ := a.PeerStatus(bKey)
+		return st.Trusted && st.Addr == b.udpTo
+	})
 	msg := []byte(wgMsg)
+	relayed, before := r.relayedTo(bKey), direct.Load()
 	n := testing.AllocsPerRun(200, func() {
 		if err := a.Send(bKey, msg); err != nil {
 			t.Fatal(err)
@@ -256,6 +276,10 @@ func TestSendDirectAllocs(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("direct Send allocates %v times", n)
 	}
+	if got := r.relayedTo(bKey); got != relayed {
+		t.Fatalf("%d messages relayed during the measurement: not the direct path", got-relayed)
+	}
+	waitFor(t, 2*time.Second, "messages over the direct path", func() bool { return direct.Load() > before })
 }
 
 func TestCloseStopsGoroutines(t *testing.T) {

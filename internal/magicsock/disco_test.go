@@ -210,8 +210,10 @@ func TestSendStartsDiscovery(t *testing.T) {
 	if err := a.Send(p.node.NodePublic(), []byte(wgMsg)); err != nil {
 		t.Fatal(err)
 	}
-	var gotWG, gotCMM bool
-	for !gotWG || !gotCMM {
+	// Through DERP: the message, our endpoints, and (the peer has not
+	// been heard from) a ping.
+	var gotWG, gotCMM, gotPing bool
+	for !gotWG || !gotCMM || !gotPing {
 		select {
 		case r := <-d.sent:
 			if r.region != 3 || r.dst != p.node.NodePublic() {
@@ -222,13 +224,17 @@ func TestSendStartsDiscovery(t *testing.T) {
 				continue
 			}
 			m, ok := p.sealer.Open(r.pkt, a.DiscoPublic())
+			if ping, isPing := m.(*disco.Ping); ok && isPing && ping.NodeKey == a.key.NodePublic() {
+				gotPing = true
+				continue
+			}
 			cmm, _ := m.(*disco.CallMeMaybe)
 			if !ok || cmm == nil || len(cmm.MyNumber) != 1 || cmm.MyNumber[0] != a.udpTo {
 				t.Fatalf("relayed %+v", m)
 			}
 			gotCMM = true
 		case <-time.After(2 * time.Second):
-			t.Fatalf("relayed WireGuard %v, call-me-maybe %v", gotWG, gotCMM)
+			t.Fatalf("relayed WireGuard %v, call-me-maybe %v, ping %v", gotWG, gotCMM, gotPing)
 		}
 	}
 	// And the direct candidate got a ping carrying our node key.

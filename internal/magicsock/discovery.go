@@ -44,10 +44,17 @@ func (c *Conn) receiveDisco(pkt []byte, src netip.AddrPort, region int, derpSrc 
 		return // sealed with a key we do not share, perhaps a stale one
 	}
 	c.mu.Lock()
-	defer c.unlockAndFlush()
+	firstHeard := false
+	defer func() {
+		c.unlockAndFlush()
+		if firstHeard && c.opts.OnPeerHeard != nil {
+			c.opts.OnPeerHeard(p.key)
+		}
+	}()
 	if c.closed || c.byDisco[sender] != p {
 		return
 	}
+	firstHeard, p.heard = !p.heard, true
 	if region != 0 {
 		p.derpRegion = region
 	}
@@ -275,15 +282,20 @@ func (c *Conn) candidateOK(ap netip.AddrPort) bool {
 var ipv4Broadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 
 // pingCandidates pings p's candidate endpoints, skipping those pinged in
-// the last discoPingInterval unless force is set. It reports whether any
-// ping went out. Conn.mu is held.
+// the last discoPingInterval (unheardPing for a peer not heard from yet)
+// unless force is set. It reports whether any ping went out. Conn.mu is
+// held.
 func (c *Conn) pingCandidates(p *peer, now time.Time, force bool, purpose int, result chan<- PingResult) bool {
 	if purpose != pingCLI {
 		p.lastFullPing = now
 	}
+	interval := c.tm.discoPingInterval
+	if !p.heard {
+		interval = c.tm.unheardPing
+	}
 	sent := false
 	for ap, cd := range p.cands {
-		if !force && now.Sub(cd.lastPing) < c.tm.discoPingInterval {
+		if !force && now.Sub(cd.lastPing) < interval {
 			continue
 		}
 		cd.lastPing = now
@@ -305,6 +317,24 @@ func (c *Conn) sendPing(p *peer, to netip.AddrPort, purpose int, result chan<- P
 		return
 	}
 	c.sendDiscoUDP(to, p.disco, ping)
+}
+
+// pingUnheardDERP pings p through DERP, at most every unheardPing, while
+// p has not been heard from. Such a peer may not know our disco key yet
+// (we may have just started, and control's news of it may still be on
+// its way) and ignores our pings until it does; a ping through DERP
+// reaches it even without a direct path, and its pong tells us the news
+// came (see Options.OnPeerHeard). Conn.mu is held.
+func (c *Conn) pingUnheardDERP(p *peer, now time.Time) {
+	region := p.homeDERP
+	if region == 0 {
+		region = p.derpRegion
+	}
+	if p.heard || region == 0 || now.Sub(p.lastDERPPing) < c.tm.unheardPing {
+		return
+	}
+	p.lastDERPPing = now
+	c.sendPing(p, DERPAddr(region), pingDiscovery, nil)
 }
 
 // sendCallMeMaybe tells p over DERP where we can be reached. Conn.mu is held.
@@ -381,12 +411,17 @@ func (c *Conn) heartbeat(now time.Time) (next time.Time) {
 		if !p.reachable() || now.Sub(p.lastSend()) > c.tm.sessionActive {
 			continue
 		}
-		if due := p.lastHeartbeat.Add(c.tm.heartbeat); now.Add(slack).Before(due) {
+		iv := c.tm.heartbeat
+		if !p.heard {
+			iv = c.tm.unheardPing // see pingUnheardDERP
+		}
+		if due := p.lastHeartbeat.Add(iv); now.Add(slack).Before(due) {
 			next = earliest(next, due)
 			continue
 		}
 		p.lastHeartbeat = now
-		next = earliest(next, now.Add(c.tm.heartbeat))
+		next = earliest(next, now.Add(iv))
+		c.pingUnheardDERP(p, now)
 		if p.best.IsValid() {
 			if cd := p.cands[p.best]; cd != nil {
 				cd.lastPing = now
@@ -422,6 +457,11 @@ func (c *Conn) lossTimeout(p *peer) time.Duration {
 // them and ends the trust of a path none of whose pings came back. It
 // returns when it next needs to run (zero if never). Conn.mu is held.
 //
+// Each ping has its share of the loss timeout to be answered, counted
+// from when it went out: when this runs late (a loaded machine, a process
+// that was stopped), the verdict waits for the retries rather than
+// skipping them.
+//
 // Trust would otherwise last until trustUDP after the last pong, several
 // seconds of traffic sent into a path that no longer carries it.
 func (c *Conn) checkProbes(now time.Time) (next time.Time) {
@@ -433,19 +473,19 @@ func (c *Conn) checkProbes(now time.Time) (next time.Time) {
 			p.probeAt = time.Time{} // no longer trusted: the ordinary timers apply
 			continue
 		}
-		lt := c.lossTimeout(p)
-		if now.Sub(p.probeAt) >= lt {
+		step := c.lossTimeout(p) / (probeRetries + 1)
+		if due := p.probeAt.Add(step); now.Before(due) {
+			next = earliest(next, due)
+			continue
+		}
+		if p.probeTries == probeRetries {
 			c.pathLost(p, now)
 			continue
 		}
-		step := lt / (probeRetries + 1)
-		due := p.probeAt.Add(step * time.Duration(p.probeTries+1))
-		if !now.Before(due) {
-			p.probeTries++
-			c.sendPing(p, p.best, pingHeartbeat, nil)
-			due = p.probeAt.Add(step * time.Duration(p.probeTries+1))
-		}
-		next = earliest(next, due)
+		p.probeTries++
+		p.probeAt = now
+		c.sendPing(p, p.best, pingHeartbeat, nil)
+		next = earliest(next, now.Add(step))
 	}
 	return next
 }

@@ -19,6 +19,7 @@ var fastTiming = timing{
 	goodEnoughLatency:   5 * time.Millisecond,
 	endpointsFresh:      time.Second,
 	discoPingInterval:   100 * time.Millisecond,
+	unheardPing:         100 * time.Millisecond,
 	callMeMaybeInterval: 10 * time.Millisecond,
 	pingTimeout:         300 * time.Millisecond,
 	lossTimeout:         time.Second, // beyond trustUDP: tests that want loss probes set it
@@ -131,10 +132,12 @@ func newNodeTiming(t testing.TB, r *fakeRelay, opts Options, tm timing) *node {
 	if !opts.BindIPv6.IsValid() {
 		opts.DisableIPv6 = true
 	}
-	opts.ReceiveWireGuard = func(msg []byte, src netip.AddrPort) {
-		select {
-		case n.wg <- received{string(msg), src}:
-		default:
+	if opts.ReceiveWireGuard == nil {
+		opts.ReceiveWireGuard = func(msg []byte, src netip.AddrPort) {
+			select {
+			case n.wg <- received{string(msg), src}:
+			default:
+			}
 		}
 	}
 	if opts.DERP == nil {

@@ -279,3 +279,53 @@ func TestPathFromPeersPingsSendsCallMeMaybe(t *testing.T) {
 		}
 	}
 }
+
+// TestLateTimerStillRetries: when the timers run late (a loaded machine,
+// a process that was stopped), an unanswered heartbeat is still retried,
+// each retry given its share of the loss timeout, before the path is
+// taken as lost: lateness alone is no loss.
+func TestLateTimerStillRetries(t *testing.T) {
+	tm := fastTiming
+	tm.tick = time.Hour // this test runs the timers itself
+	a := newNodeTiming(t, nil, Options{DERP: &captureDERP{sent: make(chan relayed, 64)}}, tm)
+	p := newRawPeer(t)
+	pp := p.peer()
+	pp.Endpoints = []netip.AddrPort{p.addr}
+	a.SetPeers([]Peer{pp})
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	q := a.peers[p.node.NodePublic()]
+	now := time.Now()
+	q.setBest(p.addr, time.Millisecond, now.Add(time.Hour))
+	q.probeAt, q.probeTries = now, 0 // a heartbeat went out now
+	lt := a.lossTimeout(q)
+	step := lt / (probeRetries + 1)
+	pings := func() int {
+		n := 0
+		for _, o := range a.outbox {
+			if o.udp == p.addr {
+				n++
+			}
+		}
+		a.outbox = nil
+		return n
+	}
+	trusted := func(at time.Time) bool { return at.Before(q.bestUntil) }
+
+	late := now.Add(2 * lt) // the timers wake long after the loss timeout
+	for i := range probeRetries {
+		a.checkProbes(late)
+		if !trusted(late) || pings() != 1 {
+			t.Fatalf("retry %d: trusted %v, want a retry and the path still trusted", i+1, trusted(late))
+		}
+		if a.checkProbes(late.Add(step - time.Millisecond)); !trusted(late) || pings() != 0 {
+			t.Fatalf("retry %d was not given its time", i+1)
+		}
+		late = late.Add(step)
+	}
+	a.checkProbes(late)
+	if trusted(late) {
+		t.Fatal("the path is still trusted after the heartbeat and all retries went unanswered")
+	}
+}

@@ -21,6 +21,9 @@ type timing struct {
 	goodEnoughLatency time.Duration
 	endpointsFresh    time.Duration // STUN again before call-me-maybe if older
 	discoPingInterval time.Duration // minimum between pings to one endpoint
+	// unheardPing is the minimum between pings to an endpoint, and
+	// between pings through DERP, of a peer not heard from yet.
+	unheardPing time.Duration
 	// callMeMaybeInterval is the steady rate of call-me-maybe messages
 	// handled per peer, after a burst of callMeMaybeBurst.
 	callMeMaybeInterval time.Duration
@@ -42,6 +45,7 @@ var defaultTiming = timing{
 	goodEnoughLatency: 5 * time.Millisecond,
 	endpointsFresh:    27 * time.Second,
 	discoPingInterval: 5 * time.Second,
+	unheardPing:       time.Second,
 	// A peer sends call-me-maybe when it starts discovery, at most about
 	// once per discoPingInterval, and when a path stops answering.
 	callMeMaybeInterval: time.Second,
@@ -103,12 +107,14 @@ type peer struct {
 	bestUntil   time.Time
 	bestSeenAs  netip.AddrPort // our address as the peer saw it on best
 
-	// An unanswered heartbeat to best: when it went out (zero if none)
-	// and how many retries have followed it.
+	// An unanswered heartbeat to best: when its latest ping (the
+	// heartbeat or a retry) went out, zero if none, and how many retries
+	// have followed the heartbeat.
 	probeAt    time.Time
 	probeTries int
 
 	lastFullPing    time.Time
+	lastDERPPing    time.Time // when a discovery ping last went through DERP
 	lastHeartbeat   time.Time
 	lastPong        time.Time
 	lastPongFrom    netip.AddrPort
@@ -117,6 +123,9 @@ type peer struct {
 	derpRegion      int       // region a disco packet last arrived on
 	cmmNext         time.Time // call-me-maybe rate limit: see allowCallMeMaybe
 	lastCallMeMaybe time.Time // when we last sent the peer our endpoints
+	// heard is set by the first disco message from the peer: it knows
+	// this Conn's disco key.
+	heard bool
 
 	hot struct {
 		sync.Mutex
@@ -151,8 +160,9 @@ func (p *peer) lastSend() time.Time {
 }
 
 // SetPeers replaces the set of peers. Path state of peers that stay,
-// with the same disco key, is kept.
-func (c *Conn) SetPeers(peers []Peer) {
+// with the same disco key, is kept. It returns the keys of the peers that
+// stay with a new disco key: they restarted (see isRestart).
+func (c *Conn) SetPeers(peers []Peer) (restarted []key.NodePublic) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	next := make(map[key.NodePublic]*peer, len(peers))
@@ -161,6 +171,9 @@ func (c *Conn) SetPeers(peers []Peer) {
 		if p == nil || p.disco != np.DiscoKey {
 			if p != nil {
 				c.sealer.Forget(p.disco)
+				if isRestart(p.disco, np.DiscoKey) {
+					restarted = append(restarted, np.Key)
+				}
 			}
 			p = &peer{key: np.Key, cands: make(map[netip.AddrPort]*candidate)}
 		}
@@ -181,13 +194,22 @@ func (c *Conn) SetPeers(peers []Peer) {
 	}
 	c.forgetStale()
 	c.publishPeers()
+	return restarted
+}
+
+// isRestart reports whether a peer whose disco key went from old to new
+// restarted, as tailscaled judges it: a node makes a new disco key at
+// every start. A key that appears or goes away says nothing.
+func isRestart(old, new key.DiscoPublic) bool {
+	return !old.IsZero() && !new.IsZero() && old != new
 }
 
 // UpdatePeers changes only the named peers: it removes those whose keys
 // are in gone, then adds or updates those in upsert, keeping the path
 // state of peers that stay with the same disco key. A netmap delta costs
-// work in proportion to its size, not to the number of peers.
-func (c *Conn) UpdatePeers(upsert []Peer, gone []key.NodePublic) {
+// work in proportion to its size, not to the number of peers. It returns
+// the keys of the peers in upsert that restarted, as SetPeers does.
+func (c *Conn) UpdatePeers(upsert []Peer, gone []key.NodePublic) (restarted []key.NodePublic) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	membership := false
@@ -200,6 +222,9 @@ func (c *Conn) UpdatePeers(upsert []Peer, gone []key.NodePublic) {
 	for _, np := range upsert {
 		p := c.peers[np.Key]
 		if p != nil && p.disco != np.DiscoKey {
+			if isRestart(p.disco, np.DiscoKey) {
+				restarted = append(restarted, np.Key)
+			}
 			c.dropPeer(p)
 			p = nil
 		}
@@ -220,6 +245,7 @@ func (c *Conn) UpdatePeers(upsert []Peer, gone []key.NodePublic) {
 		c.forgetStale()
 		c.publishPeers()
 	}
+	return restarted
 }
 
 // update takes the netmap's view of the peer: keys, home region, expiry

@@ -65,6 +65,7 @@ func (c *Conn) sendSlow(p *peer, msg []byte, addr netip.AddrPort, now time.Time)
 	if c.pingCandidates(p, now, false, pingDiscovery, nil) {
 		c.sendCallMeMaybe(p, now)
 	}
+	c.pingUnheardDERP(p, now)
 	c.lastActive = now
 	c.unlockAndFlush()
 

@@ -62,28 +62,51 @@ func TestHandshakeAndDataBothWays(t *testing.T) {
 	}
 }
 
-func TestSimultaneousSends(t *testing.T) {
-	w, clock, a, b := setupPair(t)
-	a.dev.SendTo(b.pub, ipv4Packet(a.addr, b.addr, 60, 1))
-	b.dev.SendTo(a.pub, ipv4Packet(b.addr, a.addr, 60, 2))
-	w.pump(t)
-	// Both initiations crossed; each side answered the other and dropped
-	// its own, so the retransmit timer of one side settles it.
-	clock.Advance(RekeyTimeout + RekeyTimeoutJitterMax)
-	a.dev.EvaluateTimers()
-	w.pump(t)
-	b.dev.EvaluateTimers()
-	w.pump(t)
-	if len(a.delivered()) != 1 || len(b.delivered()) != 1 {
-		t.Fatalf("after retransmit delivered a=%d b=%d", len(a.delivered()), len(b.delivered()))
-	}
-	for range 3 {
-		a.dev.SendTo(b.pub, ipv4Packet(a.addr, b.addr, 60, 3))
-		b.dev.SendTo(a.pub, ipv4Packet(b.addr, a.addr, 60, 4))
-		w.pump(t)
-	}
-	if len(a.delivered()) != 4 || len(b.delivered()) != 4 {
-		t.Fatalf("delivered a=%d b=%d", len(a.delivered()), len(b.delivered()))
+// TestCrossedInitiations: both sides have a packet waiting and initiate
+// at once, as after a restart when each has traffic for the other. Each
+// answers the other's initiation and keeps its own, so the response to
+// it completes the handshake without waiting RekeyTimeout for a retry,
+// whether the peer keeps its own initiation too (microlink) or drops it
+// when it answers ours (wireguard-go, modelled by losing our response,
+// which such a peer ignores).
+func TestCrossedInitiations(t *testing.T) {
+	for _, peerDropsOwn := range []bool{false, true} {
+		name := "both keep their initiations"
+		if peerDropsOwn {
+			name = "peer drops its own initiation"
+		}
+		t.Run(name, func(t *testing.T) {
+			w, _, a, b := setupPair(t)
+			if peerDropsOwn {
+				w.drop = func(m wireMsg) bool { return m.from == a.pub && messageType(m.data) == TypeResponse }
+			}
+			a.dev.SendTo(b.pub, ipv4Packet(a.addr, b.addr, 60, 1))
+			b.dev.SendTo(a.pub, ipv4Packet(b.addr, a.addr, 60, 2))
+			if n := len(w.sentOfType(TypeInitiation)); n != 2 {
+				t.Fatalf("%d initiations before delivery, want one each", n)
+			}
+			// No time passes: no timer may help.
+			w.pump(t)
+			if len(a.delivered()) != 1 || len(b.delivered()) != 1 {
+				t.Fatalf("delivered a=%d b=%d without a retry, want 1 each", len(a.delivered()), len(b.delivered()))
+			}
+			if n := len(w.sentOfType(TypeInitiation)); n != 2 {
+				t.Errorf("%d initiations, want 2: nothing was retried", n)
+			}
+			for range 3 {
+				a.dev.SendTo(b.pub, ipv4Packet(a.addr, b.addr, 60, 3))
+				b.dev.SendTo(a.pub, ipv4Packet(b.addr, a.addr, 60, 4))
+				w.pump(t)
+			}
+			if len(a.delivered()) != 4 || len(b.delivered()) != 4 {
+				t.Fatalf("delivered a=%d b=%d, want 4 each", len(a.delivered()), len(b.delivered()))
+			}
+			for _, n := range []*node{a, b} {
+				if s := n.dev.Stats(); s.HandshakeInitiationsSent != 1 {
+					t.Errorf("%d initiations sent by one side, want 1", s.HandshakeInitiationsSent)
+				}
+			}
+		})
 	}
 }
 

@@ -16,6 +16,7 @@ type keypair struct {
 	send, recv  cipher.AEAD
 	sendNonce   atomic.Uint64
 	created     time.Time
+	begun       time.Time // when its handshake began (see handshake.begun)
 	initiator   bool
 	localIndex  uint32
 	remoteIndex uint32

@@ -2,6 +2,7 @@ package wireguard
 
 import (
 	"errors"
+	"time"
 
 	"github.com/microlink-go/microlink/internal/key"
 	"golang.org/x/crypto/chacha20poly1305"
@@ -27,6 +28,8 @@ type handshake struct {
 	remoteEphemeral key.Public
 	localIndex      uint32
 	remoteIndex     uint32
+	// begun is when this side sent the initiation or received it.
+	begun time.Time
 }
 
 var (

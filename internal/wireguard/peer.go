@@ -54,6 +54,10 @@ type session struct {
 	attempts                int
 	needAnotherKeepalive    bool
 	sentLastMinuteHandshake bool
+
+	// rekeyAt is when to look for a session or handshake that began by
+	// rekeyBy, and replace it (see Device.Rekey).
+	rekeyAt, rekeyBy time.Time
 }
 
 // stagedPacket is a plaintext packet waiting for a session, stored at
@@ -277,6 +281,7 @@ func (p *peer) initiateLocked(st *session, now time.Time, retry bool) []byte {
 		st.hs.clear()
 		return nil
 	}
+	st.hs.begun = now
 	msg := new([InitiationSize]byte)
 	m.marshal(msg)
 	st.cookies.addMACs(msg[:], now)
@@ -324,19 +329,21 @@ func (p *peer) initiationNotSent() {
 	p.d.kickAt(st.retransmitAt)
 }
 
-// beginSessionLocked turns the finished handshake into a keypair and
-// rotates the keypairs: an initiator uses it at once, a responder keeps it
-// as next until the initiator's first message confirms it.
-func (p *peer) beginSessionLocked(st *session, now time.Time) (*keypair, bool) {
+// beginSessionLocked turns the finished handshake hs (st.hs for our own
+// initiation, or the responder's state) into a keypair and rotates the
+// keypairs: an initiator uses it at once, a responder keeps it as next
+// until the initiator's first message confirms it.
+func (p *peer) beginSessionLocked(st *session, hs *handshake, now time.Time) (*keypair, bool) {
 	d := p.d
-	localIndex, remoteIndex := st.hs.localIndex, st.hs.remoteIndex
-	send, recv, initiator, err := st.hs.deriveKeys()
+	localIndex, remoteIndex := hs.localIndex, hs.remoteIndex
+	send, recv, initiator, err := hs.deriveKeys()
 	if err != nil {
 		return nil, false
 	}
 	kp := newKeypair(&send, &recv, initiator, now)
 	kp.localIndex, kp.remoteIndex = localIndex, remoteIndex
-	st.hs.localIndex = 0
+	kp.begun = hs.begun
+	hs.localIndex = 0
 
 	d.mu.Lock()
 	if d.closed || d.peers[p.key] != p {

@@ -94,6 +94,12 @@ func (d *Device) receiveTransport(msg []byte) *peer {
 		st.current = kp
 		st.next = nil
 		p.handshakeCompleteLocked(st, now)
+		// A session is confirmed: an initiation of ours still in flight
+		// (see receiveInitiation) is moot, and its retries have ended.
+		if st.hs.state == handshakeInitiationCreated {
+			d.dropIndex(st.hs.localIndex, p, nil)
+			st.hs.clear()
+		}
 		flush = p.takeStaged(st, kp, false, now)
 	}
 	var init []byte
@@ -186,18 +192,28 @@ func (d *Device) receiveInitiation(msg, src []byte, now time.Time) *peer {
 	}
 	p.lastTimestamp = ts
 	p.lastInitConsumed = now
-	st.hs.consumeInitiation(&o)
+	// The responder's state lives only until the keypair is derived, in
+	// hs of its own: st.hs keeps our own initiation, if one is in flight.
+	// When both sides initiate at once (both had packets waiting, as
+	// after a restart), each answers the other; a peer that then drops
+	// its own initiation (wireguard-go does) ignores our response, but
+	// its response to our initiation still completes the handshake here,
+	// one round trip later, instead of both waiting RekeyTimeout to try
+	// again.
+	var hs handshake
+	defer hs.clear()
+	hs.consumeInitiation(&o)
+	hs.begun = now
 	st.newHandshakeAt = time.Time{}
 
-	idx, ok := d.newIndex(p, st.hs.localIndex)
+	idx, ok := d.newIndex(p, 0)
 	if !ok {
 		p.mu.Unlock()
 		return nil
 	}
-	r, err := st.hs.createResponse(key.Public(p.key), key.NewPrivate(), idx)
+	r, err := hs.createResponse(key.Public(p.key), key.NewPrivate(), idx)
 	if err != nil {
 		d.dropIndex(idx, p, nil)
-		st.hs.clear()
 		p.mu.Unlock()
 		return nil
 	}
@@ -205,7 +221,8 @@ func (d *Device) receiveInitiation(msg, src []byte, now time.Time) *peer {
 	r.marshal(&out)
 	st.cookies.addMACs(out[:], now)
 	st.lastSentHandshake = now
-	if _, ok := p.beginSessionLocked(st, now); !ok {
+	if _, ok := p.beginSessionLocked(st, &hs, now); !ok {
+		d.dropIndex(idx, p, nil)
 		p.mu.Unlock()
 		return nil
 	}
@@ -236,7 +253,7 @@ func (d *Device) receiveResponse(msg, src []byte, now time.Time) *peer {
 		return nil
 	}
 	st.newHandshakeAt = time.Time{}
-	kp, ok := p.beginSessionLocked(st, now)
+	kp, ok := p.beginSessionLocked(st, &st.hs, now)
 	if !ok {
 		p.mu.Unlock()
 		return nil

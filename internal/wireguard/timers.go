@@ -111,13 +111,21 @@ func (p *peer) runTimers(now time.Time) time.Time {
 			init = p.initiateLocked(st, now, false)
 		}
 	}
+	if due(st.rekeyAt, now) {
+		by := st.rekeyBy
+		st.rekeyAt, st.rekeyBy = time.Time{}, time.Time{}
+		if init == nil && st.begunBy(by) {
+			st.lastSentHandshake = time.Time{}
+			init = p.initiateLocked(st, now, false)
+		}
+	}
 	if due(st.zeroKeysAt, now) {
 		p.dropStateLocked()
 		p.mu.Unlock()
 		return time.Time{}
 	}
 	var next time.Time
-	for _, t := range [...]time.Time{st.retransmitAt, st.keepaliveAt, st.newHandshakeAt, st.zeroKeysAt} {
+	for _, t := range [...]time.Time{st.retransmitAt, st.keepaliveAt, st.newHandshakeAt, st.zeroKeysAt, st.rekeyAt} {
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
 			next = t
 		}

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"runtime"
 	"strings"
@@ -15,6 +16,8 @@ type NodeOptions struct {
 	StateDir                      string        // default: a new temporary directory
 	Timeout                       time.Duration // for Start; default 20 s
 	TCP                           microlink.TCPConfig
+	// Port is the node's UDP port; 0 means any free port.
+	Port int
 	// Configure, if set, changes the node's Config before New, for
 	// fields NodeOptions does not name (routes, exit node).
 	Configure func(*microlink.Config)
@@ -36,7 +39,7 @@ func StartNode(t T, o NodeOptions) *microlink.Node {
 		ControlURL: o.ControlURL,
 		Hostname:   o.Hostname,
 		StateDir:   o.StateDir,
-		Port:       -1,
+		Port:       cmp.Or(o.Port, -1),
 		TCP:        o.TCP,
 		Logger:     Logger(t).With("node", o.Hostname),
 	}

@@ -89,6 +89,9 @@ type Tailscaled struct {
 	LocalClient *local.Client
 
 	cli      string
+	bin      string    // tailscaled, for Restart
+	lab      *Lab      // for Restart
+	opts     TSOptions // for Restart
 	netns    string
 	cmd      *exec.Cmd
 	exited   chan struct{} // closed when the process has exited
@@ -145,6 +148,9 @@ func (l *Lab) StartTailscaled(t T, opts TSOptions) *Tailscaled {
 		LogFile:  filepath.Join(dir, "tailscaled.log"),
 		TUNName:  "userspace-networking",
 		cli:      tailscale,
+		bin:      tailscaled,
+		lab:      l,
+		opts:     opts,
 		netns:    opts.Netns,
 		exited:   make(chan struct{}),
 		tun:      sharedTUN,
@@ -187,7 +193,7 @@ func (l *Lab) StartTailscaled(t T, opts TSOptions) *Tailscaled {
 }
 
 func (d *Tailscaled) start(bin string, l *Lab, opts TSOptions) error {
-	logFile, err := os.Create(d.LogFile)
+	logFile, err := os.OpenFile(d.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -447,6 +453,38 @@ func (d *Tailscaled) Stop() {
 		}
 		d.deathW.Close()
 	})
+}
+
+// Restart stops the daemon as Stop does and starts it again with the same
+// state directory, socket and options, as a reboot or an upgrade would,
+// and waits until it is Running again. It keeps its node key and tailnet
+// addresses; its disco key is new, and so is its UDP port (the lab runs
+// tailscaled with --port=0). Its log goes on in the same file. tailscaled
+// logs in again at every start, without the auth key "tailscale up" gave
+// it: the lab's control server must not require one (see
+// Options.ConfigureControl).
+func (d *Tailscaled) Restart(t T) {
+	t.Helper()
+	d.Stop()
+	if d.tun && !tunInUse.CompareAndSwap(false, true) {
+		t.Fatalf("lab: restarting tailscaled %s: another TUN tailscaled runs", d.Hostname)
+	}
+	d.exited = make(chan struct{})
+	d.exitErr = nil
+	d.stopOnce = sync.Once{}
+	if err := d.start(d.bin, d.lab, d.opts); err != nil {
+		if d.tun {
+			tunInUse.Store(false)
+		}
+		t.Fatalf("lab: restarting tailscaled %s: %v", d.Hostname, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
+	defer cancel()
+	if _, err := d.WaitStatus(ctx, func(st *ipnstate.Status) bool {
+		return st.BackendState == "Running" && len(st.TailscaleIPs) > 0
+	}); err != nil {
+		t.Fatalf("lab: tailscaled %s after a restart: %v", d.Hostname, err)
+	}
 }
 
 // Log returns the daemon's log so far.
