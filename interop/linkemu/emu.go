@@ -53,13 +53,13 @@ type Counters struct {
 
 // direction carries frames from one interface to the other.
 type direction struct {
-	imp     Impairment
 	in, out *os.File
 	rng     *rand.Rand
 	bad     bool
-	exclude map[uint16]bool
+	exclude atomic.Pointer[map[uint16]bool]
 
 	mu    sync.Mutex
+	imp   Impairment
 	cond  *sync.Cond
 	queue []queued // FIFO: equal delays keep the order
 	free  [][]byte
@@ -126,10 +126,6 @@ func newEmulator(ns, a, b string, aToB, bToA Impairment, seed uint64, exclude []
 	if err != nil {
 		return nil, err
 	}
-	ex := map[uint16]bool{}
-	for _, p := range exclude {
-		ex[p] = true
-	}
 	e := &Emulator{}
 	for i, d := range []struct {
 		imp     Impairment
@@ -138,16 +134,43 @@ func newEmulator(ns, a, b string, aToB, bToA Impairment, seed uint64, exclude []
 		if d.imp.Queue <= 0 {
 			d.imp.Queue = 10000
 		}
-		dir := &direction{imp: d.imp, in: d.in, out: d.out, rng: rand.New(rand.NewPCG(seed, uint64(i))), exclude: ex}
+		dir := &direction{imp: d.imp, in: d.in, out: d.out, rng: rand.New(rand.NewPCG(seed, uint64(i)))}
 		dir.cond = sync.NewCond(&dir.mu)
 		e.dirs[i] = dir
 	}
+	e.Exclude(exclude...)
 	for _, d := range e.dirs {
 		e.wg.Add(2)
 		go func() { defer e.wg.Done(); d.read() }()
 		go func() { defer e.wg.Done(); d.write() }()
 	}
 	return e, nil
+}
+
+// Set changes the impairments of direction a to b and b to a. Packets
+// already delayed keep their time.
+func (e *Emulator) Set(aToB, bToA Impairment) {
+	for i, imp := range []Impairment{aToB, bToA} {
+		if imp.Queue <= 0 {
+			imp.Queue = 10000
+		}
+		d := e.dirs[i]
+		d.mu.Lock()
+		d.imp, d.bad = imp, false
+		d.mu.Unlock()
+	}
+}
+
+// Exclude sets the UDP ports whose packets are not counted as the direct
+// path's.
+func (e *Emulator) Exclude(ports ...uint16) {
+	ex := map[uint16]bool{}
+	for _, p := range ports {
+		ex[p] = true
+	}
+	for _, d := range e.dirs {
+		d.exclude.Store(&ex)
+	}
 }
 
 // Close stops the emulator; frames in flight are dropped.
@@ -201,6 +224,8 @@ func (d *direction) read() {
 
 // admit decides the fate of one wire frame.
 func (d *direction) admit(f []byte, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	due := now
 	if len(f) >= ethLen && binary.BigEndian.Uint16(f[12:14]) == etherTypeIP4 {
 		d.packets.Add(1)
@@ -210,8 +235,6 @@ func (d *direction) admit(f []byte, now time.Time) {
 		}
 		due = now.Add(d.imp.Delay)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.stop {
 		return
 	}
@@ -229,7 +252,7 @@ func (d *direction) admit(f []byte, now time.Time) {
 	}
 }
 
-// lose applies the loss model to one packet.
+// lose applies the loss model to one packet. Called with mu held.
 func (d *direction) lose() bool {
 	if d.imp.BurstEnter > 0 {
 		if d.bad {
@@ -295,7 +318,8 @@ func (d *direction) write() {
 func (d *direction) count(f []byte) {
 	d.sent.Add(1)
 	p, ok := parseFrame(f)
-	if !ok || p.v6 || p.proto != protoUDP || d.exclude[p.l4Port[0]] || d.exclude[p.l4Port[1]] {
+	ex := *d.exclude.Load()
+	if !ok || p.v6 || p.proto != protoUDP || ex[p.l4Port[0]] || ex[p.l4Port[1]] {
 		return
 	}
 	d.udp.Add(1)
