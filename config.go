@@ -140,7 +140,8 @@ type Config struct {
 // TCPConfig tunes the node's TCP. A zero field means its default.
 type TCPConfig struct {
 	// MaxConns bounds the node's TCP connections in every state but
-	// TIME-WAIT, including those a listener has not accepted yet: 64. An
+	// TIME-WAIT, including those a listener has not accepted yet: 256.
+	// An idle connection holds no buffers and costs about 2 KiB. An
 	// eighth of them are kept for DialTCP, so that peers connecting (or a
 	// SYN flood) cannot take them all.
 	MaxConns int

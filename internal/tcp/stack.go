@@ -28,8 +28,9 @@ type Config struct {
 	// of 1240 for IPv4 and 1220 for IPv6.
 	MTU int
 	// MaxConns bounds the connections of the stack in every state but
-	// TIME-WAIT: 64. An eighth of them (none below 8) are kept for Dial:
-	// connections from peers may take only the rest.
+	// TIME-WAIT: 256 (an idle connection costs about 2 KiB). An eighth of
+	// them (none below 8) are kept for Dial: connections from peers may
+	// take only the rest.
 	MaxConns int
 	// MaxHalfOpen bounds the connections from peers whose handshake is
 	// not complete: 16. Beyond it, SYNs are answered with SYN cookies,
@@ -106,7 +107,7 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.MTU, 1280)
 	c.MTU = min(c.MTU, chunkSize)
-	def(&c.MaxConns, 64)
+	def(&c.MaxConns, 256)
 	def(&c.MaxHalfOpen, 16)
 	def(&c.SendBuffer, 8<<20)
 	def(&c.ReceiveBuffer, 8<<20)
