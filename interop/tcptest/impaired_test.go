@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,7 +47,8 @@ func startImpaired(t *testing.T, hostname string, seed uint64) *impairedLab {
 	il := &impairedLab{path: p}
 	il.lab = lab.Start(t, lab.Options{ListenAddr: p.Local})
 	p.Emulator.Exclude(il.lab.STUNAddr.Port())
-	il.ts = il.lab.StartTailscaled(t, lab.TSOptions{Hostname: "real-peer", TUN: true, Netns: p.PeerNS})
+	il.ts = il.lab.StartTailscaled(t, lab.TSOptions{Hostname: "real-peer", TUN: true, Netns: p.PeerNS,
+		ControlURL: forwardControl(t, p, il.lab), AuthKey: il.lab.AuthKey})
 	il.n = lab.StartNode(t, lab.NodeOptions{ControlURL: il.lab.ControlURL, AuthKey: il.lab.AuthKey, Hostname: hostname})
 	waitFor(t, 10*time.Second, "real-peer in the netmap", func() bool { _, ok := findPeer(il.n, "real-peer"); return ok })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -65,6 +67,17 @@ func startImpaired(t *testing.T, hostname string, seed uint64) *impairedLab {
 	go tcpxfer.Serve(ln)
 	il.waitDirect(t)
 	return il
+}
+
+// forwardControl returns a loopback URL in the peer's namespace for the
+// lab's control server (see linkemu.Path.Forward).
+func forwardControl(t *testing.T, p *linkemu.Path, l *lab.Lab) string {
+	t.Helper()
+	fwd, err := p.Forward(netip.MustParseAddrPort(strings.TrimPrefix(l.ControlURL, "http://")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "http://" + fwd.String()
 }
 
 // waitDirect sends traffic both ways until both sides use the direct

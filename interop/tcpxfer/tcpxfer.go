@@ -3,7 +3,9 @@
 // client, the far peer, sends on a connection of its own: "P" (push) and
 // a size, after which the client sends that many bytes and the server
 // checks them and answers with one verdict byte; or "G" (get) and a size,
-// after which the server sends that many bytes and closes. The bytes are
+// after which the server sends that many bytes and closes; or "H" (hold),
+// after which the server answers one byte and keeps the connection open
+// until the client closes it. The bytes are
 // a fixed pseudo-random stream, checked as they arrive without hashing,
 // so both ends spend their time on TCP rather than on the check.
 package tcpxfer
@@ -20,6 +22,7 @@ import (
 const (
 	opPush = 'P'
 	opGet  = 'G'
+	opHold = 'H'
 
 	blockBits = 16
 	blockSize = 1 << blockBits
@@ -101,6 +104,12 @@ func Handle(c net.Conn) error {
 		return err
 	case opGet:
 		return send(c, size)
+	case opHold:
+		if _, err := c.Write([]byte{0}); err != nil {
+			return err
+		}
+		_, err := io.Copy(io.Discard, c)
+		return err
 	}
 	return fmt.Errorf("tcpxfer: unknown request %q", req[0])
 }
@@ -136,6 +145,17 @@ func Get(c net.Conn, size int64) error {
 		return fmt.Errorf("tcpxfer: more than %d bytes", size)
 	}
 	return nil
+}
+
+// Hold makes the server answer on c and keep it open, idle, until the
+// client closes c.
+func Hold(c net.Conn) error {
+	if err := request(c, opHold, 0); err != nil {
+		return err
+	}
+	var b [1]byte
+	_, err := io.ReadFull(c, b[:])
+	return err
 }
 
 func request(c net.Conn, op byte, size int64) error {

@@ -26,6 +26,23 @@ func TestPushGet(t *testing.T) {
 	}
 }
 
+func TestHold(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go Serve(l)
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := Hold(c); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestCheckFindsCorruption(t *testing.T) {
 	b := make([]byte, 3*blockSize)
 	fill(b, 12345)
