@@ -234,3 +234,46 @@ func rssCell(ls []tcpLine) string {
 	slices.Sort(v)
 	return fmt.Sprintf("%s (max %s)", mib(v[len(v)/2]), mib(v[len(v)-1]))
 }
+
+// synFlood renders tcp_synflood.json, written by interop/tcptest's
+// TestSYNFlood.
+func (r *report) synFlood() {
+	r.p("")
+	r.p("## 8. Under attack: SYN flood on a TCP listener")
+	r.p("")
+	s, ok := r.read("tcp_synflood.json")
+	if !ok {
+		r.p("Not measured in this run.")
+		return
+	}
+	var f struct {
+		Seconds          float64 `json:"seconds"`
+		SYNs             int64   `json:"syns_sent"`
+		Cookies          int64   `json:"syn_cookies"`
+		MaxHalfOpen      int     `json:"max_half_open"`
+		Connects         int     `json:"connects"`
+		ConnectMean      int64   `json:"connect_ms_mean"`
+		ConnectMax       int64   `json:"connect_ms_max"`
+		GoroutinesBefore int     `json:"goroutines_before"`
+		GoroutinesDuring int     `json:"goroutines_during"`
+		HeapBefore       int64   `json:"heap_before"`
+		HeapDuring       int64   `json:"heap_during"`
+	}
+	if err := json.Unmarshal([]byte(s), &f); err != nil {
+		r.p("Not measured in this run: %v.", err)
+		return
+	}
+	r.p("`TestSYNFlood` of interop/tcptest: a real tailscaled, a peer the ACL permits, sends SYNs from random ports")
+	r.p("through its TUN device to a microlink `ListenTCP` listener for %.0f s, and drops its own kernel's answers to", f.Seconds)
+	r.p("the SYN-ACKs, so no handshake completes; meanwhile a second peer (tsnet) connects again and again and pushes")
+	r.p("64 KiB on each connection. Goroutines are microlink's; the heap is the test process's, which holds the node.")
+	r.p("")
+	r.p("| SYNs sent | SYN cookies sent | most half-open at once | second peer's connections | connect time mean / max | microlink goroutines before / during | heap in use before / during |")
+	r.p("|---:|---:|---:|---:|---:|---:|---:|")
+	r.p("| %d (%.0f/s) | %d | %d | %d, all completed | %d ms / %d ms | %d / %d | %s / %s |", f.SYNs, float64(f.SYNs)/f.Seconds, f.Cookies,
+		f.MaxHalfOpen, f.Connects, f.ConnectMean, f.ConnectMax, f.GoroutinesBefore, f.GoroutinesDuring, mib(f.HeapBefore), mib(f.HeapDuring))
+	r.p("")
+	r.p("Why: a connection from a peer holds no buffer until its handshake completes; at most 16 wait for theirs, each")
+	r.p("for at most 10 s, and beyond them every SYN gets a SYN cookie, which keeps no state; an eighth of the")
+	r.p("connection slots are kept for the node's own dials.")
+}
