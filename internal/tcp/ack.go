@@ -1,5 +1,7 @@
 package tcp
 
+import "time"
+
 // ackEvent is what one incoming ACK told the sender.
 type ackEvent struct {
 	advanced  bool  // the cumulative acknowledgement moved
@@ -182,7 +184,7 @@ func (c *Conn) onAck(prevUna uint32, delivered int, ev *ackEvent, now int64) {
 	} else {
 		c.dupAckLoss(prevUna)
 	}
-	c.updateRecovery(prevUna, delivered, now)
+	c.updateRecovery(prevUna, delivered, time.Duration(ev.newestRTT), now)
 	switch {
 	case c.sndUna == c.sndNxt:
 		c.rtoAt, c.rack.at, c.tlp.at = 0, 0, 0

@@ -28,20 +28,23 @@ func initialWindow(mss int) int { return 10 * mss }
 const maxCwnd = 1 << 30
 
 // ccAck grows the window for acked bytes delivered while the window
-// limited the sender.
-func (c *Conn) ccAck(acked int, now int64) {
+// limited the sender; rtt is the ACK's round-trip sample, if any.
+func (c *Conn) ccAck(acked int, rtt time.Duration, now int64) {
 	if acked <= 0 {
 		return
 	}
 	if c.cwnd < c.ssthresh {
 		// Slow start counts bytes without RFC 3465's per-ACK limit:
 		// pacing spreads the growth, and receivers that coalesce
-		// segments acknowledge many at once.
-		inc := min(acked, c.ssthresh-c.cwnd)
-		c.cwnd += inc
-		acked -= inc
-		if acked == 0 {
-			return
+		// segments acknowledge many at once. HyStart++ may slow it.
+		div := c.hystartAck(rtt)
+		if c.cwnd < c.ssthresh {
+			inc := min(acked/div, c.ssthresh-c.cwnd)
+			c.cwnd += inc
+			acked -= inc * div
+			if acked <= 0 {
+				return
+			}
 		}
 	}
 	if c.s.reno {
@@ -59,6 +62,7 @@ func (c *Conn) ccAck(acked int, now int64) {
 // ccCongestion returns ssthresh after a congestion event.
 func (c *Conn) ccCongestion(now int64) int {
 	c.cc.abcAcked = 0
+	c.hs.done = true // later slow starts stop at ssthresh
 	if c.s.reno {
 		// RFC 5681: half the flight, or of the window if less.
 		return max(min(int(c.sndNxt-c.sndUna), c.cwnd)/2, 2*c.mss)

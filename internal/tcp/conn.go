@@ -80,6 +80,7 @@ type Conn struct {
 	// retransmission timer (rtt.go), RACK and TLP (rack.go), pacing.
 	cwnd, ssthresh int
 	cc             ccState
+	hs             hystart
 	recov          recovery
 	dupAcks        int
 	cwndLimited    uint32 // sndNxt when the congestion window last held data back

@@ -1,5 +1,7 @@
 package tcp
 
+import "time"
+
 // Loss recovery. RACK (rack.go) or, without SACK, three duplicate ACKs
 // take segments for lost; the first loss starts fast recovery, in which
 // proportional rate reduction (RFC 6937) brings the congestion window down
@@ -94,7 +96,7 @@ func (c *Conn) dupAckLoss(prevUna uint32) {
 
 // updateRecovery moves the congestion state on after an ACK that
 // delivered bytes, cumulatively or by SACK.
-func (c *Conn) updateRecovery(prevUna uint32, delivered int, now int64) {
+func (c *Conn) updateRecovery(prevUna uint32, delivered int, rtt time.Duration, now int64) {
 	r := &c.recov
 	if r.undoing && r.state == open && seqGEQ(c.sndUna, r.undoEnd) {
 		r.undoing = false // the episode's D-SACKs had their chance
@@ -124,7 +126,7 @@ func (c *Conn) updateRecovery(prevUna uint32, delivered int, now int64) {
 		return
 	}
 	if c.windowLimited(prevUna) {
-		c.ccAck(delivered, now)
+		c.ccAck(delivered, rtt, now)
 	}
 }
 
