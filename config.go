@@ -147,15 +147,16 @@ type TCPConfig struct {
 	MaxConns int
 
 	// SendBuffer and ReceiveBuffer are the largest send and receive
-	// buffers of a connection, from 4 KiB to 64 MiB: 8 MiB. Buffers start
+	// buffers of a connection, from 4 KiB to 64 MiB: 4 MiB. Buffers start
 	// at 64 KiB and grow with the bandwidth-delay product the connection
 	// measures; they hold memory only for the data in them, and shrink
 	// back when the connection is idle. A connection receives at most
 	// about ReceiveBuffer per round trip.
 	SendBuffer, ReceiveBuffer int
 
-	// MemoryLimit bounds the sum of the buffer sizes of all connections:
-	// 16 MiB. Buffers grow only while there is room.
+	// MemoryLimit bounds how far the buffers of all connections together
+	// grow beyond the 64 KiB each starts with: 16 MiB. Buffers grow only
+	// while there is room.
 	MemoryLimit int
 
 	// KeepAlive is how long an established connection may hear nothing

@@ -18,7 +18,8 @@ import (
 // congestion window but not past what the reader takes. The send limit
 // follows the congestion window (growSend).
 
-// memory is the stack's budget for the connections' buffer limits.
+// memory is the stack's budget for the growth of the connections' buffer
+// limits beyond their start.
 type memory struct {
 	limit int64
 	used  atomic.Int64
@@ -38,7 +39,6 @@ func (m *memory) grant(want int) int {
 	}
 }
 
-func (m *memory) force(n int)   { m.used.Add(int64(n)) }
 func (m *memory) release(n int) { m.used.Add(-int64(n)) }
 
 // idleShrink is how long a connection goes without data before its
@@ -47,22 +47,17 @@ const idleShrink = time.Second
 
 func (s *Stack) initialBuffer(limit int) int { return min(initialBuffer, limit) }
 
-// reserveBuffers takes the connection's starting limits from the budget,
-// even beyond it, once the handshake completes.
-func (c *Conn) reserveBuffers() {
-	if c.budgeted {
-		return
-	}
-	c.budgeted = true
-	c.s.mem.force(c.rcvLimit + c.sndLimit)
-}
+// reserveBuffers lets the connection's limits grow, once the handshake
+// is complete. The starting limits are not counted: the budget bounds
+// growth beyond them.
+func (c *Conn) reserveBuffers() { c.budgeted = true }
 
-// releaseBuffers gives the limits back when the connection closes, and
+// releaseBuffers gives the growth back when the connection closes, and
 // the buffers but for data the application has yet to read.
 func (c *Conn) releaseBuffers() {
 	if c.budgeted {
 		c.budgeted = false
-		c.s.mem.release(c.rcvLimit + c.sndLimit)
+		c.s.mem.release(c.rcvLimit - c.s.initialBuffer(c.s.cfg.ReceiveBuffer) + c.sndLimit - c.s.initialBuffer(c.s.cfg.SendBuffer))
 	}
 	c.sndBuf.shrink()
 	c.sndBuf.n = 0

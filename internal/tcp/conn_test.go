@@ -90,8 +90,8 @@ func TestHandshakeBothWaysBothFamilies(t *testing.T) {
 			if c.mss != wantMSS || s.mss != wantMSS {
 				t.Fatalf("mss %d/%d, want %d", c.mss, s.mss, wantMSS)
 			}
-			if c.sndShift != 8 || s.sndShift != 8 {
-				t.Fatalf("window scale %d/%d, want 8 for windows of up to 8 MiB", c.sndShift, s.sndShift)
+			if c.sndShift != 7 || s.sndShift != 7 {
+				t.Fatalf("window scale %d/%d, want 7 for windows of up to 4 MiB", c.sndShift, s.sndShift)
 			}
 			// With scaling, each side may have more than 64 KiB in flight.
 			s.mu.Lock()

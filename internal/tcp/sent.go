@@ -26,7 +26,7 @@ type sentSeg struct {
 func (s *sentSeg) end() uint32 { return s.seq + uint32(s.len) }
 
 // maxSentSegs bounds the segments in flight on one connection: a window
-// of 8 MiB in full segments fits with room to spare; many tiny segments
+// of 16 MiB in full segments fits; many tiny segments
 // wait for room.
 const maxSentSegs = 16384
 

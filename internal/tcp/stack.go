@@ -40,15 +40,16 @@ type Config struct {
 	// handshake to complete, resending its SYN-ACK: 10 s.
 	HalfOpenTimeout time.Duration
 	// SendBuffer and ReceiveBuffer are the largest send and receive
-	// buffers of a connection, 4 KiB to 64 MiB: 8 MiB each. Buffers start
-	// at 64 KiB (or the largest, if smaller) and grow with the measured
+	// buffers of a connection, 4 KiB to 64 MiB: 4 MiB each, as Linux's
+	// send buffer (its receive buffer goes to 6 MiB). Buffers start at
+	// 64 KiB (or the largest, if smaller) and grow with the measured
 	// bandwidth-delay product; they take memory only for the data they
 	// hold, and go back to the start size when the connection is idle.
 	// The receive buffer bounds the window the connection advertises.
 	SendBuffer, ReceiveBuffer int
-	// MemoryLimit bounds the sum of all connections' buffer sizes: 16
-	// MiB. Buffers grow only while there is room; each connection's
-	// starting buffers are granted regardless.
+	// MemoryLimit bounds how far the buffers of all connections together
+	// grow beyond their start: 16 MiB. Buffers grow only while there is
+	// room.
 	MemoryLimit int
 	// Backlog bounds the established connections of a listener waiting
 	// for Accept: 16. While they are that many, further SYNs are dropped
@@ -109,8 +110,8 @@ func (c *Config) setDefaults() {
 	c.MTU = min(c.MTU, chunkSize)
 	def(&c.MaxConns, 256)
 	def(&c.MaxHalfOpen, 16)
-	def(&c.SendBuffer, 8<<20)
-	def(&c.ReceiveBuffer, 8<<20)
+	def(&c.SendBuffer, 4<<20)
+	def(&c.ReceiveBuffer, 4<<20)
 	def(&c.MemoryLimit, 16<<20)
 	def(&c.Backlog, 16)
 	c.SendBuffer = min(max(c.SendBuffer, MinBuffer), MaxBuffer)
@@ -185,7 +186,7 @@ type Stats struct {
 	Conns                   int    // connections in any state but TIME-WAIT
 	HalfOpen                int    // connections from peers in SYN-RECEIVED
 	TimeWait                int    // four-tuples in TIME-WAIT
-	BufferBytes             int64  // sum of the connections' buffer sizes
+	BufferBytes             int64  // how far the connections' buffer limits grew beyond their start
 }
 
 // Stack is a TCP endpoint. It is safe for concurrent use.
