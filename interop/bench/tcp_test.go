@@ -38,7 +38,8 @@ import (
 //
 // It runs only for scripts/bench.sh, which sets MICROLINK_BENCH_OUT to the
 // directory the results (tcp_impaired.jsonl) go to. MICROLINK_TCP_RUNS
-// sets the runs per row (3), MICROLINK_TCP_QUICK=1 makes it a smoke run.
+// sets the runs per row (3), MICROLINK_TCP_QUICK=1 makes it a smoke run,
+// MICROLINK_TCP_PROFILES=0,2 runs only those of linkemu.Profiles.
 func TestTCPImpaired(t *testing.T) {
 	out := os.Getenv("MICROLINK_BENCH_OUT")
 	if out == "" {
@@ -57,6 +58,16 @@ func TestTCPImpaired(t *testing.T) {
 	if quick {
 		profiles, runs = profiles[:1], 1
 		sizes[profiles[0].Name] = 4 << 20
+	}
+	if only := os.Getenv("MICROLINK_TCP_PROFILES"); only != "" {
+		// Indices into linkemu.Profiles, for a look at some rows.
+		var some []linkemu.Profile
+		for _, f := range strings.Split(only, ",") {
+			if i, err := strconv.Atoi(f); err == nil && i >= 0 && i < len(linkemu.Profiles) {
+				some = append(some, linkemu.Profiles[i])
+			}
+		}
+		profiles = some
 	}
 	res, err := os.Create(filepath.Join(out, "tcp_impaired.jsonl"))
 	if err != nil {
@@ -121,14 +132,18 @@ func TestTCPImpaired(t *testing.T) {
 					if tg.proc != nil {
 						m := tg.proc.cmd(t, "mem")
 						r.IdleRSS, r.IdleHeap = int64(number(m["rss"])), int64(number(m["heap"]))
+						r.Alloc, r.GCs = int64(number(m["total_alloc"])), int(number(m["gcs"]))
 						tg.proc.cmd(t, "clear")
 					}
 					r.measure(p, tg.ip)
 					if tg.proc != nil {
-						r.PeakRSS = int64(number(tg.proc.cmd(t, "peak")["hwm"]))
+						m := tg.proc.cmd(t, "peak")
+						r.PeakRSS = int64(number(m["hwm"]))
+						r.Alloc = int64(number(m["total_alloc"])) - r.Alloc
+						r.GCs = int(number(m["gcs"])) - r.GCs
 					}
-					t.Logf("run %d, %s, %s, push %v: %.2f MB/s in %.1f s, %d KiB direct, peak RSS +%d KiB: %s",
-						run, prof.Name, tg.impl, push, r.MBps, r.Seconds, r.Direct>>10, (r.PeakRSS-r.IdleRSS)>>10, r.Err)
+					t.Logf("run %d, %s, %s, push %v: %.2f MB/s in %.1f s, %d KiB direct, peak RSS +%d KiB, %d KiB allocated, %d GCs: %s",
+						run, prof.Name, tg.impl, push, r.MBps, r.Seconds, r.Direct>>10, (r.PeakRSS-r.IdleRSS)>>10, r.Alloc>>10, r.GCs, r.Err)
 					record(r)
 				}
 			}
@@ -147,6 +162,8 @@ type tcpRun struct {
 	Err                 string
 	IdleRSS, PeakRSS    int64 `json:",omitempty"`
 	IdleHeap            int64 `json:",omitempty"`
+	Alloc               int64 `json:",omitempty"` // bytes the process allocated during the transfer
+	GCs                 int   `json:",omitempty"` // collections during it
 }
 
 func (r *tcpRun) measure(p *linkemu.Path, ip netip.Addr) {

@@ -5,7 +5,8 @@
 // serves the tcpxfer protocol on a port of its tailnet address, and
 // answers commands on stdin, one per line, with one JSON line on stdout:
 //
-//	mem      resident set, its high-water mark and the Go heap, in bytes,
+//	mem      resident set, its high-water mark, the Go heap in use and
+//	         all it ever allocated, in bytes, and the collections so far,
 //	         after a collection that returns free memory to the system
 //	peak     the high-water mark, without a collection
 //	clear    resets the high-water mark to the current resident set
@@ -129,6 +130,8 @@ func memory() map[string]any {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	m["heap"] = ms.HeapInuse
+	m["total_alloc"] = ms.TotalAlloc
+	m["gcs"] = ms.NumGC
 	return m
 }
 
