@@ -352,9 +352,6 @@ else
 	rec tcp interop "MICROLINK_BENCH_OUT=$results MICROLINK_TCP_QUICK=$tcpquick MICROLINK_TS_BIN=$tsbin go test -run '^TestTCPImpaired\$' -count=1 -timeout=90m -v ./bench" \
 		>"$results/tcp.txt" 2>&1 || fail "TCP on impaired paths failed"
 	grep -E 'run [0-9]+, |^(--- |FAIL)' "$results/tcp.txt" >&2
-	rec tcp interop "MICROLINK_BENCH_OUT=$results MICROLINK_TS_BIN=$tsbin go test -run '^TestSYNFlood\$' -count=1 -timeout=5m -v ./tcptest" \
-		>"$results/synflood.txt" 2>&1 || fail "the SYN flood test failed"
-	grep -aE '^(--- |FAIL)' "$results/synflood.txt" >&2
 fi
 
 echo "LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"

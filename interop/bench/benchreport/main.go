@@ -21,7 +21,6 @@
 //	tcp_impaired.jsonl  one JSON line per TCP transfer (and setup, idle
 //	               connections) of interop/bench's TestTCPImpaired
 //	tcp.txt        its go test -v output, or tcp.skip why it was not run
-//	tcp_synflood.json  the figures of interop/tcptest's TestSYNFlood
 //
 // Usage:
 //
@@ -161,7 +160,6 @@ func (r *report) render() []byte {
 	r.attack()
 	r.tun()
 	r.tcp()
-	r.synFlood()
 	r.soak()
 	r.commands()
 	return r.b.Bytes()
