@@ -142,6 +142,7 @@ type Conn struct {
 	closed    bool
 	peers     map[key.NodePublic]*peer
 	peerSnap  atomic.Pointer[map[key.NodePublic]*peer] // copy of peers for Send
+	watched   atomic.Pointer[arrivals]                 // direct paths and their last arrivals (liveness.go)
 	byDisco   map[key.DiscoPublic]*peer
 	pings     map[[disco.TxIDLen]byte]*sentPing
 	derpMap   *tailcfg.DERPMap
@@ -401,6 +402,7 @@ func (c *Conn) receiveUDP(b []byte, src netip.AddrPort) {
 		// Peer-relay encapsulation; this node is not a relay client.
 	default:
 		c.counts.directIn.add(len(b))
+		c.noteArrival(src)
 		if c.opts.ReceiveWireGuard != nil {
 			c.opts.ReceiveWireGuard(b, src)
 		}
