@@ -179,6 +179,12 @@ func TestSYNFlood(t *testing.T) {
 	if mss != 1240 || shift != 7 || !sack {
 		t.Fatalf("options through the cookie: mss %d, window scale %d, SACK %v", mss, shift, sack)
 	}
+	s.mu.Lock()
+	srtt := s.srtt
+	s.mu.Unlock()
+	if srtt != 0 {
+		t.Fatalf("an RTT sample of %v from a handshake whose SYN-ACK time is not known", srtt)
+	}
 	transfer(t, c, s, 256<<10)
 	// The stack dials out meanwhile.
 	l2, _ := a.Listen(90)

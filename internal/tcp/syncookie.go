@@ -114,6 +114,7 @@ func (s *Stack) cookieACK(l *Listener, id connID, sg *segment) bool {
 		syn.wscale = int8(ws - 1)
 	}
 	c.sndUna, c.sndNxt, c.bufSeq = iss, iss+1, iss+1
+	c.backoff = 1 // the SYN-ACK's send time is not known: no RTT sample
 	c.state = stateSynReceived
 	c.irs, c.rcvNxt = peer, peer+1
 	c.offerWScale = syn.wscale >= 0
