@@ -86,12 +86,15 @@ func TestTCPImpaired(t *testing.T) {
 	t.Cleanup(p.Close)
 	l := lab.Start(t, lab.Options{ListenAddr: p.Local, Logf: func(string, ...any) {}})
 	p.Emulator.Exclude(l.STUNAddr.Port())
-	fwd, err := p.Forward(netip.MustParseAddrPort(strings.TrimPrefix(l.ControlURL, "http://")))
+	// A loopback control URL in the far peer's namespace: tailscaled soon
+	// gives up an http:// one whose host is not loopback ("TLS forced").
+	fwd, err := linkemu.Listen(p.PeerNS, "tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	lab.ForwardFrom(t, fwd, strings.TrimPrefix(l.ControlURL, "http://"))
 	peer := l.StartTailscaled(t, lab.TSOptions{Hostname: "far-peer", TUN: true, Netns: p.PeerNS,
-		ControlURL: "http://" + fwd.String(), AuthKey: l.AuthKey})
+		ControlURL: "http://" + fwd.Addr().String(), AuthKey: l.AuthKey})
 
 	type target struct {
 		impl string

@@ -22,7 +22,6 @@ type Path struct {
 	EmuNS       string // the emulator's namespace
 	Emulator    *Emulator
 	localIf     string
-	closers     []func() error
 }
 
 var pathSeq atomic.Int32
@@ -98,9 +97,6 @@ func (p *Path) Counters() (out, in Counters) {
 
 // Close stops the emulator and deletes the namespaces and interfaces.
 func (p *Path) Close() {
-	for _, c := range p.closers {
-		c()
-	}
 	if p.Emulator != nil {
 		p.Emulator.Close()
 	}

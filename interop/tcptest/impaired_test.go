@@ -70,14 +70,17 @@ func startImpaired(t *testing.T, hostname string, seed uint64) *impairedLab {
 }
 
 // forwardControl returns a loopback URL in the peer's namespace for the
-// lab's control server (see linkemu.Path.Forward).
+// lab's control server: tailscaled soon gives up an http:// control URL
+// whose host is not loopback ("TLS forced"), and lab.StartTailscaled
+// makes a loopback one only in the test's own namespace.
 func forwardControl(t *testing.T, p *linkemu.Path, l *lab.Lab) string {
 	t.Helper()
-	fwd, err := p.Forward(netip.MustParseAddrPort(strings.TrimPrefix(l.ControlURL, "http://")))
+	ln, err := linkemu.Listen(p.PeerNS, "tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return "http://" + fwd.String()
+	lab.ForwardFrom(t, ln, strings.TrimPrefix(l.ControlURL, "http://"))
+	return "http://" + ln.Addr().String()
 }
 
 // waitDirect sends traffic both ways until both sides use the direct
