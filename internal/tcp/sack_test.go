@@ -120,7 +120,7 @@ func TestSACKRecoveryInOneRoundTrip(t *testing.T) {
 // the holes.
 func testSACKRecovery(t *testing.T, iss uint32) {
 	const (
-		rtt  = 20 * time.Millisecond
+		rtt  = 60 * time.Millisecond
 		mss  = 1240 // MTU 1280, IPv4
 		size = 200 * mss
 	)
