@@ -330,3 +330,23 @@ func TestIdleConnCost(t *testing.T) {
 	}
 	runtime.KeepAlive(conns)
 }
+
+// TestFinWait2Timeout: a connection closed with Close whose peer never
+// sends its FIN is forgotten after FinWait2Timeout.
+func TestFinWait2Timeout(t *testing.T) {
+	cfg := fastConfig() // FinWait2Timeout: 1 s
+	cfg.KeepAliveIdle = -1
+	a, b, _ := pair(t, cfg, impairments{})
+	c, s := connect(t, a, b, addrA4, addrB4, 80)
+	defer s.Close()
+	c.Close()
+	waitFor(t, "FIN-WAIT-2", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.state == stateFinWait2 })
+	start := time.Now()
+	waitFor(t, "the connection to be forgotten", func() bool { return a.Stats().Conns == 0 })
+	if d := time.Since(start); d < 800*time.Millisecond {
+		t.Fatalf("forgotten after %v, before FinWait2Timeout", d)
+	}
+	if b.Stats().Conns != 1 {
+		t.Fatal("the peer's connection went too")
+	}
+}
