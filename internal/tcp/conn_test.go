@@ -413,7 +413,13 @@ func TestBacklogBound(t *testing.T) {
 // waitFor polls cond for up to five seconds.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	waitForD(t, 5*time.Second, what, cond)
+}
+
+// waitForD polls cond for up to d.
+func waitForD(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

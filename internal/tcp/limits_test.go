@@ -267,7 +267,8 @@ func TestAutotune(t *testing.T) {
 			t.Errorf("budget exceeded: %d > %d", st.BufferBytes, cfg.MemoryLimit)
 		}
 	}
-	waitFor(t, "the buffers to shrink", func() bool {
+	// A second without data, or eight round trips: long under emulation.
+	waitForD(t, 30*time.Second, "the buffers to shrink", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		s.mu.Lock()
