@@ -148,7 +148,11 @@ func (s *Stack) Stats() Stats {
 
 // Inbound handles the TCP segment seg (header and payload) that src sent
 // to dst. The segment is only read during the call.
-func (s *Stack) Inbound(src, dst netip.Addr, seg []byte) {
+func (s *Stack) Inbound(src, dst netip.Addr, seg []byte) { s.deliver(nil, src, dst, seg) }
+
+// deliver hands seg to its connection, its four-tuple's TIME-WAIT entry,
+// or else to via, if not nil, or the listener of its port.
+func (s *Stack) deliver(via *Listener, src, dst netip.Addr, seg []byte) {
 	var sg segment
 	if parseSegment(src, dst, seg, &sg) != nil {
 		s.dropped.Add(1)
@@ -158,7 +162,7 @@ func (s *Stack) Inbound(src, dst netip.Addr, seg []byte) {
 	id := connID{local: netip.AddrPortFrom(dst, sg.dstPort), remote: netip.AddrPortFrom(src, sg.srcPort)}
 	s.mu.Lock()
 	c := s.conns[id]
-	var l *Listener
+	l := via
 	if c == nil {
 		handled, ack, reply := s.tw.input(id, &sg)
 		if handled {
@@ -168,7 +172,9 @@ func (s *Stack) Inbound(src, dst netip.Addr, seg []byte) {
 			}
 			return
 		}
-		l = s.listeners[sg.dstPort]
+		if l == nil {
+			l = s.listeners[sg.dstPort]
+		}
 	}
 	s.mu.Unlock()
 	switch {
