@@ -143,8 +143,10 @@ func (c *Conn) delivered(s *sentSeg, ev *ackEvent, now int64) {
 		c.rack.reordering = true // delivered after later data, never resent
 	}
 	rtt := now - s.xmit
-	if s.flags&segEverRetrans != 0 && rtt < int64(c.minRTT) {
-		return // may be the first transmission's delivery
+	if s.flags&segEverRetrans != 0 && (rtt < int64(c.minRTT) || c.recov.frto) {
+		// May be the first transmission's delivery: too soon for the
+		// retransmission's, or F-RTO has yet to tell.
+		return
 	}
 	if s.xmit >= ev.newest {
 		ev.newest, ev.newestRTT = s.xmit, rtt
@@ -173,9 +175,12 @@ func (c *Conn) onAck(prevUna uint32, delivered int, ev *ackEvent, now int64) {
 	if ev.dsack {
 		c.rackDSACK()
 	}
-	if ev.late {
+	if ev.late && c.recov.state != inLoss {
+		// After a timeout every segment in flight is taken for lost:
+		// one that arrives shows a delay (F-RTO), not reordering.
 		c.rack.reordering = true
 	}
+	c.frtoAck(ev)
 	if ev.dsack || ev.late {
 		c.tryUndo(ev.late)
 	}

@@ -181,7 +181,7 @@ func (c *Conn) trySend() {
 			}
 			return
 		}
-		if i, ok := c.nextLost(); ok {
+		if i, ok := c.nextLost(); ok && !c.recov.frtoNew {
 			c.retransmit(i, now)
 			continue
 		}

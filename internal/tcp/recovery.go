@@ -35,6 +35,10 @@ type recovery struct {
 	undoEnd                  uint32
 	priorCwnd, priorSsthresh int
 	priorCC                  ccState
+
+	// F-RTO (frto.go).
+	frto    bool // the timeout may be spurious: the next ACKs tell
+	frtoNew bool // send new data, not retransmissions, after this ACK
 }
 
 // dupThresh is the duplicate ACKs (or SACKed segments) that show a loss.
@@ -58,10 +62,17 @@ func (c *Conn) tryUndo(late bool) {
 	if !r.undoing || r.undoSent == 0 && !late || r.undoRetrans > 0 {
 		return
 	}
-	r.undoing = false
 	// The segments were late, not lost: reordering, which RACK now
 	// allows for.
 	c.rack.reordering = true
+	c.undo()
+}
+
+// undo ends the episode and returns the window and ssthresh to what
+// they were before it; what was taken for lost and not resent is not.
+func (c *Conn) undo() {
+	r := &c.recov
+	r.undoing, r.frto, r.frtoNew = false, false, false
 	c.cwnd = max(c.cwnd, r.priorCwnd)
 	c.ssthresh = max(c.ssthresh, r.priorSsthresh)
 	c.cc = r.priorCC
@@ -69,7 +80,6 @@ func (c *Conn) tryUndo(late bool) {
 		r.state = open
 		c.rackRecoveryEnded()
 	}
-	// What was taken for lost was not.
 	for i := range c.sent.n {
 		if s := c.sent.at(i); s.flags&(segLost|segRetrans) == segLost {
 			c.clearFlag(s, segLost)
@@ -191,6 +201,7 @@ func (c *Conn) enterLoss(now int64) {
 	}
 	c.ccRestart()
 	c.cwnd = c.mss
+	r.frto, r.frtoNew = r.state == open && c.sackOK, false
 	r.state = inLoss
 	r.recover = c.sndNxt
 	if c.sent.n > 0 && c.sent.at(0).flags&segSACKed != 0 {

@@ -292,3 +292,52 @@ func TestTimeoutKeepsScoreboard(t *testing.T) {
 		t.Errorf("ssthresh %d after losses at cwnd %d, want %d: one cut", cs.ssthresh, cs.priorCwnd, want)
 	}
 }
+
+// TestSpuriousTimeoutUndone: the path stalls for longer than the
+// retransmission timeout and then delivers everything it held, in order,
+// as a link that pauses does. The timer fires and resends the first
+// segment; the first ACKs after the stall show that segments sent once
+// only arrived, so the rest are not resent (as F-RTO would have it), and
+// the D-SACK of the one retransmission undoes the timeout: the window and
+// ssthresh return to what they were.
+func TestSpuriousTimeoutUndone(t *testing.T) {
+	var (
+		iss      atomic.Uint32
+		stallEnd atomic.Pointer[time.Time]
+	)
+	a, b, _ := scriptPair(t, scriptConfig(), scriptRTT/2, func(p scriptedPacket) (bool, time.Duration) {
+		if iss.Load() == 0 {
+			return false, 0
+		}
+		if p.src == addrA4 && p.data > 0 && p.sent == 1 && segNo(iss.Load(), p.seq) == 300 {
+			end := p.at.Add(900 * time.Millisecond)
+			stallEnd.CompareAndSwap(nil, &end)
+		}
+		if end := stallEnd.Load(); end != nil && p.at.Before(*end) {
+			// Held until the stall ends, then sent on in order.
+			return false, end.Sub(p.at)
+		}
+		return false, 0
+	})
+	c, s := connect(t, a, b, addrA4, addrB4, 80)
+	iss.Store(c.iss)
+	oneWay(t, c, s, 1<<20)
+	st := a.Stats()
+	cs := snapshot(c)
+	c.mu.Lock()
+	prior := c.recov.priorSsthresh
+	c.mu.Unlock()
+	t.Logf("%+v %+v", st, cs)
+	if st.Timeouts == 0 {
+		t.Fatal("no retransmission timeout: the stall was too short to test anything")
+	}
+	if st.Undos == 0 {
+		t.Fatalf("the spurious timeout was not undone: %+v", st)
+	}
+	if st.Retransmits > 2*st.Timeouts {
+		t.Errorf("%d segments resent for %d timeouts: the segments that arrived after the stall were resent too", st.Retransmits, st.Timeouts)
+	}
+	if cs.ssthresh < prior || cs.state != open {
+		t.Errorf("after the undo: %+v, ssthresh before the timeout %d", cs, prior)
+	}
+}

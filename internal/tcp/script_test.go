@@ -17,7 +17,8 @@ type scriptedPacket struct {
 	seq   uint32
 	data  int // payload bytes
 	flags packet.TCPFlags
-	sent  int // how many times a segment with this src and seq went out, this one included
+	sent  int       // how many times a segment with this src and seq went out, this one included
+	at    time.Time // when the line took it; it arrives after delay and its lateness
 }
 
 // scriptLine carries packets between two stacks with a fixed delay, in
@@ -82,6 +83,7 @@ func (l *scriptLine) output(pkt []byte) error {
 		seq:   binary.BigEndian.Uint32(seg[4:8]),
 		data:  len(seg) - int(seg[12]>>4)*4,
 		flags: packet.TCPFlags(seg[13]),
+		at:    time.Now(),
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -98,7 +100,7 @@ func (l *scriptLine) output(pkt []byte) error {
 		return nil
 	}
 	l.n++
-	heap.Push(&l.q, timedPkt{time.Now().Add(l.delay + late), l.n, append([]byte(nil), pkt...)})
+	heap.Push(&l.q, timedPkt{sp.at.Add(l.delay + late), l.n, append([]byte(nil), pkt...)})
 	l.cond.Signal()
 	return nil
 }
