@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +40,9 @@ import (
 // It runs only for scripts/bench.sh, which sets MICROLINK_BENCH_OUT to the
 // directory the results (tcp_impaired.jsonl) go to. MICROLINK_TCP_RUNS
 // sets the runs per row (3), MICROLINK_TCP_QUICK=1 makes it a smoke run,
-// MICROLINK_TCP_PROFILES=0,2 runs only those of linkemu.Profiles.
+// MICROLINK_TCP_PROFILES=0,2 runs only those of linkemu.Profiles, and
+// MICROLINK_TCP_IMPLS=microlink only those nodes (kernel, gvisor,
+// microlink).
 func TestTCPImpaired(t *testing.T) {
 	out := os.Getenv("MICROLINK_BENCH_OUT")
 	if out == "" {
@@ -114,6 +117,9 @@ func TestTCPImpaired(t *testing.T) {
 		proc := startTCPNode(t, l, impl, "node-"+impl)
 		targets = append(targets, target{impl, proc.ip, proc})
 	}
+	if only := os.Getenv("MICROLINK_TCP_IMPLS"); only != "" {
+		targets = slices.DeleteFunc(targets, func(tg target) bool { return !slices.Contains(strings.Split(only, ","), tg.impl) })
+	}
 	for _, tg := range targets {
 		waitFarDirect(t, peer, tg.ip)
 	}
@@ -145,8 +151,9 @@ func TestTCPImpaired(t *testing.T) {
 						r.Alloc = int64(number(m["total_alloc"])) - r.Alloc
 						r.GCs = int(number(m["gcs"])) - r.GCs
 					}
-					t.Logf("run %d, %s, %s, push %v: %.2f MB/s in %.1f s, %d KiB direct, peak RSS +%d KiB, %d KiB allocated, %d GCs: %s",
-						run, prof.Name, tg.impl, push, r.MBps, r.Seconds, r.Direct>>10, (r.PeakRSS-r.IdleRSS)>>10, r.Alloc>>10, r.GCs, r.Err)
+					t.Logf("run %d, %s, %s, push %v: %.2f MB/s in %.1f s, %d KiB direct, lost %d+%d queue %d socket %d, peak RSS +%d KiB, %d KiB allocated, %d GCs: %s",
+						run, prof.Name, tg.impl, push, r.MBps, r.Seconds, r.Direct>>10, r.Lost, r.AckLost, r.QueueDrops, r.RcvbufErrs,
+						(r.PeakRSS-r.IdleRSS)>>10, r.Alloc>>10, r.GCs, r.Err)
 					record(r)
 				}
 			}
@@ -162,15 +169,22 @@ type tcpRun struct {
 	Size                int64
 	Seconds, MBps       float64
 	Direct              int64 // UDP bytes the emulator carried in the data's direction, STUN aside
-	Err                 string
-	IdleRSS, PeakRSS    int64 `json:",omitempty"`
-	IdleHeap            int64 `json:",omitempty"`
-	Alloc               int64 `json:",omitempty"` // bytes the process allocated during the transfer
-	GCs                 int   `json:",omitempty"` // collections during it
+	// Packets the emulator lost (impairment) or dropped (queue) in the
+	// data's direction and the ACKs', and UDP datagrams the receiving
+	// and sending namespaces' sockets dropped (UdpRcvbufErrors): where a
+	// slow run lost its packets.
+	Lost, QueueDrops, AckLost int64 `json:",omitempty"`
+	RcvbufErrs                int64 `json:",omitempty"`
+	Err                       string
+	IdleRSS, PeakRSS          int64 `json:",omitempty"`
+	IdleHeap                  int64 `json:",omitempty"`
+	Alloc                     int64 `json:",omitempty"` // bytes the process allocated during the transfer
+	GCs                       int   `json:",omitempty"` // collections during it
 }
 
 func (r *tcpRun) measure(p *linkemu.Path, ip netip.Addr) {
 	out0, in0 := p.Counters()
+	errs0 := rcvbufErrors(p)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	c, err := dialFar(ctx, p, netip.AddrPortFrom(ip, 9100))
 	cancel()
@@ -193,11 +207,49 @@ func (r *tcpRun) measure(p *linkemu.Path, ip netip.Addr) {
 	}
 	// The emulator's out is toward the far peer.
 	out1, in1 := p.Counters()
+	data0, data1, ack0, ack1 := out0, out1, in0, in1
 	if r.Push {
-		r.Direct = int64(in1.UDPBytes - in0.UDPBytes)
-	} else {
-		r.Direct = int64(out1.UDPBytes - out0.UDPBytes)
+		data0, data1, ack0, ack1 = in0, in1, out0, out1
 	}
+	r.Direct = int64(data1.UDPBytes - data0.UDPBytes)
+	r.Lost, r.QueueDrops = int64(data1.Lost-data0.Lost), int64(data1.QueueDrops-data0.QueueDrops)
+	r.AckLost = int64(ack1.Lost - ack0.Lost + ack1.QueueDrops - ack0.QueueDrops)
+	r.RcvbufErrs = rcvbufErrors(p) - errs0
+}
+
+// rcvbufErrors returns the UDP datagrams that the sockets of the test's
+// namespace and of the far peer's dropped for want of buffer room.
+func rcvbufErrors(p *linkemu.Path) int64 {
+	n := udpRcvbufErrors()
+	linkemu.In(p.PeerNS, func() error { n += udpRcvbufErrors(); return nil })
+	return n
+}
+
+// udpRcvbufErrors reads UdpRcvbufErrors in the calling thread's network
+// namespace.
+func udpRcvbufErrors() int64 {
+	b, err := os.ReadFile("/proc/thread-self/net/snmp")
+	if err != nil {
+		return 0
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, name := range names {
+			if name == "RcvbufErrors" && i < len(f) {
+				v, _ := strconv.ParseInt(f[i], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
 }
 
 // dialFar dials from the far peer's namespace, with CUBIC.
