@@ -513,7 +513,7 @@ func (n *Node) Stats() Stats {
 	dropped, _, _ := data.stack.Counters()
 	ts := data.stack.TCPStats()
 	st.Dropped += dropped + ts.Dropped
-	st.TCPConns, st.TCPRetransmits = ts.Conns, ts.Retransmits
+	st.TCPConns, st.TCPHalfOpen, st.TCPRetransmits, st.TCPSYNCookies = ts.Conns, ts.HalfOpen, ts.Retransmits, ts.SYNCookies
 	return st
 }
 

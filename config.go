@@ -137,18 +137,27 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// TCPConfig tunes the node's TCP. A zero field means its default. The
-// memory TCP may use is bounded by MaxConns × (SendBuffer + ReceiveBuffer).
+// TCPConfig tunes the node's TCP. A zero field means its default.
 type TCPConfig struct {
-	// MaxConns bounds the node's TCP connections in every state,
-	// including those a listener has not accepted yet: 64.
+	// MaxConns bounds the node's TCP connections in every state but
+	// TIME-WAIT, including those a listener has not accepted yet: 256.
+	// An idle connection holds no buffers and costs about 2 KiB. An
+	// eighth of them are kept for DialTCP, so that peers connecting (or a
+	// SYN flood) cannot take them all.
 	MaxConns int
 
-	// SendBuffer and ReceiveBuffer are each connection's buffer sizes,
-	// from 4 KiB to 1 MiB: 128 KiB. The receive buffer is the largest
-	// window a connection advertises, so a connection receives at most
+	// SendBuffer and ReceiveBuffer are the largest send and receive
+	// buffers of a connection, from 4 KiB to 64 MiB: 4 MiB. Buffers start
+	// at 64 KiB and grow with the bandwidth-delay product the connection
+	// measures; they hold memory only for the data in them, and shrink
+	// back when the connection is idle. A connection receives at most
 	// about ReceiveBuffer per round trip.
 	SendBuffer, ReceiveBuffer int
+
+	// MemoryLimit bounds how far the buffers of all connections together
+	// grow beyond the 64 KiB each starts with: 16 MiB. Buffers grow only
+	// while there is room.
+	MemoryLimit int
 
 	// KeepAlive is how long an established connection may hear nothing
 	// from its peer before it sends keep-alive probes: 60 s. Four probes
@@ -156,14 +165,23 @@ type TCPConfig struct {
 	// turns keep-alives off. Conn.SetKeepAlive and SetKeepAlivePeriod
 	// change it for one connection.
 	KeepAlive time.Duration
+
+	// RetransmitTimeout is how long sent data may go unacknowledged
+	// while it is retransmitted before the connection fails: 15 minutes,
+	// about what Linux takes.
+	RetransmitTimeout time.Duration
+
+	// CongestionControl is "cubic" (the default) or "newreno".
+	CongestionControl string
 }
 
 // Bounds of TCPConfig.
 const (
 	maxTCPConns     = 4096
-	minTCPBuffer    = 4 << 10
-	maxTCPBuffer    = 1 << 20
-	tcpBufferBounds = "4 KiB to 1 MiB"
+	minTCPBuffer    = tcp.MinBuffer
+	maxTCPBuffer    = tcp.MaxBuffer
+	tcpBufferBounds = "4 KiB to 64 MiB"
+	minTCPMemory    = 256 << 10
 )
 
 func (c TCPConfig) validate() error {
@@ -178,16 +196,30 @@ func (c TCPConfig) validate() error {
 			return fmt.Errorf("microlink: TCP.%s %d out of range (0 for the default, or %s)", b.name, b.size, tcpBufferBounds)
 		}
 	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < minTCPMemory {
+		return fmt.Errorf("microlink: TCP.MemoryLimit %d out of range (0 for the default, or at least 256 KiB)", c.MemoryLimit)
+	}
+	if c.RetransmitTimeout < 0 {
+		return fmt.Errorf("microlink: TCP.RetransmitTimeout %v is negative", c.RetransmitTimeout)
+	}
+	switch c.CongestionControl {
+	case "", "cubic", "newreno":
+	default:
+		return fmt.Errorf("microlink: TCP.CongestionControl %q is neither \"cubic\" nor \"newreno\"", c.CongestionControl)
+	}
 	return nil
 }
 
 // stackConfig returns the settings of the node's TCP stack.
 func (c TCPConfig) stackConfig() tcp.Config {
 	return tcp.Config{
-		MaxConns:      c.MaxConns,
-		SendBuffer:    c.SendBuffer,
-		ReceiveBuffer: c.ReceiveBuffer,
-		KeepAliveIdle: c.KeepAlive,
+		MaxConns:          c.MaxConns,
+		SendBuffer:        c.SendBuffer,
+		ReceiveBuffer:     c.ReceiveBuffer,
+		MemoryLimit:       c.MemoryLimit,
+		KeepAliveIdle:     c.KeepAlive,
+		RetransmitTimeout: c.RetransmitTimeout,
+		CongestionControl: c.CongestionControl,
 	}
 }
 

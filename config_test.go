@@ -3,6 +3,7 @@ package microlink
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -62,9 +63,12 @@ func TestConfigInvalid(t *testing.T) {
 		{Config{TCP: TCPConfig{MaxConns: -1}}, "TCP.MaxConns"},
 		{Config{TCP: TCPConfig{MaxConns: 5000}}, "TCP.MaxConns"},
 		{Config{TCP: TCPConfig{SendBuffer: 1024}}, "TCP.SendBuffer"},
-		{Config{TCP: TCPConfig{ReceiveBuffer: 2 << 20}}, "TCP.ReceiveBuffer"},
+		{Config{TCP: TCPConfig{ReceiveBuffer: 128 << 20}}, "TCP.ReceiveBuffer"},
 		{Config{TCP: TCPConfig{ReceiveBuffer: -1}}, "TCP.ReceiveBuffer"},
 		{Config{AcceptDNS: true}, "AcceptDNS (--accept-dns) needs TUN mode"},
+		{Config{TCP: TCPConfig{MemoryLimit: 1000}}, "TCP.MemoryLimit"},
+		{Config{TCP: TCPConfig{RetransmitTimeout: -time.Second}}, "TCP.RetransmitTimeout"},
+		{Config{TCP: TCPConfig{CongestionControl: "bbr"}}, "TCP.CongestionControl"},
 	} {
 		_, err := tc.c.withDefaults()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -74,12 +78,14 @@ func TestConfigInvalid(t *testing.T) {
 }
 
 func TestTCPConfigToStack(t *testing.T) {
-	c := TCPConfig{MaxConns: 8, SendBuffer: 16 << 10, ReceiveBuffer: 32 << 10, KeepAlive: -1}
+	c := TCPConfig{MaxConns: 8, SendBuffer: 16 << 10, ReceiveBuffer: 32 << 10, KeepAlive: -1,
+		MemoryLimit: 1 << 20, RetransmitTimeout: time.Minute, CongestionControl: "newreno"}
 	if err := c.validate(); err != nil {
 		t.Fatal(err)
 	}
 	sc := c.stackConfig()
-	if sc.MaxConns != 8 || sc.SendBuffer != 16<<10 || sc.ReceiveBuffer != 32<<10 || sc.KeepAliveIdle != -1 {
+	if sc.MaxConns != 8 || sc.SendBuffer != 16<<10 || sc.ReceiveBuffer != 32<<10 || sc.KeepAliveIdle != -1 ||
+		sc.MemoryLimit != 1<<20 || sc.RetransmitTimeout != time.Minute || sc.CongestionControl != "newreno" {
 		t.Fatalf("stack config %+v from %+v", sc, c)
 	}
 	if err := (TCPConfig{}).validate(); err != nil {

@@ -154,8 +154,10 @@ type Stats struct {
 	BytesOut       uint64 `json:"bytesOut"`       // WireGuard payload bytes
 	Handshakes     uint64 `json:"handshakes"`     // completed WireGuard handshakes
 	Dropped        uint64 `json:"dropped"`        // packets dropped by the filter or for errors
-	TCPConns       int    `json:"tcpConns"`       // TCP connections in any state
+	TCPConns       int    `json:"tcpConns"`       // TCP connections in any state but TIME-WAIT
+	TCPHalfOpen    int    `json:"tcpHalfOpen"`    // TCP connections from peers whose handshake is not complete
 	TCPRetransmits uint64 `json:"tcpRetransmits"` // TCP segments sent again after a loss
+	TCPSYNCookies  uint64 `json:"tcpSynCookies"`  // SYN-ACKs sent as SYN cookies, when too many handshakes were open
 	Peers          int    `json:"peers"`          // peers in the netmap
 
 	// WireGuard messages (data, keep-alives, handshakes) by the way they

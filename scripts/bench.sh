@@ -342,6 +342,18 @@ else
 	echo "TUN_LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"
 fi
 
+# --- 9. TCP on impaired paths --------------------------------------------------
+log "TCP on impaired paths"
+if [ "$(id -u)" != 0 ]; then
+	echo "It needs root, for the network namespaces, veth pairs and TUN devices of the emulated paths." >"$results/tcp.skip"
+else
+	[ -n "${tsbin:-}" ] || tsbin=$(bash interop/build-tailscale.sh 2>>"$results/tcp.log") || tsbin=
+	[ "$mode" = quick ] && tcpquick=1 || tcpquick=0
+	rec tcp interop "MICROLINK_BENCH_OUT=$results MICROLINK_TCP_QUICK=$tcpquick MICROLINK_TS_BIN=$tsbin go test -run '^TestTCPImpaired\$' -count=1 -timeout=90m -v ./bench" \
+		>"$results/tcp.txt" 2>&1 || fail "TCP on impaired paths failed"
+	grep -E 'run [0-9]+, |^(--- |FAIL)' "$results/tcp.txt" >&2
+fi
+
 echo "LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"
 # The soak takes an hour or more and is run by scripts/soak.sh; its last
 # report goes into the document as it is.

@@ -142,6 +142,7 @@ type Conn struct {
 	closed    bool
 	peers     map[key.NodePublic]*peer
 	peerSnap  atomic.Pointer[map[key.NodePublic]*peer] // copy of peers for Send
+	watched   atomic.Pointer[arrivals]                 // direct paths and their last arrivals (liveness.go)
 	byDisco   map[key.DiscoPublic]*peer
 	pings     map[[disco.TxIDLen]byte]*sentPing
 	derpMap   *tailcfg.DERPMap
@@ -257,12 +258,23 @@ func (c *Conn) listen(port uint16) error {
 	return nil
 }
 
+// socketBuffer is the size of the UDP sockets' receive and send buffers:
+// a fast peer's bursts (a window of a TCP transfer, sent in GSO batches)
+// overflow the default of about 200 KiB before the reader gets to them.
+// tailscaled uses the same 7 MiB. The kernel takes the memory only for
+// datagrams waiting.
+const socketBuffer = 7 << 20
+
 func listenUDP(network string, ip netip.Addr, port uint16) (*net.UDPConn, error) {
 	addr := &net.UDPAddr{Port: int(port)}
 	if ip.IsValid() {
 		addr.IP = ip.AsSlice()
 	}
-	return sockmark.ListenUDP(network, addr)
+	pc, err := sockmark.ListenUDP(network, addr)
+	if err == nil {
+		sizeBuffers(pc)
+	}
+	return pc, err
 }
 
 func (c *Conn) startReaders() {
@@ -401,6 +413,7 @@ func (c *Conn) receiveUDP(b []byte, src netip.AddrPort) {
 		// Peer-relay encapsulation; this node is not a relay client.
 	default:
 		c.counts.directIn.add(len(b))
+		c.noteArrival(src)
 		if c.opts.ReceiveWireGuard != nil {
 			c.opts.ReceiveWireGuard(b, src)
 		}

@@ -454,7 +454,8 @@ func (c *Conn) lossTimeout(p *peer) time.Duration {
 }
 
 // checkProbes follows unanswered heartbeats to trusted paths: it retries
-// them and ends the trust of a path none of whose pings came back. It
+// them and ends the trust of a path none of whose pings came back and
+// that brought no WireGuard traffic meanwhile (liveness.go). It
 // returns when it next needs to run (zero if never). Conn.mu is held.
 //
 // Each ping has its share of the loss timeout to be answered, counted
@@ -479,6 +480,12 @@ func (c *Conn) checkProbes(now time.Time) (next time.Time) {
 			continue
 		}
 		if p.probeTries == probeRetries {
+			if c.arrivedSince(p.best, p.probeAt) {
+				// The peer's traffic still comes this way: a burst
+				// of loss took the pings, not the path.
+				p.probeAt = time.Time{}
+				continue
+			}
 			c.pathLost(p, now)
 			continue
 		}

@@ -22,6 +22,7 @@ func (c *Conn) maintain() {
 			return
 		}
 		c.expirePings(now)
+		c.watchPaths()
 		next := earliest(c.checkProbes(now), c.heartbeat(now))
 		start, full := c.shouldNetcheck(now, c.active(now))
 		if start {

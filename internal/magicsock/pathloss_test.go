@@ -209,6 +209,54 @@ func TestOneLostPingKeepsTrust(t *testing.T) {
 	}
 }
 
+// TestPathCarryingTrafficKeepsTrust: heartbeats go unanswered, as in a
+// burst of loss, but the peer's WireGuard traffic keeps arriving over the
+// path: its trust is not ended early and no withdrawal goes to the peer,
+// until the trust runs its course (trustUDP after the last pong). A path
+// that then brings nothing is given up after the loss timeout again.
+func TestPathCarryingTrafficKeepsTrust(t *testing.T) {
+	a, p, ans, d := lossSetup(t)
+	keepSending(t, a, p)
+	time.Sleep(300 * time.Millisecond)
+	withdrawals(t, d, a, p)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the peer's traffic, over the path
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+				p.pc.WriteToUDPAddrPort([]byte(wgMsg), a.udpTo)
+			}
+		}
+	}()
+	ans.mute.Store(true)
+	t0 := time.Now()
+	for time.Since(t0) < 1500*time.Millisecond { // several heartbeats and loss timeouts
+		if st, _ := a.PeerStatus(p.node.NodePublic()); !st.Trusted {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("trust ended %v after the pings went unanswered, though traffic kept coming", time.Since(t0))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := ans.mutedPings(); n < 2 {
+		t.Fatalf("%d heartbeats went unanswered, want several", n)
+	}
+	if w := withdrawals(t, d, a, p); len(w) > 0 {
+		t.Fatalf("call-me-maybe withdrawal sent though the path carried traffic: %+v", w[0])
+	}
+	close(stop)
+	wg.Wait()
+	waitFor(t, 2*time.Second, "the silent path to lose trust", func() bool {
+		st, _ := a.PeerStatus(p.node.NodePublic())
+		return !st.Trusted
+	})
+}
+
 func TestLossTimeoutFollowsLatency(t *testing.T) {
 	c := &Conn{tm: defaultTiming}
 	if got := c.lossTimeout(&peer{bestLatency: 20 * time.Millisecond}); got != defaultTiming.lossTimeout {

@@ -33,9 +33,9 @@ func (s state) String() string { return stateNames[s] }
 
 // maxRanges bounds the out-of-order byte ranges a connection keeps;
 // segments that would need more are dropped.
-const maxRanges = 8
+const maxRanges = 16
 
-// seqRange is received out-of-order data [start, end).
+// seqRange is the sequence numbers [start, end).
 type seqRange struct{ start, end uint32 }
 
 // Conn is a TCP connection. It implements net.Conn.
@@ -48,68 +48,99 @@ type Conn struct {
 	state            state
 	err              error // why the connection failed
 	listener         *Listener
-	inBacklog        bool // counted in listener.pending
+	halfOpen         bool // counted in the stack's half-open connections
+	inbound          bool // counted in the stack's connections from peers
 	userClosed       bool // Close was called
 	writeClosed      bool // Close or CloseWrite was called
+	budgeted         bool // the buffer limits are taken from the stack's budget
+	synAt            int64
 
 	// Send side. sndBuf holds the unacknowledged and unsent data, whose
-	// first byte has sequence number bufSeq.
-	iss, sndUna, sndNxt, sndMax uint32
-	sndWnd                      uint32
-	sndWl1, sndWl2              uint32
-	sndBuf                      ring
-	bufSeq                      uint32
-	finQueued                   bool
-	mss                         int
-	sndShift, rcvShift          uint8
-	offerWScale                 bool
-	sackOK                      bool // the peer takes SACK blocks
+	// first byte has sequence number bufSeq; sndNxt is the next new
+	// sequence number. sent records what is in flight (sent.go).
+	iss, sndUna, sndNxt uint32
+	sndWnd              uint32
+	sndWl1, sndWl2      uint32
+	sndBuf              buffer
+	sndLimit            int
+	bufSeq              uint32
+	finQueued           bool
+	mss                 int
+	sndShift            uint8
+	offerWScale         bool
+	sackOK              bool // the peer takes SACK blocks
 
-	// Congestion control (RFC 5681, RFC 6582) and retransmission timer
-	// (RFC 6298).
+	sent                           sentQueue
+	sackedOut, lostOut, retransOut int // bytes, for pipe
+	sackedSegs                     int
+	rxtHint                        int // no segment below it is due for retransmission
+	highSACK                       uint32
+
+	// Congestion control (cc.go, cubic.go, recovery.go), RTT and
+	// retransmission timer (rtt.go), RACK and TLP (rack.go), pacing.
 	cwnd, ssthresh int
+	cc             ccState
+	hs             hystart
+	recov          recovery
 	dupAcks        int
-	recover        uint32
-	inRecovery     bool
+	cwndLimited    uint32 // sndNxt when the congestion window last held data back
+	maxPipe        int    // the largest pipe of this round trip and the last
+	lastMaxPipe    int
+	roundEnd       uint32 // sndNxt when this round trip began
 	srtt, rttvar   time.Duration
-	rto            time.Duration
-	timing         bool
-	rttSeq         uint32
-	rttStart       time.Time
-	retries        int
-
-	// SACK scoreboard (sack.go): the ranges above sndUna the peer
-	// reported, sorted, and how far this recovery has resent holes.
-	sacked  [maxScoreboard]seqRange
-	nsacked int
-	highRxt uint32
+	rto, minRTT    time.Duration
+	minRTTAt       int64
+	backoff        int
+	rxtStart       int64 // first retransmission without progress since, for RetransmitTimeout
+	rack           rackState
+	tlp            tlpState
+	paceNext       int64
+	lastSend       int64
+	probes         int // zero-window probes sent since the window closed
 
 	// Receive side. rcvBuf holds data not yet read; out-of-order data
-	// waits in its free space at the offsets its ranges give.
-	irs, rcvNxt uint32
-	rcvBuf      ring
-	ooo         [maxRanges]seqRange // most recently extended first
-	nooo        int
-	finRcvd     bool
-	oooFin      bool // a FIN at oooFinSeq arrived before the data up to it
-	oooFinSeq   uint32
-	unacked     int    // data segments received and not yet acknowledged
-	quickAck    bool   // acknowledge with a bare ACK before sending data
-	advEdge     uint32 // right edge of the window last advertised
+	// waits in it at the offsets its ranges give.
+	irs, rcvNxt  uint32
+	rcvBuf       buffer
+	rcvLimit     int
+	ooo          [maxRanges]seqRange // most recently extended first
+	nooo         int
+	dsack        seqRange // a duplicate to report in the next ACK
+	dsackPending bool
+	finRcvd      bool
+	oooFin       bool // a FIN at oooFinSeq arrived before the data up to it
+	oooFinSeq    uint32
+	unacked      int    // data segments received and not yet acknowledged
+	quickAck     bool   // acknowledge with a bare ACK before sending data
+	advEdge      uint32 // right edge of the window last advertised
 
-	lastAckLimited time.Time // see sendAckLimited
+	// Receive autotuning (autotune.go).
+	rcvRTT, rcvRTTTime int64
+	rcvRTTSeq          uint32
+	rcvSpace           int
+	copied             int64 // bytes the application read
+	rcvSpaceMark       int64
+	rcvSpaceTime       int64
+	lastData           int64
+
+	lastAckLimited int64 // see sendAckLimited
 
 	// Keep-alive (RFC 9293, section 3.8.4): probes go out at kaAt once
 	// the peer has been silent for kaIdle (zero: off).
 	kaIdle, kaInterval time.Duration
-	kaAt, lastRecv     time.Time
+	kaAt, lastRecv     int64
 	kaProbes           int
 
-	timer                    *time.Timer
-	rtoAt, delackAt, closeAt time.Time
-	rdl, wdl                 deadline
-	pending, spare           []*[]byte // packets to send once mu is released
-	flushing                 bool      // a caller of unlock is sending pending
+	// One timer serves every deadline (timer.go); timerAt is when it is
+	// set to fire, 0 if stopped. Deadlines are stack clock times, 0 for
+	// none.
+	timer                               *time.Timer
+	timerAt                             int64
+	rtoAt, delackAt, closeAt, persistAt int64
+	paceAt                              int64
+	rdl, wdl                            deadline
+	pending, spare                      []*[]byte // packets to send once mu is released
+	flushing                            bool      // a caller of unlock is sending pending
 }
 
 // deadline is a read or write deadline with its timer.
@@ -129,25 +160,23 @@ func (s *Stack) newConn(id connID) *Conn {
 	c := &Conn{
 		s:        s,
 		id:       id,
-		sndBuf:   newRing(s.cfg.SendBuffer),
-		rcvBuf:   newRing(s.cfg.ReceiveBuffer),
 		iss:      iss,
 		mss:      536,
 		rto:      time.Second,
 		ssthresh: 1 << 30,
+		sndLimit: s.initialBuffer(s.cfg.SendBuffer),
+		rcvLimit: s.initialBuffer(s.cfg.ReceiveBuffer),
+		synAt:    s.now(),
 	}
 	c.rcvCond.L = &c.mu
 	c.sndCond.L = &c.mu
-	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss, c.iss
-	// No recovery has happened before the first byte (RFC 6582).
-	c.recover, c.highRxt = c.iss, c.iss
+	c.sndUna, c.sndNxt = c.iss, c.iss
 	c.bufSeq = c.iss + 1
-	for s.cfg.ReceiveBuffer>>c.rcvShift > 0xffff {
-		c.rcvShift++
-	}
+	c.rcvSpace = c.initialRcvSpace()
 	if s.cfg.KeepAliveIdle > 0 {
 		c.kaIdle, c.kaInterval = s.cfg.KeepAliveIdle, s.cfg.KeepAliveInterval
 	}
+	c.rack.reoWndMult = 1
 	c.timer = time.AfterFunc(time.Hour, c.onTimer)
 	c.timer.Stop()
 	return c
@@ -206,7 +235,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 			return 0, c.opError("read", net.ErrClosed)
 		case c.rcvBuf.n > 0:
 			n := c.rcvBuf.read(b)
-			c.windowUpdate()
+			c.consumed(n)
 			c.unlock()
 			return n, nil
 		case len(b) == 0 && c.err == nil:
@@ -250,7 +279,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 			c.unlock()
 			return total, c.opError("write", err)
 		}
-		if n := c.sndBuf.write(b); n > 0 {
+		if room := c.sndLimit - c.sndBuf.n; room > 0 {
+			n := min(room, len(b))
+			c.sndBuf.write(b[:n])
 			total += n
 			b = b[n:]
 			c.trySend()
@@ -286,7 +317,7 @@ func (c *Conn) Close() error {
 		}
 		c.shutdownWrite()
 	case stateFinWait2:
-		c.closeAt = time.Now().Add(c.s.cfg.FinWait2Timeout)
+		c.closeAt = c.s.now() + int64(c.s.cfg.FinWait2Timeout)
 	}
 	c.writeClosed = true
 	c.armTimer()
@@ -331,7 +362,7 @@ func (c *Conn) abort(err error) {
 	switch c.state {
 	case stateClosed, stateTimeWait, stateSynSent:
 	default:
-		c.queueControl(flagRST|flagACK, c.sndMax)
+		c.queueControl(flagRST|flagACK, c.sndNxt)
 		c.s.resets.Add(1)
 	}
 	c.fail(err)
@@ -352,7 +383,10 @@ func (c *Conn) close() {
 	}
 	c.state = stateClosed
 	c.timer.Stop()
-	c.rtoAt, c.delackAt, c.closeAt = time.Time{}, time.Time{}, time.Time{}
+	c.timerAt = 0
+	c.rtoAt, c.delackAt, c.closeAt, c.persistAt, c.paceAt = 0, 0, 0, 0, 0
+	c.rack.at, c.tlp.at = 0, 0
+	c.releaseBuffers()
 	c.s.remove(c)
 	c.wake()
 }
@@ -364,11 +398,11 @@ func (c *Conn) SetKeepAlive(on bool) error {
 	defer c.unlock()
 	switch {
 	case !on:
-		c.kaIdle, c.kaAt = 0, time.Time{}
+		c.kaIdle, c.kaAt = 0, 0
 	case c.kaIdle == 0:
 		c.kaIdle = max(c.s.cfg.KeepAliveIdle, time.Second)
 		c.kaInterval = c.s.cfg.KeepAliveInterval
-		c.startKeepAlive(time.Now())
+		c.startKeepAlive(c.s.now())
 	}
 	return nil
 }
@@ -380,8 +414,8 @@ func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
 	c.mu.Lock()
 	defer c.unlock()
 	c.kaIdle, c.kaInterval = d, d
-	c.kaAt = time.Time{}
-	c.startKeepAlive(time.Now())
+	c.kaAt = 0
+	c.startKeepAlive(c.s.now())
 	return nil
 }
 

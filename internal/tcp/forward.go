@@ -17,19 +17,5 @@ func (s *Stack) ListenAny() *Listener {
 // own: a segment that opens a connection goes to l, a listener from
 // ListenAny, instead of the listener of its port.
 func (s *Stack) InboundVia(l *Listener, src, dst netip.Addr, seg []byte) {
-	var sg segment
-	if parseSegment(src, dst, seg, &sg) != nil {
-		s.dropped.Add(1)
-		return
-	}
-	s.segsIn.Add(1)
-	id := connID{local: netip.AddrPortFrom(dst, sg.dstPort), remote: netip.AddrPortFrom(src, sg.srcPort)}
-	s.mu.Lock()
-	c := s.conns[id]
-	s.mu.Unlock()
-	if c != nil {
-		c.input(&sg)
-		return
-	}
-	s.listenInput(l, id, &sg)
+	s.deliver(l, src, dst, seg)
 }

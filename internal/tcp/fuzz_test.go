@@ -37,7 +37,12 @@ func FuzzInbound(f *testing.F) {
 		func() header { h := base; h.flags = flagRST; return h }(),
 		func() header { h := base; h.flags = flagACK; h.seq += 5000; return h }(),
 		func() header { h := base; h.flags = flagSYN | flagACK; h.mss = 1; h.wscale = 14; return h }(),
-		func() header { h := base; h.flags = flagACK; h.sacks = []seqRange{{h.ack - 10, h.ack + 20}}; return h }(),
+		func() header {
+			h := base
+			h.flags = flagACK
+			h.sacks[0], h.nsacks = seqRange{h.ack - 10, h.ack + 20}, 1
+			return h
+		}(),
 	} {
 		f.Add(seedSegment(h, []byte("data")))
 	}
@@ -92,7 +97,7 @@ func TestSeqArithmeticWraps(t *testing.T) {
 
 func TestSACKOption(t *testing.T) {
 	h := header{src: netip.AddrPortFrom(addrA4, 1), dst: netip.AddrPortFrom(addrB4, 2), flags: flagACK, wscale: -1,
-		sacks: []seqRange{{100, 200}, {300, 400}}}
+		sacks: [maxSACKBlocks]seqRange{{100, 200}, {300, 400}}, nsacks: 2}
 	raw := seedSegment(h, nil)
 	want := []byte{optNOP, optNOP, optSACK, 18, 0, 0, 0, 100, 0, 0, 0, 200, 0, 0, 1, 44, 0, 0, 1, 144}
 	if len(raw) != 20+len(want) || raw[12]>>4 != byte((20+len(want))/4) || string(raw[20:]) != string(want) {

@@ -14,9 +14,7 @@ type Listener struct {
 	done    chan struct{}
 	once    sync.Once
 
-	// Guarded by s.mu.
-	pending int // connections in SYN-RECEIVED
-	closed  bool
+	closed bool // guarded by s.mu
 }
 
 // Accept waits for and returns the next established connection.
@@ -29,15 +27,18 @@ func (l *Listener) Accept() (net.Conn, error) {
 	}
 }
 
+// full reports whether the backlog is full.
+func (l *Listener) full() bool { return len(l.acceptq) >= cap(l.acceptq) }
+
 // enqueue hands an established connection to Accept. Called with c.mu
-// held; false if the listener is closed.
+// held; false if the listener is closed or its backlog full.
 func (l *Listener) enqueue(c *Conn) bool {
 	s := l.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c.inBacklog {
-		c.inBacklog = false
-		l.pending--
+	if c.halfOpen {
+		c.halfOpen = false
+		s.halfOpen--
 	}
 	if l.closed {
 		return false
@@ -45,7 +46,7 @@ func (l *Listener) enqueue(c *Conn) bool {
 	select {
 	case l.acceptq <- c:
 		return true
-	default: // cannot happen: pending and queued stay within the capacity
+	default:
 		return false
 	}
 }

@@ -11,13 +11,39 @@ import (
 // current acknowledgement, so any pending delayed ACK is settled.
 func (c *Conn) queue(h *header, p1, p2 []byte) {
 	h.src, h.dst = c.id.local, c.id.remote
+	if h.flags&(flagACK|flagRST|flagSYN) == flagACK && len(p1) == 0 && c.sackOK {
+		// Bare ACKs tell what arrived beyond a hole (RFC 2018) and
+		// report a duplicate (RFC 2883). Segments with data leave the
+		// option out: it would not fit next to a full MSS.
+		h.nsacks = c.sackBlocks(&h.sacks)
+	}
 	bp := c.s.pool.Get()
 	c.s.send(bp, h, p1, p2)
 	c.pending = append(c.pending, bp)
 	if h.flags&flagACK != 0 {
 		c.unacked = 0
-		c.delackAt = time.Time{}
+		c.delackAt = 0
 	}
+}
+
+// sackBlocks puts the SACK blocks for the next segment in buf and returns
+// their number: a pending D-SACK first, then the out-of-order ranges, the
+// latest first.
+func (c *Conn) sackBlocks(buf *[maxSACKBlocks]seqRange) int {
+	k := 0
+	if c.dsackPending {
+		c.dsackPending = false
+		buf[0] = c.dsack
+		k = 1
+	}
+	for _, r := range c.ooo[:c.nooo] {
+		if k == maxSACKBlocks {
+			break
+		}
+		buf[k] = r
+		k++
+	}
+	return k
 }
 
 // queueControl queues a segment without data.
@@ -25,10 +51,6 @@ func (c *Conn) queueControl(flags packet.TCPFlags, seq uint32) {
 	h := header{seq: seq, ack: c.rcvNxt, flags: flags, wscale: -1}
 	if flags&flagACK != 0 {
 		h.wnd = c.windowField()
-	}
-	if flags&(flagACK|flagRST) == flagACK && c.sackOK && c.nooo > 0 {
-		// Bare ACKs tell what arrived beyond a hole (RFC 2018).
-		h.sacks = c.ooo[:min(c.nooo, maxSACKBlocks)]
 	}
 	c.queue(&h, nil, nil)
 }
@@ -41,7 +63,7 @@ func (c *Conn) sendAck() {
 		c.sendSYN()
 		return
 	}
-	c.queueControl(flagACK, c.sndMax)
+	c.queueControl(flagACK, c.sndNxt)
 }
 
 // ackInterval is the least time between two ACKs sent in answer to
@@ -52,8 +74,8 @@ const ackInterval = 20 * time.Millisecond
 // sendAckLimited sends an ACK unless one was sent for the same reason
 // less than ackInterval ago.
 func (c *Conn) sendAckLimited() {
-	now := time.Now()
-	if now.Sub(c.lastAckLimited) < ackInterval {
+	now := c.s.now()
+	if c.lastAckLimited != 0 && now-c.lastAckLimited < int64(ackInterval) {
 		return
 	}
 	c.lastAckLimited = now
@@ -61,16 +83,16 @@ func (c *Conn) sendAckLimited() {
 }
 
 // sendSYN queues the SYN (SYN-SENT) or SYN-ACK (SYN-RECEIVED) with the
-// MSS and, when allowed, window scale options.
+// MSS and, when allowed, window scale and SACK-permitted options.
 func (c *Conn) sendSYN() {
 	h := header{seq: c.iss, flags: flagSYN, mss: uint16(c.s.mss(c.id.local.Addr())), wscale: -1}
 	// Offered in a SYN; in a SYN-ACK only if the peer offered it.
 	h.sackOK = c.state == stateSynSent || c.sackOK
 	if c.offerWScale {
-		h.wscale = int8(c.rcvShift)
+		h.wscale = int8(c.rcvShift())
 	}
 	// The window of a SYN is never scaled.
-	h.wnd = uint16(min(c.rcvBuf.free(), 0xffff))
+	h.wnd = uint16(min(c.rcvWindow(), 0xffff))
 	if c.state == stateSynReceived {
 		h.flags |= flagACK
 		h.ack = c.rcvNxt
@@ -78,35 +100,53 @@ func (c *Conn) sendSYN() {
 	c.queue(&h, nil, nil)
 	c.advEdge = c.rcvNxt + uint32(h.wnd)
 	c.sndNxt = c.iss + 1
-	c.sndMax = seqMax(c.sndMax, c.sndNxt)
-	if c.retries == 0 && !c.timing {
-		c.timing, c.rttSeq, c.rttStart = true, c.sndNxt, time.Now()
-	}
-	if c.rtoAt.IsZero() {
-		c.rtoAt = time.Now().Add(c.rto)
+	if c.rtoAt == 0 {
+		c.rtoAt = c.s.now() + int64(c.rto)
 	}
 	c.armTimer()
 }
 
+// rcvWindow is the receive window the buffer's limit allows.
+func (c *Conn) rcvWindow() int { return max(c.rcvLimit-c.rcvBuf.n, 0) }
+
+// acceptWindow is how far beyond rcvNxt data is taken: the larger of the
+// window last advertised and the one the limit allows now.
+func (c *Conn) acceptWindow() int {
+	return max(int(int32(c.advEdge-c.rcvNxt)), c.rcvWindow())
+}
+
 // windowField returns the window to advertise, scaled, and records its
-// right edge.
+// right edge, which never moves left (RFC 9293, section 3.8.6.2.2): a
+// limit that shrank closes the window only as data arrives.
 func (c *Conn) windowField() uint16 {
-	w := min(c.rcvBuf.free()>>c.rcvShift, 0xffff)
-	c.advEdge = c.rcvNxt + uint32(w<<c.rcvShift)
+	shift := c.rcvShift()
+	w := uint32(c.rcvWindow()) >> shift
+	if old := c.advEdge - c.rcvNxt; int32(old) > 0 && w<<shift < old {
+		w = (old + 1<<shift - 1) >> shift
+	}
+	w = min(w, 0xffff)
+	c.advEdge = seqMax(c.advEdge, c.rcvNxt+w<<shift)
 	return uint16(w)
 }
 
-// windowUpdate sends an ACK after a read if the window has opened by
-// enough to be worth telling the peer about (receiver-side silly window
-// avoidance).
-func (c *Conn) windowUpdate() {
+// consumed follows the application's read of n bytes: it gives back
+// chunks, tunes the receive limit and tells the peer when the window has
+// opened by enough (receiver-side silly window avoidance).
+func (c *Conn) consumed(n int) {
+	now := c.s.now()
+	c.copied += int64(n)
+	c.rcvSpaceAdjust(now)
+	if c.rcvBuf.n == 0 && c.nooo == 0 {
+		c.rcvBuf.shrinkIf(c.state == stateClosed)
+	}
 	switch c.state {
 	case stateEstablished, stateFinWait1, stateFinWait2:
 	default:
 		return
 	}
-	edge := c.rcvNxt + uint32(c.rcvBuf.free()>>c.rcvShift<<c.rcvShift)
-	if int(edge-c.advEdge) >= min(c.rcvBuf.size()/2, 2*c.mss) {
+	shift := c.rcvShift()
+	edge := c.rcvNxt + uint32(c.rcvWindow())>>shift<<shift
+	if int32(edge-c.advEdge) >= int32(min(c.rcvLimit/2, 2*c.mss)) {
 		c.sendAck()
 	}
 }
@@ -115,64 +155,104 @@ func (c *Conn) windowUpdate() {
 func (c *Conn) finSeq() uint32 { return c.bufSeq + uint32(c.sndBuf.n) }
 
 // finSent reports whether our FIN has been sent at least once.
-func (c *Conn) finSent() bool { return c.finQueued && seqGT(c.sndMax, c.finSeq()) }
+func (c *Conn) finSent() bool { return c.finQueued && seqGT(c.sndNxt, c.finSeq()) }
 
-// trySend sends as much new (or, after a timeout, old) data as the send
-// and congestion windows allow, and the FIN once all data is out.
+// trySend sends what the congestion window, the peer's window and pacing
+// allow: first segments taken for lost, then new data, and the FIN once
+// all data is out (RFC 6675, NextSeg).
 func (c *Conn) trySend() {
 	switch c.state {
 	case stateEstablished, stateCloseWait, stateFinWait1, stateClosing, stateLastAck:
 	default:
 		return
 	}
+	now := c.s.now()
 	for {
-		off := int(c.sndNxt - c.bufSeq)
-		avail := c.sndBuf.n - off
-		finPending := c.finQueued && seqLEQ(c.sndNxt, c.finSeq())
-		if avail <= 0 && !finPending {
+		if c.paceNext > now {
+			c.paceAt = c.paceNext
 			return
 		}
-		inFlight := int(c.sndNxt - c.sndUna)
-		cwnd := c.cwnd
-		if !c.inRecovery {
-			// Limited transmit (RFC 3042): each of the first two
-			// duplicate ACKs lets one new segment out.
-			cwnd += min(c.dupAcks, 2) * c.mss
-		}
-		usable := max(min(int(c.sndWnd), cwnd)-inFlight, 0)
-		n := min(max(avail, 0), c.mss, usable)
-		if n < avail && n < c.mss {
-			switch {
-			case inFlight > 0:
-				return // wait for the window to open
-			case n == 0 && c.sndWnd == 0:
-				n = 1 // zero-window probe
-			case n == 0:
-				return
+		c.paceAt = 0
+		pipe := c.pipe()
+		c.maxPipe = max(c.maxPipe, pipe)
+		if pipe >= c.cwnd {
+			if c.wantsToSend() {
+				c.cwndLimited = c.sndNxt
 			}
-		}
-		fin := finPending && off+n == c.sndBuf.n
-		if n == 0 && !fin {
 			return
 		}
-		c.sendData(c.sndNxt, off, n, fin)
-		c.sndNxt += uint32(n)
-		if fin {
-			c.sndNxt++
+		if i, ok := c.nextLost(); ok && !c.recov.frtoNew {
+			c.retransmit(i, now)
+			continue
 		}
-		if seqGT(c.sndNxt, c.sndMax) {
-			if !c.timing && c.retries == 0 {
-				c.timing, c.rttSeq, c.rttStart = true, c.sndNxt, time.Now()
-			}
-			c.sndMax = c.sndNxt
-		}
-		if c.rtoAt.IsZero() {
-			c.rtoAt = time.Now().Add(c.rto)
-		}
-		if fin {
+		if !c.sendNew(now) {
 			return
 		}
 	}
+}
+
+// wantsToSend reports whether segments wait for the congestion window.
+func (c *Conn) wantsToSend() bool {
+	return c.lostOut > c.retransOut || int(c.sndNxt-c.bufSeq) < c.sndBuf.n || c.finQueued && !c.finSent()
+}
+
+// sendNew sends one segment of new data (or the FIN) if the peer's window
+// and the silly window rules let it, and reports whether it did.
+func (c *Conn) sendNew(now int64) bool {
+	off := int(c.sndNxt - c.bufSeq)
+	avail := c.sndBuf.n - off
+	finPending := c.finQueued && !c.finSent()
+	if avail <= 0 && !finPending {
+		return false
+	}
+	if c.sent.full() {
+		return false
+	}
+	usable := 0
+	if edge := c.sndUna + c.sndWnd; seqGT(edge, c.sndNxt) {
+		usable = int(edge - c.sndNxt)
+	}
+	n := min(max(avail, 0), c.mss, usable)
+	if n < avail && n < c.mss {
+		// Sender-side silly window avoidance: a partial segment goes
+		// out only when nothing is in flight; a window too small for
+		// anything is probed (timer.go).
+		if n == 0 || c.sndNxt != c.sndUna {
+			if c.sndNxt == c.sndUna && c.persistAt == 0 {
+				c.persistAt = now + int64(c.probeInterval())
+			}
+			return false
+		}
+	}
+	fin := finPending && off+n == c.sndBuf.n
+	if n == 0 && !fin {
+		return false
+	}
+	c.persistAt, c.probes = 0, 0
+	c.restartAfterIdle(now)
+	c.sendData(c.sndNxt, off, n, fin)
+	seg := sentSeg{seq: c.sndNxt, len: uint16(n), xmit: now}
+	if fin {
+		seg.len++
+		seg.flags = segFIN
+	}
+	c.sent.push(seg)
+	c.sndNxt += uint32(seg.len)
+	c.sent1(int(seg.len), now)
+	return true
+}
+
+// sent1 books a segment of n sequence numbers just sent.
+func (c *Conn) sent1(n int, now int64) {
+	c.pace(n, now)
+	c.lastSend = now
+	if c.recov.state == inRecovery {
+		c.recov.prrOut += n
+	}
+	if c.rtoAt == 0 {
+		c.rtoAt = now + int64(c.rto)
+	}
+	c.scheduleTLP(now)
 }
 
 // sendData queues n bytes from offset off of the send buffer, at seq,
@@ -190,20 +270,23 @@ func (c *Conn) sendData(seq uint32, off, n int, fin bool) {
 	c.queue(&h, p1, p2)
 }
 
-// retransmitFirst sends the oldest unacknowledged segment again.
-func (c *Conn) retransmitFirst() {
+// retransmit sends segment i again, exactly as first cut.
+func (c *Conn) retransmit(i int, now int64) {
+	s := c.sent.at(i)
+	fin := s.flags&segFIN != 0
+	n := int(s.len)
+	if fin {
+		n--
+	}
+	c.sendData(s.seq, int(s.seq-c.bufSeq), n, fin)
+	s.xmit = now
+	s.flags |= segEverRetrans
+	c.setFlag(s, segRetrans)
 	c.s.retransmit.Add(1)
-	c.timing = false
-	off := int(c.sndUna - c.bufSeq)
-	n := min(c.sndBuf.n-off, c.mss)
-	if n < 0 {
-		n = 0
+	c.recov.undoRetrans++
+	c.recov.undoSent++
+	if c.rxtStart == 0 {
+		c.rxtStart = now
 	}
-	fin := c.finQueued && off+n == c.sndBuf.n && c.finSent()
-	if n == 0 && !fin {
-		return
-	}
-	c.sendData(c.sndUna, off, n, fin)
-	c.highRxt = seqMax(c.highRxt, c.sndUna+uint32(n))
-	c.rtoAt = time.Now().Add(c.rto)
+	c.sent1(int(s.len), now)
 }

@@ -14,57 +14,91 @@ import (
 	"github.com/microlink-go/microlink/internal/packet"
 )
 
-// TestScoreboard: SACKed ranges are kept sorted and merged, clamped to
-// what was sent and not yet acknowledged, bounded, and pruned by the
-// cumulative acknowledgement, also across the wrap of sequence numbers.
+// scoreboardConn returns a connection that has sent n segments of 100
+// bytes from base, all unacknowledged, at times 1, 2, ...
+func scoreboardConn(base uint32, n int) *Conn {
+	s := New(Config{Output: func([]byte) error { return nil }})
+	c := s.newConn(connID{})
+	c.mss, c.sackOK = 100, true
+	c.iss, c.sndUna, c.sndNxt, c.bufSeq = base-1, base, base, base
+	for i := range n {
+		c.sent.push(sentSeg{seq: c.sndNxt, len: 100, xmit: int64(i + 1)})
+		c.sndNxt += 100
+	}
+	return c
+}
+
+// TestScoreboard: SACK blocks mark the segments they cover whole, not
+// those covered in part; blocks beyond what was sent and empty ones are
+// ignored; a first block below the acknowledgement is a D-SACK; the
+// counters behind pipe follow every change, also across the wrap of
+// sequence numbers.
 func TestScoreboard(t *testing.T) {
 	for _, base := range []uint32{1000, 0xffffff00} {
-		c := &Conn{sndUna: base, sndMax: base + 10000, mss: 100}
+		c := scoreboardConn(base, 100)
 		r := func(a, b uint32) seqRange { return seqRange{base + a, base + b} }
-		note := func(blocks ...seqRange) {
+		ack := func(ackNo uint32, blocks ...seqRange) ackEvent {
 			var sg segment
+			sg.ack = ackNo
 			sg.nsacks = copy(sg.sacks[:], blocks)
-			c.noteSACKs(&sg)
-		}
-		board := func() []seqRange { return slices.Clone(c.sacked[:c.nsacked]) }
-
-		note(r(500, 600), r(200, 300))
-		note(r(300, 350), r(580, 700))        // touches one, overlaps the other
-		note(r(9000, 10001), r(50, 50))       // beyond sndMax, empty: ignored
-		note(seqRange{base - 100, base + 20}) // clamped to sndUna
-		if got, want := board(), []seqRange{r(0, 20), r(200, 350), r(500, 700)}; !slices.Equal(got, want) {
-			t.Fatalf("base %#x: board %v, want %v", base, got, want)
-		}
-		for _, tc := range []struct {
-			from    uint32
-			seq     uint32
-			n       int
-			present bool
-		}{
-			{0, 20, 100, true},   // the hole after the first range, one MSS
-			{120, 120, 80, true}, // the rest of it
-			{200, 350, 100, true},
-			{450, 450, 50, true},
-			{500, 0, 0, false}, // above the highest SACKed byte: not lost
-		} {
-			seq, n, ok := c.nextHole(base + tc.from)
-			if ok != tc.present || ok && (seq != base+tc.seq || n != tc.n) {
-				t.Errorf("base %#x: nextHole(+%d) = +%d, %d, %v; want +%d, %d, %v", base, tc.from, seq-base, n, ok, tc.seq, tc.n, tc.present)
+			var ev ackEvent
+			c.processSACKs(&sg, &ev, 1000)
+			if seqGT(ackNo, c.sndUna) {
+				c.ackUpTo(ackNo, &ev, 1000)
 			}
+			return ev
 		}
-		c.sndUna = base + 250
-		c.pruneSACKed()
-		if got, want := board(), []seqRange{r(250, 350), r(500, 700)}; !slices.Equal(got, want) {
-			t.Fatalf("base %#x: after ACK: %v, want %v", base, got, want)
+		sacked := func() (out []int) {
+			for i := range c.sent.n {
+				if c.sent.at(i).flags&segSACKed != 0 {
+					out = append(out, int(c.sent.at(i).seq-base)/100)
+				}
+			}
+			return out
 		}
-		// Full: a new low range pushes out the highest.
-		for i := range uint32(maxScoreboard) {
-			note(r(1000+100*i, 1050+100*i))
+
+		ev := ack(base, r(500, 600), r(200, 300))
+		ack(base, r(300, 350), r(580, 700))  // a part of 3; 6 whole
+		ack(base, r(9000, 10001), r(50, 50)) // beyond sndNxt, empty: ignored
+		if got, want := sacked(), []int{2, 5, 6}; !slices.Equal(got, want) || !ev.sacked {
+			t.Fatalf("base %#x: SACKed segments %v, want %v", base, got, want)
 		}
-		note(r(400, 450))
-		got := board()
-		if len(got) != maxScoreboard || got[0] != r(250, 350) || got[1] != r(400, 450) || got[maxScoreboard-1] != r(1400, 1450) {
-			t.Fatalf("base %#x: full board %v", base, got)
+		if c.sackedOut != 300 || c.sackedSegs != 3 || c.pipe() != 10000-300 {
+			t.Fatalf("base %#x: sackedOut %d, segments %d, pipe %d", base, c.sackedOut, c.sackedSegs, c.pipe())
+		}
+		if ev := ack(base, seqRange{base - 100, base}); !ev.dsack {
+			t.Fatalf("base %#x: a block below the ACK is not taken for a D-SACK", base)
+		}
+		if ev := ack(base, r(500, 550), r(500, 700)); !ev.dsack {
+			t.Fatalf("base %#x: a first block inside the second is not taken for a D-SACK", base)
+		}
+
+		// Lost and resent segments count out of and back into the pipe.
+		c.markLost(3)
+		c.markLost(2) // SACKed: not lost
+		if c.lostOut != 100 || c.pipe() != 10000-400 {
+			t.Fatalf("base %#x: lostOut %d, pipe %d", base, c.lostOut, c.pipe())
+		}
+		if i, ok := c.nextLost(); !ok || i != 3 {
+			t.Fatalf("base %#x: nextLost = %d, %v; want 3", base, i, ok)
+		}
+		c.setFlag(c.sent.at(3), segRetrans)
+		if _, ok := c.nextLost(); ok || c.pipe() != 10000-300 {
+			t.Fatalf("base %#x: after the resend: nextLost %v, pipe %d", base, ok, c.pipe())
+		}
+		c.markLost(3) // the retransmission is lost too: due again
+		if i, ok := c.nextLost(); !ok || i != 3 || c.retransOut != 0 {
+			t.Fatalf("base %#x: lost retransmission: nextLost %d %v, retransOut %d", base, i, ok, c.retransOut)
+		}
+
+		// A cumulative ACK in the middle of a segment trims it.
+		ack(base + 250)
+		if c.sent.n != 98 || c.sent.at(0).seq != base+250 || c.sackedOut != 250 || c.lostOut != 100 || c.sndUna != base+250 {
+			t.Fatalf("base %#x: after ACK +250: %d segments from +%d, sackedOut %d, lostOut %d", base, c.sent.n, c.sent.at(0).seq-base, c.sackedOut, c.lostOut)
+		}
+		ack(base + 10000)
+		if c.sent.n != 0 || c.sackedOut != 0 || c.lostOut != 0 || c.retransOut != 0 || c.sackedSegs != 0 || c.pipe() != 0 {
+			t.Fatalf("base %#x: all acknowledged: %d segments, counters %d %d %d %d", base, c.sent.n, c.sackedOut, c.lostOut, c.retransOut, c.sackedSegs)
 		}
 	}
 }
@@ -86,7 +120,7 @@ func TestSACKRecoveryInOneRoundTrip(t *testing.T) {
 // the holes.
 func testSACKRecovery(t *testing.T, iss uint32) {
 	const (
-		rtt  = 20 * time.Millisecond
+		rtt  = 60 * time.Millisecond
 		mss  = 1240 // MTU 1280, IPv4
 		size = 200 * mss
 	)
@@ -128,7 +162,7 @@ func testSACKRecovery(t *testing.T, iss uint32) {
 		}
 		return false
 	}
-	a, b := delayLinePair(t, fastConfig(), rtt/2, drop)
+	a, b := delayLinePair(t, scriptConfig(), rtt/2, drop)
 	a.iss = func() uint32 { return iss }
 	c, s := connect(t, a, b, addrA4, addrB4, 80)
 	c.mu.Lock()

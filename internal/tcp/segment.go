@@ -27,8 +27,9 @@ const (
 	optSACK   = 5
 )
 
-// maxSACKBlocks is how many SACK blocks an ACK carries.
-const maxSACKBlocks = 3
+// maxSACKBlocks is how many SACK blocks an ACK carries: all that fit
+// without the timestamps option.
+const maxSACKBlocks = 4
 
 // maxWScale is the largest window scale shift RFC 7323 allows.
 const maxWScale = 14
@@ -148,7 +149,8 @@ type header struct {
 	mss      uint16 // 0: no MSS option
 	wscale   int8   // -1: no window scale option
 	sackOK   bool   // SACK permitted, for SYNs
-	sacks    []seqRange
+	sacks    [maxSACKBlocks]seqRange
+	nsacks   int // SACK blocks in sacks
 	ipID     uint16
 }
 
@@ -165,8 +167,8 @@ func (h *header) optionsLen() int {
 	if h.sackOK {
 		n += 4 // two NOPs and the 2-byte option
 	}
-	if len(h.sacks) > 0 {
-		n += 4 + 8*len(h.sacks) // two NOPs, kind, length, blocks
+	if h.nsacks > 0 {
+		n += 4 + 8*h.nsacks // two NOPs, kind, length, blocks
 	}
 	return n
 }
@@ -207,10 +209,10 @@ func buildSegment(b []byte, h *header, p1, p2 []byte) (int, error) {
 		o[0], o[1], o[2], o[3] = optNOP, optNOP, optSACKOK, 2
 		o = o[4:]
 	}
-	if len(h.sacks) > 0 {
-		o[0], o[1], o[2], o[3] = optNOP, optNOP, optSACK, byte(2+8*len(h.sacks))
+	if h.nsacks > 0 {
+		o[0], o[1], o[2], o[3] = optNOP, optNOP, optSACK, byte(2+8*h.nsacks)
 		o = o[4:]
-		for _, r := range h.sacks {
+		for _, r := range h.sacks[:h.nsacks] {
 			binary.BigEndian.PutUint32(o[0:4], r.start)
 			binary.BigEndian.PutUint32(o[4:8], r.end)
 			o = o[8:]

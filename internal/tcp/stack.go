@@ -5,7 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"log/slog"
+	"hash/maphash"
 	"net"
 	"net/netip"
 	"sync"
@@ -15,79 +15,6 @@ import (
 
 	"github.com/microlink-go/microlink/internal/bufpool"
 )
-
-// Config configures a Stack. Zero fields take the defaults shown.
-type Config struct {
-	// Output sends one complete IP packet. The packet is only valid
-	// during the call. It must not call back into the Stack.
-	Output func(ipPacket []byte) error
-	Logger *slog.Logger
-
-	// MTU is the largest IP packet sent or expected: 1280, giving an MSS
-	// of 1240 for IPv4 and 1220 for IPv6.
-	MTU int
-	// MaxConns bounds the connections of the stack, in every state: 64.
-	MaxConns int
-	// SendBuffer and ReceiveBuffer are the per-connection buffer sizes,
-	// 4 KiB to 1 MiB: 128 KiB each. The receive buffer is the largest
-	// window the connection advertises.
-	SendBuffer, ReceiveBuffer int
-	// Backlog bounds the connections of a listener that are being set up
-	// or wait for Accept: 16. Further SYNs are dropped.
-	Backlog int
-	// TimeWait is how long a closed connection lingers in TIME-WAIT: 2 s.
-	TimeWait time.Duration
-	// FinWait2Timeout is how long a connection closed by Close waits for
-	// the peer's FIN: 10 s.
-	FinWait2Timeout time.Duration
-	// MinRTO and MaxRTO bound the retransmission timeout: 200 ms and 30 s.
-	MinRTO, MaxRTO time.Duration
-	// MaxRetries is how many times in a row a segment is retransmitted
-	// before the connection fails: 8 (with MinRTO 200 ms, about 50 s for
-	// data; SYNs start from 1 s).
-	MaxRetries int
-	// KeepAliveIdle is how long an established connection may hear
-	// nothing from its peer before it sends keep-alive probes: 60 s; a
-	// negative value turns keep-alives off. KeepAliveInterval is the time
-	// between probes (15 s), and after KeepAliveCount unanswered probes
-	// (4) the connection fails with ErrTimeout, so a vanished peer is
-	// noticed within about two minutes.
-	KeepAliveIdle, KeepAliveInterval time.Duration
-	KeepAliveCount                   int
-}
-
-func (c *Config) setDefaults() {
-	def := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	defDur := func(v *time.Duration, d time.Duration) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	def(&c.MTU, 1280)
-	def(&c.MaxConns, 64)
-	def(&c.SendBuffer, 128<<10)
-	def(&c.ReceiveBuffer, 128<<10)
-	def(&c.Backlog, 16)
-	def(&c.MaxRetries, 8)
-	c.SendBuffer = min(max(c.SendBuffer, 4<<10), 1<<20)
-	c.ReceiveBuffer = min(max(c.ReceiveBuffer, 4<<10), 1<<20)
-	defDur(&c.TimeWait, 2*time.Second)
-	defDur(&c.FinWait2Timeout, 10*time.Second)
-	defDur(&c.MinRTO, 200*time.Millisecond)
-	defDur(&c.MaxRTO, 30*time.Second)
-	if c.KeepAliveIdle == 0 {
-		c.KeepAliveIdle = 60 * time.Second
-	}
-	defDur(&c.KeepAliveInterval, 15*time.Second)
-	def(&c.KeepAliveCount, 4)
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-}
 
 // Errors of connections and of the stack. They reach the applications
 // that use the connections, so they read like the errors of the kernel's
@@ -127,28 +54,44 @@ type connID struct {
 // Stats are a stack's counters.
 type Stats struct {
 	SegmentsIn, SegmentsOut uint64
-	Retransmits             uint64 // segments sent again: timeouts and fast retransmits
+	Retransmits             uint64 // segments sent again: fast, after a timeout, and loss probes
 	Timeouts                uint64 // retransmission timer expiries
+	Recoveries              uint64 // fast recoveries entered
+	LossProbes              uint64 // tail loss probes sent (RFC 8985)
+	Undos                   uint64 // loss recoveries undone as spurious, after D-SACKs
 	KeepAlives              uint64 // keep-alive probes sent
 	ResetsSent              uint64
-	Dropped                 uint64 // malformed segments and SYNs beyond a backlog or MaxConns
-	Conns                   int    // connections in any state
+	SYNCookies              uint64 // SYN-ACKs sent as SYN cookies
+	Dropped                 uint64 // malformed segments and SYNs beyond the limits
+	Conns                   int    // connections in any state but TIME-WAIT
+	HalfOpen                int    // connections from peers in SYN-RECEIVED
+	TimeWait                int    // four-tuples in TIME-WAIT
+	BufferBytes             int64  // how far the connections' buffer limits grew beyond their start
 }
 
 // Stack is a TCP endpoint. It is safe for concurrent use.
 type Stack struct {
-	cfg  Config
-	pool *bufpool.Pool
+	cfg   Config
+	pool  *bufpool.Pool
+	epoch time.Time // the stack clock counts from here
+	mem   memory
+	shift uint8 // window scale of every connection's receive window
+	reno  bool  // NewReno instead of CUBIC
+	seed  maphash.Seed
 
 	mu        sync.Mutex
 	conns     map[connID]*Conn
 	listeners map[uint16]*Listener
+	inbound   int // connections from peers, for the dials' reserve
+	halfOpen  int // connections from peers in SYN-RECEIVED
+	tw        timeWaits
 	closed    bool
 
 	ipID                        atomic.Uint32
 	segsIn, segsOut, retransmit atomic.Uint64
 	resets, dropped, timeouts   atomic.Uint64
-	keepalives                  atomic.Uint64
+	keepalives, probes, undos   atomic.Uint64
+	cookies, recoveries         atomic.Uint64
 
 	// iss, if set, chooses initial sequence numbers instead of chance;
 	// tests use it to cover both halves of the sequence space and its
@@ -159,29 +102,57 @@ type Stack struct {
 // New returns a Stack.
 func New(cfg Config) *Stack {
 	cfg.setDefaults()
-	return &Stack{
+	s := &Stack{
 		cfg:       cfg,
 		pool:      bufpool.New(256, cfg.MTU),
+		epoch:     time.Now(),
+		mem:       memory{limit: int64(cfg.MemoryLimit)},
+		reno:      cfg.CongestionControl == "newreno",
+		seed:      maphash.MakeSeed(),
 		conns:     map[connID]*Conn{},
 		listeners: map[uint16]*Listener{},
 	}
+	for cfg.ReceiveBuffer>>s.shift > 0xffff {
+		s.shift++
+	}
+	s.tw.init(s)
+	return s
+}
+
+// now returns the stack clock: monotonic nanoseconds since New.
+func (s *Stack) now() int64 { return int64(time.Since(s.epoch)) }
+
+// inboundLimit is how many connections peers may hold: MaxConns less the
+// reserve for Dial.
+func (s *Stack) inboundLimit() int {
+	reserve := 0
+	if s.cfg.MaxConns >= 8 {
+		reserve = s.cfg.MaxConns / 8
+	}
+	return s.cfg.MaxConns - reserve
 }
 
 // Stats returns the stack's counters.
 func (s *Stack) Stats() Stats {
 	s.mu.Lock()
-	n := len(s.conns)
+	n, half, tw := len(s.conns), s.halfOpen, len(s.tw.m)
 	s.mu.Unlock()
 	return Stats{
 		SegmentsIn: s.segsIn.Load(), SegmentsOut: s.segsOut.Load(),
 		Retransmits: s.retransmit.Load(), ResetsSent: s.resets.Load(),
-		Dropped: s.dropped.Load(), Timeouts: s.timeouts.Load(), KeepAlives: s.keepalives.Load(), Conns: n,
+		Dropped: s.dropped.Load(), Timeouts: s.timeouts.Load(), KeepAlives: s.keepalives.Load(),
+		Recoveries: s.recoveries.Load(), LossProbes: s.probes.Load(), Undos: s.undos.Load(), SYNCookies: s.cookies.Load(),
+		Conns: n, HalfOpen: half, TimeWait: tw, BufferBytes: s.mem.used.Load(),
 	}
 }
 
 // Inbound handles the TCP segment seg (header and payload) that src sent
 // to dst. The segment is only read during the call.
-func (s *Stack) Inbound(src, dst netip.Addr, seg []byte) {
+func (s *Stack) Inbound(src, dst netip.Addr, seg []byte) { s.deliver(nil, src, dst, seg) }
+
+// deliver hands seg to its connection, its four-tuple's TIME-WAIT entry,
+// or else to via, if not nil, or the listener of its port.
+func (s *Stack) deliver(via *Listener, src, dst netip.Addr, seg []byte) {
 	var sg segment
 	if parseSegment(src, dst, seg, &sg) != nil {
 		s.dropped.Add(1)
@@ -191,9 +162,19 @@ func (s *Stack) Inbound(src, dst netip.Addr, seg []byte) {
 	id := connID{local: netip.AddrPortFrom(dst, sg.dstPort), remote: netip.AddrPortFrom(src, sg.srcPort)}
 	s.mu.Lock()
 	c := s.conns[id]
-	var l *Listener
+	l := via
 	if c == nil {
-		l = s.listeners[sg.dstPort]
+		handled, ack, reply := s.tw.input(id, &sg)
+		if handled {
+			s.mu.Unlock()
+			if ack {
+				s.sendNow(&reply)
+			}
+			return
+		}
+		if l == nil {
+			l = s.listeners[sg.dstPort]
+		}
 	}
 	s.mu.Unlock()
 	switch {
@@ -212,27 +193,35 @@ func (s *Stack) listenInput(l *Listener, id connID, sg *segment) {
 	switch {
 	case sg.has(flagRST):
 		return
-	case sg.has(flagACK):
-		s.sendReset(id, sg)
+	case sg.has(flagACK) && !sg.has(flagSYN):
+		if !s.cookieACK(l, id, sg) {
+			s.sendReset(id, sg)
+		}
 		return
-	case !sg.has(flagSYN):
+	case sg.has(flagACK) || !sg.has(flagSYN):
 		return
 	}
 	s.mu.Lock()
-	if s.closed || l.closed || l.pending+len(l.acceptq) >= cap(l.acceptq) || len(s.conns) >= s.cfg.MaxConns {
-		s.mu.Unlock()
-		s.dropped.Add(1)
-		return
-	}
 	if c := s.conns[id]; c != nil {
 		s.mu.Unlock()
 		c.input(sg)
 		return
 	}
+	switch {
+	case s.closed || l.closed || l.full() || s.inbound >= s.inboundLimit() || len(s.conns) >= s.cfg.MaxConns:
+		s.mu.Unlock()
+		s.dropped.Add(1)
+		return
+	case s.halfOpen >= s.cfg.MaxHalfOpen:
+		s.mu.Unlock()
+		s.sendCookie(id, sg)
+		return
+	}
 	c := s.newConn(id)
 	c.listener = l
-	c.inBacklog = true
-	l.pending++
+	c.halfOpen, c.inbound = true, true
+	s.halfOpen++
+	s.inbound++
 	s.conns[id] = c
 	s.mu.Unlock()
 
@@ -254,8 +243,14 @@ func (s *Stack) sendReset(id connID, sg *segment) {
 		h.ack, h.flags = sg.seq+sg.len(), flagRST|flagACK
 	}
 	s.resets.Add(1)
+	s.sendNow(&h)
+}
+
+// sendNow builds and sends a segment without data outside any
+// connection.
+func (s *Stack) sendNow(h *header) {
 	bp := s.pool.Get()
-	s.send(bp, &h, nil, nil)
+	s.send(bp, h, nil, nil)
 	s.output(bp)
 }
 
@@ -296,7 +291,7 @@ func (s *Stack) Listen(port uint16) (*Listener, error) {
 		return nil, ErrClosed
 	}
 	if port == 0 {
-		if port = s.freePort(); port == 0 {
+		if port = s.listenPort(); port == 0 {
 			return nil, errNoPorts
 		}
 	}
@@ -308,9 +303,9 @@ func (s *Stack) Listen(port uint16) (*Listener, error) {
 	return l, nil
 }
 
-// freePort returns an ephemeral port that no listener or connection uses,
+// listenPort returns an ephemeral port that no listener or connection uses,
 // or 0. s.mu is held.
-func (s *Stack) freePort() uint16 {
+func (s *Stack) listenPort() uint16 {
 	used := make(map[uint16]bool, len(s.conns))
 	for id := range s.conns {
 		used[id.local.Port()] = true
@@ -334,6 +329,11 @@ func (s *Stack) Dial(ctx context.Context, src netip.Addr, dst netip.AddrPort) (*
 	if src.Is4() != dst.Addr().Is4() {
 		return nil, fmt.Errorf("tcp: source %v and destination %v of different families", src, dst)
 	}
+	return s.dial(ctx, netip.AddrPortFrom(src, 0), dst)
+}
+
+// dial is Dial from src, whose port 0 means a free ephemeral one.
+func (s *Stack) dial(ctx context.Context, src, dst netip.AddrPort) (*Conn, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -343,23 +343,18 @@ func (s *Stack) Dial(ctx context.Context, src netip.Addr, dst netip.AddrPort) (*
 		s.mu.Unlock()
 		return nil, errTooMany
 	}
-	var r [2]byte
-	rand.Read(r[:])
-	start := binary.BigEndian.Uint16(r[:])
-	var id connID
-	found := false
-	for i := range 16384 {
-		port := uint16(49152 + (int(start)+i)%16384)
-		id = connID{local: netip.AddrPortFrom(src, port), remote: dst}
-		if s.conns[id] == nil && s.listeners[port] == nil {
-			found = true
-			break
+	id := connID{local: src, remote: dst}
+	if src.Port() == 0 {
+		var ok bool
+		if id, ok = s.freePort(src.Addr(), dst); !ok {
+			s.mu.Unlock()
+			return nil, errNoPorts
 		}
-	}
-	if !found {
+	} else if s.conns[id] != nil {
 		s.mu.Unlock()
-		return nil, errNoPorts
+		return nil, fmt.Errorf("tcp: %v to %v already in use", src, dst)
 	}
+	s.tw.remove(id)
 	c := s.newConn(id)
 	s.conns[id] = c
 	s.mu.Unlock()
@@ -390,15 +385,35 @@ func (s *Stack) Dial(ctx context.Context, src netip.Addr, dst netip.AddrPort) (*
 	return c, nil
 }
 
+// freePort picks an ephemeral port whose four-tuple to dst is neither in
+// use nor in TIME-WAIT. Called with s.mu held.
+func (s *Stack) freePort(src netip.Addr, dst netip.AddrPort) (connID, bool) {
+	var r [2]byte
+	rand.Read(r[:])
+	start := binary.BigEndian.Uint16(r[:])
+	for i := range 16384 {
+		port := uint16(49152 + (int(start)+i)%16384)
+		id := connID{local: netip.AddrPortFrom(src, port), remote: dst}
+		if s.conns[id] == nil && s.listeners[port] == nil && !s.tw.has(id) {
+			return id, true
+		}
+	}
+	return connID{}, false
+}
+
 // remove forgets c. Called with c.mu held.
 func (s *Stack) remove(c *Conn) {
 	s.mu.Lock()
 	if s.conns[c.id] == c {
 		delete(s.conns, c.id)
 	}
-	if c.inBacklog {
-		c.inBacklog = false
-		c.listener.pending--
+	if c.halfOpen {
+		c.halfOpen = false
+		s.halfOpen--
+	}
+	if c.inbound {
+		c.inbound = false
+		s.inbound--
 	}
 	s.mu.Unlock()
 }
@@ -419,6 +434,7 @@ func (s *Stack) Close() error {
 	for _, c := range s.conns {
 		cs = append(cs, c)
 	}
+	s.tw.close()
 	s.mu.Unlock()
 	for _, l := range ls {
 		l.Close()

@@ -128,6 +128,7 @@ func TestUnderAttack(t *testing.T) {
 	s.phase(t, "replayed and reordered transport messages", maxLoss, s.replays)
 	s.phase(t, "disco from unknown keys, bad box lengths", maxLoss, s.discoGarbage)
 	s.phase(t, "DERP frames of every type with wrong lengths", maxLoss, s.derpFrames)
+	s.phase(t, "SYN flood on a ListenTCP listener while the real peer connects", maxLoss, s.synFlood)
 	s.report(t)
 }
 

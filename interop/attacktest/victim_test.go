@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -68,7 +69,8 @@ func startVictim(t *testing.T, bin string, l *lab.Lab) *victimProc {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	v.cmd = exec.Command(bin, "-control", l.ControlURL, "-authkey", l.AuthKey, "-state", filepath.Join(dir, "state"))
+	v.cmd = exec.Command(bin, "-control", l.ControlURL, "-authkey", l.AuthKey, "-state", filepath.Join(dir, "state"),
+		"-tcp", strconv.Itoa(victimTCPPort))
 	v.cmd.Stderr = logf
 	v.stdin, _ = v.cmd.StdinPipe()
 	stdout, _ := v.cmd.StdoutPipe()

@@ -36,13 +36,19 @@ func ForwardTCPStop(t T, target string) (addr string, stop func()) {
 	if err != nil {
 		t.Fatalf("lab: %v", err)
 	}
+	return ln.Addr().String(), ForwardFrom(t, ln, target)
+}
+
+// ForwardFrom is ForwardTCPStop on a listener of the caller's, such as one
+// in another network namespace; it takes ln over and closes it.
+func ForwardFrom(t T, ln net.Listener, target string) (stop func()) {
 	f := &tcpForwarder{ln: ln, target: target, conns: map[net.Conn]bool{}}
 	f.wg.Add(1)
 	go f.serve()
 	var once sync.Once
 	stop = func() { once.Do(f.close) }
 	t.Cleanup(stop)
-	return ln.Addr().String(), stop
+	return stop
 }
 
 func (f *tcpForwarder) serve() {

@@ -5,7 +5,10 @@
 //
 // Usage:
 //
-//	victim -control URL -authkey KEY -state DIR [-hostname NAME]
+//	victim -control URL -authkey KEY -state DIR [-hostname NAME] [-tcp PORT]
+//
+// With -tcp it listens for TCP on that port with ListenTCP and answers
+// the requests of package tcpxfer.
 //
 // Once the node is connected it prints one JSON line with its addresses,
 // node key and UDP port. Then each line "stats" read from stdin is
@@ -25,6 +28,7 @@ import (
 	"time"
 
 	"github.com/microlink-go/microlink"
+	"github.com/microlink-go/microlink/interop/tcpxfer"
 )
 
 // Ready is the first line the victim prints.
@@ -48,14 +52,15 @@ func main() {
 	authKey := flag.String("authkey", "", "auth key")
 	state := flag.String("state", "", "state directory")
 	hostname := flag.String("hostname", "victim", "hostname")
+	tcpPort := flag.Int("tcp", 0, "serve tcpxfer on this TCP port")
 	flag.Parse()
-	if err := run(*control, *authKey, *state, *hostname); err != nil {
+	if err := run(*control, *authKey, *state, *hostname, uint16(*tcpPort)); err != nil {
 		fmt.Fprintln(os.Stderr, "victim:", err)
 		os.Exit(1)
 	}
 }
 
-func run(control, authKey, state, hostname string) error {
+func run(control, authKey, state, hostname string, tcpPort uint16) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	n, err := microlink.New(microlink.Config{
 		ControlURL: control,
@@ -73,6 +78,14 @@ func run(control, authKey, state, hostname string) error {
 	defer cancel()
 	if err := n.Start(ctx); err != nil {
 		return err
+	}
+	if tcpPort != 0 {
+		l, err := n.ListenTCP(tcpPort)
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		go tcpxfer.Serve(l)
 	}
 	st := n.Status()
 	ready := Ready{NodeKey: st.NodeKey}

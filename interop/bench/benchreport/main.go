@@ -18,6 +18,9 @@
 //	tun.txt        go test -bench output of interop/tuntest's BenchmarkTUN*, or
 //	tun.skip       why they were not measured
 //	soak.md        the last report of scripts/soak.sh (a copy of docs/soak.md)
+//	tcp_impaired.jsonl  one JSON line per TCP transfer (and setup, idle
+//	               connections) of interop/bench's TestTCPImpaired
+//	tcp.txt        its go test -v output, or tcp.skip why it was not run
 //
 // Usage:
 //
@@ -156,6 +159,7 @@ func (r *report) render() []byte {
 	r.failover()
 	r.attack()
 	r.tun()
+	r.tcp()
 	r.soak()
 	r.commands()
 	return r.b.Bytes()

@@ -1,0 +1,90 @@
+package tcp
+
+import (
+	"testing"
+	"time"
+)
+
+// ccConn returns a connection in congestion avoidance with a window of
+// cwnd segments of 1000 bytes.
+func ccConn(reno bool, cwnd int) *Conn {
+	cfg := Config{Output: func([]byte) error { return nil }}
+	if reno {
+		cfg.CongestionControl = "newreno"
+	}
+	c := New(cfg).newConn(connID{})
+	c.mss, c.cwnd, c.ssthresh, c.srtt = 1000, cwnd*1000, 5*1000, 100*time.Millisecond
+	c.hs.done = true
+	return c
+}
+
+// TestByteCounting: congestion avoidance grows the window by the bytes
+// acknowledged (RFC 3465), not by the ACKs: a peer that acknowledges
+// every second segment grows it as fast as one that acknowledges each.
+func TestByteCounting(t *testing.T) {
+	for _, reno := range []bool{true, false} {
+		grow := func(perACK int) int {
+			c := ccConn(reno, 10)
+			now := int64(0)
+			for range 20 { // about two round trips of ACKs
+				for acked := 0; acked < c.cwnd; acked += perACK * c.mss {
+					now += int64(c.srtt) / int64(c.cwnd/(perACK*c.mss))
+					c.ccAck(perACK*c.mss, c.srtt, now)
+				}
+			}
+			return c.cwnd
+		}
+		every, second := grow(1), grow(2)
+		t.Logf("reno %v: window after 20 windows of ACKs: %d acknowledging each segment, %d every second", reno, every, second)
+		if d := every - second; d > every/20 || d < -every/20 {
+			t.Errorf("reno %v: %d with an ACK per segment, %d with one per two", reno, every, second)
+		}
+		if reno && (every < 29000 || every > 31000) {
+			t.Errorf("NewReno grew from 10 to %d segments in 20 round trips, want about 30", every/1000)
+		}
+	}
+}
+
+// TestRestartAfterIdle: a connection idle for less than the
+// non-validated period keeps its window (RFC 7661); each five idle
+// minutes halve it, down to the initial window at most.
+func TestRestartAfterIdle(t *testing.T) {
+	c := ccConn(false, 100)
+	c.lastSend = int64(time.Hour)
+	c.restartAfterIdle(c.lastSend + int64(time.Minute))
+	if c.cwnd != 100000 {
+		t.Fatalf("window %d after a minute idle, want 100000", c.cwnd)
+	}
+	c.restartAfterIdle(c.lastSend + int64(11*time.Minute))
+	if c.cwnd != 25000 || c.ssthresh != 75000 {
+		t.Fatalf("window %d, ssthresh %d after 11 idle minutes, want 25000, 75000", c.cwnd, c.ssthresh)
+	}
+	c.restartAfterIdle(c.lastSend + int64(time.Hour))
+	if c.cwnd != initialWindow(c.mss) {
+		t.Fatalf("window %d after an idle hour, want the initial %d", c.cwnd, initialWindow(c.mss))
+	}
+}
+
+// TestPacing: a window sent at once goes out over about SRTT/1.2 in
+// congestion avoidance, SRTT/2 in slow start, after a burst of a
+// millisecond's worth.
+func TestPacing(t *testing.T) {
+	for _, ss := range []bool{false, true} {
+		c := ccConn(false, 100)
+		if ss {
+			c.ssthresh = 1 << 30
+		}
+		now := int64(time.Second)
+		for range 100 {
+			c.pace(c.mss, now)
+		}
+		spread := time.Duration(c.paceNext - now)
+		want := time.Duration(float64(c.srtt)/1.2) - time.Millisecond
+		if ss {
+			want = c.srtt/2 - time.Millisecond
+		}
+		if d := spread - want; d > time.Millisecond || d < -time.Millisecond {
+			t.Errorf("slow start %v: a window paced over %v, want %v", ss, spread, want)
+		}
+	}
+}

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// tcpLine is one line of tcp_impaired.jsonl, written by TestTCPImpaired.
+type tcpLine struct {
+	Kind, Profile, Impl string
+	Run                 int
+	Push                bool
+	Size                int64
+	Seconds, MBps       float64
+	Direct              int64
+	Err                 string
+	IdleRSS, PeakRSS    int64
+
+	// kind "setup"
+	KernelCC string `json:"kernel_cc"`
+	Runs     int
+	Quick    bool
+
+	// kind "idle_conns"
+	Conns      int
+	RSSBefore  float64 `json:"rss_before"`
+	RSSAfter   float64 `json:"rss_after"`
+	HeapBefore float64 `json:"heap_before"`
+	HeapAfter  float64 `json:"heap_after"`
+	IdleErr    string  `json:"err"`
+}
+
+var tcpImpls = []string{"kernel", "gvisor", "microlink"}
+
+func (r *report) tcp() {
+	r.p("")
+	r.p("## 9. TCP on impaired paths")
+	r.p("")
+	if s, ok := r.read("tcp.skip"); ok {
+		r.p("Not measured in this run. %s", strings.TrimSpace(s))
+		return
+	}
+	s, ok := r.read("tcp_impaired.jsonl")
+	if !ok {
+		r.p("Not measured in this run.")
+		if t, ok := r.read("tcp.txt"); ok {
+			r.p("")
+			r.p("```")
+			r.p("%s", tail(t, 15))
+			r.p("```")
+		}
+		return
+	}
+	var runs, idle []tcpLine
+	var setup tcpLine
+	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
+		var l tcpLine
+		if json.Unmarshal([]byte(line), &l) != nil {
+			continue
+		}
+		switch {
+		case l.Kind == "transfer":
+			runs = append(runs, l)
+		case l.Kind == "idle_conns":
+			idle = append(idle, l)
+		case l.Kind == "setup":
+			setup = l
+		}
+	}
+	if len(runs) == 0 {
+		r.p("Not measured in this run: tcp_impaired.jsonl holds no transfers.")
+		return
+	}
+	r.p("`TestTCPImpaired` of interop/bench. The far peer is a real tailscaled in TUN mode, its traffic the kernel's TCP")
+	r.p("(%s, set on its sockets: this machine's default, BBR, does not slow down for random loss, and most Linux", orDash(setup.KernelCC))
+	r.p("systems use CUBIC), in a network namespace behind the userspace link emulator of")
+	r.p("interop/linkemu: an AF_PACKET bridge between two veths that delays each packet, loses packets at random")
+	r.p("(Bernoulli) or in bursts (Gilbert-Elliott: 1%% on average, bursts of 10 packets on average), with a queue of")
+	r.p("10000 packets; tailscaled's GSO super-packets are cut into datagrams first. The node under test sits next to")
+	r.p("the lab's servers: the kernel (a second tailscaled in TUN mode), gVisor (tailscale.com's tsnet, in a process")
+	r.p("of its own) or microlink (its default configuration, in a process of its own). Each transfer goes one way,")
+	r.p("the far peer pushing to the node (*peer → node*) or getting from it (*node → peer*), and its bytes are checked.")
+	r.p("Sizes: 32 MiB on the clean paths, 4 MiB with 1%% loss, 8 MiB with bursty loss. Figures are MB/s, the median of")
+	r.p("%s with the range in brackets; *direct* says whether every run crossed the direct path (the emulator", count(max(setup.Runs, 1), "run"))
+	r.p("counted the data's size in UDP outside STUN); *peak RSS* is microlink's high-water mark during the transfer")
+	r.p("over its resident set just before (after a collection), median and largest.")
+	if setup.Quick {
+		r.p("")
+		r.p("**Quick mode:** one small run on one path; these figures show the suite runs, not what TCP does.")
+	}
+	r.p("")
+	r.p("| path | direction | kernel | gVisor | microlink | microlink ≥ gVisor | direct | microlink peak RSS over idle |")
+	r.p("|---|---|---:|---:|---:|---|---|---:|")
+	var profiles []string
+	for _, l := range runs {
+		if !slices.Contains(profiles, l.Profile) {
+			profiles = append(profiles, l.Profile)
+		}
+	}
+	type key struct {
+		profile, impl string
+		push          bool
+	}
+	by := map[key][]tcpLine{}
+	for _, l := range runs {
+		k := key{l.Profile, l.Impl, l.Push}
+		by[k] = append(by[k], l)
+	}
+	var misses []string
+	for _, prof := range profiles {
+		for _, push := range []bool{true, false} {
+			dir := "node → peer"
+			if push {
+				dir = "peer → node"
+			}
+			cells := map[string]string{}
+			medians := map[string]float64{}
+			direct := true
+			for _, impl := range tcpImpls {
+				ls := by[key{prof, impl, push}]
+				cells[impl], medians[impl] = mbCell(ls)
+				for _, l := range ls {
+					if l.Err != "" || l.Direct < l.Size {
+						direct = false
+					}
+				}
+			}
+			ml := by[key{prof, "microlink", push}]
+			goal := medians["microlink"] >= medians["gvisor"] && medians["microlink"] > 0
+			if !goal {
+				misses = append(misses, fmt.Sprintf("%s, %s: microlink %.2f MB/s, gVisor %.2f", prof, dir, medians["microlink"], medians["gvisor"]))
+			}
+			r.p("| %s | %s | %s | %s | %s | %s | %s | %s |", prof, dir, cells["kernel"], cells["gvisor"], cells["microlink"],
+				yesNo(goal), yesNo(direct), rssCell(ml))
+		}
+	}
+	for _, l := range runs {
+		if l.Err != "" {
+			r.p("")
+			r.p("Run %d, %s, %s, %s: %s.", l.Run, l.Profile, l.Impl, dirName(l.Push), l.Err)
+		}
+	}
+	r.p("")
+	r.p("Goals (default configuration): microlink at least gVisor's median in every row: %s.", yesNo(len(misses) == 0))
+	for _, m := range misses {
+		r.p("Missed: %s.", m)
+	}
+	if ml := by[key{profiles[0], "microlink", false}]; len(ml) > 0 && strings.HasPrefix(profiles[0], "clean 50") && !setup.Quick {
+		_, get := mbCell(ml)
+		_, put := mbCell(by[key{profiles[0], "microlink", true}])
+		r.p("At least 30 MB/s on the clean 50 ms path: node → peer %.1f, peer → node %.1f: %s.", get, put, yesNo(get >= 30 && put >= 30))
+		var worst int64
+		for _, l := range append(ml, by[key{profiles[0], "microlink", true}]...) {
+			worst = max(worst, l.PeakRSS-l.IdleRSS)
+		}
+		r.p("Peak RSS of a 32 MiB transfer at 50 ms at most idle + 8 MiB: largest %s: %s.", mib(worst), yesNo(worst <= 8<<20))
+	}
+	if len(idle) > 0 {
+		r.p("")
+		r.p("Idle connections: the far peer opens 64 connections to the node, exchanges a byte on each and leaves them")
+		r.p("idle for 3 s; the node's process reports its resident set and Go heap in use, each after a collection,")
+		r.p("before and after. Goal: 64 idle microlink connections cost at most 64 × 16 KiB.")
+		r.p("")
+		r.p("| node | RSS before | RSS after | per connection | heap before | heap after | per connection |")
+		r.p("|---|---:|---:|---:|---:|---:|---:|")
+		for _, l := range idle {
+			if l.IdleErr != "" && l.Conns == 0 {
+				r.p("| %s | %s | | | | | |", l.Impl, l.IdleErr)
+				continue
+			}
+			n := float64(max(l.Conns, 1))
+			r.p("| %s | %s | %s | %.1f KiB | %s | %s | %.1f KiB |", l.Impl, mib(int64(l.RSSBefore)), mib(int64(l.RSSAfter)),
+				(l.RSSAfter-l.RSSBefore)/n/1024, mib(int64(l.HeapBefore)), mib(int64(l.HeapAfter)), (l.HeapAfter-l.HeapBefore)/n/1024)
+		}
+	}
+}
+
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+func dirName(push bool) string {
+	if push {
+		return "peer → node"
+	}
+	return "node → peer"
+}
+
+// mbCell returns "median [min–max]" of the runs' MB/s, and the median.
+func mbCell(ls []tcpLine) (string, float64) {
+	var v []float64
+	failed := 0
+	for _, l := range ls {
+		if l.Err != "" {
+			failed++
+			continue
+		}
+		v = append(v, l.MBps)
+	}
+	if len(v) == 0 {
+		if failed > 0 {
+			return "failed", 0
+		}
+		return "–", 0
+	}
+	slices.Sort(v)
+	m := v[len(v)/2]
+	cell := fmt.Sprintf("%.2f", m)
+	if len(v) > 1 {
+		cell += fmt.Sprintf(" [%.2f–%.2f]", v[0], v[len(v)-1])
+	}
+	if failed > 0 {
+		cell += fmt.Sprintf(", %d failed", failed)
+	}
+	return cell, m
+}
+
+// rssCell returns the median and largest peak RSS over idle of the runs.
+func rssCell(ls []tcpLine) string {
+	var v []int64
+	for _, l := range ls {
+		if l.PeakRSS > 0 {
+			v = append(v, l.PeakRSS-l.IdleRSS)
+		}
+	}
+	if len(v) == 0 {
+		return "–"
+	}
+	slices.Sort(v)
+	return fmt.Sprintf("%s (max %s)", mib(v[len(v)/2]), mib(v[len(v)-1]))
+}
