@@ -359,6 +359,14 @@ echo "LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"
 # report goes into the document as it is.
 [ -f docs/soak.md ] && cp docs/soak.md "$results/soak.md"
 
+# --- 11. restart --------------------------------------------------------------
+log "restart with the same state, next to tailscaled"
+[ -n "${tsbin:-}" ] || tsbin=$(bash interop/build-tailscale.sh 2>>"$results/restart.log") || tsbin=
+if [ "$mode" = quick ]; then restarts=1x; else restarts=5x; fi
+rec restart interop "MICROLINK_TS_BIN=$tsbin go test -run '^\$' -bench '^BenchmarkRestart\$' -benchtime=$restarts -count=1 -timeout=20m ./bench" \
+	>"$results/restart.txt" 2>&1 || fail "restart measurements failed"
+grep -E '^Benchmark|FAIL' "$results/restart.txt" >&2
+
 # --- report ------------------------------------------------------------------
 if [ "$mode" = quick ]; then
 	report=$results/BENCHMARKS.md

@@ -10,7 +10,7 @@
 #
 # Needs root (network namespaces, nftables, TUN). The report is also
 # written to $SOAK_OUT (default soak-<date>.md in the current directory);
-# copied to docs/soak.md, it becomes section 9 of docs/BENCHMARKS.md at the
+# copied to docs/soak.md, it becomes section 10 of docs/BENCHMARKS.md at the
 # next scripts/bench.sh. Exit status: 0 if every goal was met, 3 if one was
 # not, 1 on error.
 set -euo pipefail

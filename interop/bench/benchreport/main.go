@@ -17,6 +17,7 @@
 //	attack.skip    why it was not run
 //	tun.txt        go test -bench output of interop/tuntest's BenchmarkTUN*, or
 //	tun.skip       why they were not measured
+//	restart.txt    go test -bench output of interop/bench's BenchmarkRestart
 //	soak.md        the last report of scripts/soak.sh (a copy of docs/soak.md)
 //	tcp_impaired.jsonl  one JSON line per TCP transfer (and setup, idle
 //	               connections) of interop/bench's TestTCPImpaired
@@ -161,6 +162,7 @@ func (r *report) render() []byte {
 	r.tun()
 	r.tcp()
 	r.soak()
+	r.restart()
 	r.commands()
 	return r.b.Bytes()
 }

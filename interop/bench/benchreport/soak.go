@@ -7,7 +7,7 @@ import "strings"
 // scripts/soak.sh wrote, with its headings one level down.
 func (r *report) soak() {
 	r.p("")
-	r.p("## 9. Soak: an hour and more of probes and faults")
+	r.p("## 10. Soak: an hour and more of probes and faults")
 	r.p("")
 	r.p("`scripts/soak.sh DURATION` (interop/cmd/soak, not run by this script) puts a microlink node and a real")
 	r.p("tailscaled (TUN mode) on two hosts of a namespace internet, with the lab's control, STUN and a DERP")
