@@ -450,12 +450,16 @@ func (s *soak) derpRestart(ctx context.Context) fault {
 	regs := s.registers()
 	f.Start = time.Now()
 	s.relay.stop()
+	// Traffic on the direct path must not wait for the relay: the probes
+	// start while it is down.
+	outage := make(chan time.Duration, 1)
+	go func() { outage <- s.untilOK(ctx, f.Start, 2*time.Minute) }()
 	time.Sleep(5 * time.Second)
 	if err := s.relay.start(); err != nil {
 		f.Err = err.Error()
 	}
 	back := time.Now()
-	f.Outage = s.untilOK(ctx, f.Start, 2*time.Minute)
+	f.Outage = <-outage
 	f.Recovery = waitFor(ctx, back, 2*time.Minute, func() bool { return s.relay.connected(s.mlKey) })
 	f.RegisterRequests = s.registers() - regs
 	return f
