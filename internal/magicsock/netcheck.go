@@ -215,7 +215,14 @@ func (c *Conn) plan(dm *tailcfg.DERPMap, last *report, home int, full bool) []pr
 			}
 		}
 	}
-	slices.SortStableFunc(out, func(a, b probe) int { return int(a.delay - b.delay) })
+	// A stable insertion sort by delay: the list is short (a few probes a
+	// region), and slices.SortStableFunc would link a merge sort for the
+	// probe type alone (about 6 KB).
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j].delay < out[j-1].delay; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
 	return out
 }
 
