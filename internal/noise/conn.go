@@ -11,8 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/crypto/chacha20poly1305"
-
+	"github.com/microlink-go/microlink/internal/chachapoly"
 	"github.com/microlink-go/microlink/internal/key"
 )
 
@@ -23,7 +22,7 @@ const (
 	// MaxCiphertextSize is the largest ciphertext of one record.
 	MaxCiphertextSize = MaxRecordSize - headerLen
 	// MaxPlaintextSize is the largest plaintext of one record.
-	MaxPlaintextSize = MaxCiphertextSize - chacha20poly1305.Overhead
+	MaxPlaintextSize = MaxCiphertextSize - chachapoly.Overhead
 )
 
 // Errors that make a connection unusable.
@@ -48,7 +47,7 @@ type Conn struct {
 		sync.Mutex
 		aead  cipher.AEAD
 		ctr   uint64
-		nonce [chacha20poly1305.NonceSize]byte
+		nonce [chachapoly.NonceSize]byte
 		err   error // sticky: the session is dead
 		buf   [MaxRecordSize]byte
 		n     int // bytes of buf filled from conn
@@ -59,7 +58,7 @@ type Conn struct {
 		sync.Mutex
 		aead    cipher.AEAD
 		ctr     uint64
-		nonce   [chacha20poly1305.NonceSize]byte
+		nonce   [chachapoly.NonceSize]byte
 		err     error
 		buf     [MaxRecordSize]byte
 		pending []byte // unwritten tail of a record cut short by a timeout
@@ -85,7 +84,7 @@ func (c *Conn) Peer() key.MachinePublic { return c.peer }
 func (c *Conn) HandshakeHash() [32]byte { return c.hash }
 
 // setNonce writes counter ctr into the nonce: 4 zero bytes then big-endian.
-func setNonce(n *[chacha20poly1305.NonceSize]byte, ctr uint64) {
+func setNonce(n *[chachapoly.NonceSize]byte, ctr uint64) {
 	binary.BigEndian.PutUint64(n[4:], ctr)
 }
 
@@ -129,7 +128,7 @@ func (c *Conn) readRecordLocked() error {
 				r.err = fmt.Errorf("noise: record of %d bytes exceeds maximum", size)
 				return r.err
 			}
-			if size < chacha20poly1305.Overhead {
+			if size < chachapoly.Overhead {
 				r.err = ErrBadRecord
 				return r.err
 			}
@@ -249,7 +248,7 @@ func (c *Conn) writeRecordLocked(pt []byte) (int, error) {
 	setNonce(&t.nonce, t.ctr)
 	t.ctr++
 	t.buf[0] = msgTypeRecord
-	binary.BigEndian.PutUint16(t.buf[1:3], uint16(len(pt)+chacha20poly1305.Overhead))
+	binary.BigEndian.PutUint16(t.buf[1:3], uint16(len(pt)+chachapoly.Overhead))
 	rec := t.aead.Seal(t.buf[:headerLen], t.nonce[:], pt, nil)
 	n, err := c.conn.Write(rec)
 	if err == nil {
