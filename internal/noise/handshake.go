@@ -10,9 +10,9 @@ import (
 	"net"
 	"strconv"
 
-	"golang.org/x/crypto/blake2s"
 	"golang.org/x/crypto/hkdf"
 
+	"github.com/microlink-go/microlink/internal/blake2s"
 	"github.com/microlink-go/microlink/internal/chachapoly"
 	"github.com/microlink-go/microlink/internal/key"
 )

@@ -7,9 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/microlink-go/microlink/internal/blake2s"
 	"github.com/microlink-go/microlink/internal/chachapoly"
 	"github.com/microlink-go/microlink/internal/key"
-	"golang.org/x/crypto/blake2s"
 )
 
 // macKeys are the keys derived from a static public key for mac1 and for
