@@ -232,7 +232,8 @@ func TestReuseAllocs(t *testing.T) {
 }
 
 // FuzzDecode compares the decoder with klauspost's on arbitrary input:
-// both accept it with the same content, or both reject it.
+// both accept it with the same content, or both reject it; and the
+// decoder never holds more than its window and a block or two.
 func FuzzDecode(f *testing.F) {
 	for i, size := range []int{0, 10, 300, 5000, 70000} {
 		in := corpus(size, int64(i))
@@ -245,7 +246,14 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		const max = 1 << 20
 		want, werr := reference(in, max)
-		got, err := decode(in, max)
+		d := NewReader(max)
+		d.Reset(bytes.NewReader(in))
+		got, err := io.ReadAll(d)
+		// The memory held: the window, a quarter of it (or a block) of
+		// slack, and the block being decoded.
+		if c := cap(d.hist); c > max+max/4+maxBlock || cap(d.in) > maxBlock || cap(d.lits) > maxBlock {
+			t.Fatalf("buffers of %d, %d and %d bytes for a window of %d", c, cap(d.in), cap(d.lits), max)
+		}
 		if (err == nil) != (werr == nil) {
 			t.Fatalf("error %v, reference %v", err, werr)
 		}
