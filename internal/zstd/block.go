@@ -103,12 +103,12 @@ func (d *Decoder) literals(in []byte) (lits, rest []byte, err error) {
 	case 3:
 		h := int(in[0]) | int(in[1])<<8 | int(in[2])<<16
 		size, csize = h>>4&0x3ff, h>>14
-	case 4:
-		h := int(binary.LittleEndian.Uint32(in))
-		size, csize = h>>4&0x3fff, h>>18
+	case 4: // (in uint32: an int of 32 bits would make the top bits negative)
+		h := binary.LittleEndian.Uint32(in)
+		size, csize = int(h>>4&0x3fff), int(h>>18)
 	case 5:
-		h := int(binary.LittleEndian.Uint32(in))
-		size, csize = h>>4&0x3ffff, h>>22|int(in[4])<<10
+		h := binary.LittleEndian.Uint32(in)
+		size, csize = int(h>>4&0x3ffff), int(h>>22)|int(in[4])<<10
 	}
 	if size > maxBlock || len(in) < hl+csize {
 		return nil, nil, errCorrupt
