@@ -173,8 +173,10 @@ func (c *Conn) plan(dm *tailcfg.DERPMap, last *report, home int, full bool) []pr
 			tries[id] = 3
 		}
 	} else {
-		byLatency := slices.SortedFunc(maps.Keys(last.latency), func(a, b int) int {
-			return int(last.latency[a] - last.latency[b])
+		byLatency := slices.Collect(maps.Keys(last.latency))
+		insertionSort(byLatency, func(a, b int) bool {
+			la, lb := last.latency[a], last.latency[b]
+			return la < lb || la == lb && a < b
 		})
 		for i, id := range byLatency[:min(3, len(byLatency))] {
 			tries[id] = 1
@@ -215,14 +217,7 @@ func (c *Conn) plan(dm *tailcfg.DERPMap, last *report, home int, full bool) []pr
 			}
 		}
 	}
-	// A stable insertion sort by delay: the list is short (a few probes a
-	// region), and slices.SortStableFunc would link a merge sort for the
-	// probe type alone (about 6 KB).
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j].delay < out[j-1].delay; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
+	insertionSort(out, func(a, b probe) bool { return a.delay < b.delay })
 	return out
 }
 
