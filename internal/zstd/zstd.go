@@ -14,6 +14,7 @@ const (
 	frameMagic = 0xfd2fb528
 	skipMagic  = 0x184d2a50 // to 0x184d2a5f: skippable frames
 	maxBlock   = 128 << 10
+	minWindow  = 1 << 10
 )
 
 var (
@@ -198,7 +199,9 @@ func (d *Decoder) frameHeader() error {
 	if window > d.maxWindow {
 		return ErrWindowTooLarge
 	}
-	d.window = int(window)
+	// A single segment's window is its content, but at least the 1 KiB
+	// every frame may assume (RFC 8878, 3.1.1.1.2).
+	d.window = max(int(window), minWindow)
 	d.inFrame, d.last, d.checksum = true, false, desc&4 != 0
 	d.total = 0
 	d.rep = [3]int{1, 4, 8}
@@ -217,11 +220,14 @@ func (d *Decoder) block() error {
 	h := int(d.hdr[0]) | int(d.hdr[1])<<8 | int(d.hdr[2])<<16
 	d.last = h&1 != 0
 	kind, size := h>>1&3, h>>3
-	if kind == 3 || size > maxBlock {
+	// Block_Maximum_Size: no block, and no block's content, is larger
+	// than the window or 128 KiB.
+	limit := min(maxBlock, d.window)
+	if kind == 3 || size > limit {
 		return errCorrupt
 	}
-	d.blockMax = maxBlock
-	if d.hasSize && d.size-d.total < maxBlock {
+	d.blockMax = limit
+	if d.hasSize && d.size-d.total < uint64(limit) {
 		d.blockMax = int(d.size - d.total)
 	}
 	d.makeRoom()
