@@ -17,12 +17,8 @@ func New(key []byte) (cipher.AEAD, error) { return newStd(key) }
 var newStd = func() func([]byte) (cipher.AEAD, error) {
 	v := reflect.ValueOf(hpke.ChaCha20Poly1305())
 	if v.Kind() == reflect.Pointer && v.Elem().Kind() == reflect.Struct {
-		s := v.Elem()
-		for i := 0; i < s.NumField(); i++ { // (FieldByName would link 2 KB more)
-			f := s.Field(i)
-			if s.Type().Field(i).Name != "new" || f.Type() != reflect.TypeFor[func([]byte) (cipher.AEAD, error)]() {
-				continue
-			}
+		f := v.Elem().FieldByName("new")
+		if f.IsValid() && f.Type() == reflect.TypeFor[func([]byte) (cipher.AEAD, error)]() {
 			if fn := *(*func([]byte) (cipher.AEAD, error))(unsafe.Pointer(f.UnsafeAddr())); fn != nil {
 				return fn
 			}
