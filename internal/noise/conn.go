@@ -11,7 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/microlink-go/microlink/internal/chachapoly"
+	"golang.org/x/crypto/chacha20poly1305"
+
 	"github.com/microlink-go/microlink/internal/key"
 )
 
@@ -22,7 +23,7 @@ const (
 	// MaxCiphertextSize is the largest ciphertext of one record.
 	MaxCiphertextSize = MaxRecordSize - headerLen
 	// MaxPlaintextSize is the largest plaintext of one record.
-	MaxPlaintextSize = MaxCiphertextSize - chachapoly.Overhead
+	MaxPlaintextSize = MaxCiphertextSize - chacha20poly1305.Overhead
 )
 
 // Errors that make a connection unusable.
@@ -47,7 +48,7 @@ type Conn struct {
 		sync.Mutex
 		aead  cipher.AEAD
 		ctr   uint64
-		nonce [chachapoly.NonceSize]byte
+		nonce [chacha20poly1305.NonceSize]byte
 		err   error // sticky: the session is dead
 		buf   [MaxRecordSize]byte
 		n     int // bytes of buf filled from conn
@@ -58,7 +59,7 @@ type Conn struct {
 		sync.Mutex
 		aead    cipher.AEAD
 		ctr     uint64
-		nonce   [chachapoly.NonceSize]byte
+		nonce   [chacha20poly1305.NonceSize]byte
 		err     error
 		buf     [MaxRecordSize]byte
 		pending []byte // unwritten tail of a record cut short by a timeout
@@ -84,7 +85,7 @@ func (c *Conn) Peer() key.MachinePublic { return c.peer }
 func (c *Conn) HandshakeHash() [32]byte { return c.hash }
 
 // setNonce writes counter ctr into the nonce: 4 zero bytes then big-endian.
-func setNonce(n *[chachapoly.NonceSize]byte, ctr uint64) {
+func setNonce(n *[chacha20poly1305.NonceSize]byte, ctr uint64) {
 	binary.BigEndian.PutUint64(n[4:], ctr)
 }
 
@@ -128,7 +129,7 @@ func (c *Conn) readRecordLocked() error {
 				r.err = fmt.Errorf("noise: record of %d bytes exceeds maximum", size)
 				return r.err
 			}
-			if size < chachapoly.Overhead {
+			if size < chacha20poly1305.Overhead {
 				r.err = ErrBadRecord
 				return r.err
 			}
@@ -248,7 +249,7 @@ func (c *Conn) writeRecordLocked(pt []byte) (int, error) {
 	setNonce(&t.nonce, t.ctr)
 	t.ctr++
 	t.buf[0] = msgTypeRecord
-	binary.BigEndian.PutUint16(t.buf[1:3], uint16(len(pt)+chachapoly.Overhead))
+	binary.BigEndian.PutUint16(t.buf[1:3], uint16(len(pt)+chacha20poly1305.Overhead))
 	rec := t.aead.Seal(t.buf[:headerLen], t.nonce[:], pt, nil)
 	n, err := c.conn.Write(rec)
 	if err == nil {

@@ -10,10 +10,10 @@ import (
 	"net"
 	"strconv"
 
+	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/hkdf"
 
 	"github.com/microlink-go/microlink/internal/blake2s"
-	"github.com/microlink-go/microlink/internal/chachapoly"
 	"github.com/microlink-go/microlink/internal/key"
 )
 
@@ -254,7 +254,7 @@ func WriteError(w io.Writer, msg string) error {
 // chaining key ck and the one-shot key k produced by the last mixDH.
 type symmetricState struct {
 	h, ck [blake2s.Size]byte
-	k     [chachapoly.KeySize]byte
+	k     [chacha20poly1305.KeySize]byte
 }
 
 func newBLAKE2s() hash.Hash {
@@ -287,14 +287,14 @@ func (s *symmetricState) mixDH(priv key.Private, pub key.Public) error {
 }
 
 func (s *symmetricState) aead() cipher.AEAD {
-	a, _ := chachapoly.New(s.k[:]) // the key size is always right
-	s.k = [chachapoly.KeySize]byte{}
+	a, _ := chacha20poly1305.New(s.k[:]) // the key size is always right
+	s.k = [chacha20poly1305.KeySize]byte{}
 	return a
 }
 
 // encryptAndHash appends the sealed plaintext to dst and mixes it into h.
 func (s *symmetricState) encryptAndHash(dst, plaintext []byte) {
-	var nonce [chachapoly.NonceSize]byte
+	var nonce [chacha20poly1305.NonceSize]byte
 	ct := s.aead().Seal(dst, nonce[:], plaintext, s.h[:])
 	s.mixHash(ct[len(dst):])
 }
@@ -302,7 +302,7 @@ func (s *symmetricState) encryptAndHash(dst, plaintext []byte) {
 // decryptAndHash appends the opened ciphertext to dst and mixes the
 // ciphertext into h.
 func (s *symmetricState) decryptAndHash(dst, ciphertext []byte) error {
-	var nonce [chachapoly.NonceSize]byte
+	var nonce [chacha20poly1305.NonceSize]byte
 	if _, err := s.aead().Open(dst, nonce[:], ciphertext, s.h[:]); err != nil {
 		return errHandshake
 	}
@@ -313,11 +313,11 @@ func (s *symmetricState) decryptAndHash(dst, ciphertext []byte) error {
 // split derives the initiator-to-responder and responder-to-initiator
 // transport ciphers.
 func (s *symmetricState) split() (c1, c2 cipher.AEAD) {
-	var k1, k2 [chachapoly.KeySize]byte
+	var k1, k2 [chacha20poly1305.KeySize]byte
 	r := hkdf.New(newBLAKE2s, nil, s.ck[:], nil)
 	io.ReadFull(r, k1[:])
 	io.ReadFull(r, k2[:])
-	c1, _ = chachapoly.New(k1[:])
-	c2, _ = chachapoly.New(k2[:])
+	c1, _ = chacha20poly1305.New(k1[:])
+	c2, _ = chacha20poly1305.New(k2[:])
 	return c1, c2
 }

@@ -7,8 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/crypto/chacha20poly1305"
+
 	"github.com/microlink-go/microlink/internal/blake2s"
-	"github.com/microlink-go/microlink/internal/chachapoly"
 	"github.com/microlink-go/microlink/internal/key"
 )
 
@@ -110,7 +111,7 @@ func (c *cookieChecker) createReply(msg, src []byte, now time.Time) (cookieReply
 	}
 	o1, o2 := macOffsets(msg)
 	r.receiver = leUint32(msg[4:])
-	aead, _ := chachapoly.NewX(c.keys.cookie[:])
+	aead, _ := chacha20poly1305.NewX(c.keys.cookie[:])
 	aead.Seal(r.cookie[:0], r.nonce[:], cookie[:], msg[o1:o2])
 	return r, nil
 }
@@ -145,7 +146,7 @@ func (g *cookieGenerator) consumeReply(r *cookieReply, now time.Time) bool {
 		return false
 	}
 	var cookie [macSize]byte
-	aead, _ := chachapoly.NewX(g.keys.cookie[:])
+	aead, _ := chacha20poly1305.NewX(g.keys.cookie[:])
 	if _, err := aead.Open(cookie[:0], r.nonce[:], r.cookie[:], g.lastMAC1[:]); err != nil {
 		return false
 	}

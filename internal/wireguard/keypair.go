@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/microlink-go/microlink/internal/chachapoly"
+	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // keypair holds the transport keys of one session.
@@ -27,8 +27,8 @@ type keypair struct {
 
 func newKeypair(send, recv *[32]byte, initiator bool, now time.Time) *keypair {
 	kp := &keypair{created: now, initiator: initiator}
-	kp.send, _ = chachapoly.New(send[:])
-	kp.recv, _ = chachapoly.New(recv[:])
+	kp.send, _ = chacha20poly1305.New(send[:])
+	kp.recv, _ = chacha20poly1305.New(recv[:])
 	clear(send[:])
 	clear(recv[:])
 	return kp

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"time"
 
-	"github.com/microlink-go/microlink/internal/chachapoly"
 	"github.com/microlink-go/microlink/internal/key"
+	"golang.org/x/crypto/chacha20poly1305"
 )
 
 type handshakeState uint8
@@ -33,7 +33,7 @@ type handshake struct {
 }
 
 var (
-	zeroNonce [chachapoly.NonceSize]byte
+	zeroNonce [chacha20poly1305.NonceSize]byte
 	zeroPSK   [32]byte
 
 	errHandshake = errors.New("wireguard: handshake failed")
@@ -42,12 +42,12 @@ var (
 func (hs *handshake) clear() { *hs = handshake{} }
 
 func sealZero(dst []byte, k *[32]byte, plaintext, ad []byte) {
-	aead, _ := chachapoly.New(k[:])
+	aead, _ := chacha20poly1305.New(k[:])
 	aead.Seal(dst[:0], zeroNonce[:], plaintext, ad)
 }
 
 func openZero(dst []byte, k *[32]byte, ciphertext, ad []byte) bool {
-	aead, _ := chachapoly.New(k[:])
+	aead, _ := chacha20poly1305.New(k[:])
 	_, err := aead.Open(dst[:0], zeroNonce[:], ciphertext, ad)
 	return err == nil
 }
