@@ -92,10 +92,14 @@ func hostDNSConfig(c dns.Config, selfName string, dc *tailcfg.DNSConfig) osdns.C
 	for _, l := range c.Local {
 		add(&oc.Match, l)
 	}
-	for _, suffix := range slices.Sorted(maps.Keys(c.Routes)) {
+	suffixes := slices.Collect(maps.Keys(c.Routes))
+	slices.SortFunc(suffixes, strings.Compare) // the sort encoding/json links already
+	for _, suffix := range suffixes {
 		add(&oc.Match, suffix)
 	}
-	for _, name := range slices.Sorted(maps.Keys(c.Extra)) {
+	names := slices.Collect(maps.Keys(c.Extra))
+	slices.SortFunc(names, strings.Compare)
+	for _, name := range names {
 		add(&oc.Match, name)
 	}
 	for i := 64; i < 128; i++ { // 100.64.0.0/10

@@ -315,3 +315,27 @@ func TestDNSForwardIgnoresUnusedExitNode(t *testing.T) {
 		t.Fatalf("DNS to a resolver outside the tailnet, with an exit node offered but not used: %v", err)
 	}
 }
+
+// TestSortPrefixes: sortPrefixes orders as slices.SortFunc with
+// comparePrefix does.
+func TestSortPrefixes(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for n := 0; n < 200; n++ {
+		var p []netip.Prefix
+		for i := r.IntN(n + 1); i > 0; i-- {
+			var a netip.Addr
+			if r.IntN(2) == 0 {
+				a = netip.AddrFrom4([4]byte{10, byte(r.IntN(3)), 0, byte(r.IntN(4))})
+			} else {
+				a = netip.AddrFrom16([16]byte{0xfd, 15: byte(r.IntN(4))})
+			}
+			p = append(p, netip.PrefixFrom(a, r.IntN(a.BitLen()+1)))
+		}
+		want := slices.Clone(p)
+		slices.SortFunc(want, comparePrefix)
+		sortPrefixes(p)
+		if !slices.Equal(p, want) {
+			t.Fatalf("got %v, want %v", p, want)
+		}
+	}
+}

@@ -234,7 +234,7 @@ func (t *tunMode) update(nm *netmap.Map, policy routePolicy, exit key.NodePublic
 			r.Bypass = localNetworks(t.dev.Name())
 		}
 	}
-	slices.SortFunc(r.Routes, comparePrefix)
+	sortPrefixes(r.Routes)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed.Load() || (t.applied != nil && sameRouting(*t.applied, r)) {
@@ -246,6 +246,35 @@ func (t *tunMode) update(nm *netmap.Map, policy routePolicy, exit key.NodePublic
 		t.logger.Info("microlink: host routes set", "dev", t.dev.Name(), "addrs", r.Addrs, "routes", r.Routes, "bypass", r.Bypass)
 	}
 	t.applied = &r
+}
+
+// sortPrefixes sorts p by comparePrefix with a heapsort: a few hundred
+// bytes of code where slices.SortFunc over netip.Prefix would link a sort
+// of its own of about 9 KB.
+func sortPrefixes(p []netip.Prefix) {
+	down := func(i, n int) {
+		for {
+			c := 2*i + 1
+			if c >= n {
+				return
+			}
+			if c+1 < n && comparePrefix(p[c], p[c+1]) < 0 {
+				c++
+			}
+			if comparePrefix(p[i], p[c]) >= 0 {
+				return
+			}
+			p[i], p[c] = p[c], p[i]
+			i = c
+		}
+	}
+	for i := len(p)/2 - 1; i >= 0; i-- {
+		down(i, len(p))
+	}
+	for n := len(p) - 1; n > 0; n-- {
+		p[0], p[n] = p[n], p[0]
+		down(0, n)
+	}
 }
 
 func comparePrefix(a, b netip.Prefix) int {
@@ -293,7 +322,7 @@ func localNetworks(tunName string) []netip.Prefix {
 			out = append(out, p)
 		}
 	}
-	slices.SortFunc(out, comparePrefix)
+	sortPrefixes(out)
 	return out
 }
 

@@ -24,7 +24,7 @@ arches=("$@")
 [ ${#arches[@]} -gt 0 ] || arches=(arm64 arm mipsle)
 budget=${CROSS_BUDGET:-100}
 
-candidates=(key tailcfg noise h1 h2 ts2021 control wireguard derp disco stun magicsock packet netmap state tunnel tcp dns)
+candidates=(key tailcfg blake2s noise hpack h1 h2 ts2021 zstd control wireguard derp disco stun magicsock packet netmap state tunnel tcp dns)
 pkgs=()
 for p in "${candidates[@]}"; do
 	if [ -d "internal/$p" ] && ls "internal/$p"/*.go >/dev/null 2>&1; then

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/microlink-go/microlink"
 )
@@ -176,7 +175,7 @@ func runWhois(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		return printJSON(stdout, w)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 1, ' ', 0)
+	tw := newTable(stdout, 1)
 	fmt.Fprintln(tw, "Machine:")
 	fmt.Fprintf(tw, "  Name:\t%s\n", strings.TrimSuffix(w.Node.Name, "."))
 	fmt.Fprintf(tw, "  ID:\t%s\n", w.Node.ID)

@@ -234,10 +234,12 @@ func trimNL(b []byte) []byte {
 	return b
 }
 
+// pingQuery is the query of a /ping request, its keys in the order
+// url.Values.Encode sorts them (Encode itself would link a string sort).
 func pingQuery(target, typ string, timeout time.Duration) string {
-	q := url.Values{"target": {target}, "type": {typ}}
+	q := "?target=" + url.QueryEscape(target)
 	if timeout > 0 {
-		q.Set("timeout", timeout.String())
+		q += "&timeout=" + url.QueryEscape(timeout.String())
 	}
-	return "?" + q.Encode()
+	return q + "&type=" + url.QueryEscape(typ)
 }

@@ -196,6 +196,11 @@ func TestPingQuery(t *testing.T) {
 	if got := pingQuery("my host", "TSMP", 0); got != "?target=my+host&type=TSMP" {
 		t.Fatalf("query = %q", got)
 	}
+	// The same as url.Values.Encode, which the local API parses.
+	q := url.Values{"target": {"a&b=c/ü"}, "type": {"disco"}, "timeout": {"1.5s"}}
+	if got, want := pingQuery("a&b=c/ü", "disco", 1500*time.Millisecond), "?"+q.Encode(); got != want {
+		t.Fatalf("query = %q, want %q", got, want)
+	}
 }
 
 func TestLocalAPIRebind(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/microlink-go/microlink"
@@ -245,7 +244,7 @@ func shortName(p *peerStatus) string {
 }
 
 func printStatus(w io.Writer, st statusJSON) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w, 2)
 	first := func(a []string) string {
 		if len(a) == 0 {
 			return "-"

@@ -2,6 +2,7 @@ package control
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/microlink-go/microlink/internal/tailcfg"
@@ -105,7 +106,7 @@ func (c *Client) healthLocked() []string {
 	for id := range c.display {
 		ids = append(ids, id)
 	}
-	slices.Sort(ids)
+	slices.SortFunc(ids, strings.Compare) // the sort encoding/json links already
 	for _, id := range ids {
 		m := c.display[id]
 		s := m.Title

@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/microlink-go/microlink/internal/netmap"
+	"github.com/microlink-go/microlink/internal/zstd"
 )
 
 // keepWindow is the largest decompression window kept between messages: a
@@ -35,25 +34,8 @@ type messageReader struct {
 	dec        netmap.Decoder
 }
 
-func newMessageReader(max int) (*messageReader, error) {
-	m := &messageReader{max: max, maxDecoded: 8 * max}
-	if err := m.newDecoder(); err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
-func (m *messageReader) newDecoder() error {
-	d, err := zstd.NewReader(nil,
-		zstd.WithDecoderConcurrency(1),
-		zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxMemory(uint64(m.maxDecoded)),
-	)
-	if err != nil {
-		return err
-	}
-	m.zdec = d
-	return nil
+func newMessageReader(max int) *messageReader {
+	return &messageReader{max: max, maxDecoded: 8 * max, zdec: zstd.NewReader(8 * max)}
 }
 
 func (m *messageReader) reset(r io.Reader, compressed bool) {
@@ -61,7 +43,7 @@ func (m *messageReader) reset(r io.Reader, compressed bool) {
 }
 
 func (m *messageReader) close() {
-	m.zdec.Close()
+	m.zdec.Reset(nil)
 }
 
 var errZeroMessage = errors.New("control: zero-length map message")
@@ -81,9 +63,7 @@ func (m *messageReader) next() (*netmap.Message, error) {
 	m.body = io.LimitedReader{R: m.r, N: int64(size)}
 	m.out = countingReader{r: &m.body, max: int64(m.maxDecoded)}
 	if m.compressed {
-		if err := m.zdec.Reset(&m.body); err != nil {
-			return nil, fmt.Errorf("control: decompressing map message: %w", err)
-		}
+		m.zdec.Reset(&m.body)
 		m.out.r = m.zdec
 	}
 	msg, err := m.dec.Decode(&m.out)
@@ -92,10 +72,7 @@ func (m *messageReader) next() (*netmap.Message, error) {
 	if m.compressed {
 		m.zdec.Reset(nil)
 		if decoded > keepWindow {
-			m.zdec.Close()
-			if derr := m.newDecoder(); derr != nil && err == nil {
-				err = derr
-			}
+			m.zdec = zstd.NewReader(m.maxDecoded)
 		}
 	}
 	if err != nil {

@@ -38,10 +38,7 @@ func zframe(t testing.TB, s string) []byte {
 }
 
 func TestMessageReader(t *testing.T) {
-	m, err := newMessageReader(1 << 10)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := newMessageReader(1 << 10)
 	defer m.close()
 	msgs := []string{`{"KeepAlive":true}`, `{"Node":{"ID":1}}`, strings.Repeat(" ", 5000) + `{"Domain":"x"}`,
 		`{"Peers":[{"ID":2,"Name":"a.ts.net."}]}`}
@@ -73,7 +70,7 @@ func TestMessageReader(t *testing.T) {
 }
 
 func TestMessageReaderRejects(t *testing.T) {
-	m, _ := newMessageReader(1 << 10)
+	m := newMessageReader(1 << 10)
 	defer m.close()
 	big := zframe(t, `{"Domain":"`+strings.Repeat("a", 100<<10)+`"}`) // compresses small, decodes past 8 KiB
 	two := zframe(t, `{}`)
@@ -116,7 +113,7 @@ func TestMessageReaderRejects(t *testing.T) {
 // TestMessageReaderKeepAliveAllocs: a keep-alive costs a few allocations
 // (its decoded MapResponse), not buffers.
 func TestMessageReaderKeepAliveAllocs(t *testing.T) {
-	m, _ := newMessageReader(1 << 20)
+	m := newMessageReader(1 << 20)
 	defer m.close()
 	one := zframe(t, `{"KeepAlive":true}`)
 	r := bytes.NewReader(nil)
@@ -135,7 +132,7 @@ func TestMessageReaderKeepAliveAllocs(t *testing.T) {
 // TestMessageReaderReleasesWindow: the decompression window of a large
 // netmap is not kept once the netmap is decoded.
 func TestMessageReaderReleasesWindow(t *testing.T) {
-	m, _ := newMessageReader(DefaultMaxMessageSize)
+	m := newMessageReader(DefaultMaxMessageSize)
 	defer m.close()
 	big := zframe(t, string(netmaptest.Netmap(3000))) // about 2 MB of JSON
 	base := netmaptest.LiveHeap()
@@ -212,10 +209,7 @@ func FuzzReadMessage(f *testing.F) {
 	c := &Client{}
 	c.log = discardLogger()
 	f.Fuzz(func(t *testing.T, stream []byte, compressed bool) {
-		m, err := newMessageReader(64 << 10)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := newMessageReader(64 << 10)
 		defer m.close()
 		m.reset(bytes.NewReader(stream), compressed)
 		for range 100 {

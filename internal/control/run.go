@@ -39,10 +39,7 @@ func (c *Client) Run(ctx context.Context) error {
 	if maxSize <= 0 {
 		maxSize = DefaultMaxMessageSize
 	}
-	mr, err := newMessageReader(maxSize) // one decoder for every poll
-	if err != nil {
-		return err
-	}
+	mr := newMessageReader(maxSize) // one decoder for every poll
 	defer mr.close()
 
 	done := func() error {

@@ -31,10 +31,7 @@ func measureScale(tb testing.TB, n int) scaleResult {
 	r := scaleResult{jsonBytes: len(js), zstdBytes: len(z) - 4}
 	js = nil
 	base := netmaptest.LiveHeap()
-	mr, err := newMessageReader(DefaultMaxMessageSize)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	mr := newMessageReader(DefaultMaxMessageSize)
 	m := netmap.New(netmap.Options{})
 	sampler := netmaptest.StartSampler()
 	start := time.Now()

@@ -10,8 +10,7 @@ import (
 	"net/netip"
 	"time"
 
-	"golang.org/x/crypto/nacl/box"
-
+	"github.com/microlink-go/microlink/internal/box"
 	"github.com/microlink-go/microlink/internal/key"
 )
 

@@ -4,8 +4,7 @@ import (
 	"crypto/rand"
 	"sync"
 
-	"golang.org/x/crypto/nacl/box"
-
+	"github.com/microlink-go/microlink/internal/box"
 	"github.com/microlink-go/microlink/internal/key"
 )
 
@@ -30,7 +29,7 @@ func sealWithNonce(dst []byte, shared *[32]byte, myPub key.DiscoPublic, nonce *[
 	dst = append(dst, Magic...)
 	dst = append(dst, myPub[:]...)
 	dst = append(dst, nonce[:]...)
-	return box.SealAfterPrecomputation(dst, plaintext, nonce, shared)
+	return box.SealShared(dst, plaintext, nonce, shared)
 }
 
 // Open authenticates and decrypts the disco packet pkt with shared,
@@ -41,7 +40,7 @@ func Open(dst []byte, shared *[32]byte, pkt []byte) ([]byte, bool) {
 		return nil, false
 	}
 	nonce := (*[NonceLen]byte)(pkt[MagicLen+KeyLen : HeaderLen])
-	return box.OpenAfterPrecomputation(dst, pkt[HeaderLen:], nonce, shared)
+	return box.OpenShared(dst, pkt[HeaderLen:], nonce, shared)
 }
 
 // Sealer seals and opens disco packets for one disco private key. It

@@ -107,17 +107,15 @@ func (r *Resolver) lookupType(ctx context.Context, name string, t dnsmessage.Typ
 }
 
 func sortV4First(a []netip.Addr) []netip.Addr {
-	a = slices.Clone(a)
-	slices.SortStableFunc(a, func(x, y netip.Addr) int {
-		switch {
-		case x.Is4() && !y.Is4():
-			return -1
-		case !x.Is4() && y.Is4():
-			return 1
+	out := make([]netip.Addr, 0, len(a))
+	for _, v4 := range []bool{true, false} { // a stable partition
+		for _, x := range a {
+			if x.Is4() == v4 {
+				out = append(out, x)
+			}
 		}
-		return 0
-	})
-	return slices.Compact(a)
+	}
+	return slices.Compact(out)
 }
 
 func randRead(b []byte) { rand.Read(b) }

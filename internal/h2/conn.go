@@ -2,7 +2,6 @@ package h2
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http2/hpack"
+	"github.com/microlink-go/microlink/internal/hpack"
 )
 
 // Default window and header limits.
@@ -102,8 +101,7 @@ type ClientConn struct {
 
 	wmu  sync.Mutex // serializes writes; taken before mu, never after
 	bw   *bufio.Writer
-	henc *hpack.Encoder
-	hbuf bytes.Buffer
+	hbuf []byte // the header block being written
 	whdr [frameHeaderLen]byte
 	werr error
 
@@ -173,7 +171,6 @@ func NewClientConn(c net.Conn, opts *Options) (*ClientConn, error) {
 		done:         make(chan struct{}),
 		born:         time.Now(),
 	}
-	cc.henc = hpack.NewEncoder(&cc.hbuf)
 
 	var settings []byte
 	for _, s := range []setting{
@@ -388,16 +385,16 @@ func headerFields(req *Request) ([]hpack.HeaderField, error) {
 
 // encodeHeadersLocked encodes fields into cc.hbuf; cc.wmu must be held.
 func (cc *ClientConn) encodeHeadersLocked(fields []hpack.HeaderField) {
-	cc.hbuf.Reset()
+	cc.hbuf = cc.hbuf[:0]
 	for _, f := range fields {
-		cc.henc.WriteField(f) // writes to a bytes.Buffer: cannot fail
+		cc.hbuf = hpack.AppendField(cc.hbuf, f)
 	}
 }
 
 // writeHeadersLocked writes the block in cc.hbuf as HEADERS and
 // CONTINUATION frames; cc.wmu must be held.
 func (cc *ClientConn) writeHeadersLocked(id uint32, endStream bool, maxFrame int) error {
-	block := cc.hbuf.Bytes()
+	block := cc.hbuf
 	typ := uint8(frameHeaders)
 	for first := true; first || len(block) > 0; first = false {
 		n := min(len(block), maxFrame)

@@ -8,7 +8,7 @@ import (
 	"net/textproto"
 	"strconv"
 
-	"golang.org/x/net/http2/hpack"
+	"github.com/microlink-go/microlink/internal/hpack"
 )
 
 // reader is the read loop's state.
@@ -32,7 +32,7 @@ func (cc *ClientConn) readLoop() {
 	r := &reader{
 		cc:  cc,
 		fr:  framer{r: bufio.NewReaderSize(cc.conn, 4096), maxRead: defaultMaxFrame},
-		dec: hpack.NewDecoder(defaultHeaderTable, nil),
+		dec: hpack.NewDecoder(defaultHeaderTable),
 	}
 	r.dec.SetMaxStringLength(int(cc.maxHeader))
 	for {
@@ -307,8 +307,6 @@ func (r *reader) onSettings(h frameHeader, p []byte) error {
 	if !h.has(flagAck) {
 		r.gotSettings = true
 	}
-	var tableSize uint32
-	setTable := false
 	cc.mu.Lock()
 	err := parseSettings(h, p, func(s setting) error {
 		switch s.id {
@@ -326,7 +324,8 @@ func (r *reader) onSettings(h frameHeader, p []byte) error {
 		case settingMaxFrameSize:
 			cc.maxFrame = int(min(s.val, defaultMaxFrame)) // our write buffer's size
 		case settingHeaderTableSize:
-			tableSize, setTable = s.val, true
+			// The size the peer's decoder allows ours: our encoder
+			// never uses the dynamic table, so any size will do.
 		}
 		return nil
 	})
@@ -337,9 +336,6 @@ func (r *reader) onSettings(h frameHeader, p []byte) error {
 	}
 	cc.wmu.Lock()
 	defer cc.wmu.Unlock()
-	if setTable {
-		cc.henc.SetMaxDynamicTableSizeLimit(tableSize)
-	}
 	return cc.writeFrameLocked(frameSettings, flagAck, 0, nil)
 }
 

@@ -173,8 +173,10 @@ func (c *Conn) plan(dm *tailcfg.DERPMap, last *report, home int, full bool) []pr
 			tries[id] = 3
 		}
 	} else {
-		byLatency := slices.SortedFunc(maps.Keys(last.latency), func(a, b int) int {
-			return int(last.latency[a] - last.latency[b])
+		byLatency := slices.Collect(maps.Keys(last.latency))
+		insertionSort(byLatency, func(a, b int) bool {
+			la, lb := last.latency[a], last.latency[b]
+			return la < lb || la == lb && a < b
 		})
 		for i, id := range byLatency[:min(3, len(byLatency))] {
 			tries[id] = 1
@@ -215,7 +217,7 @@ func (c *Conn) plan(dm *tailcfg.DERPMap, last *report, home int, full bool) []pr
 			}
 		}
 	}
-	slices.SortStableFunc(out, func(a, b probe) int { return int(a.delay - b.delay) })
+	insertionSort(out, func(a, b probe) bool { return a.delay < b.delay })
 	return out
 }
 

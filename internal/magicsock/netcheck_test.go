@@ -297,3 +297,33 @@ func TestSTUNAddrs(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanOrder: the probes of a plan come in order of their delay, and
+// probes of equal delay keep the order of regions (ascending) and of
+// address families (IPv4 first).
+func TestPlanOrder(t *testing.T) {
+	c := &Conn{tm: timing{stunRetry: 100 * time.Millisecond}}
+	dm := &tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{}}
+	for id := 1; id <= 9; id++ {
+		dm.Regions[id] = &tailcfg.DERPRegion{RegionID: id, Nodes: []*tailcfg.DERPNode{
+			{Name: "a", RegionID: id, IPv4: "127.0.0." + strconv.Itoa(id), IPv6: "::1", STUNPort: 3478},
+			{Name: "b", RegionID: id, IPv4: "127.0.1." + strconv.Itoa(id), IPv6: "none", STUNPort: 3478},
+		}}
+	}
+	last := &report{latency: map[int]time.Duration{2: 30 * time.Millisecond, 5: 10 * time.Millisecond, 7: 20 * time.Millisecond}}
+	for _, full := range []bool{true, false} {
+		ps := c.plan(dm, last, 3, full)
+		if len(ps) == 0 {
+			t.Fatalf("full %v: no probes", full)
+		}
+		for i := 1; i < len(ps); i++ {
+			a, b := ps[i-1], ps[i]
+			if a.delay > b.delay {
+				t.Fatalf("full %v: probe %d (delay %v) after one of delay %v", full, i, b.delay, a.delay)
+			}
+			if a.delay == b.delay && (a.key.region > b.key.region || a.key.region == b.key.region && a.key.v6 && !b.key.v6) {
+				t.Fatalf("full %v: probes of delay %v out of order: %+v before %+v", full, a.delay, a.key, b.key)
+			}
+		}
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"maps"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
 
@@ -341,6 +340,6 @@ func (c *Conn) PeerStatus(k key.NodePublic) (Status, bool) {
 	for ap := range p.cands {
 		st.Endpoints = append(st.Endpoints, ap)
 	}
-	slices.SortFunc(st.Endpoints, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	insertionSort(st.Endpoints, func(a, b netip.AddrPort) bool { return a.Compare(b) < 0 })
 	return st, true
 }

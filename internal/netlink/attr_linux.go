@@ -16,18 +16,26 @@ const nested = 1 << 15
 
 // Builder appends a message payload: a fixed header, then attributes,
 // each padded to four bytes.
+//
+// Its appending methods are marked go:noinline: messages are built only
+// when routes, addresses or firewall rules change, and the chains of
+// calls that build them, inlined, took 20 KB of the stripped CLI.
 type Builder struct {
 	b     []byte
 	nests []int // offsets of the open nested attributes
 }
 
 // Bytes appends raw bytes, such as a family header.
+//
+//go:noinline
 func (m *Builder) Bytes(b []byte) *Builder {
 	m.b = append(m.b, b...)
 	return m
 }
 
 // Attr appends an attribute of type typ holding data.
+//
+//go:noinline
 func (m *Builder) Attr(typ uint16, data []byte) *Builder {
 	m.b = binary.NativeEndian.AppendUint16(m.b, uint16(4+len(data)))
 	m.b = binary.NativeEndian.AppendUint16(m.b, typ)
@@ -57,6 +65,8 @@ func (m *Builder) Addr(typ uint16, a netip.Addr) *Builder {
 }
 
 // Begin opens a nested attribute of type typ; End closes it.
+//
+//go:noinline
 func (m *Builder) Begin(typ uint16) *Builder {
 	m.nests = append(m.nests, len(m.b))
 	m.b = binary.NativeEndian.AppendUint16(m.b, 0)
@@ -65,6 +75,8 @@ func (m *Builder) Begin(typ uint16) *Builder {
 }
 
 // End closes the innermost nested attribute.
+//
+//go:noinline
 func (m *Builder) End() *Builder {
 	at := m.nests[len(m.nests)-1]
 	m.nests = m.nests[:len(m.nests)-1]

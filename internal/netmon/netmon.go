@@ -298,13 +298,13 @@ func (s State) Equal(o State) bool {
 // Diff describes how o differs from s, for logs.
 func (s State) Diff(o State) string {
 	var parts []string
-	names := slices.Sorted(maps.Keys(s.Interfaces))
+	names := slices.Collect(maps.Keys(s.Interfaces))
 	for n := range o.Interfaces {
 		if _, ok := s.Interfaces[n]; !ok {
 			names = append(names, n)
 		}
 	}
-	slices.Sort(names)
+	slices.SortFunc(names, strings.Compare) // the sort encoding/json links already
 	for _, n := range names {
 		was, is := s.Interfaces[n], o.Interfaces[n]
 		var ch []string

@@ -10,10 +10,10 @@ import (
 	"net"
 	"strconv"
 
-	"golang.org/x/crypto/blake2s"
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/hkdf"
 
+	"github.com/microlink-go/microlink/internal/blake2s"
 	"github.com/microlink-go/microlink/internal/key"
 )
 

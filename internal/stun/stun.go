@@ -10,7 +10,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"net/netip"
 )
 
@@ -86,7 +85,21 @@ func Request(b []byte, tx TxID) []byte {
 	return binary.BigEndian.AppendUint32(b, fp)
 }
 
-func fingerprint(b []byte) uint32 { return crc32.ChecksumIEEE(b) ^ fingerprintXOR }
+func fingerprint(b []byte) uint32 { return crc32(b) ^ fingerprintXOR }
+
+// crc32 is the CRC-32 of ISO 3309 (IEEE), which FINGERPRINT uses, a bit at
+// a time: STUN messages are short, and hash/crc32 would link 5 KB of
+// tables and assembly for them.
+func crc32(b []byte) uint32 {
+	c := ^uint32(0)
+	for _, x := range b {
+		c ^= uint32(x)
+		for i := 0; i < 8; i++ {
+			c = c>>1 ^ 0xedb88320&-(c&1)
+		}
+	}
+	return ^c
+}
 
 // eachAttr calls fn for each attribute in b, stopping at the first error.
 func eachAttr(b []byte, fn func(typ uint16, val []byte) error) error {

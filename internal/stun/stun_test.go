@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	stdcrc32 "hash/crc32"
+	"math/rand"
 	"net/netip"
 	"testing"
 )
@@ -216,4 +218,19 @@ func FuzzParseBindingRequest(f *testing.F) {
 			t.Fatal("wrong tx")
 		}
 	})
+}
+
+// TestCRC32 compares the FINGERPRINT checksum with hash/crc32's IEEE one.
+func TestCRC32(t *testing.T) {
+	r := rand.New(rand.NewSource(1))
+	for n := 0; n < 600; n += 1 + n/8 {
+		b := make([]byte, n)
+		r.Read(b)
+		if got, want := crc32(b), stdcrc32.ChecksumIEEE(b); got != want {
+			t.Fatalf("%d bytes: %08x, hash/crc32 %08x", n, got, want)
+		}
+	}
+	if got := crc32([]byte("123456789")); got != 0xcbf43926 {
+		t.Fatalf("check value %08x", got)
+	}
 }

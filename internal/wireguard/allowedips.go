@@ -86,8 +86,15 @@ func (t *routeTable) count(pfx netip.Prefix, delta int32) {
 	*n += delta
 	switch {
 	case *n == 1 && delta > 0:
-		*bits = append(*bits, pfx.Bits())
-		slices.SortFunc(*bits, func(a, b int) int { return b - a })
+		// Insert in descending order (a loop: a sort of ints would link
+		// a sort of its own).
+		b := pfx.Bits()
+		*bits = append(*bits, b)
+		i := len(*bits) - 1
+		for ; i > 0 && (*bits)[i-1] < b; i-- {
+			(*bits)[i] = (*bits)[i-1]
+		}
+		(*bits)[i] = b
 	case *n == 0:
 		if i := slices.Index(*bits, pfx.Bits()); i >= 0 {
 			*bits = slices.Delete(*bits, i, i+1)

@@ -7,9 +7,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/microlink-go/microlink/internal/key"
-	"golang.org/x/crypto/blake2s"
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/microlink-go/microlink/internal/blake2s"
+	"github.com/microlink-go/microlink/internal/key"
 )
 
 // macKeys are the keys derived from a static public key for mac1 and for

@@ -4,7 +4,7 @@ import (
 	"crypto/hmac"
 	"hash"
 
-	"golang.org/x/crypto/blake2s"
+	"github.com/microlink-go/microlink/internal/blake2s"
 )
 
 // Noise protocol names.
