@@ -68,7 +68,7 @@ func (n *Node) Start(ctx context.Context) error {
 	})
 	if n.cfg.TUN != "" {
 		// Before the node's sockets open: they must carry the mark.
-		t, err := startTUN(n.cfg, n.stack, n.dns, n.logger)
+		t, err := startTUN(n.cfg, n.stack, n.dns, n.corker, n.logger)
 		if err != nil {
 			n.stack.Close()
 			return fmt.Errorf("microlink: %w", err)
@@ -598,4 +598,13 @@ func (p controlPinger) Ping(ctx context.Context, ip netip.Addr, typ string) (*ta
 		out.Endpoint = res.Endpoint.String()
 	}
 	return out, nil
+}
+
+// corker returns the current magicsock, for the TUN reader to batch its
+// sends with, or nil.
+func (n *Node) corker() corker {
+	if d := n.current.Load(); d != nil {
+		return d.ms
+	}
+	return nil
 }

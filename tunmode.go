@@ -66,6 +66,9 @@ type tunMode struct {
 	osdns  *osdns.Manager // the host's resolver configuration, with AcceptDNS
 	lookup *ownLookups    // the node's own lookups, or nil
 	done   chan struct{}  // closed when the reader has returned
+	// corker returns what batches the reader's sends (the current
+	// magicsock), or nil.
+	corker func() corker
 	closed atomic.Bool
 
 	writeErrs atomic.Uint64
@@ -78,7 +81,7 @@ type tunMode struct {
 // installs the policy routing rules and marks the node's sockets, and
 // serves the resolver r to the host. It runs before the node opens any
 // socket.
-func startTUN(cfg Config, stack *tunnel.Stack, r *dns.Resolver, logger *slog.Logger) (*tunMode, error) {
+func startTUN(cfg Config, stack *tunnel.Stack, r *dns.Resolver, cork func() corker, logger *slog.Logger) (*tunMode, error) {
 	if err := tun.CheckAccess(); err != nil {
 		return nil, err
 	}
@@ -111,7 +114,7 @@ func startTUN(cfg Config, stack *tunnel.Stack, r *dns.Resolver, logger *slog.Log
 			return nil, err
 		}
 	}
-	t := &tunMode{cfg: cfg, logger: logger, dev: dev, host: host, kernel: kernel, stack: stack, done: make(chan struct{})}
+	t := &tunMode{cfg: cfg, logger: logger, dev: dev, host: host, kernel: kernel, stack: stack, done: make(chan struct{}), corker: cork}
 	t.dns = newHostResolver(r, tun.DefaultMTU, t.write, logger.With("component", "dns"))
 	if cfg.AcceptDNS {
 		t.osdns = osdns.New(osdns.Options{Device: dev.Name(), Backup: osdns.BackupPath(cfg.StateDir), Logger: logger})
@@ -178,11 +181,25 @@ func (t *tunMode) setDNS(c osdns.Config, r *dns.Resolver) {
 	r.SetHostResolvers(t.osdns.HostResolvers())
 }
 
+// corker batches a burst of sends: *magicsock.Conn.
+type corker interface {
+	Cork()
+	Uncork()
+}
+
 // read moves packets from the device to WireGuard, or to the resolver,
-// until the device is closed.
+// until the device is closed. The packets of one read (up to 64 KiB of a
+// TCP stream the host offloaded) go out to the network together: the
+// socket is corked from the first of them until the read is done.
 func (t *tunMode) read() {
 	defer close(t.done)
+	var held corker
 	send := func(pkt []byte) {
+		if held == nil && t.corker != nil {
+			if held = t.corker(); held != nil {
+				held.Cork()
+			}
+		}
 		if forResolver(pkt) {
 			t.dns.handle(pkt)
 			return
@@ -190,7 +207,12 @@ func (t *tunMode) read() {
 		t.stack.Outbound(pkt) // errors are counted as drops
 	}
 	for {
-		if err := t.dev.ReadPackets(send); err != nil {
+		err := t.dev.ReadPackets(send)
+		if held != nil {
+			held.Uncork()
+			held = nil
+		}
+		if err != nil {
 			if !t.closed.Load() {
 				t.logger.Error("microlink: reading the TUN device", "err", err)
 			}

@@ -137,6 +137,7 @@ type Conn struct {
 	dropUDP atomic.Bool
 
 	counts counters
+	out    sendBatch // what Send holds while corked (batch.go)
 
 	mu        sync.Mutex
 	closed    bool

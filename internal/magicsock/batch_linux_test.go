@@ -1,0 +1,210 @@
+package magicsock
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// sink is a plain UDP socket that collects what arrives, datagram by
+// datagram.
+type sink struct {
+	pc   *net.UDPConn
+	addr netip.AddrPort
+}
+
+func newSink(t *testing.T, network, ip string) *sink {
+	t.Helper()
+	pc, err := net.ListenUDP(network, &net.UDPAddr{IP: net.ParseIP(ip)})
+	if err != nil {
+		t.Skipf("no %s socket: %v", network, err)
+	}
+	pc.SetReadBuffer(4 << 20)
+	t.Cleanup(func() { pc.Close() })
+	return &sink{pc: pc, addr: pc.LocalAddr().(*net.UDPAddr).AddrPort()}
+}
+
+// expect reads len(want) datagrams and checks they are want, in order.
+func (s *sink) expect(t *testing.T, want [][]byte) {
+	t.Helper()
+	buf := make([]byte, 1<<16)
+	for i, w := range want {
+		s.pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := s.pc.Read(buf)
+		if err != nil {
+			t.Fatalf("datagram %d of %d: %v", i, len(want), err)
+		}
+		if !bytes.Equal(buf[:n], w) {
+			t.Fatalf("datagram %d: got %d bytes %.8x..., want %d bytes %.8x...", i, n, buf[:min(n, 8)], len(w), w[:min(len(w), 8)])
+		}
+	}
+	s.pc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, err := s.pc.Read(buf); err == nil {
+		t.Fatalf("an extra datagram of %d bytes", n)
+	}
+}
+
+// datagrams returns n messages of size bytes each (the last one last
+// bytes), each marked with its number.
+func datagrams(n, size, last int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		sz := size
+		if i == n-1 {
+			sz = last
+		}
+		out[i] = bytes.Repeat([]byte{byte(i)}, sz)
+		copy(out[i], fmt.Sprintf("%04d", i))
+	}
+	return out
+}
+
+// sendCorked holds msgs for dst in c and sends them with Uncork.
+func sendCorked(t *testing.T, c *Conn, dsts []netip.AddrPort, msgs [][]byte) {
+	t.Helper()
+	c.Cork()
+	for i, m := range msgs {
+		dst := dsts[i%len(dsts)]
+		if !c.hold(m, dst) {
+			if err := c.writeUDP(m, dst); err != nil {
+				t.Fatalf("writeUDP: %v", err)
+			}
+		}
+	}
+	c.Uncork()
+}
+
+func TestCorkedSends(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tweak  func(w *batchWriter)
+		gsoOff bool // the kernel refuses GSO on the socket (SO_NO_CHECK)
+	}{
+		{name: "gso"},
+		{name: "sendmmsg", tweak: func(w *batchWriter) { w.gso = false }},
+		{name: "sendmsg", tweak: func(w *batchWriter) { w.gso, w.noMMsg = false, true }},
+		{name: "gso-refused", gsoOff: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newNode(t, nil, Options{BindIPv6: netip.MustParseAddr("::1")})
+			s1, s2 := newSink(t, "udp4", "127.0.0.1"), newSink(t, "udp4", "127.0.0.1")
+			s6 := newSink(t, "udp6", "::1")
+			pc := a.pc4.Load()
+			a.out.w4.setSocket(pc)
+			if !a.out.w4.gso {
+				t.Log("the kernel offers no UDP GSO: testing the fallback only")
+			}
+			if tc.tweak != nil {
+				tc.tweak(&a.out.w4)
+			}
+			if tc.gsoOff {
+				rc, _ := pc.SyscallConn()
+				rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1) })
+			}
+
+			// Runs of equal datagrams with a shorter last one, more
+			// than a batch holds, to one destination.
+			msgs := datagrams(150, 1312, 100)
+			before := a.Counters().DirectPacketsOut
+			sendCorked(t, a.Conn, []netip.AddrPort{s1.addr}, msgs)
+			s1.expect(t, msgs)
+			if got := a.Counters().DirectPacketsOut - before; got != 150 {
+				t.Errorf("counted %d datagrams sent, want 150", got)
+			}
+			if tc.name == "gso" && a.out.w4.gso && a.out.w4.segs[0] < 2 {
+				t.Errorf("the last send held %d datagram(s): not a GSO run", a.out.w4.segs[0])
+			}
+			if tc.gsoOff && a.out.w4.gso {
+				t.Errorf("GSO still on after the kernel refused it")
+			}
+
+			// Two destinations alternating, sizes changing, a
+			// datagram too large to hold, and empty ones.
+			var m1, m2 [][]byte
+			var all [][]byte
+			for i := range 40 {
+				m := datagrams(1, 0, 200+i*37%700)[0]
+				switch i {
+				case 7:
+					m = bytes.Repeat([]byte{7}, maxHeld+1)
+				case 11, 12:
+					m = nil
+				}
+				all = append(all, m)
+				if i%2 == 0 {
+					m1 = append(m1, m)
+				} else {
+					m2 = append(m2, m)
+				}
+			}
+			sendCorked(t, a.Conn, []netip.AddrPort{s1.addr, s2.addr}, all)
+			s1.expect(t, m1)
+			s2.expect(t, m2)
+
+			// Both families in one batch.
+			m4, m6 := datagrams(5, 500, 500), datagrams(5, 600, 10)
+			var mixed [][]byte
+			for i := range 5 {
+				mixed = append(mixed, m4[i], m6[i])
+			}
+			sendCorked(t, a.Conn, []netip.AddrPort{s1.addr, s6.addr}, mixed)
+			s1.expect(t, m4)
+			s6.expect(t, m6)
+		})
+	}
+}
+
+// TestCorkNests: only the last Uncork sends, and an uncorked Conn holds
+// nothing.
+func TestCorkNests(t *testing.T) {
+	a := newNode(t, nil, Options{})
+	s := newSink(t, "udp4", "127.0.0.1")
+	if a.hold([]byte("x"), s.addr) {
+		t.Fatal("held while not corked")
+	}
+	a.Cork()
+	a.Cork()
+	if !a.hold([]byte("one"), s.addr) {
+		t.Fatal("not held while corked")
+	}
+	a.Uncork()
+	s.expect(t, nil)
+	a.Uncork()
+	s.expect(t, [][]byte{[]byte("one")})
+	a.Uncork() // one too many: harmless
+	if a.hold([]byte("x"), s.addr) {
+		t.Fatal("held after the last Uncork")
+	}
+}
+
+// TestCorkedSendAllocs: a corked burst through Send, and its flush,
+// allocate nothing once the batch exists.
+func TestCorkedSendAllocs(t *testing.T) {
+	a := newNode(t, nil, Options{})
+	s := newSink(t, "udp4", "127.0.0.1")
+	go func() { // drain the sink without allocating per datagram
+		buf := make([]byte, 1<<16)
+		for {
+			if _, err := s.pc.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	msg := make([]byte, 1312)
+	burst := func() {
+		a.Cork()
+		for range 40 {
+			a.hold(msg, s.addr)
+		}
+		a.Uncork()
+	}
+	burst()
+	if n := testing.AllocsPerRun(100, burst); n != 0 {
+		t.Fatalf("a corked burst allocates %v times", n)
+	}
+}
