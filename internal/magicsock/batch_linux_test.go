@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,5 +208,116 @@ func TestCorkedSendAllocs(t *testing.T) {
 	burst()
 	if n := testing.AllocsPerRun(100, burst); n != 0 {
 		t.Fatalf("a corked burst allocates %v times", n)
+	}
+}
+
+// TestBatchRead: datagrams sent as GSO runs, from two senders and both
+// families, reach ReceiveWireGuard one by one, in order, with their
+// sources, however the socket is read: recvmmsg with GRO, without, or
+// one datagram per system call.
+func TestBatchRead(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		noGRO, noBatch bool
+	}{
+		{name: "gro"},
+		{name: "recvmmsg", noGRO: true},
+		{name: "single", noBatch: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			testNoGRO.Store(tc.noGRO)
+			testNoRecvmmsg.Store(tc.noBatch)
+			defer func() { testNoGRO.Store(false); testNoRecvmmsg.Store(false) }()
+			var mu sync.Mutex
+			got := map[netip.AddrPort][][]byte{}
+			total := 0
+			b := newNode(t, nil, Options{BindIPv6: netip.MustParseAddr("::1"), ReceiveWireGuard: func(msg []byte, src netip.AddrPort) {
+				mu.Lock()
+				got[src] = append(got[src], bytes.Clone(msg))
+				total++
+				mu.Unlock()
+			}})
+			a1 := newNode(t, nil, Options{BindIPv6: netip.MustParseAddr("::1")})
+			a2 := newNode(t, nil, Options{})
+			to4 := b.udpTo
+			to6 := netip.AddrPortFrom(netip.MustParseAddr("::1"), b.LocalPort())
+			want1 := datagrams(60, 1312, 77)
+			want2 := datagrams(30, 900, 900)
+			want6 := datagrams(20, 1000, 999)
+			sendCorked(t, a1.Conn, []netip.AddrPort{to4}, want1)
+			sendCorked(t, a2.Conn, []netip.AddrPort{to4}, want2)
+			sendCorked(t, a1.Conn, []netip.AddrPort{to6}, want6)
+			waitFor(t, 5*time.Second, "all datagrams", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return total >= len(want1)+len(want2)+len(want6)
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			from6 := netip.AddrPortFrom(netip.MustParseAddr("::1"), a1.LocalPort())
+			for src, want := range map[netip.AddrPort][][]byte{a1.udpTo: want1, a2.udpTo: want2, from6: want6} {
+				if len(got[src]) != len(want) {
+					t.Fatalf("from %v: %d datagrams, want %d (got from %d sources)", src, len(got[src]), len(want), len(got))
+				}
+				for i := range want {
+					if !bytes.Equal(got[src][i], want[i]) {
+						t.Fatalf("from %v: datagram %d differs", src, i)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestGROJoins: with UDP GRO on, the kernel hands a GSO run over as one
+// buffer, and the reader finds its segment size.
+func TestGROJoins(t *testing.T) {
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	rc, _ := pc.SyscallConn()
+	r, _ := newBatchReader(rc)
+	if !r.gro {
+		t.Skip("the kernel offers no UDP GRO")
+	}
+	a := newNode(t, nil, Options{})
+	sendCorked(t, a.Conn, []netip.AddrPort{pc.LocalAddr().(*net.UDPAddr).AddrPort()}, datagrams(10, 1000, 1000))
+	if !a.out.w4.gso {
+		t.Skip("the kernel offers no UDP GSO")
+	}
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := rc.Read(r.fn); err != nil || r.errno != 0 {
+		t.Fatalf("read: %v %v", err, r.errno)
+	}
+	if r.n != 1 || r.hdrs[0].Len != 10000 || r.segmentSize(0) != 1000 {
+		t.Fatalf("read %d buffers, the first of %d bytes in segments of %d; want 1 of 10000 in segments of 1000", r.n, r.hdrs[0].Len, r.segmentSize(0))
+	}
+	if src, ok := r.source(0); !ok || src != a.udpTo {
+		t.Fatalf("source %v, want %v", src, a.udpTo)
+	}
+}
+
+// TestBatchReadAllocs: receiving datagrams allocates nothing.
+func TestBatchReadAllocs(t *testing.T) {
+	var n atomic.Int64
+	b := newNode(t, nil, Options{ReceiveWireGuard: func(msg []byte, src netip.AddrPort) { n.Add(1) }})
+	a := newNode(t, nil, Options{})
+	msg := make([]byte, 1312)
+	burst := func() {
+		want := n.Load() + 20
+		a.Cork()
+		for range 20 {
+			a.hold(msg, b.udpTo)
+		}
+		a.Uncork()
+		for n.Load() < want {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	burst()
+	if allocs := testing.AllocsPerRun(50, burst); allocs != 0 {
+		t.Fatalf("a burst sent and received allocates %v times", allocs)
 	}
 }

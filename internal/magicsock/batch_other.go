@@ -19,3 +19,7 @@ func (w *batchWriter) write(pc *net.UDPConn, buf []byte, msgs []heldMsg, want4 b
 		}
 	}
 }
+
+// readBatch reads pc one datagram at a time: it returns false for
+// readLoop to do so.
+func (c *Conn) readBatch(pc *net.UDPConn) bool { return false }

@@ -353,26 +353,39 @@ func (c *Conn) wake() {
 	}
 }
 
-// readLoop reads pc until it is closed.
+// readLoop reads pc until it is closed: many datagrams per system call
+// where the system allows (readBatch), else one at a time.
 func (c *Conn) readLoop(pc *net.UDPConn) {
 	defer c.readers.Done()
+	if c.readBatch(pc) {
+		return
+	}
 	buf := make([]byte, 64<<10)
 	for {
 		n, src, err := pc.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if c.readFailed(err) {
 				return
-			}
-			select {
-			case <-c.closing:
-				return
-			case <-time.After(10 * time.Millisecond):
 			}
 			continue
 		}
 		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 		c.receiveUDP(buf[:n], src)
 	}
+}
+
+// readFailed reports whether the read loop must end after err, and
+// otherwise pauses a little before the next read.
+func (c *Conn) readFailed(err error) bool {
+	if errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	select {
+	case <-c.closing:
+		return true
+	case <-time.After(10 * time.Millisecond):
+	}
+	return false
 }
 
 // Packet classes on the UDP socket.
