@@ -255,6 +255,7 @@ func (n *Node) newDataPlane(nodeKey key.Private) (*dataPlane, error) {
 			}
 		},
 		OnHomeDERP: n.onHomeDERP,
+		Burst:      n.tunBurst(),
 	})
 	if err == nil {
 		n.current.Store(d)
@@ -607,4 +608,15 @@ func (n *Node) corker() corker {
 		return d.ms
 	}
 	return nil
+}
+
+// tunBurst returns the TUN device, which the data plane corks around the
+// packets of each read from its socket, or nil in userspace mode.
+func (n *Node) tunBurst() magicsock.Corker {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.tun == nil {
+		return nil
+	}
+	return n.tun.dev
 }

@@ -230,11 +230,15 @@ func TestBatchRead(t *testing.T) {
 			defer func() { testNoGRO.Store(false); testNoRecvmmsg.Store(false) }()
 			var mu sync.Mutex
 			got := map[netip.AddrPort][][]byte{}
-			total := 0
-			b := newNode(t, nil, Options{BindIPv6: netip.MustParseAddr("::1"), ReceiveWireGuard: func(msg []byte, src netip.AddrPort) {
+			total, uncorked := 0, 0
+			burst := &countCorker{}
+			b := newNode(t, nil, Options{BindIPv6: netip.MustParseAddr("::1"), Burst: burst, ReceiveWireGuard: func(msg []byte, src netip.AddrPort) {
 				mu.Lock()
 				got[src] = append(got[src], bytes.Clone(msg))
 				total++
+				if burst.corks.Load() == 0 {
+					uncorked++
+				}
 				mu.Unlock()
 			}})
 			a1 := newNode(t, nil, Options{BindIPv6: netip.MustParseAddr("::1")})
@@ -254,6 +258,10 @@ func TestBatchRead(t *testing.T) {
 			})
 			mu.Lock()
 			defer mu.Unlock()
+			if !tc.noBatch && uncorked > 0 {
+				t.Errorf("%d datagrams handed over outside Burst's Cork and Uncork", uncorked)
+			}
+			waitFor(t, time.Second, "the last Uncork", func() bool { return burst.corks.Load() == 0 })
 			from6 := netip.AddrPortFrom(netip.MustParseAddr("::1"), a1.LocalPort())
 			for src, want := range map[netip.AddrPort][][]byte{a1.udpTo: want1, a2.udpTo: want2, from6: want6} {
 				if len(got[src]) != len(want) {
@@ -321,3 +329,9 @@ func TestBatchReadAllocs(t *testing.T) {
 		t.Fatalf("a burst sent and received allocates %v times", allocs)
 	}
 }
+
+// countCorker counts corks not yet undone.
+type countCorker struct{ corks atomic.Int32 }
+
+func (c *countCorker) Cork()   { c.corks.Add(1) }
+func (c *countCorker) Uncork() { c.corks.Add(-1) }

@@ -62,6 +62,9 @@ func (c *Conn) readBatch(pc *net.UDPConn) bool {
 			}
 			continue
 		}
+		if c.opts.Burst != nil {
+			c.opts.Burst.Cork()
+		}
 		for i := range r.n {
 			src, ok := r.source(i)
 			b := bufs[i<<16:][:r.hdrs[i].Len]
@@ -77,6 +80,9 @@ func (c *Conn) readBatch(pc *net.UDPConn) bool {
 				c.receiveUDP(b[:n], src)
 				b = b[n:]
 			}
+		}
+		if c.opts.Burst != nil {
+			c.opts.Burst.Uncork()
 		}
 	}
 }

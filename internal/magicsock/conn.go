@@ -47,6 +47,14 @@ type DERP interface {
 	Close() error
 }
 
+// Corker is something that takes a burst of work between Cork and
+// Uncork and finishes it at Uncork: a Conn's sends, a TUN device's
+// writes.
+type Corker interface {
+	Cork()
+	Uncork()
+}
+
 // EndpointType says how an endpoint was found.
 // ConnectedDERP is an optional interface of a DERP: whether the connection
 // to a region is up. A DERP without it is taken to be connected at once,
@@ -94,6 +102,12 @@ type Options struct {
 	// Conn's disco key, so it has learned from control of this node's
 	// start. It is called on a receiving goroutine, with no lock held.
 	OnPeerHeard func(peer key.NodePublic)
+	// Burst, if set, is corked while the datagrams of one read from a
+	// UDP socket (up to 8 buffers, each up to 64 KiB of datagrams the
+	// kernel joined) are handed to the Receive hooks, and uncorked after
+	// them: in TUN mode the device, which then writes what they carried
+	// together.
+	Burst Corker
 	// OnEndpoints is called when the node's endpoints change.
 	OnEndpoints func([]Endpoint)
 	// OnHomeDERP is called when the home DERP region changes, once the
