@@ -603,7 +603,7 @@ func (p controlPinger) Ping(ctx context.Context, ip netip.Addr, typ string) (*ta
 
 // corker returns the current magicsock, for the TUN reader to batch its
 // sends with, or nil.
-func (n *Node) corker() corker {
+func (n *Node) corker() magicsock.Corker {
 	if d := n.current.Load(); d != nil {
 		return d.ms
 	}

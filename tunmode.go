@@ -13,6 +13,7 @@ import (
 
 	"github.com/microlink-go/microlink/internal/dns"
 	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/magicsock"
 	"github.com/microlink-go/microlink/internal/netmap"
 	"github.com/microlink-go/microlink/internal/osdns"
 	"github.com/microlink-go/microlink/internal/router"
@@ -68,7 +69,7 @@ type tunMode struct {
 	done   chan struct{}  // closed when the reader has returned
 	// corker returns what batches the reader's sends (the current
 	// magicsock), or nil.
-	corker func() corker
+	corker func() magicsock.Corker
 	closed atomic.Bool
 
 	writeErrs atomic.Uint64
@@ -81,7 +82,7 @@ type tunMode struct {
 // installs the policy routing rules and marks the node's sockets, and
 // serves the resolver r to the host. It runs before the node opens any
 // socket.
-func startTUN(cfg Config, stack *tunnel.Stack, r *dns.Resolver, cork func() corker, logger *slog.Logger) (*tunMode, error) {
+func startTUN(cfg Config, stack *tunnel.Stack, r *dns.Resolver, cork func() magicsock.Corker, logger *slog.Logger) (*tunMode, error) {
 	if err := tun.CheckAccess(); err != nil {
 		return nil, err
 	}
@@ -181,19 +182,13 @@ func (t *tunMode) setDNS(c osdns.Config, r *dns.Resolver) {
 	r.SetHostResolvers(t.osdns.HostResolvers())
 }
 
-// corker batches a burst of sends: *magicsock.Conn.
-type corker interface {
-	Cork()
-	Uncork()
-}
-
 // read moves packets from the device to WireGuard, or to the resolver,
 // until the device is closed. The packets of one read (up to 64 KiB of a
 // TCP stream the host offloaded) go out to the network together: the
 // socket is corked from the first of them until the read is done.
 func (t *tunMode) read() {
 	defer close(t.done)
-	var held corker
+	var held magicsock.Corker
 	send := func(pkt []byte) {
 		if held == nil && t.corker != nil {
 			if held = t.corker(); held != nil {
