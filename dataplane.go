@@ -53,7 +53,8 @@ type dataPlaneConfig struct {
 	OnHomeDERP        func(int)
 	ShieldsUp         bool
 	Routes            routePolicy
-	Served            []netip.Prefix // networks the node forwards to, for the filter
+	Served            []netip.Prefix   // networks the node forwards to, for the filter
+	Burst             magicsock.Corker // the TUN device, or nil (magicsock.Options.Burst)
 
 	// For tests: a DERP in place of the real relay client, and a load
 	// signal in place of WireGuard's own.
@@ -105,6 +106,7 @@ func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
 				d.onHomeDERP(r)
 			}
 		},
+		Burst:  c.Burst,
 		DERP:   c.derp,
 		Logger: c.Logger.With("component", "magicsock"),
 	})

@@ -68,7 +68,7 @@ func (n *Node) Start(ctx context.Context) error {
 	})
 	if n.cfg.TUN != "" {
 		// Before the node's sockets open: they must carry the mark.
-		t, err := startTUN(n.cfg, n.stack, n.dns, n.logger)
+		t, err := startTUN(n.cfg, n.stack, n.dns, n.corker, n.logger)
 		if err != nil {
 			n.stack.Close()
 			return fmt.Errorf("microlink: %w", err)
@@ -255,6 +255,7 @@ func (n *Node) newDataPlane(nodeKey key.Private) (*dataPlane, error) {
 			}
 		},
 		OnHomeDERP: n.onHomeDERP,
+		Burst:      n.tunBurst(),
 	})
 	if err == nil {
 		n.current.Store(d)
@@ -598,4 +599,24 @@ func (p controlPinger) Ping(ctx context.Context, ip netip.Addr, typ string) (*ta
 		out.Endpoint = res.Endpoint.String()
 	}
 	return out, nil
+}
+
+// corker returns the current magicsock, for the TUN reader to batch its
+// sends with, or nil.
+func (n *Node) corker() magicsock.Corker {
+	if d := n.current.Load(); d != nil {
+		return d.ms
+	}
+	return nil
+}
+
+// tunBurst returns the TUN device, which the data plane corks around the
+// packets of each read from its socket, or nil in userspace mode.
+func (n *Node) tunBurst() magicsock.Corker {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.tun == nil {
+		return nil
+	}
+	return n.tun.dev
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/microlink-go/microlink/internal/dns"
 	"github.com/microlink-go/microlink/internal/key"
+	"github.com/microlink-go/microlink/internal/magicsock"
 	"github.com/microlink-go/microlink/internal/netmap"
 	"github.com/microlink-go/microlink/internal/osdns"
 	"github.com/microlink-go/microlink/internal/router"
@@ -66,6 +67,9 @@ type tunMode struct {
 	osdns  *osdns.Manager // the host's resolver configuration, with AcceptDNS
 	lookup *ownLookups    // the node's own lookups, or nil
 	done   chan struct{}  // closed when the reader has returned
+	// corker returns what batches the reader's sends (the current
+	// magicsock), or nil.
+	corker func() magicsock.Corker
 	closed atomic.Bool
 
 	writeErrs atomic.Uint64
@@ -78,7 +82,7 @@ type tunMode struct {
 // installs the policy routing rules and marks the node's sockets, and
 // serves the resolver r to the host. It runs before the node opens any
 // socket.
-func startTUN(cfg Config, stack *tunnel.Stack, r *dns.Resolver, logger *slog.Logger) (*tunMode, error) {
+func startTUN(cfg Config, stack *tunnel.Stack, r *dns.Resolver, cork func() magicsock.Corker, logger *slog.Logger) (*tunMode, error) {
 	if err := tun.CheckAccess(); err != nil {
 		return nil, err
 	}
@@ -111,7 +115,7 @@ func startTUN(cfg Config, stack *tunnel.Stack, r *dns.Resolver, logger *slog.Log
 			return nil, err
 		}
 	}
-	t := &tunMode{cfg: cfg, logger: logger, dev: dev, host: host, kernel: kernel, stack: stack, done: make(chan struct{})}
+	t := &tunMode{cfg: cfg, logger: logger, dev: dev, host: host, kernel: kernel, stack: stack, done: make(chan struct{}), corker: cork}
 	t.dns = newHostResolver(r, tun.DefaultMTU, t.write, logger.With("component", "dns"))
 	if cfg.AcceptDNS {
 		t.osdns = osdns.New(osdns.Options{Device: dev.Name(), Backup: osdns.BackupPath(cfg.StateDir), Logger: logger})
@@ -179,10 +183,18 @@ func (t *tunMode) setDNS(c osdns.Config, r *dns.Resolver) {
 }
 
 // read moves packets from the device to WireGuard, or to the resolver,
-// until the device is closed.
+// until the device is closed. The packets of one read (up to 64 KiB of a
+// TCP stream the host offloaded) go out to the network together: the
+// socket is corked from the first of them until the read is done.
 func (t *tunMode) read() {
 	defer close(t.done)
+	var held magicsock.Corker
 	send := func(pkt []byte) {
+		if held == nil && t.corker != nil {
+			if held = t.corker(); held != nil {
+				held.Cork()
+			}
+		}
 		if forResolver(pkt) {
 			t.dns.handle(pkt)
 			return
@@ -190,7 +202,12 @@ func (t *tunMode) read() {
 		t.stack.Outbound(pkt) // errors are counted as drops
 	}
 	for {
-		if err := t.dev.ReadPackets(send); err != nil {
+		err := t.dev.ReadPackets(send)
+		if held != nil {
+			held.Uncork()
+			held = nil
+		}
+		if err != nil {
 			if !t.closed.Load() {
 				t.logger.Error("microlink: reading the TUN device", "err", err)
 			}

@@ -47,6 +47,14 @@ type DERP interface {
 	Close() error
 }
 
+// Corker is something that takes a burst of work between Cork and
+// Uncork and finishes it at Uncork: a Conn's sends, a TUN device's
+// writes.
+type Corker interface {
+	Cork()
+	Uncork()
+}
+
 // EndpointType says how an endpoint was found.
 // ConnectedDERP is an optional interface of a DERP: whether the connection
 // to a region is up. A DERP without it is taken to be connected at once,
@@ -94,6 +102,12 @@ type Options struct {
 	// Conn's disco key, so it has learned from control of this node's
 	// start. It is called on a receiving goroutine, with no lock held.
 	OnPeerHeard func(peer key.NodePublic)
+	// Burst, if set, is corked while the datagrams of one read from a
+	// UDP socket (up to 8 buffers, each up to 64 KiB of datagrams the
+	// kernel joined) are handed to the Receive hooks, and uncorked after
+	// them: in TUN mode the device, which then writes what they carried
+	// together.
+	Burst Corker
 	// OnEndpoints is called when the node's endpoints change.
 	OnEndpoints func([]Endpoint)
 	// OnHomeDERP is called when the home DERP region changes, once the
@@ -137,6 +151,7 @@ type Conn struct {
 	dropUDP atomic.Bool
 
 	counts counters
+	out    sendBatch // what Send holds while corked (batch.go)
 
 	mu        sync.Mutex
 	closed    bool
@@ -352,26 +367,39 @@ func (c *Conn) wake() {
 	}
 }
 
-// readLoop reads pc until it is closed.
+// readLoop reads pc until it is closed: many datagrams per system call
+// where the system allows (readBatch), else one at a time.
 func (c *Conn) readLoop(pc *net.UDPConn) {
 	defer c.readers.Done()
+	if c.readBatch(pc) {
+		return
+	}
 	buf := make([]byte, 64<<10)
 	for {
 		n, src, err := pc.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if c.readFailed(err) {
 				return
-			}
-			select {
-			case <-c.closing:
-				return
-			case <-time.After(10 * time.Millisecond):
 			}
 			continue
 		}
 		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 		c.receiveUDP(buf[:n], src)
 	}
+}
+
+// readFailed reports whether the read loop must end after err, and
+// otherwise pauses a little before the next read.
+func (c *Conn) readFailed(err error) bool {
+	if errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	select {
+	case <-c.closing:
+		return true
+	case <-time.After(10 * time.Millisecond):
+	}
+	return false
 }
 
 // Packet classes on the UDP socket.

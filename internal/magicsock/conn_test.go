@@ -276,6 +276,19 @@ func TestSendDirectAllocs(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("direct Send allocates %v times", n)
 	}
+	// Corked, the messages are held and sent together.
+	n = testing.AllocsPerRun(100, func() {
+		a.Cork()
+		for range 10 {
+			if err := a.Send(bKey, msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a.Uncork()
+	})
+	if n != 0 {
+		t.Fatalf("a corked burst of direct Sends allocates %v times", n)
+	}
 	if got := r.relayedTo(bKey); got != relayed {
 		t.Fatalf("%d messages relayed during the measurement: not the direct path", got-relayed)
 	}

@@ -42,6 +42,9 @@ func (c *Conn) Send(peerKey key.NodePublic, msg []byte) error {
 	addr, trusted := p.hot.addr, now.Before(p.hot.until)
 	p.hot.Unlock()
 	if trusted {
+		if addr.Addr() != DERPMagicIP && c.hold(msg, addr) {
+			return nil
+		}
 		return c.counts.directOut.countSent(len(msg), c.writeUDP(msg, addr))
 	}
 	return c.sendSlow(p, msg, addr, now)

@@ -2,26 +2,43 @@ package packet
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"net/netip"
 )
 
 // sum adds b to the running one's-complement sum acc (RFC 1071), reading b
 // as big-endian 16-bit words; an odd final byte is padded with zero. The
-// result is not folded.
+// result is not folded. It adds 64-bit words with end-around carry, which
+// folds to the same 16-bit sum (2^16 ≡ 1 modulo 2^16-1, and so is 2^64).
 func sum(acc uint64, b []byte) uint64 {
+	var c uint64
+	for len(b) >= 32 {
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), 0)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[8:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[16:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[24:]), c)
+		acc, c = bits.Add64(acc, 0, c)
+		acc += c // acc is 0 if that carried
+		b = b[32:]
+	}
 	for len(b) >= 8 {
-		acc += uint64(binary.BigEndian.Uint32(b))
-		acc += uint64(binary.BigEndian.Uint32(b[4:]))
+		acc = addCarry(acc, binary.BigEndian.Uint64(b))
 		b = b[8:]
 	}
 	for len(b) >= 2 {
-		acc += uint64(binary.BigEndian.Uint16(b))
+		acc = addCarry(acc, uint64(binary.BigEndian.Uint16(b)))
 		b = b[2:]
 	}
 	if len(b) == 1 {
-		acc += uint64(b[0]) << 8
+		acc = addCarry(acc, uint64(b[0])<<8)
 	}
 	return acc
+}
+
+// addCarry adds x to acc with end-around carry.
+func addCarry(acc, x uint64) uint64 {
+	s, c := bits.Add64(acc, x, 0)
+	return s + c // s is at most 2^64-2 if it carried
 }
 
 // fold folds acc to 16 bits and returns its complement, the value that goes
@@ -49,7 +66,7 @@ func pseudoSum(src, dst netip.Addr, proto Proto, n int) uint64 {
 		acc = sum(acc, s[:])
 		acc = sum(acc, d[:])
 	}
-	return acc + uint64(proto) + uint64(n)
+	return addCarry(addCarry(acc, uint64(proto)), uint64(n))
 }
 
 // transportChecksum returns the checksum of the transport message b

@@ -8,8 +8,9 @@ import (
 )
 
 // Packets from peers reach the device through a queue and one writer
-// goroutine. When they come faster than the writer writes them, it finds
-// several in the queue at once, and joins consecutive TCP segments of one
+// goroutine. When they come faster than the writer writes them, or in a
+// burst the caller corked (Device.Cork), it finds several in the queue at
+// once, and joins consecutive TCP segments of one
 // stream into a single offloaded packet (receive offload, as a network
 // card's GRO does): one write, and one pass through the host's TCP, for
 // up to 64 KiB.
@@ -175,29 +176,35 @@ func (d *Device) writeRaw(b []byte) {
 	}
 }
 
-// writer writes what Write queued until the device closes.
+// writer writes what Write queued until the device closes: woken by
+// Write (or Uncork), it writes batches until the queue is empty.
 func (d *Device) writer() {
 	defer close(d.wdone)
 	batch := make([]*[]byte, 0, maxBatch)
 	for {
 		select {
-		case bp := <-d.wq:
-			batch = append(batch[:0], bp)
+		case <-d.kick:
 		case <-d.closing:
 			return
 		}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case bp := <-d.wq:
-				batch = append(batch, bp)
-			default:
-				break drain
+		for {
+			batch = batch[:0]
+		drain:
+			for len(batch) < maxBatch {
+				select {
+				case bp := <-d.wq:
+					batch = append(batch, bp)
+				default:
+					break drain
+				}
 			}
-		}
-		d.writeBatch(batch)
-		for _, bp := range batch {
-			d.pool.Put(bp)
+			if len(batch) == 0 {
+				break
+			}
+			d.writeBatch(batch)
+			for _, bp := range batch {
+				d.pool.Put(bp)
+			}
 		}
 	}
 }

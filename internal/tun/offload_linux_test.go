@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/microlink-go/microlink/internal/bufpool"
 	"github.com/microlink-go/microlink/internal/packet"
@@ -292,4 +293,56 @@ func udpPseudoPartial(pkt []byte, n int) uint16 {
 	ph[9] = 17
 	binary.BigEndian.PutUint16(ph[10:], uint16(n))
 	return ^packet.Checksum(ph[:])
+}
+
+// TestCorkedWrites: while corked, the writer is not woken for each
+// packet (below half a queue); Uncork wakes it once, and it writes the
+// burst coalesced. Uncorked, each packet is written without waiting.
+func TestCorkedWrites(t *testing.T) {
+	big, h := bigTCP(t, false, 40000, tcpACK)
+	seg := make([]byte, 1280)
+	var segs [][]byte
+	segmentTCP(big, h, seg, func(p []byte) { segs = append(segs, bytes.Clone(p)) })
+	writes := make(chan int, 1024)
+	d := &Device{mtu: 1280, wq: make(chan *[]byte, writeQueueLen), kick: make(chan struct{}, 1),
+		pool: bufpool.New(writeQueueLen+maxBatch, 1280), closing: make(chan struct{}), wdone: make(chan struct{}),
+		gbuf: make([]byte, vnetHdrLen, vnetHdrLen+maxCoalesced), run: make([][]byte, 0, maxBatch)}
+	d.writeRawHook = func(b []byte) { writes <- len(b) }
+	go d.writer()
+	defer func() { close(d.closing); <-d.wdone }()
+
+	d.Cork()
+	d.Cork() // nested
+	for _, s := range segs {
+		if _, err := d.Write(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Uncork()
+	select {
+	case n := <-writes:
+		t.Fatalf("a write of %d bytes while still corked", n)
+	case <-time.After(50 * time.Millisecond):
+	}
+	d.Uncork()
+	select {
+	case n := <-writes:
+		if want := vnetHdrLen + len(big); n != want {
+			t.Fatalf("wrote %d bytes, want the whole burst coalesced: %d", n, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing written after Uncork")
+	}
+	d.Uncork() // one too many: harmless
+	if _, err := d.Write(segs[0]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-writes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("an uncorked write not written")
+	}
+	if d.corks.Load() != 0 {
+		t.Fatalf("corks = %d after balanced calls and one extra Uncork", d.corks.Load())
+	}
 }

@@ -62,6 +62,8 @@ type Device struct {
 	// Write queues copies of packets for the writer goroutine (see
 	// gro_linux.go).
 	wq        chan *[]byte
+	kick      chan struct{} // wakes the writer: something is queued
+	corks     atomic.Int32  // see Cork
 	pool      *bufpool.Pool
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -122,7 +124,7 @@ func Open(name string, mtu int) (*Device, error) {
 	}
 	d := &Device{f: os.NewFile(uintptr(fd), "/dev/net/tun"), name: name, mtu: mtu, Leftover: existed == nil,
 		rbuf: make([]byte, vnetHdrLen+1<<16), seg: make([]byte, mtu),
-		wq: make(chan *[]byte, writeQueueLen), pool: bufpool.New(writeQueueLen+maxBatch, mtu),
+		wq: make(chan *[]byte, writeQueueLen), kick: make(chan struct{}, 1), pool: bufpool.New(writeQueueLen+maxBatch, mtu),
 		closing: make(chan struct{}), wdone: make(chan struct{}),
 		gbuf: make([]byte, vnetHdrLen, vnetHdrLen+maxCoalesced), run: make([][]byte, 0, maxBatch)}
 	go d.writer()
@@ -206,7 +208,6 @@ func (d *Device) Write(pkt []byte) (int, error) {
 	*bp = (*bp)[:n]
 	select {
 	case d.wq <- bp:
-		return n, nil
 	case <-d.closing:
 		d.pool.Put(bp)
 		return 0, os.ErrClosed
@@ -214,6 +215,37 @@ func (d *Device) Write(pkt []byte) (int, error) {
 		d.pool.Put(bp)
 		d.dropped.Add(1)
 		return 0, ErrQueueFull
+	}
+	if d.corks.Load() == 0 || len(d.wq) >= writeQueueLen/2 {
+		d.wake()
+	}
+	return n, nil
+}
+
+// Cork tells the device that more packets follow: Write queues them
+// without waking the writer (unless the queue is half full), and the
+// matching Uncork wakes it once for all of them, which it then writes
+// together, coalesced where they continue one another. A caller that
+// hands over a burst (the datagrams of one read from the network) corks
+// around it. Corks from several goroutines nest: the writer waits for
+// the last Uncork.
+func (d *Device) Cork() { d.corks.Add(1) }
+
+// Uncork undoes a Cork; the last one wakes the writer.
+func (d *Device) Uncork() {
+	switch n := d.corks.Add(-1); {
+	case n < 0:
+		d.corks.Add(1) // one Uncork too many
+		d.wake()
+	case n == 0:
+		d.wake()
+	}
+}
+
+func (d *Device) wake() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
 	}
 }
 

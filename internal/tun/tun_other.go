@@ -20,6 +20,8 @@ func (d *Device) Name() string                      { return "" }
 func (d *Device) Index() int                        { return 0 }
 func (d *Device) ReadPackets(fn func([]byte)) error { return ErrUnsupported }
 func (d *Device) Write(b []byte) (int, error)       { return 0, ErrUnsupported }
+func (d *Device) Cork()                             {}
+func (d *Device) Uncork()                           {}
 func (d *Device) Close() error                      { return nil }
 
 // Routing is the host configuration the node wants for its device.
