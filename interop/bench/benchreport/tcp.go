@@ -18,6 +18,11 @@ type tcpLine struct {
 	Err                 string
 	IdleRSS, PeakRSS    int64
 
+	// Where the packets went, and what the node and the far peer saw.
+	Lost, QueueDrops, AckLost, RcvbufErrs int64
+	CPU                                   float64
+	PeerRTTms                             float64
+
 	// kind "setup"
 	KernelCC string `json:"kernel_cc"`
 	Runs     int
@@ -142,6 +147,42 @@ func (r *report) tcp() {
 			r.p("Run %d, %s, %s, %s: %s.", l.Run, l.Profile, l.Impl, dirName(l.Push), l.Err)
 		}
 	}
+	if slices.ContainsFunc(runs, func(l tcpLine) bool { return l.CPU > 0 }) {
+		r.p("")
+		r.p("Where the packets and the time went, medians of the runs: the packets the emulator lost in the data's")
+		r.p("direction and the ACKs', per transfer, for kernel / gVisor / microlink; the datagrams dropped at the")
+		r.p("emulator's queue and by full UDP socket buffers (UdpRcvbufErrors of both namespaces) in all runs; the CPU")
+		r.p("time of the node's process per transfer; the far peer's smoothed round trip at the end of the transfer")
+		r.p("(TCP_INFO), which grows when packets queue on the way, as in a node's socket buffer.")
+		r.p("")
+		r.p("| path | direction | lost, data + ACKs | queue / socket drops | CPU s, gVisor / microlink | far peer's RTT ms, kernel / gVisor / microlink |")
+		r.p("|---|---|---|---:|---:|---:|")
+		for _, prof := range profiles {
+			for _, push := range []bool{true, false} {
+				var lost, rtt []string
+				var qd, sd int64
+				for _, impl := range tcpImpls {
+					ls := by[key{prof, impl, push}]
+					if ls := nonFailed(ls); len(ls) > 0 {
+						lost = append(lost, fmt.Sprintf("%s+%s", medianOf(ls, func(l tcpLine) float64 { return float64(l.Lost) }, "%.0f"),
+							medianOf(ls, func(l tcpLine) float64 { return float64(l.AckLost) }, "%.0f")))
+					} else {
+						lost = append(lost, "–")
+					}
+					rtt = append(rtt, medianOf(ls, func(l tcpLine) float64 { return l.PeerRTTms }, "%.0f"))
+					for _, l := range ls {
+						qd += l.QueueDrops
+						sd += l.RcvbufErrs
+					}
+				}
+				cpu := func(impl string) string {
+					return medianOf(by[key{prof, impl, push}], func(l tcpLine) float64 { return l.CPU }, "%.2f")
+				}
+				r.p("| %s | %s | %s | %d / %d | %s / %s | %s |", prof, dirName(push), strings.Join(lost, " / "), qd, sd,
+					cpu("gvisor"), cpu("microlink"), strings.Join(rtt, " / "))
+			}
+		}
+	}
 	r.p("")
 	r.p("Goals (default configuration): microlink at least gVisor's median in every row: %s.", yesNo(len(misses) == 0))
 	for _, m := range misses {
@@ -157,12 +198,32 @@ func (r *report) tcp() {
 		}
 		r.p("Peak RSS of a 32 MiB transfer at 50 ms at most idle + 8 MiB: largest %s: %s.", mib(worst), yesNo(worst <= 8<<20))
 	}
+	for _, prof := range profiles {
+		if !strings.Contains(prof, "bursty") {
+			continue
+		}
+		stayed, n := true, 0
+		for _, push := range []bool{true, false} {
+			for _, l := range by[key{prof, "microlink", push}] {
+				n++
+				stayed = stayed && l.Err == "" && l.Direct >= l.Size
+			}
+		}
+		r.p("Bursty loss: microlink's transfers stayed on the direct path (%s): %s.", count(n, "run"), yesNo(stayed && n > 0))
+	}
 	if len(idle) > 0 {
 		r.p("")
 		r.p("Idle connections: the far peer opens 64 connections to the node, exchanges a byte on each and leaves them")
 		r.p("idle for 3 s; the node's process reports its resident set and Go heap in use, each after a collection,")
 		r.p("before and after. Goal: 64 idle microlink connections cost at most 64 × 16 KiB.")
 		r.p("")
+		var idleVerdict string
+		defer func() {
+			if idleVerdict != "" {
+				r.p("")
+				r.p("%s", idleVerdict)
+			}
+		}()
 		r.p("| node | RSS before | RSS after | per connection | heap before | heap after | per connection |")
 		r.p("|---|---:|---:|---:|---:|---:|---:|")
 		for _, l := range idle {
@@ -171,6 +232,11 @@ func (r *report) tcp() {
 				continue
 			}
 			n := float64(max(l.Conns, 1))
+			if l.Impl == "microlink" {
+				idleVerdict = fmt.Sprintf("64 idle microlink connections cost at most 64 × 16 KiB: %.1f KiB each in RSS, %.1f KiB in heap: %s.",
+					(l.RSSAfter-l.RSSBefore)/n/1024, (l.HeapAfter-l.HeapBefore)/n/1024,
+					yesNo(l.RSSAfter-l.RSSBefore <= 64*16<<10 && l.HeapAfter-l.HeapBefore <= 64*16<<10))
+			}
 			r.p("| %s | %s | %s | %.1f KiB | %s | %s | %.1f KiB |", l.Impl, mib(int64(l.RSSBefore)), mib(int64(l.RSSAfter)),
 				(l.RSSAfter-l.RSSBefore)/n/1024, mib(int64(l.HeapBefore)), mib(int64(l.HeapAfter)), (l.HeapAfter-l.HeapBefore)/n/1024)
 		}
@@ -218,6 +284,26 @@ func mbCell(ls []tcpLine) (string, float64) {
 		cell += fmt.Sprintf(", %d failed", failed)
 	}
 	return cell, m
+}
+
+func nonFailed(ls []tcpLine) []tcpLine {
+	return slices.DeleteFunc(slices.Clone(ls), func(l tcpLine) bool { return l.Err != "" })
+}
+
+// medianOf formats the median of f over the runs that did not fail, or
+// a dash.
+func medianOf(ls []tcpLine, f func(tcpLine) float64, format string) string {
+	var v []float64
+	for _, l := range ls {
+		if l.Err == "" {
+			v = append(v, f(l))
+		}
+	}
+	if len(v) == 0 {
+		return "–"
+	}
+	slices.Sort(v)
+	return fmt.Sprintf(format, v[len(v)/2])
 }
 
 // rssCell returns the median and largest peak RSS over idle of the runs.
