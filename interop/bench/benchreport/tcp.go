@@ -24,9 +24,10 @@ type tcpLine struct {
 	PeerRTTms                             float64
 
 	// kind "setup"
-	KernelCC string `json:"kernel_cc"`
-	Runs     int
-	Quick    bool
+	KernelCC   string `json:"kernel_cc"`
+	Runs       int
+	Quick      bool
+	PairedLoss bool `json:"paired_loss"`
 
 	// kind "idle_conns"
 	Conns      int
@@ -91,6 +92,11 @@ func (r *report) tcp() {
 	r.p("%s with the range in brackets; *direct* says whether every run crossed the direct path (the emulator", count(max(setup.Runs, 1), "run"))
 	r.p("counted the data's size in UDP outside STUN); *peak RSS* is microlink's high-water mark during the transfer")
 	r.p("over its resident set just before (after a collection), median and largest.")
+	if setup.PairedLoss {
+		r.p("Before each transfer the emulator's loss restarts from a seed of the run, path and direction: the three")
+		r.p("nodes of a row meet the same loss pattern (the nth packet of a direction is lost for each, until their")
+		r.p("packets differ), so that a row compares the stacks rather than their luck, and a rerun meets the same losses.")
+	}
 	if setup.Quick {
 		r.p("")
 		r.p("**Quick mode:** one small run on one path; these figures show the suite runs, not what TCP does.")
