@@ -215,16 +215,23 @@ func (c *Conn) inputSynchronized(sg *segment) {
 
 // ackDue reports whether the segments received call for an ACK now: one
 // that must go at once (a duplicate, a FIN, a zero window), or every
-// second segment while the application keeps up with the data. While
-// data waits to be read, so that the window to advertise is smaller than
-// the last one, the application's next read sends the ACK (consumed), or
-// the delayed-ACK timer if it does not read: Linux's rule. ACKs then
-// follow the reads, and a receiver that takes segments in faster than
-// its reader sends one ACK per read, from the reader's goroutine, rather
-// than one per two segments from the one that takes packets in.
+// second segment while the application keeps up with the data. Once the
+// reader has fallen behind by more than a few segments (ackLag), so that
+// the window to advertise is smaller than the last one, the
+// application's next read sends the ACK (consumed), or the delayed-ACK
+// timer if it does not read, as in Linux. ACKs then follow the reads: a
+// receiver that takes segments in faster than its reader sends one ACK
+// per read, from the reader's goroutine, rather than one per two segments
+// from the goroutine that takes packets in. A reader that keeps up within
+// a few segments is not made to wait for: its ACKs would carry the delay
+// of waking it, which the sender takes for a longer round trip.
 func (c *Conn) ackDue() bool {
-	return c.ackNow || c.unacked >= 2 && c.rcvWindow() >= c.advWnd
+	return c.ackNow || c.unacked >= 2 && (c.rcvBuf.n <= ackLag*c.mss || c.rcvWindow() >= c.advWnd)
 }
+
+// ackLag is how many segments the reader may fall behind before ACKs wait
+// for its reads.
+const ackLag = 4
 
 // establish completes a passive open, or a simultaneous one.
 func (c *Conn) establish(sg *segment) {
