@@ -229,9 +229,9 @@ func (r *report) tcp() {
 		r.p("loss each way the rate is the loss's (about MSS/RTT × 1.22/√p, 0.3 MB/s at 50 ms), and in the peer → node")
 		r.p("direction the sender is the far peer's kernel for all three nodes, so that row compares only the nodes'")
 		r.p("ACKs and differences of a few percent are noise. With bursty loss a run is fast or slow by where the bursts")
-		r.p("fall (in slow start or later), which is why the losses are paired. The node's CPU time is lower for")
-		r.p("microlink when it receives and higher when it sends: it sends one datagram per system call and, when")
-		r.p("pacing, wakes per segment, where gVisor's WireGuard (wireguard-go) sends in batches.")
+		r.p("fall (in slow start or later), which is why the losses are paired. The node's CPU time is higher for")
+		r.p("microlink when it sends on a lossy path; a likely cause, not yet confirmed by a profile, is pacing: at")
+		r.p("such low rates the pacing timer wakes the sender for about every segment.")
 	}
 	if len(idle) > 0 {
 		r.p("")
