@@ -349,9 +349,11 @@ if [ "$(id -u)" != 0 ]; then
 else
 	[ -n "${tsbin:-}" ] || tsbin=$(bash interop/build-tailscale.sh 2>>"$results/tcp.log") || tsbin=
 	[ "$mode" = quick ] && tcpquick=1 || tcpquick=0
+	echo "TCP_LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"
 	rec tcp interop "MICROLINK_BENCH_OUT=$results MICROLINK_TCP_QUICK=$tcpquick MICROLINK_TS_BIN=$tsbin go test -run '^TestTCPImpaired\$' -count=1 -timeout=90m -v ./bench" \
 		>"$results/tcp.txt" 2>&1 || fail "TCP on impaired paths failed"
 	grep -E 'run [0-9]+, |^(--- |FAIL)' "$results/tcp.txt" >&2
+	echo "TCP_LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"
 fi
 
 echo "LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.env"

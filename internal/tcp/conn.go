@@ -111,8 +111,10 @@ type Conn struct {
 	oooFin       bool // a FIN at oooFinSeq arrived before the data up to it
 	oooFinSeq    uint32
 	unacked      int    // data segments received and not yet acknowledged
+	ackNow       bool   // acknowledge at the end of this segment's input
 	quickAck     bool   // acknowledge with a bare ACK before sending data
 	advEdge      uint32 // right edge of the window last advertised
+	advWnd       int    // the window last advertised, from the rcvNxt then
 
 	// Receive autotuning (autotune.go).
 	rcvRTT, rcvRTTTime int64

@@ -130,7 +130,7 @@ func (c *Conn) inputSynchronized(sg *segment) {
 			if len(sg.payload) > 0 {
 				sg.payload, sg.flags = nil, sg.flags&^flagFIN
 			}
-			c.unacked = 2
+			c.ackNow = true
 		case c.state == stateSynReceived && sg.has(flagSYN|flagACK) && sg.seq == c.irs && c.listener == nil:
 			// The peer's SYN-ACK in a simultaneous open: its ACK
 			// completes the handshake.
@@ -205,12 +205,33 @@ func (c *Conn) inputSynchronized(sg *segment) {
 		c.sendAck()
 	}
 	c.trySend()
-	if c.unacked >= 2 {
+	switch {
+	case c.ackDue():
 		c.sendAck()
-	} else if c.unacked == 1 && c.delackAt == 0 {
+	case c.unacked > 0 && c.delackAt == 0:
 		c.delackAt = c.s.now() + int64(delayedAck)
 	}
 }
+
+// ackDue reports whether the segments received call for an ACK now: one
+// that must go at once (a duplicate, a FIN, a zero window), or every
+// second segment while the application keeps up with the data. Once the
+// reader has fallen behind by more than a few segments (ackLag), so that
+// the window to advertise is smaller than the last one, the
+// application's next read sends the ACK (consumed), or the delayed-ACK
+// timer if it does not read, as in Linux. ACKs then follow the reads: a
+// receiver that takes segments in faster than its reader sends one ACK
+// per read, from the reader's goroutine, rather than one per two segments
+// from the goroutine that takes packets in. A reader that keeps up within
+// a few segments is not made to wait for: its ACKs would carry the delay
+// of waking it, which the sender takes for a longer round trip.
+func (c *Conn) ackDue() bool {
+	return c.ackNow || c.unacked >= 2 && (c.rcvBuf.n <= ackLag*c.mss || c.rcvWindow() >= c.advWnd)
+}
+
+// ackLag is how many segments the reader may fall behind before ACKs wait
+// for its reads.
+const ackLag = 4
 
 // establish completes a passive open, or a simultaneous one.
 func (c *Conn) establish(sg *segment) {
@@ -235,7 +256,7 @@ func (c *Conn) trimToWindow(sg *segment) {
 				c.noteDuplicate(sg.seq, sg.seq+uint32(len(sg.payload)))
 			}
 			sg.payload, sg.flags = nil, sg.flags&^flagFIN
-			c.unacked = 2 // acknowledge the duplicate at once
+			c.ackNow = true // acknowledge the duplicate at once
 			return
 		}
 		if d > 0 {

@@ -21,7 +21,7 @@ func (c *Conn) queue(h *header, p1, p2 []byte) {
 	c.s.send(bp, h, p1, p2)
 	c.pending = append(c.pending, bp)
 	if h.flags&flagACK != 0 {
-		c.unacked = 0
+		c.unacked, c.ackNow = 0, false
 		c.delackAt = 0
 	}
 }
@@ -126,6 +126,7 @@ func (c *Conn) windowField() uint16 {
 	}
 	w = min(w, 0xffff)
 	c.advEdge = seqMax(c.advEdge, c.rcvNxt+w<<shift)
+	c.advWnd = int(c.advEdge - c.rcvNxt)
 	return uint16(w)
 }
 
@@ -146,7 +147,9 @@ func (c *Conn) consumed(n int) {
 	}
 	shift := c.rcvShift()
 	edge := c.rcvNxt + uint32(c.rcvWindow())>>shift<<shift
-	if int32(edge-c.advEdge) >= int32(min(c.rcvLimit/2, 2*c.mss)) {
+	if c.unacked >= 2 || int32(edge-c.advEdge) >= int32(min(c.rcvLimit/2, 2*c.mss)) {
+		// The ACK that input left to this read (ackDue), or a window
+		// that opened by enough to tell.
 		c.sendAck()
 	}
 }

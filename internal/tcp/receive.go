@@ -95,16 +95,16 @@ func (c *Conn) receiveFIN(seq uint32) {
 		if seqGT(seq, c.rcvNxt) {
 			c.oooFin, c.oooFinSeq = true, seq
 		}
-		c.unacked = 2
+		c.ackNow = true
 		return
 	}
 	if c.finRcvd {
-		c.unacked = 2
+		c.ackNow = true
 		return
 	}
 	c.finRcvd = true
 	c.rcvNxt++
-	c.unacked = 2
+	c.ackNow = true
 	c.rcvCond.Broadcast()
 	switch c.state {
 	case stateSynReceived, stateEstablished:

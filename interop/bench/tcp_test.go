@@ -35,14 +35,21 @@ import (
 // it, and its bytes are checked. For the processes, the resident set is
 // read settled before each transfer and its high-water mark after. The
 // kernel's sockets use CUBIC, as most Linux systems do (this machine's
-// default is BBR, which does not slow down for random loss).
+// default is BBR, which does not slow down for random loss). Before each
+// transfer the emulator's loss restarts from a seed of the run, profile
+// and direction, so that the three nodes of a row meet the same loss
+// pattern (the nth packet of a direction is lost for each) and a row
+// compares stacks rather than their luck.
 //
 // It runs only for scripts/bench.sh, which sets MICROLINK_BENCH_OUT to the
 // directory the results (tcp_impaired.jsonl) go to. MICROLINK_TCP_RUNS
 // sets the runs per row (3), MICROLINK_TCP_QUICK=1 makes it a smoke run,
 // MICROLINK_TCP_PROFILES=0,2 runs only those of linkemu.Profiles, and
 // MICROLINK_TCP_IMPLS=microlink only those nodes (kernel, gvisor,
-// microlink).
+// microlink). For a closer look, MICROLINK_TCP_MIB sets every transfer's
+// size in MiB and MICROLINK_TCP_CPUPROFILE=1 writes a CPU profile of each
+// transfer of the gVisor and microlink processes to the results
+// directory (tcp-IMPL-PROFILE-RUN-DIRECTION.prof).
 func TestTCPImpaired(t *testing.T) {
 	out := os.Getenv("MICROLINK_BENCH_OUT")
 	if out == "" {
@@ -62,6 +69,12 @@ func TestTCPImpaired(t *testing.T) {
 		profiles, runs = profiles[:1], 1
 		sizes[profiles[0].Name] = 4 << 20
 	}
+	if mib, _ := strconv.Atoi(os.Getenv("MICROLINK_TCP_MIB")); mib > 0 {
+		for name := range sizes {
+			sizes[name] = int64(mib) << 20
+		}
+	}
+	cpuProfile := os.Getenv("MICROLINK_TCP_CPUPROFILE") == "1"
 	if only := os.Getenv("MICROLINK_TCP_PROFILES"); only != "" {
 		// Indices into linkemu.Profiles, for a look at some rows.
 		var some []linkemu.Profile
@@ -123,7 +136,7 @@ func TestTCPImpaired(t *testing.T) {
 	for _, tg := range targets {
 		waitFarDirect(t, peer, tg.ip)
 	}
-	record(map[string]any{"kind": "setup", "kernel_cc": "cubic", "runs": runs, "quick": quick})
+	record(map[string]any{"kind": "setup", "kernel_cc": "cubic", "runs": runs, "quick": quick, "paired_loss": true})
 
 	p.Emulator.Set(linkemu.Impairment{Delay: 25 * time.Millisecond}, linkemu.Impairment{Delay: 25 * time.Millisecond})
 	for _, tg := range targets {
@@ -133,27 +146,45 @@ func TestTCPImpaired(t *testing.T) {
 	}
 
 	for run := 1; run <= runs; run++ {
-		for _, prof := range profiles {
+		for pi, prof := range profiles {
 			p.Emulator.Set(prof.Out, prof.In)
 			for _, tg := range targets {
 				for _, push := range []bool{true, false} {
+					// Every node meets the same loss pattern in the same
+					// run, profile and direction, and so does every
+					// benchmark: the comparison is of the stacks, not
+					// of their luck.
+					seed := uint64(run*100 + pi*2)
+					if push {
+						seed++
+					}
+					p.Emulator.Reseed(seed)
 					r := tcpRun{Kind: "transfer", Profile: prof.Name, Impl: tg.impl, Run: run, Push: push, Size: sizes[prof.Name]}
 					if tg.proc != nil {
 						m := tg.proc.cmd(t, "mem")
 						r.IdleRSS, r.IdleHeap = int64(number(m["rss"])), int64(number(m["heap"]))
 						r.Alloc, r.GCs = int64(number(m["total_alloc"])), int(number(m["gcs"]))
 						tg.proc.cmd(t, "clear")
+						if cpuProfile {
+							tg.proc.cmd(t, fmt.Sprintf("profile %s", filepath.Join(out, fmt.Sprintf("tcp-%s-%d-%d-%s.prof", tg.impl, pi, run, dirName(push)))))
+						}
+						r.CPU = -tg.proc.cpuTime()
 					}
 					r.measure(p, tg.ip)
 					if tg.proc != nil {
+						r.CPU += tg.proc.cpuTime()
+						if cpuProfile {
+							tg.proc.cmd(t, "stop")
+						}
 						m := tg.proc.cmd(t, "peak")
 						r.PeakRSS = int64(number(m["hwm"]))
 						r.Alloc = int64(number(m["total_alloc"])) - r.Alloc
 						r.GCs = int(number(m["gcs"])) - r.GCs
 					}
-					t.Logf("run %d, %s, %s, push %v: %.2f MB/s in %.1f s, %d KiB direct, lost %d+%d queue %d socket %d, peak RSS +%d KiB, %d KiB allocated, %d GCs: %s",
+					t.Logf("run %d, %s, %s, push %v: %.2f MB/s in %.1f s, %d KiB direct, lost %d+%d queue %d socket %d, peak RSS +%d KiB, %d KiB allocated, %d GCs, %.2f s CPU; far peer: rtt %.0f ms, cwnd %d, %d resent, rwnd-limited %.0f%%, sndbuf-limited %.0f%%: %s",
 						run, prof.Name, tg.impl, push, r.MBps, r.Seconds, r.Direct>>10, r.Lost, r.AckLost, r.QueueDrops, r.RcvbufErrs,
-						(r.PeakRSS-r.IdleRSS)>>10, r.Alloc>>10, r.GCs, r.Err)
+						(r.PeakRSS-r.IdleRSS)>>10, r.Alloc>>10, r.GCs, r.CPU, r.PeerRTTms, r.PeerCwnd, r.PeerRetrans,
+						100*r.PeerRwndLimited, 100*r.PeerSndbufLimited, r.Err)
 					record(r)
 				}
 			}
@@ -180,6 +211,26 @@ type tcpRun struct {
 	IdleHeap                  int64 `json:",omitempty"`
 	Alloc                     int64 `json:",omitempty"` // bytes the process allocated during the transfer
 	GCs                       int   `json:",omitempty"` // collections during it
+	// CPU is the seconds of CPU time (user and system) the node's
+	// process used during the transfer.
+	CPU float64 `json:",omitempty"`
+	// The far peer's socket after the transfer (TCP_INFO): its smoothed
+	// round trip and congestion window, the segments it resent, and, for
+	// a push (where it sends), the share of the time it was sending that
+	// the node's receive window limited it.
+	PeerRTTms         float64 `json:",omitempty"`
+	PeerCwnd          int     `json:",omitempty"`
+	PeerRetrans       int     `json:",omitempty"`
+	PeerRwndLimited   float64 `json:",omitempty"`
+	PeerSndbufLimited float64 `json:",omitempty"`
+}
+
+// dirName names a transfer's direction in file names.
+func dirName(push bool) string {
+	if push {
+		return "push"
+	}
+	return "get"
 }
 
 func (r *tcpRun) measure(p *linkemu.Path, ip netip.Addr) {
@@ -205,6 +256,7 @@ func (r *tcpRun) measure(p *linkemu.Path, ip netip.Addr) {
 	if err != nil {
 		r.Err = err.Error()
 	}
+	r.peerInfo(c)
 	// The emulator's out is toward the far peer.
 	out1, in1 := p.Counters()
 	data0, data1, ack0, ack1 := out0, out1, in0, in1
@@ -215,6 +267,29 @@ func (r *tcpRun) measure(p *linkemu.Path, ip netip.Addr) {
 	r.Lost, r.QueueDrops = int64(data1.Lost-data0.Lost), int64(data1.QueueDrops-data0.QueueDrops)
 	r.AckLost = int64(ack1.Lost - ack0.Lost + ack1.QueueDrops - ack0.QueueDrops)
 	r.RcvbufErrs = rcvbufErrors(p) - errs0
+}
+
+// peerInfo records the far peer's TCP_INFO of c.
+func (r *tcpRun) peerInfo(c net.Conn) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return
+	}
+	var info *unix.TCPInfo
+	rc.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+	if err != nil || info == nil {
+		return
+	}
+	r.PeerRTTms = float64(info.Rtt) / 1000
+	r.PeerCwnd, r.PeerRetrans = int(info.Snd_cwnd), int(info.Total_retrans)
+	if r.Push && info.Busy_time > 0 {
+		r.PeerRwndLimited = float64(info.Rwnd_limited) / float64(info.Busy_time)
+		r.PeerSndbufLimited = float64(info.Sndbuf_limited) / float64(info.Busy_time)
+	}
 }
 
 // rcvbufErrors returns the UDP datagrams that the sockets of the test's
@@ -340,6 +415,7 @@ var (
 // tcpNodeProc is a running tcpnode.
 type tcpNodeProc struct {
 	ip     netip.Addr
+	pid    int
 	in     *bufio.Writer
 	stdin  interface{ Close() error }
 	lines  chan map[string]any
@@ -388,6 +464,7 @@ func startTCPNode(t *testing.T, l *lab.Lab, impl, hostname string) *tcpNodeProc 
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	p.pid = cmd.Process.Pid
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -422,6 +499,25 @@ func startTCPNode(t *testing.T, l *lab.Lab, impl, hostname string) *tcpNodeProc 
 		t.Fatalf("tcpnode %s ready line %v: %v", hostname, ready, err)
 	}
 	return p
+}
+
+// cpuTime returns the CPU time, user and system, the process has used so
+// far in seconds.
+func (p *tcpNodeProc) cpuTime() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses:
+	// utime and stime are the 12th and 13th of them, in clock ticks.
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return float64(ut+st) / 100 // USER_HZ
 }
 
 // cmd sends a command and returns its answer.

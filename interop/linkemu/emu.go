@@ -161,6 +161,17 @@ func (e *Emulator) Set(aToB, bToA Impairment) {
 	}
 }
 
+// Reseed restarts the loss of both directions from seed, in the good
+// state, so that transfers started after the same seed meet the same
+// loss pattern: the nth packet of a direction is lost or not alike.
+func (e *Emulator) Reseed(seed uint64) {
+	for i, d := range e.dirs {
+		d.mu.Lock()
+		d.rng, d.bad = rand.New(rand.NewPCG(seed, uint64(i))), false
+		d.mu.Unlock()
+	}
+}
+
 // Exclude sets the UDP ports whose packets are not counted as the direct
 // path's.
 func (e *Emulator) Exclude(ports ...uint16) {

@@ -16,7 +16,7 @@ func (r *report) soak() {
 	r.p("(every connection dropped), DERP restart (down 5 s, its state lost), path cut (UDP between the hosts")
 	r.p("dropped for 60 s) and address change (microlink's host renumbered, nobody tells the node). After each")
 	r.p("fault the soak probes every second until traffic flows (*traffic back after*, an outage whose probes do")
-	r.p("not count against the 99.5% goal) and measures the fault's own recovery. Each minute it reads the")
+	r.p("not count against the 99.5%% goal) and measures the fault's own recovery. Each minute it reads the")
 	r.p("node's goroutines and live heap (from the node, after a collection) and its RSS and open files (from")
 	r.p("/proc). *Flat* means a least-squares line through the last half's samples rises by no more than the")
 	r.p("stated limit.")

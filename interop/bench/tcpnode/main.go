@@ -11,6 +11,8 @@
 //	peak     the high-water mark, without a collection
 //	clear    resets the high-water mark to the current resident set
 //	stats    microlink's Stats
+//	profile PATH  starts a CPU profile written to PATH
+//	stop     stops it
 //
 //	tcpnode -impl microlink|tsnet -control URL -authkey KEY -hostname NAME -dir DIR -port PORT
 //
@@ -33,6 +35,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -83,6 +86,7 @@ func main() {
 	go tcpxfer.Serve(l)
 	emit(map[string]any{"ready": n.ip().String()})
 
+	var prof *os.File
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		switch strings.TrimSpace(in.Text()) {
@@ -98,7 +102,27 @@ func main() {
 			emit(map[string]any{"err": fmt.Sprint(err)})
 		case "stats":
 			emit(map[string]any{"stats": n.stats()})
+		case "stop":
+			pprof.StopCPUProfile()
+			var err error
+			if prof != nil {
+				err = prof.Close()
+				prof = nil
+			}
+			emit(map[string]any{"err": fmt.Sprint(err)})
 		default:
+			if path, ok := strings.CutPrefix(strings.TrimSpace(in.Text()), "profile "); ok && prof == nil {
+				f, err := os.Create(path)
+				if err == nil {
+					if err = pprof.StartCPUProfile(f); err != nil {
+						f.Close()
+					} else {
+						prof = f
+					}
+				}
+				emit(map[string]any{"err": fmt.Sprint(err)})
+				continue
+			}
 			emit(map[string]any{"err": "unknown command"})
 		}
 	}
