@@ -1,6 +1,9 @@
 package main
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // restart renders BenchmarkRestart (interop/bench): how soon traffic with
 // a real tailscaled comes back after a node restarts with its state, for
@@ -57,13 +60,29 @@ func (r *report) restart() {
 }
 
 // runsCount returns the iteration count go test printed for the benchmark
-// name, or "–".
+// name, or "–". Log lines may split the result line after the name.
 func runsCount(text, name string) string {
+	pending := false
 	for _, line := range strings.Split(text, "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 2 && (f[0] == name || strings.HasPrefix(f[0], name+"-")) {
-			return f[1]
+		if len(f) == 0 {
+			continue
+		}
+		if f[0] == name || strings.HasPrefix(f[0], name+"-") {
+			if len(f) >= 2 && isCount(f[1]) {
+				return f[1]
+			}
+			pending = true
+			continue
+		}
+		if pending && isCount(f[0]) {
+			return f[0]
 		}
 	}
 	return "–"
+}
+
+func isCount(s string) bool {
+	_, err := strconv.Atoi(s)
+	return err == nil
 }
