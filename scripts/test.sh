@@ -52,6 +52,7 @@ GOARCH=arm GOARM=7 go vet ./...    # 32-bit targets: routers and Pi Zeros
 GOARCH=mipsle GOMIPS=softfloat go build -o /dev/null ./cmd/microlink
 (cd interop && go vet ./...)
 go mod tidy -diff || { echo "go.mod or go.sum is not tidy: run go mod tidy"; exit 1; }
+(cd interop && go mod tidy -diff) || { echo "interop/go.mod or go.sum is not tidy: run go mod tidy in interop"; exit 1; }
 if grep -qE '^\s*(tailscale\.com|gvisor\.dev)' go.mod; then
 	echo "product go.mod must not require tailscale.com or gVisor"; exit 1
 fi
