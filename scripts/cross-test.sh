@@ -9,7 +9,11 @@
 #   ARCH PACKAGE STATUS SECONDS
 # with STATUS one of ok, FAIL, timeout, nocompile (the package does not
 # build on the host either, so it is skipped) or notests.
-# CROSS_BUDGET (seconds per architecture, default 100) bounds the run.
+# CROSS_BUDGET (seconds per architecture, default 300) bounds the run. It
+# covers compiling the test binaries (from a cold cache in a fresh CI run)
+# and running them emulated, about 90 s per architecture on 2 idle cores;
+# the default leaves room for a loaded machine, since it is a bound on a
+# stuck run and not a measurement.
 # The last line is a plain summary: "cross-test: N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +26,7 @@ if [ "${1:-}" = "-o" ]; then
 fi
 arches=("$@")
 [ ${#arches[@]} -gt 0 ] || arches=(arm64 arm mipsle)
-budget=${CROSS_BUDGET:-100}
+budget=${CROSS_BUDGET:-300}
 
 candidates=(key tailcfg blake2s noise hpack h1 h2 ts2021 zstd control wireguard derp disco stun magicsock packet netmap state tunnel tcp dns)
 pkgs=()
