@@ -181,10 +181,10 @@ func TestTCPImpaired(t *testing.T) {
 						r.Alloc = int64(number(m["total_alloc"])) - r.Alloc
 						r.GCs = int(number(m["gcs"])) - r.GCs
 					}
-					t.Logf("run %d, %s, %s, push %v: %.2f MB/s in %.1f s, %d KiB direct, lost %d+%d queue %d socket %d, peak RSS +%d KiB, %d KiB allocated, %d GCs, %.2f s CPU; far peer: rtt %.0f ms, cwnd %d, %d resent, rwnd-limited %.0f%%, sndbuf-limited %.0f%%: %s",
+					t.Logf("run %d, %s, %s, push %v: %.2f MB/s in %.1f s, %d KiB direct, lost %d+%d queue %d socket %d, peak RSS +%d KiB, %d KiB allocated, %d GCs, %.2f s CPU; far peer: rtt %.0f ms, cwnd %d, %d resent, rwnd-limited %.0f%%, sndbuf-limited %.0f%%, reordering %d, reorderings seen %d, D-SACKs %d:%s: %s",
 						run, prof.Name, tg.impl, push, r.MBps, r.Seconds, r.Direct>>10, r.Lost, r.AckLost, r.QueueDrops, r.RcvbufErrs,
 						(r.PeakRSS-r.IdleRSS)>>10, r.Alloc>>10, r.GCs, r.CPU, r.PeerRTTms, r.PeerCwnd, r.PeerRetrans,
-						100*r.PeerRwndLimited, 100*r.PeerSndbufLimited, r.Err)
+						100*r.PeerRwndLimited, 100*r.PeerSndbufLimited, r.PeerReordering, r.PeerReordSeen, r.PeerDSACKs, r.PeerEvents, r.Err)
 					record(r)
 				}
 			}
@@ -223,6 +223,13 @@ type tcpRun struct {
 	PeerRetrans       int     `json:",omitempty"`
 	PeerRwndLimited   float64 `json:",omitempty"`
 	PeerSndbufLimited float64 `json:",omitempty"`
+	// How the far peer's sender judged the node's ACKs: the reordering
+	// it assumed (segments), the reorderings it saw, and the D-SACKs
+	// that told it a retransmission was not needed.
+	PeerReordering int    `json:",omitempty"`
+	PeerReordSeen  int    `json:",omitempty"`
+	PeerDSACKs     int    `json:",omitempty"`
+	PeerEvents     string `json:",omitempty"`
 }
 
 // dirName names a transfer's direction in file names.
@@ -236,6 +243,16 @@ func dirName(push bool) string {
 func (r *tcpRun) measure(p *linkemu.Path, ip netip.Addr) {
 	out0, in0 := p.Counters()
 	errs0 := rcvbufErrors(p)
+	var ext0, ext1 map[string]int64
+	linkemu.In(p.PeerNS, func() error { ext0 = tcpExt(); return nil })
+	defer func() {
+		linkemu.In(p.PeerNS, func() error { ext1 = tcpExt(); return nil })
+		var b strings.Builder
+		for _, name := range peerTCPEvents {
+			fmt.Fprintf(&b, " %s=%d", name, ext1[name]-ext0[name])
+		}
+		r.PeerEvents = b.String()
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	c, err := dialFar(ctx, p, netip.AddrPortFrom(ip, 9100))
 	cancel()
@@ -286,6 +303,7 @@ func (r *tcpRun) peerInfo(c net.Conn) {
 	}
 	r.PeerRTTms = float64(info.Rtt) / 1000
 	r.PeerCwnd, r.PeerRetrans = int(info.Snd_cwnd), int(info.Total_retrans)
+	r.PeerReordering, r.PeerReordSeen, r.PeerDSACKs = int(info.Reordering), int(info.Reord_seen), int(info.Dsack_dups)
 	if r.Push && info.Busy_time > 0 {
 		r.PeerRwndLimited = float64(info.Rwnd_limited) / float64(info.Busy_time)
 		r.PeerSndbufLimited = float64(info.Sndbuf_limited) / float64(info.Busy_time)
@@ -302,6 +320,38 @@ func rcvbufErrors(p *linkemu.Path) int64 {
 
 // udpRcvbufErrors reads UdpRcvbufErrors in the calling thread's network
 // namespace.
+// tcpExt reads the TcpExt counters of the calling thread's namespace.
+func tcpExt() map[string]int64 {
+	m := map[string]int64{}
+	b, err := os.ReadFile("/proc/thread-self/net/netstat")
+	if err != nil {
+		return m
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "TcpExt:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, name := range names[1:] {
+			if i+1 < len(f) {
+				m[name], _ = strconv.ParseInt(f[i+1], 10, 64)
+			}
+		}
+	}
+	return m
+}
+
+// peerTCPEvents are the far peer's sender events worth a look, as
+// TcpExt names them.
+var peerTCPEvents = []string{"TCPTimeouts", "TCPLossProbes", "TCPLossProbeRecovery", "TCPSackRecovery",
+	"TCPFastRetrans", "TCPSlowStartRetrans", "TCPLostRetransmit", "TCPSACKReorder", "TCPDSACKRecv",
+	"TCPSpuriousRTOs", "TCPSackRecoveryFail", "TCPDelivered"}
+
 func udpRcvbufErrors() int64 {
 	b, err := os.ReadFile("/proc/thread-self/net/snmp")
 	if err != nil {
