@@ -90,6 +90,7 @@ func newDataPlane(c dataPlaneConfig) (*dataPlane, error) {
 		Port:                 uint16(port),
 		ReceiveWireGuard:     d.receiveWireGuard,
 		ReceiveWireGuardDERP: d.receiveWireGuardDERP,
+		NewReceiveBatch:      func() magicsock.ReceiveBatch { return &udpBatch{b: d.wg.NewRxBatch()} },
 		// A peer that made a session with this node before control told
 		// it of our start (and so of our new disco key) resets that
 		// session when the news arrives, as tailscaled does, and says
@@ -134,12 +135,28 @@ const (
 // core, with its source packed into a fixed array.
 func (d *dataPlane) receiveWireGuard(msg []byte, src netip.AddrPort) {
 	var b [srcUDPLen]byte
+	packUDPSource(&b, src)
+	d.wg.ReceiveFrom(msg, b[:])
+}
+
+func packUDPSource(b *[srcUDPLen]byte, src netip.AddrPort) {
 	b[0] = srcUDP
 	a16 := src.Addr().As16()
 	copy(b[1:17], a16[:])
 	binary.BigEndian.PutUint16(b[17:], src.Port())
-	d.wg.ReceiveFrom(msg, b[:])
 }
+
+// udpBatch is receiveWireGuard for the messages of a UDP read loop:
+// WireGuard handles those of one read with one reading of the clock.
+type udpBatch struct{ b *wireguard.RxBatch }
+
+func (u *udpBatch) Add(msg []byte, src netip.AddrPort) {
+	var b [srcUDPLen]byte
+	packUDPSource(&b, src)
+	u.b.Add(msg, b[:])
+}
+
+func (u *udpBatch) Flush() { u.b.Flush() }
 
 // receiveWireGuardDERP is receiveWireGuard for a message relayed by DERP.
 func (d *dataPlane) receiveWireGuardDERP(msg []byte, region int, from key.NodePublic) {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -45,6 +46,10 @@ func (c *Conn) readBatch(pc *net.UDPConn) bool {
 		return false
 	}
 	r, bufs := newBatchReader(rc)
+	var rb ReceiveBatch
+	if c.opts.NewReceiveBatch != nil {
+		rb = c.opts.NewReceiveBatch()
+	}
 	for {
 		err := rc.Read(r.fn)
 		if err == nil && r.errno != 0 {
@@ -65,6 +70,7 @@ func (c *Conn) readBatch(pc *net.UDPConn) bool {
 		if c.opts.Burst != nil {
 			c.opts.Burst.Cork()
 		}
+		now := clock(time.Now()) // one reading for the whole read
 		for i := range r.n {
 			src, ok := r.source(i)
 			b := bufs[i<<16:][:r.hdrs[i].Len]
@@ -77,9 +83,12 @@ func (c *Conn) readBatch(pc *net.UDPConn) bool {
 				if seg > 0 && seg < n {
 					n = seg
 				}
-				c.receiveUDP(b[:n], src)
+				c.receiveUDP(b[:n], src, rb, now)
 				b = b[n:]
 			}
+		}
+		if rb != nil {
+			rb.Flush()
 		}
 		if c.opts.Burst != nil {
 			c.opts.Burst.Uncork()

@@ -55,6 +55,14 @@ type Corker interface {
 	Uncork()
 }
 
+// A ReceiveBatch takes the WireGuard messages of one read loop of a UDP
+// socket, as ReceiveWireGuard would (msg is valid only during Add), and
+// is flushed after the messages of each read.
+type ReceiveBatch interface {
+	Add(msg []byte, src netip.AddrPort)
+	Flush()
+}
+
 // EndpointType says how an endpoint was found.
 // ConnectedDERP is an optional interface of a DERP: whether the connection
 // to a region is up. A DERP without it is taken to be connected at once,
@@ -96,6 +104,12 @@ type Options struct {
 	// and the sender's node key, which together identify the sender
 	// where DERPAddr(region) does not. msg is valid only during the call.
 	ReceiveWireGuardDERP func(msg []byte, region int, from key.NodePublic)
+	// NewReceiveBatch, if set, makes a ReceiveBatch for each UDP read
+	// loop, which then takes the WireGuard messages of each read in
+	// place of ReceiveWireGuard and is flushed at the end of the read
+	// (before Burst is uncorked). DERP's messages still go to the hooks
+	// above.
+	NewReceiveBatch func() ReceiveBatch
 	// OnPeerHeard, if set, is called with a peer's node key when the
 	// first disco message from it arrives (after the peer is added, or
 	// after its disco key changed): from then on the peer knows this
@@ -384,7 +398,7 @@ func (c *Conn) readLoop(pc *net.UDPConn) {
 			continue
 		}
 		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		c.receiveUDP(buf[:n], src)
+		c.receiveUDP(buf[:n], src, nil, clock(time.Now()))
 	}
 }
 
@@ -428,7 +442,9 @@ func classify(b []byte) int {
 	return classWireGuard
 }
 
-func (c *Conn) receiveUDP(b []byte, src netip.AddrPort) {
+// receiveUDP handles datagram b from src, read at time now (clock). A
+// WireGuard message goes to rb if not nil.
+func (c *Conn) receiveUDP(b []byte, src netip.AddrPort, rb ReceiveBatch, now int64) {
 	if c.dropUDP.Load() {
 		return
 	}
@@ -441,8 +457,11 @@ func (c *Conn) receiveUDP(b []byte, src netip.AddrPort) {
 		// Peer-relay encapsulation; this node is not a relay client.
 	default:
 		c.counts.directIn.add(len(b))
-		c.noteArrival(src)
-		if c.opts.ReceiveWireGuard != nil {
+		c.noteArrival(src, now)
+		switch {
+		case rb != nil:
+			rb.Add(b, src)
+		case c.opts.ReceiveWireGuard != nil:
 			c.opts.ReceiveWireGuard(b, src)
 		}
 	}

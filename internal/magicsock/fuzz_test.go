@@ -3,6 +3,7 @@ package magicsock
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/microlink-go/microlink/internal/disco"
 	"github.com/microlink-go/microlink/internal/key"
@@ -28,7 +29,7 @@ func FuzzReceive(f *testing.F) {
 		if viaDERP {
 			c.ReceiveDERP(1, peerNode, b)
 		} else {
-			c.receiveUDP(b, netip.MustParseAddrPort("127.0.0.1:9"))
+			c.receiveUDP(b, netip.MustParseAddrPort("127.0.0.1:9"), nil, clock(time.Now()))
 		}
 	})
 }

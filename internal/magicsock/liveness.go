@@ -23,11 +23,12 @@ var clockStart = time.Now()
 
 func clock(t time.Time) int64 { return int64(t.Sub(clockStart)) }
 
-// noteArrival records a WireGuard datagram from src if src is watched.
-func (c *Conn) noteArrival(src netip.AddrPort) {
+// noteArrival records a WireGuard datagram from src, read at time now
+// (clock), if src is watched.
+func (c *Conn) noteArrival(src netip.AddrPort, now int64) {
 	if w := c.watched.Load(); w != nil {
 		if a := (*w)[src]; a != nil {
-			a.Store(clock(time.Now()))
+			a.Store(now)
 		}
 	}
 }

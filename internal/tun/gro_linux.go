@@ -15,7 +15,7 @@ import (
 // card's GRO does): one write, and one pass through the host's TCP, for
 // up to 64 KiB.
 const (
-	writeQueueLen = 512 // packets waiting for the writer; more are dropped
+	writeQueueLen = 512 // packets waiting for the writer; more wait in Write
 	maxBatch      = 64  // packets the writer takes from the queue at once
 )
 

@@ -3,8 +3,10 @@ package tun
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"net/netip"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -344,5 +346,42 @@ func TestCorkedWrites(t *testing.T) {
 	}
 	if d.corks.Load() != 0 {
 		t.Fatalf("corks = %d after balanced calls and one extra Uncork", d.corks.Load())
+	}
+}
+
+// TestWriteWaitsForRoom: Write into a full queue drops nothing; it waits
+// until the writer makes room, or fails once the device closes.
+func TestWriteWaitsForRoom(t *testing.T) {
+	d := &Device{mtu: 1280, wq: make(chan *[]byte, writeQueueLen), kick: make(chan struct{}, 1),
+		pool: bufpool.New(writeQueueLen+maxBatch, 1280), closing: make(chan struct{})}
+	pkt := make([]byte, 100)
+	for range writeQueueLen {
+		if _, err := d.Write(pkt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { _, err := d.Write(pkt); done <- err }()
+	select {
+	case err := <-done:
+		t.Fatalf("Write into a full queue returned at once: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	select {
+	case <-d.kick: // the waiting Write woke the writer
+	default:
+		t.Fatal("the writer was not woken")
+	}
+	d.pool.Put(<-d.wq) // the writer takes a packet
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(d.wq) != writeQueueLen || d.Stats().Dropped != 0 {
+		t.Fatalf("queued %d, dropped %d", len(d.wq), d.Stats().Dropped)
+	}
+	go func() { _, err := d.Write(pkt); done <- err }()
+	close(d.closing)
+	if err := <-done; !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Write after close: %v, want os.ErrClosed", err)
 	}
 }

@@ -191,14 +191,14 @@ func (d *Device) ReadPackets(fn func(pkt []byte)) error {
 	return nil
 }
 
-// ErrQueueFull is returned by Write when the host takes packets more
-// slowly than they come; the packet is dropped, as a full network card
-// queue would drop it.
-var ErrQueueFull = errors.New("tun: write queue full")
-
 // Write queues a copy of pkt for the host's IP stack. It may be called
-// concurrently. A packet larger than the MTU, which peers do not normally
-// send, is written at once instead, ahead of those queued.
+// concurrently. When the queue is full (the host takes packets more
+// slowly than they come), Write waits for the writer to make room: the
+// caller, a socket's read loop, then reads more slowly, and the peers'
+// TCP slows down by its window, as with a wireguard-go device, where
+// dropping the packet would look like loss on the path and halve the
+// sender's rate. A packet larger than the MTU, which peers do not
+// normally send, is written at once instead, ahead of those queued.
 func (d *Device) Write(pkt []byte) (int, error) {
 	if len(pkt) > d.mtu {
 		return d.writeLarge(pkt)
@@ -212,9 +212,13 @@ func (d *Device) Write(pkt []byte) (int, error) {
 		d.pool.Put(bp)
 		return 0, os.ErrClosed
 	default:
-		d.pool.Put(bp)
-		d.dropped.Add(1)
-		return 0, ErrQueueFull
+		d.wake()
+		select {
+		case d.wq <- bp:
+		case <-d.closing:
+			d.pool.Put(bp)
+			return 0, os.ErrClosed
+		}
 	}
 	if d.corks.Load() == 0 || len(d.wq) >= writeQueueLen/2 {
 		d.wake()
@@ -272,7 +276,7 @@ func (d *Device) writeLarge(pkt []byte) (int, error) {
 
 // Stats are a device's counters.
 type Stats struct {
-	Dropped     uint64 // packets Write dropped: queue full, or over 64 KiB
+	Dropped     uint64 // packets Write dropped: over 64 KiB
 	Coalesced   uint64 // packets written as part of a coalesced one
 	WriteErrors uint64 // writes the host refused
 }

@@ -101,6 +101,30 @@ func TestReceiveZeroAlloc(t *testing.T) {
 	}
 }
 
+// TestRxBatchZeroAlloc: the messages of a read handled through an RxBatch
+// allocate nothing, and each is delivered.
+func TestRxBatchZeroAlloc(t *testing.T) {
+	sp := newSinkPair(t)
+	const runs = 200
+	msgs := sp.messages(t, runs+1, ipv4Packet(sp.a.addr, sp.b.addr, 1280, 1))
+	rb := sp.b.dev.NewRxBatch()
+	i := 0
+	before := sp.received
+	allocs := testing.AllocsPerRun(runs, func() {
+		rb.Add(msgs[i], nil)
+		i++
+		if i%16 == 0 {
+			rb.Flush()
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("RxBatch.Add allocates %v times per packet", allocs)
+	}
+	if sp.received-before != runs+1 {
+		t.Fatalf("delivered %d of %d", sp.received-before, runs+1)
+	}
+}
+
 func BenchmarkSeal(b *testing.B) {
 	sp := newSinkPair(b)
 	pkt := ipv4Packet(sp.a.addr, sp.b.addr, 1280, 1)

@@ -30,7 +30,7 @@ func (d *Device) ReceiveFrom(msg, src []byte) (from key.NodePublic, ok bool) {
 	var p *peer
 	switch messageType(msg) {
 	case TypeTransport:
-		p = d.receiveTransport(msg)
+		p = d.receiveTransport(msg, time.Time{})
 	case TypeInitiation, TypeResponse:
 		select {
 		case <-d.done:
@@ -49,7 +49,9 @@ func (d *Device) ReceiveFrom(msg, src []byte) (from key.NodePublic, ok bool) {
 	return p.key, true
 }
 
-func (d *Device) receiveTransport(msg []byte) *peer {
+// receiveTransport handles a transport message at time now, or at d.now()
+// if now is zero.
+func (d *Device) receiveTransport(msg []byte, now time.Time) *peer {
 	h, err := parseTransportHeader(msg)
 	if err != nil {
 		return nil
@@ -59,7 +61,9 @@ func (d *Device) receiveTransport(msg []byte) *peer {
 	if kp == nil {
 		return nil
 	}
-	now := d.now()
+	if now.IsZero() {
+		now = d.now()
+	}
 	if now.Sub(kp.created) >= RejectAfterTime {
 		return nil
 	}
