@@ -318,19 +318,19 @@ func rcvbufErrors(p *linkemu.Path) int64 {
 	return n
 }
 
-// udpRcvbufErrors reads UdpRcvbufErrors in the calling thread's network
-// namespace.
-// tcpExt reads the TcpExt counters of the calling thread's namespace.
-func tcpExt() map[string]int64 {
+// procCounters reads the counters of one kind (a line prefix such as
+// "Udp:" or "TcpExt:") from a /proc/net file of the calling thread's
+// network namespace: a line of names, then one of values.
+func procCounters(file, kind string) map[string]int64 {
 	m := map[string]int64{}
-	b, err := os.ReadFile("/proc/thread-self/net/netstat")
+	b, err := os.ReadFile("/proc/thread-self/net/" + file)
 	if err != nil {
 		return m
 	}
 	var names []string
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) < 2 || f[0] != "TcpExt:" {
+		if len(f) < 2 || f[0] != kind {
 			continue
 		}
 		if names == nil {
@@ -346,36 +346,18 @@ func tcpExt() map[string]int64 {
 	return m
 }
 
+// tcpExt reads the TcpExt counters of the calling thread's namespace.
+func tcpExt() map[string]int64 { return procCounters("netstat", "TcpExt:") }
+
 // peerTCPEvents are the far peer's sender events worth a look, as
 // TcpExt names them.
 var peerTCPEvents = []string{"TCPTimeouts", "TCPLossProbes", "TCPLossProbeRecovery", "TCPSackRecovery",
 	"TCPFastRetrans", "TCPSlowStartRetrans", "TCPLostRetransmit", "TCPSACKReorder", "TCPDSACKRecv",
 	"TCPSpuriousRTOs", "TCPSackRecoveryFail", "TCPDelivered"}
 
-func udpRcvbufErrors() int64 {
-	b, err := os.ReadFile("/proc/thread-self/net/snmp")
-	if err != nil {
-		return 0
-	}
-	var names []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 || f[0] != "Udp:" {
-			continue
-		}
-		if names == nil {
-			names = f
-			continue
-		}
-		for i, name := range names {
-			if name == "RcvbufErrors" && i < len(f) {
-				v, _ := strconv.ParseInt(f[i], 10, 64)
-				return v
-			}
-		}
-	}
-	return 0
-}
+// udpRcvbufErrors reads UdpRcvbufErrors in the calling thread's network
+// namespace.
+func udpRcvbufErrors() int64 { return procCounters("snmp", "Udp:")["RcvbufErrors"] }
 
 // dialFar dials from the far peer's namespace, with CUBIC.
 func dialFar(ctx context.Context, p *linkemu.Path, dst netip.AddrPort) (net.Conn, error) {
