@@ -210,7 +210,7 @@ grep -E '^Benchmark' "$results/netmap.txt" >&2
 # --- 4. cross-architecture ---------------------------------------------------
 log "cross-architecture tests"
 if [ "$mode" = quick ]; then
-	rec cross . "CROSS_BUDGET=60 scripts/cross-test.sh -o $results/cross.txt arm64" >"$results/cross.log" 2>&1
+	rec cross . "CROSS_BUDGET=150 scripts/cross-test.sh -o $results/cross.txt arm64" >"$results/cross.log" 2>&1
 else
 	rec cross . "scripts/cross-test.sh -o $results/cross.txt" >"$results/cross.log" 2>&1
 fi
