@@ -27,10 +27,17 @@ func (d *Device) Receive(msg []byte) (from key.NodePublic, ok bool) {
 // false for them. Transport messages are handled at once and never wait
 // behind handshakes.
 func (d *Device) ReceiveFrom(msg, src []byte) (from key.NodePublic, ok bool) {
+	var now time.Time
+	return d.receive(msg, src, &now)
+}
+
+// receive is ReceiveFrom with a reading of the clock that transport
+// messages share: *clock, read into it by the first that needs it if zero.
+func (d *Device) receive(msg, src []byte, clock *time.Time) (from key.NodePublic, ok bool) {
 	var p *peer
 	switch messageType(msg) {
 	case TypeTransport:
-		p = d.receiveTransport(msg, time.Time{})
+		p = d.receiveTransport(msg, clock)
 	case TypeInitiation, TypeResponse:
 		select {
 		case <-d.done:
@@ -49,9 +56,9 @@ func (d *Device) ReceiveFrom(msg, src []byte) (from key.NodePublic, ok bool) {
 	return p.key, true
 }
 
-// receiveTransport handles a transport message at time now, or at d.now()
-// if now is zero.
-func (d *Device) receiveTransport(msg []byte, now time.Time) *peer {
+// receiveTransport handles a transport message at time *clock, which it
+// reads from the device's clock if zero.
+func (d *Device) receiveTransport(msg []byte, clock *time.Time) *peer {
 	h, err := parseTransportHeader(msg)
 	if err != nil {
 		return nil
@@ -61,9 +68,10 @@ func (d *Device) receiveTransport(msg []byte, now time.Time) *peer {
 	if kp == nil {
 		return nil
 	}
-	if now.IsZero() {
-		now = d.now()
+	if clock.IsZero() {
+		*clock = d.now()
 	}
+	now := *clock
 	if now.Sub(kp.created) >= RejectAfterTime {
 		return nil
 	}

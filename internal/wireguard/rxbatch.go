@@ -16,18 +16,7 @@ type RxBatch struct {
 func (d *Device) NewRxBatch() *RxBatch { return &RxBatch{d: d} }
 
 // Add handles msg, from src, as ReceiveFrom does.
-func (b *RxBatch) Add(msg, src []byte) {
-	if messageType(msg) != TypeTransport {
-		b.d.ReceiveFrom(msg, src)
-		return
-	}
-	if b.now.IsZero() {
-		b.now = b.d.now()
-	}
-	if b.d.receiveTransport(msg, b.now) == nil {
-		b.d.stats.drops.Add(1)
-	}
-}
+func (b *RxBatch) Add(msg, src []byte) { b.d.receive(msg, src, &b.now) }
 
 // Flush ends the read: the next message is of another.
 func (b *RxBatch) Flush() { b.now = time.Time{} }
