@@ -184,7 +184,7 @@ func TestTCPImpaired(t *testing.T) {
 					t.Logf("run %d, %s, %s, push %v: %.2f MB/s in %.1f s, %d KiB direct, lost %d+%d queue %d socket %d, peak RSS +%d KiB, %d KiB allocated, %d GCs, %.2f s CPU; far peer: rtt %.0f ms, cwnd %d, %d resent, rwnd-limited %.0f%%, sndbuf-limited %.0f%%, reordering %d, reorderings seen %d, D-SACKs %d:%s: %s",
 						run, prof.Name, tg.impl, push, r.MBps, r.Seconds, r.Direct>>10, r.Lost, r.AckLost, r.QueueDrops, r.RcvbufErrs,
 						(r.PeakRSS-r.IdleRSS)>>10, r.Alloc>>10, r.GCs, r.CPU, r.PeerRTTms, r.PeerCwnd, r.PeerRetrans,
-						100*r.PeerRwndLimited, 100*r.PeerSndbufLimited, r.PeerReordering, r.PeerReordSeen, r.PeerDSACKs, r.PeerEvents, r.Err)
+						100*r.PeerRwndLimited, 100*r.PeerSndbufLimited, r.PeerReordering, r.PeerReordSeen, r.PeerDSACKs, r.peerEvents(), r.Err)
 					record(r)
 				}
 			}
@@ -226,10 +226,20 @@ type tcpRun struct {
 	// How the far peer's sender judged the node's ACKs: the reordering
 	// it assumed (segments), the reorderings it saw, and the D-SACKs
 	// that told it a retransmission was not needed.
-	PeerReordering int    `json:",omitempty"`
-	PeerReordSeen  int    `json:",omitempty"`
-	PeerDSACKs     int    `json:",omitempty"`
-	PeerEvents     string `json:",omitempty"`
+	PeerReordering int `json:",omitempty"`
+	PeerReordSeen  int `json:",omitempty"`
+	PeerDSACKs     int `json:",omitempty"`
+	// The far peer's TcpExt counters over the transfer (peerTCPEvents).
+	PeerEvents map[string]int64 `json:",omitempty"`
+}
+
+// peerEvents formats PeerEvents for the log, in peerTCPEvents' order.
+func (r *tcpRun) peerEvents() string {
+	var b strings.Builder
+	for _, name := range peerTCPEvents {
+		fmt.Fprintf(&b, " %s=%d", name, r.PeerEvents[name])
+	}
+	return b.String()
 }
 
 // dirName names a transfer's direction in file names.
@@ -247,11 +257,10 @@ func (r *tcpRun) measure(p *linkemu.Path, ip netip.Addr) {
 	linkemu.In(p.PeerNS, func() error { ext0 = tcpExt(); return nil })
 	defer func() {
 		linkemu.In(p.PeerNS, func() error { ext1 = tcpExt(); return nil })
-		var b strings.Builder
+		r.PeerEvents = map[string]int64{}
 		for _, name := range peerTCPEvents {
-			fmt.Fprintf(&b, " %s=%d", name, ext1[name]-ext0[name])
+			r.PeerEvents[name] = ext1[name] - ext0[name]
 		}
-		r.PeerEvents = b.String()
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	c, err := dialFar(ctx, p, netip.AddrPortFrom(ip, 9100))
