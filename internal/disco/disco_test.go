@@ -141,6 +141,19 @@ func TestParseLenient(t *testing.T) {
 	if p := m.(*Ping); !p.NodeKey.IsZero() || p.Padding != 3 {
 		t.Fatalf("ping = %+v", p)
 	}
+	// A zero node key is absent, so its bytes count as padding and the
+	// ping re-encodes to its own size.
+	zeroKey := append(unhex("01 00 01 02 03 04 05 06 07 08 09 0a 0b 0c"), make([]byte, key.Len+5)...)
+	m, err = Parse(zeroKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := m.(*Ping); !p.NodeKey.IsZero() || p.Padding != key.Len+5 {
+		t.Fatalf("ping with a zero key = %+v", p)
+	}
+	if b := m.AppendMarshal(nil); !bytes.Equal(b, zeroKey) {
+		t.Fatalf("re-encoded as % x", b)
+	}
 	// Call-me-maybe with a ragged length or a future version carries nothing.
 	for _, h := range []string{"03 00 01 02 03", "03 01 00 00 00 00 00 00 00 00 00 00 ff ff 01 02 03 04 02 37"} {
 		m, err := Parse(unhex(h))

@@ -42,9 +42,13 @@ func parsePing(p []byte) (*Ping, error) {
 	m := new(Ping)
 	copy(m.TxID[:], p)
 	p = p[TxIDLen:]
+	// A zero key is absent, as AppendMarshal writes it: its bytes are
+	// padding, so that the message keeps its size when sent again.
 	if len(p) >= key.Len {
 		copy(m.NodeKey[:], p)
-		p = p[key.Len:]
+		if !m.NodeKey.IsZero() {
+			p = p[key.Len:]
+		}
 	}
 	m.Padding = len(p)
 	return m, nil
