@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 	"time"
 	"unicode/utf8"
 	"unique"
@@ -38,8 +39,9 @@ type Message struct {
 // Decoder reuses its buffers from one message to the next; it is not safe
 // for concurrent use. The zero value is ready to use.
 type Decoder struct {
-	j    jsonReader
-	rest []byte // the message without its peer lists
+	j       jsonReader
+	rest    []byte                         // the values of the members other than the peer lists
+	members [len(responseMembers)]restSpan // where in rest each of them is
 
 	node wireNode
 	text []byte // scratch for an entry's names
@@ -67,6 +69,96 @@ var (
 	namePeersChanged = []byte("PeersChanged")
 )
 
+// restSpan is where a member's value is in Decoder.rest.
+type restSpan struct {
+	start, end int
+	set        bool
+}
+
+// responseMembers are the names of the members of a MapResponse other
+// than the peer lists; responseField gives the field each decodes into.
+// Each member is decoded on its own with encoding/json, not the
+// MapResponse as a whole: encoding/json builds, and keeps for the life of
+// the process, field tables for every type reachable from a struct it
+// decodes, used or not, and MapResponse reaches nearly all of tailcfg's.
+// A member repeated in the object is taken from its last occurrence.
+var responseMembers = [...]string{
+	"KeepAlive",
+	"PingRequest",
+	"PopBrowserURL",
+	"Node",
+	"DERPMap",
+	"PeersRemoved",
+	"PeersChangedPatch",
+	"PeerSeenChange",
+	"OnlineChange",
+	"DNSConfig",
+	"Domain",
+	"PacketFilter",
+	"PacketFilters",
+	"UserProfiles",
+	"Health",
+	"DisplayMessages",
+	"ControlTime",
+	"Debug",
+}
+
+// responseField returns the field of m that responseMembers[i] decodes
+// into.
+func responseField(m *tailcfg.MapResponse, i int) any {
+	switch i {
+	case 0:
+		return &m.KeepAlive
+	case 1:
+		return &m.PingRequest
+	case 2:
+		return &m.PopBrowserURL
+	case 3:
+		return &m.Node
+	case 4:
+		return &m.DERPMap
+	case 5:
+		return &m.PeersRemoved
+	case 6:
+		return &m.PeersChangedPatch
+	case 7:
+		return &m.PeerSeenChange
+	case 8:
+		return &m.OnlineChange
+	case 9:
+		return &m.DNSConfig
+	case 10:
+		return &m.Domain
+	case 11:
+		return &m.PacketFilter
+	case 12:
+		return &m.PacketFilters
+	case 13:
+		return &m.UserProfiles
+	case 14:
+		return &m.Health
+	case 15:
+		return &m.DisplayMessages
+	case 16:
+		return &m.ControlTime
+	case 17:
+		return &m.Debug
+	}
+	panic("netmap: no MapResponse member " + strconv.Itoa(i))
+}
+
+// responseMember returns the index in responseMembers of the member
+// named name, matched as encoding/json matches names (ignoring case), or
+// -1.
+func responseMember(name []byte) int {
+	for i, m := range responseMembers {
+		if bytes.EqualFold(name, []byte(m)) {
+			return i
+		}
+	}
+	return -1
+}
+
 func (d *Decoder) decode(r io.Reader) (*Message, error) {
 	j := &d.j
 	j.reset(r)
@@ -83,7 +175,8 @@ func (d *Decoder) decode(r io.Reader) (*Message, error) {
 	if err := j.expect('{', "where the message belongs"); err != nil {
 		return nil, err
 	}
-	d.rest = append(d.rest[:0], '{')
+	d.rest = d.rest[:0]
+	d.members = [len(responseMembers)]restSpan{}
 	for first := true; ; {
 		more, err := j.next(&first, '}')
 		if err != nil {
@@ -92,28 +185,23 @@ func (d *Decoder) decode(r io.Reader) (*Message, error) {
 		if !more {
 			break
 		}
-		mark := len(d.rest)
-		if mark > 1 {
-			d.rest = append(d.rest, ',')
-		}
-		j.startCapture(&d.rest)
 		name, err := j.readKey()
 		if err != nil {
-			j.stopCapture()
 			return nil, err
 		}
-		switch {
+		switch i := responseMember(name); {
 		case bytes.EqualFold(name, namePeers):
-			j.stopCapture()
-			d.rest = d.rest[:mark]
 			msg.peers.full, msg.peers.hasFull, err = d.decodeNodes("Peers")
 		case bytes.EqualFold(name, namePeersChanged):
-			j.stopCapture()
-			d.rest = d.rest[:mark]
 			msg.peers.changed, _, err = d.decodeNodes("PeersChanged")
-		default:
+		case i >= 0:
+			start := len(d.rest)
+			j.startCapture(&d.rest)
 			err = j.skip(1)
 			j.stopCapture()
+			d.members[i] = restSpan{start, len(d.rest), true}
+		default:
+			err = j.skip(1)
 		}
 		if err != nil {
 			return nil, err
@@ -122,9 +210,13 @@ func (d *Decoder) decode(r io.Reader) (*Message, error) {
 	if err := j.finish(); err != nil {
 		return nil, err
 	}
-	d.rest = append(d.rest, '}')
-	if err := json.Unmarshal(d.rest, msg.MapResponse); err != nil {
-		return nil, err
+	for i, m := range d.members {
+		if !m.set {
+			continue
+		}
+		if err := json.Unmarshal(d.rest[m.start:m.end], responseField(msg.MapResponse, i)); err != nil {
+			return nil, err
+		}
 	}
 	return msg, nil
 }

@@ -283,3 +283,37 @@ func FuzzParseAddresses(f *testing.F) {
 		}
 	})
 }
+
+// TestResponseMembers checks that responseMembers names every field of
+// MapResponse but the peer lists, by its JSON name, and that responseField
+// gives each its own field.
+func TestResponseMembers(t *testing.T) {
+	typ := reflect.TypeFor[tailcfg.MapResponse]()
+	var m tailcfg.MapResponse
+	want := map[string]uintptr{}
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" {
+			name = f.Name
+		}
+		if name == "Peers" || name == "PeersChanged" {
+			continue
+		}
+		want[name] = reflect.ValueOf(&m).Elem().Field(i).Addr().Pointer()
+	}
+	for i, name := range responseMembers {
+		addr, ok := want[name]
+		if !ok {
+			t.Errorf("member %q is not a field of MapResponse, or named twice", name)
+			continue
+		}
+		if got := reflect.ValueOf(responseField(&m, i)).Pointer(); got != addr {
+			t.Errorf("member %q decodes into another field", name)
+		}
+		delete(want, name)
+	}
+	for name := range want {
+		t.Errorf("MapResponse field %q is missing from responseMembers", name)
+	}
+}

@@ -88,3 +88,24 @@ func BenchmarkBuildUDP(b *testing.B) {
 		_, _ = BuildUDP(buf, src, dst, payload)
 	}
 }
+
+// TestFlowCacheChurnZeroAllocs checks that the flow cache, which grows
+// with its flows, allocates nothing once full: a new flow then only
+// replaces the least recently used one.
+func TestFlowCacheChurnZeroAllocs(t *testing.T) {
+	c := newFlowCache(maxFlows)
+	port := 0
+	next := func() flow {
+		port++
+		return flow{proto: ProtoUDP, src: netip.AddrPortFrom(a4, uint16(port)), dst: netip.AddrPortFrom(b4, uint16(port>>16))}
+	}
+	for range 4 * maxFlows {
+		c.add(next())
+	}
+	if n := testing.AllocsPerRun(10000, func() { c.add(next()) }); n != 0 {
+		t.Errorf("%v allocations per new flow in a full cache", n)
+	}
+	if got := c.len(); got != maxFlows {
+		t.Errorf("cache holds %d flows, want %d", got, maxFlows)
+	}
+}

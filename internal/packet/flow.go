@@ -19,11 +19,14 @@ func flowOf(p *Parsed) flow {
 	return flow{proto: p.Proto, src: p.SrcAddrPort(), dst: p.DstAddrPort()}
 }
 
-// flowCache is a fixed-size set of flows that forgets the least recently
+// flowCache is a bounded set of flows that forgets the least recently
 // used one when full. Its entries form a doubly linked list through
-// indexes into ents, most recent first.
+// indexes into ents, most recent first. It grows with the flows it holds
+// rather than being made at its full size: most nodes never open more
+// than a few flows, and a map sized for max entries costs tens of KiB.
 type flowCache struct {
 	mu         sync.Mutex
+	max        int
 	index      map[flow]int32
 	ents       []flowEnt
 	head, tail int32
@@ -36,8 +39,8 @@ type flowEnt struct {
 
 func newFlowCache(n int) *flowCache {
 	return &flowCache{
-		index: make(map[flow]int32, n),
-		ents:  make([]flowEnt, 0, n),
+		max:   n,
+		index: make(map[flow]int32),
 		head:  -1,
 		tail:  -1,
 	}
@@ -63,7 +66,7 @@ func (c *flowCache) add(f flow) {
 		return
 	}
 	var i int32
-	if len(c.ents) < cap(c.ents) {
+	if len(c.ents) < c.max {
 		i = int32(len(c.ents))
 		c.ents = append(c.ents, flowEnt{prev: -1, next: -1})
 	} else {
