@@ -149,11 +149,14 @@ type Options struct {
 }
 
 // Liveness defaults: a black-holed control connection is noticed within
-// DefaultPingAfter+DefaultPingTimeout (35 s) of the last message from
-// control. Control sends a keep-alive about once a minute, so an idle node
-// sends one or two PINGs a minute (about 100 bytes each way with TCP).
+// DefaultPingAfter+DefaultPingTimeout (40 s) of the last message from
+// control. Control sends a keep-alive about once a minute (testcontrol
+// every 50 to 58 s), and a PING's answer counts as a message too, so an
+// idle node sends one PING between two keep-alives (about 100 bytes each
+// way with TCP); a PingAfter under half the keep-alive period would send
+// two.
 const (
-	DefaultPingAfter   = 25 * time.Second
+	DefaultPingAfter   = 30 * time.Second
 	DefaultPingTimeout = 10 * time.Second
 )
 
