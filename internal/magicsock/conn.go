@@ -398,7 +398,7 @@ func (c *Conn) readLoop(pc *net.UDPConn) {
 			continue
 		}
 		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		c.receiveUDP(buf[:n], src, nil, clock(time.Now()))
+		c.receiveUDP(buf[:n], src, nil, 0) // the clock only for a watched source
 	}
 }
 
@@ -442,8 +442,8 @@ func classify(b []byte) int {
 	return classWireGuard
 }
 
-// receiveUDP handles datagram b from src, read at time now (clock). A
-// WireGuard message goes to rb if not nil.
+// receiveUDP handles datagram b from src, read at time now (clock; 0 to
+// read the clock only if needed). A WireGuard message goes to rb if not nil.
 func (c *Conn) receiveUDP(b []byte, src netip.AddrPort, rb ReceiveBatch, now int64) {
 	if c.dropUDP.Load() {
 		return

@@ -24,10 +24,13 @@ var clockStart = time.Now()
 func clock(t time.Time) int64 { return int64(t.Sub(clockStart)) }
 
 // noteArrival records a WireGuard datagram from src, read at time now
-// (clock), if src is watched.
+// (clock; 0 to read the clock here), if src is watched.
 func (c *Conn) noteArrival(src netip.AddrPort, now int64) {
 	if w := c.watched.Load(); w != nil {
 		if a := (*w)[src]; a != nil {
+			if now == 0 {
+				now = clock(time.Now())
+			}
 			a.Store(now)
 		}
 	}
