@@ -104,8 +104,11 @@ func (c *Conn) restartAfterIdle(now int64) {
 // pace books n bytes just sent against the pacing rate: twice the
 // window per round trip in slow start, 1.2 times after (Linux's ratios),
 // so that a window goes out spread over the round trip instead of in a
-// burst that would overflow a relay's or a socket's queue. A quiet sender
-// may burst a little: a millisecond's worth, or two segments.
+// burst that would overflow a relay's or a socket's queue. The unit of
+// pacing is a chunk of a millisecond's worth, or two segments: a quiet
+// sender may burst that much, and a sender held back by pacing waits
+// until a whole chunk may go (paceWait), as Linux does, so that the timer
+// fires once per chunk rather than once per segment.
 func (c *Conn) pace(n int, now int64) {
 	if c.srtt == 0 {
 		return
@@ -116,6 +119,17 @@ func (c *Conn) pace(n int, now int64) {
 	}
 	perRTT := max(int64(c.cwnd)*ratio/100, 1) // bytes per srtt
 	srtt := int64(c.srtt)
-	credit := max(int64(time.Millisecond), 2*int64(c.mss)*srtt/perRTT)
-	c.paceNext = max(c.paceNext, now-credit) + int64(n)*srtt/perRTT
+	seg := int64(c.mss) * srtt / perRTT // the time one full segment takes
+	chunk := max(int64(time.Millisecond), 2*seg)
+	c.paceNext = max(c.paceNext, now-chunk) + int64(n)*srtt/perRTT
+	c.paceChunk = chunk - seg
+}
+
+// paceWait returns 0 if pacing lets a segment go at now, and otherwise
+// when the pacing timer should fire: once a chunk may go.
+func (c *Conn) paceWait(now int64) int64 {
+	if c.paceNext <= now {
+		return 0
+	}
+	return c.paceNext + c.paceChunk
 }

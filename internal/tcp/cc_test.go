@@ -65,6 +65,43 @@ func TestRestartAfterIdle(t *testing.T) {
 	}
 }
 
+// TestPacingChunks: a sender held back by pacing is released a chunk at a
+// time, two segments at low rates and a millisecond's worth at high ones,
+// so the timer fires once per chunk, and the rate stays the pacing rate.
+func TestPacingChunks(t *testing.T) {
+	for _, tc := range []struct {
+		cwnd     int // segments
+		perFire  float64
+		interval time.Duration // one segment's share of the round trip
+	}{
+		{cwnd: 10, perFire: 2, interval: 100 * time.Millisecond / 12},
+		{cwnd: 1000, perFire: 12, interval: 100 * time.Millisecond / 1200},
+	} {
+		c := ccConn(false, tc.cwnd)
+		start := int64(time.Second)
+		now, sent, fires := start, 0, 0
+		for sent < 2000 {
+			for c.paceWait(now) == 0 {
+				c.pace(c.mss, now)
+				sent++
+			}
+			at := c.paceWait(now)
+			if at <= now {
+				t.Fatalf("cwnd %d: pacing timer at %d, not after now %d", tc.cwnd, at, now)
+			}
+			now = at
+			fires++
+		}
+		if got := float64(sent) / float64(fires); got < tc.perFire*0.9 || got > tc.perFire*1.1+1 {
+			t.Errorf("cwnd %d: %.1f segments per pacing timer, want about %.0f", tc.cwnd, got, tc.perFire)
+		}
+		took, want := time.Duration(now-start), time.Duration(sent)*tc.interval
+		if d := took - want; d > want/50 || d < -want/50 {
+			t.Errorf("cwnd %d: %d segments paced over %v, want %v", tc.cwnd, sent, took, want)
+		}
+	}
+}
+
 // TestPacing: a window sent at once goes out over about SRTT/1.2 in
 // congestion avoidance, SRTT/2 in slow start, after a burst of a
 // millisecond's worth.

@@ -94,7 +94,8 @@ type Conn struct {
 	rxtStart       int64 // first retransmission without progress since, for RetransmitTimeout
 	rack           rackState
 	tlp            tlpState
-	paceNext       int64
+	paceNext       int64 // when pacing lets the next segment go (cc.go)
+	paceChunk      int64 // how much later the pacing timer fires, to release a chunk
 	lastSend       int64
 	probes         int // zero-window probes sent since the window closed
 

@@ -171,11 +171,9 @@ func (c *Conn) trySend() {
 	}
 	now := c.s.now()
 	for {
-		if c.paceNext > now {
-			c.paceAt = c.paceNext
+		if c.paceAt = c.paceWait(now); c.paceAt != 0 {
 			return
 		}
-		c.paceAt = 0
 		pipe := c.pipe()
 		c.maxPipe = max(c.maxPipe, pipe)
 		if pipe >= c.cwnd {
