@@ -16,6 +16,7 @@ import (
 	"github.com/microlink-go/microlink/internal/router"
 	"github.com/microlink-go/microlink/internal/state"
 	"github.com/microlink-go/microlink/internal/tailcfg"
+	"github.com/microlink-go/microlink/internal/tcp"
 	"github.com/microlink-go/microlink/internal/tlsroots"
 	"github.com/microlink-go/microlink/internal/tunnel"
 )
@@ -62,6 +63,13 @@ func (n *Node) Start(ctx context.Context) error {
 				return ErrClosed
 			}
 			return d.wg.SendPacket(pkt)
+		},
+		// The segments TCP sends at once leave in one system call.
+		Batch: func() tcp.Corker {
+			if d := n.current.Load(); d != nil {
+				return d.ms
+			}
+			return nil
 		},
 		TCP:    n.cfg.TCP.stackConfig(),
 		Logger: n.logger,

@@ -5,11 +5,24 @@ import (
 	"time"
 )
 
+// A Corker holds what is sent between Cork and Uncork and sends it at
+// Uncork.
+type Corker interface {
+	Cork()
+	Uncork()
+}
+
 // Config configures a Stack. Zero fields take the defaults shown.
 type Config struct {
 	// Output sends one complete IP packet. The packet is only valid
 	// during the call. It must not call back into the Stack.
 	Output func(ipPacket []byte) error
+	// Batch, if set, returns what can hold a burst of Output calls and
+	// send them together (a UDP socket that sends many datagrams in one
+	// system call), or nil. The stack corks it around the packets of a
+	// connection that go out at once: a chunk released by pacing, the
+	// segments an ACK lets go.
+	Batch  func() Corker
 	Logger *slog.Logger
 
 	// MTU is the largest IP packet sent or expected: 1280, giving an MSS

@@ -206,9 +206,18 @@ func (c *Conn) unlock() {
 		q := c.pending
 		c.pending, c.spare = c.spare[:0], nil
 		c.mu.Unlock()
+		var held Corker
+		if len(q) > 1 && c.s.cfg.Batch != nil {
+			if held = c.s.cfg.Batch(); held != nil {
+				held.Cork()
+			}
+		}
 		for i, bp := range q {
 			c.s.output(bp)
 			q[i] = nil
+		}
+		if held != nil {
+			held.Uncork()
 		}
 		c.mu.Lock()
 		c.spare = q[:0]

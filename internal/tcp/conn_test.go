@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -520,5 +521,70 @@ func BenchmarkTransfer(b *testing.B) {
 	for range b.N {
 		c.Write(msg)
 		io.ReadFull(s, buf)
+	}
+}
+
+// corkRecorder is a Corker that counts the packets output while it is
+// corked and while it is not.
+type corkRecorder struct {
+	mu              sync.Mutex
+	depth, corks    int
+	inside, outside int
+}
+
+func (r *corkRecorder) Cork() {
+	r.mu.Lock()
+	r.depth++
+	r.corks++
+	r.mu.Unlock()
+}
+
+func (r *corkRecorder) Uncork() {
+	r.mu.Lock()
+	r.depth--
+	r.mu.Unlock()
+}
+
+func (r *corkRecorder) count() {
+	r.mu.Lock()
+	if r.depth > 0 {
+		r.inside++
+	} else {
+		r.outside++
+	}
+	r.mu.Unlock()
+}
+
+// TestBatchCorksBursts: the segments a connection sends at once go out
+// between Cork and Uncork of Config.Batch, so that they can leave in one
+// system call; lone packets are not corked.
+func TestBatchCorksBursts(t *testing.T) {
+	rec := &corkRecorder{}
+	d := &directLink{stacks: map[netip.Addr]*Stack{}}
+	cfg := fastConfig()
+	cfg.Output = func(p []byte) error {
+		rec.count()
+		return d.output(p)
+	}
+	cfg.Batch = func() Corker { return rec }
+	a, b := New(cfg), New(cfg)
+	d.stacks[addrA4], d.stacks[addrB4] = a, b
+	t.Cleanup(func() { a.Close(); b.Close() })
+	c, s := connect(t, a, b, addrA4, addrB4, 80)
+	data := make([]byte, 256<<10)
+	go c.Write(data)
+	if _, err := io.ReadFull(s, data); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.depth != 0 {
+		t.Fatalf("Cork and Uncork unbalanced: depth %d", rec.depth)
+	}
+	// 256 KiB is about 210 segments; the handshake and most ACKs go
+	// alone.
+	if rec.inside < 100 || rec.outside == 0 || rec.corks >= rec.inside {
+		t.Fatalf("%d packets sent corked in %d corks, %d not corked: want the bursts corked, lone packets not",
+			rec.inside, rec.corks, rec.outside)
 	}
 }

@@ -25,8 +25,11 @@ type Config struct {
 	// OnDiscoKey, if set, is called when a peer advertises its disco key
 	// in a TSMP message.
 	OnDiscoKey func(peer key.NodePublic, disco key.DiscoPublic)
-	// TCP configures the TCP stack; its Output and Logger are set by the
-	// Stack.
+	// Batch, if set, returns what batches a burst of Output calls (see
+	// tcp.Config.Batch), or nil.
+	Batch func() tcp.Corker
+	// TCP configures the TCP stack; its Output, Batch and Logger are set
+	// by the Stack.
 	TCP    tcp.Config
 	Logger *slog.Logger
 }
@@ -103,6 +106,7 @@ func New(cfg Config) *Stack {
 	s.filter.Store(packet.DenyAll())
 	tc := cfg.TCP
 	tc.Output = s.output
+	tc.Batch = cfg.Batch
 	tc.Logger = cfg.Logger
 	tc.MTU = MaxPacket
 	s.tcp = tcp.New(tc)
