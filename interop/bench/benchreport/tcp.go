@@ -231,7 +231,7 @@ func (r *report) tcp() {
 		r.p("ACKs and differences of a few percent are noise. With bursty loss a run is fast or slow by where the bursts")
 		r.p("fall (in slow start or later), which is why the losses are paired. The node's CPU time is higher for")
 		r.p("microlink when it sends on a lossy path: at such low rates a sender wakes for each chunk pacing releases")
-		r.p("(two segments) and each ACK, and sends each segment with a sendto of its own.")
+		r.p("(two segments) and for each ACK.")
 	}
 	if len(idle) > 0 {
 		r.p("")
