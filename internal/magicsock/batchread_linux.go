@@ -67,6 +67,12 @@ func (c *Conn) readBatch(pc *net.UDPConn) bool {
 			}
 			continue
 		}
+		// What the node answers to a read of several datagrams (the ACKs
+		// of the TCP segments they carried) leaves together.
+		burst := r.n > 1 || r.n == 1 && r.segmentSize(0) > 0
+		if burst {
+			c.Cork()
+		}
 		if c.opts.Burst != nil {
 			c.opts.Burst.Cork()
 		}
@@ -92,6 +98,9 @@ func (c *Conn) readBatch(pc *net.UDPConn) bool {
 		}
 		if c.opts.Burst != nil {
 			c.opts.Burst.Uncork()
+		}
+		if burst {
+			c.Uncork()
 		}
 	}
 }
