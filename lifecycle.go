@@ -65,12 +65,7 @@ func (n *Node) Start(ctx context.Context) error {
 			return d.wg.SendPacket(pkt)
 		},
 		// The segments TCP sends at once leave in one system call.
-		Batch: func() tcp.Corker {
-			if d := n.current.Load(); d != nil {
-				return d.ms
-			}
-			return nil
-		},
+		Batch:  func() tcp.Corker { return n.corker() },
 		TCP:    n.cfg.TCP.stackConfig(),
 		Logger: n.logger,
 	})
@@ -609,8 +604,8 @@ func (p controlPinger) Ping(ctx context.Context, ip netip.Addr, typ string) (*ta
 	return out, nil
 }
 
-// corker returns the current magicsock, for the TUN reader to batch its
-// sends with, or nil.
+// corker returns the current magicsock, for the TUN reader and the TCP
+// stack to batch their sends with, or nil.
 func (n *Node) corker() magicsock.Corker {
 	if d := n.current.Load(); d != nil {
 		return d.ms

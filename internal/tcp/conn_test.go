@@ -560,16 +560,10 @@ func (r *corkRecorder) count() {
 // system call; lone packets are not corked.
 func TestBatchCorksBursts(t *testing.T) {
 	rec := &corkRecorder{}
-	d := &directLink{stacks: map[netip.Addr]*Stack{}}
 	cfg := fastConfig()
-	cfg.Output = func(p []byte) error {
-		rec.count()
-		return d.output(p)
-	}
+	cfg.Output = func([]byte) error { rec.count(); return nil }
 	cfg.Batch = func() Corker { return rec }
-	a, b := New(cfg), New(cfg)
-	d.stacks[addrA4], d.stacks[addrB4] = a, b
-	t.Cleanup(func() { a.Close(); b.Close() })
+	a, b := directPair(t, cfg)
 	c, s := connect(t, a, b, addrA4, addrB4, 80)
 	data := make([]byte, 256<<10)
 	go c.Write(data)

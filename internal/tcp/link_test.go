@@ -110,11 +110,19 @@ func pair(t testing.TB, cfg Config, imp impairments) (a, b *Stack, l *link) {
 // directPair returns stacks joined without a timer per packet: a packet
 // is delivered by whichever Output call finds the link idle, after the
 // packets queued before it, so that delivery neither recurses nor
-// reorders. Used for allocation counts and benchmarks.
+// reorders. Used for allocation counts and benchmarks. An Output set in
+// cfg sees every packet before the link takes it.
 func directPair(t testing.TB, cfg Config) (a, b *Stack) {
 	t.Helper()
 	d := &directLink{stacks: map[netip.Addr]*Stack{}}
-	cfg.Output = d.output
+	if tap := cfg.Output; tap != nil {
+		cfg.Output = func(p []byte) error {
+			tap(p)
+			return d.output(p)
+		}
+	} else {
+		cfg.Output = d.output
+	}
 	a, b = New(cfg), New(cfg)
 	d.stacks[addrA4], d.stacks[addrB4] = a, b
 	t.Cleanup(func() { a.Close(); b.Close() })
