@@ -46,7 +46,8 @@ import (
 // sets the runs per row (3), MICROLINK_TCP_QUICK=1 makes it a smoke run,
 // MICROLINK_TCP_PROFILES=0,2 runs only those of linkemu.Profiles, and
 // MICROLINK_TCP_IMPLS=microlink only those nodes (kernel, gvisor,
-// microlink). For a closer look, MICROLINK_TCP_MIB sets every transfer's
+// microlink). For a closer look, MICROLINK_TCP_DIRS=push (or get) runs
+// one direction, MICROLINK_TCP_MIB sets every transfer's
 // size in MiB and MICROLINK_TCP_CPUPROFILE=1 writes a CPU profile of each
 // transfer of the gVisor and microlink processes to the results
 // directory (tcp-IMPL-PROFILE-RUN-DIRECTION.prof).
@@ -86,6 +87,13 @@ func TestTCPImpaired(t *testing.T) {
 			}
 		}
 		profiles = some
+	}
+	dirs := []bool{true, false}
+	switch os.Getenv("MICROLINK_TCP_DIRS") {
+	case "push":
+		dirs = dirs[:1]
+	case "get":
+		dirs = dirs[1:]
 	}
 	res, err := os.Create(filepath.Join(out, "tcp_impaired.jsonl"))
 	if err != nil {
@@ -151,7 +159,7 @@ func TestTCPImpaired(t *testing.T) {
 		for pi, prof := range profiles {
 			p.Emulator.Set(prof.Out, prof.In)
 			for _, tg := range targets {
-				for _, push := range []bool{true, false} {
+				for _, push := range dirs {
 					// Every node meets the same loss pattern in the same
 					// run, profile and direction, and so does every
 					// benchmark: the comparison is of the stacks, not
