@@ -97,7 +97,7 @@ func (r *report) tcp() {
 	}
 	r.p("Sizes: %s. Figures are MB/s, the median of", strings.Join(sizes, ", "))
 	r.p("%s with the range in brackets; *direct* says whether every run crossed the direct path (the emulator", count(max(setup.Runs, 1), "run"))
-	r.p("counted the data's size in UDP outside STUN); *peak RSS* is microlink's high-water mark during the transfer")
+	r.p("counted the data's size in UDP outside STUN), and names the nodes with a run that did not; *peak RSS* is microlink's high-water mark during the transfer")
 	r.p("over its resident set just before (after a collection), median and largest.")
 	if setup.PairedLoss {
 		r.p("Before each transfer the emulator's loss restarts from a seed of the run, path and direction: the three")
@@ -139,15 +139,19 @@ func (r *report) tcp() {
 			}
 			cells := map[string]string{}
 			medians := map[string]float64{}
-			direct := true
+			var left []string // the nodes with a run that did not stay direct
 			for _, impl := range tcpImpls {
 				ls := by[key{prof, impl, push}]
 				cells[impl], medians[impl] = mbCell(ls)
 				for _, l := range ls {
-					if l.Err != "" || l.Direct < l.Size {
-						direct = false
+					if (l.Err != "" || l.Direct < l.Size) && !slices.Contains(left, impl) {
+						left = append(left, impl)
 					}
 				}
+			}
+			direct := "yes"
+			if len(left) > 0 {
+				direct = "**no**: " + strings.Join(left, ", ")
 			}
 			ml := by[key{prof, "microlink", push}]
 			goal := medians["microlink"] >= medians["gvisor"] && medians["microlink"] > 0
@@ -155,7 +159,7 @@ func (r *report) tcp() {
 				misses = append(misses, fmt.Sprintf("%s, %s: microlink %.3f MB/s, gVisor %.3f", prof, dir, medians["microlink"], medians["gvisor"]))
 			}
 			r.p("| %s | %s | %s | %s | %s | %s | %s | %s |", prof, dir, cells["kernel"], cells["gvisor"], cells["microlink"],
-				yesNo(goal), yesNo(direct), rssCell(ml))
+				yesNo(goal), direct, rssCell(ml))
 		}
 	}
 	for _, l := range runs {
@@ -237,7 +241,7 @@ func (r *report) tcp() {
 		r.p("peers and the transfer share the CPU, so all three stacks end near the same rate and the load moves it. With 1%% random")
 		r.p("loss each way the rate is the loss's (about MSS/RTT × 1.22/√p, 0.3 MB/s at 50 ms), and in the peer → node")
 		r.p("direction the sender is the far peer's kernel for all three nodes, so that row compares only the nodes'")
-		r.p("ACKs and differences of a few percent are noise. With bursty loss a run is fast or slow by where the bursts")
+		r.p("ACKs; the same stack with the same seed, run again, has taken up to 15%% longer. With bursty loss a run is fast or slow by where the bursts")
 		r.p("fall (in slow start or later), which is why the losses are paired. The node's CPU time is higher for")
 		r.p("microlink when it sends on a lossy path: at such low rates a sender wakes for each chunk pacing releases")
 		r.p("(two segments) and for each ACK.")
