@@ -20,6 +20,7 @@ type tcpLine struct {
 
 	// Where the packets went, and what the node and the far peer saw.
 	Lost, QueueDrops, AckLost, RcvbufErrs int64
+	AckPackets                            int64
 	CPU                                   float64
 	PeerRTTms                             float64
 
@@ -88,9 +89,15 @@ func (r *report) tcp() {
 	r.p("the lab's servers: the kernel (a second tailscaled in TUN mode), gVisor (tailscale.com's tsnet, in a process")
 	r.p("of its own) or microlink (its default configuration, in a process of its own). Each transfer goes one way,")
 	r.p("the far peer pushing to the node (*peer → node*) or getting from it (*node → peer*), and its bytes are checked.")
-	r.p("Sizes: 32 MiB on the clean paths, 4 MiB with 1%% loss, 8 MiB with bursty loss. Figures are MB/s, the median of")
+	var sizes []string
+	for _, l := range runs {
+		if s := fmt.Sprintf("%d MiB (%s)", l.Size>>20, l.Profile); !slices.Contains(sizes, s) {
+			sizes = append(sizes, s)
+		}
+	}
+	r.p("Sizes: %s. Figures are MB/s, the median of", strings.Join(sizes, ", "))
 	r.p("%s with the range in brackets; *direct* says whether every run crossed the direct path (the emulator", count(max(setup.Runs, 1), "run"))
-	r.p("counted the data's size in UDP outside STUN); *peak RSS* is microlink's high-water mark during the transfer")
+	r.p("counted the data's size in UDP outside STUN), and names the nodes with a run that did not; *peak RSS* is microlink's high-water mark during the transfer")
 	r.p("over its resident set just before (after a collection), median and largest.")
 	if setup.PairedLoss {
 		r.p("Before each transfer the emulator's loss restarts from a seed of the run, path and direction: the three")
@@ -132,15 +139,19 @@ func (r *report) tcp() {
 			}
 			cells := map[string]string{}
 			medians := map[string]float64{}
-			direct := true
+			var left []string // the nodes with a run that did not stay direct
 			for _, impl := range tcpImpls {
 				ls := by[key{prof, impl, push}]
 				cells[impl], medians[impl] = mbCell(ls)
 				for _, l := range ls {
-					if l.Err != "" || l.Direct < l.Size {
-						direct = false
+					if (l.Err != "" || l.Direct < l.Size) && !slices.Contains(left, impl) {
+						left = append(left, impl)
 					}
 				}
+			}
+			direct := "yes"
+			if len(left) > 0 {
+				direct = "**no**: " + strings.Join(left, ", ")
 			}
 			ml := by[key{prof, "microlink", push}]
 			goal := medians["microlink"] >= medians["gvisor"] && medians["microlink"] > 0
@@ -148,7 +159,7 @@ func (r *report) tcp() {
 				misses = append(misses, fmt.Sprintf("%s, %s: microlink %.3f MB/s, gVisor %.3f", prof, dir, medians["microlink"], medians["gvisor"]))
 			}
 			r.p("| %s | %s | %s | %s | %s | %s | %s | %s |", prof, dir, cells["kernel"], cells["gvisor"], cells["microlink"],
-				yesNo(goal), yesNo(direct), rssCell(ml))
+				yesNo(goal), direct, rssCell(ml))
 		}
 	}
 	for _, l := range runs {
@@ -160,16 +171,17 @@ func (r *report) tcp() {
 	if slices.ContainsFunc(runs, func(l tcpLine) bool { return l.CPU > 0 }) {
 		r.p("")
 		r.p("Where the packets and the time went, medians of the runs: the packets the emulator lost in the data's")
-		r.p("direction and the ACKs', per transfer, for kernel / gVisor / microlink; the datagrams dropped at the")
+		r.p("direction and the ACKs', and the ACKs that crossed (the datagrams against the data's direction), per transfer,")
+		r.p("for kernel / gVisor / microlink; the datagrams dropped at the")
 		r.p("emulator's queue and by full UDP socket buffers (UdpRcvbufErrors of both namespaces) in all runs; the CPU")
 		r.p("time of the node's process per transfer; the far peer's smoothed round trip at the end of the transfer")
 		r.p("(TCP_INFO), which grows when packets queue on the way, as in a node's socket buffer.")
 		r.p("")
-		r.p("| path | direction | lost, data + ACKs | queue / socket drops | CPU s, gVisor / microlink | far peer's RTT ms, kernel / gVisor / microlink |")
-		r.p("|---|---|---|---:|---:|---:|")
+		r.p("| path | direction | lost, data + ACKs | ACKs | queue / socket drops | CPU s, gVisor / microlink | far peer's RTT ms, kernel / gVisor / microlink |")
+		r.p("|---|---|---|---|---:|---:|---:|")
 		for _, prof := range profiles {
 			for _, push := range []bool{true, false} {
-				var lost, rtt []string
+				var lost, acks, rtt []string
 				var qd, sd int64
 				for _, impl := range tcpImpls {
 					ls := by[key{prof, impl, push}]
@@ -179,6 +191,7 @@ func (r *report) tcp() {
 					} else {
 						lost = append(lost, "–")
 					}
+					acks = append(acks, medianOf(ls, func(l tcpLine) float64 { return float64(l.AckPackets) }, "%.0f"))
 					rtt = append(rtt, medianOf(ls, func(l tcpLine) float64 { return l.PeerRTTms }, "%.0f"))
 					for _, l := range ls {
 						qd += l.QueueDrops
@@ -188,7 +201,7 @@ func (r *report) tcp() {
 				cpu := func(impl string) string {
 					return medianOf(by[key{prof, impl, push}], func(l tcpLine) float64 { return l.CPU }, "%.2f")
 				}
-				r.p("| %s | %s | %s | %d / %d | %s / %s | %s |", prof, dirName(push), strings.Join(lost, " / "), qd, sd,
+				r.p("| %s | %s | %s | %s | %d / %d | %s / %s | %s |", prof, dirName(push), strings.Join(lost, " / "), strings.Join(acks, " / "), qd, sd,
 					cpu("gvisor"), cpu("microlink"), strings.Join(rtt, " / "))
 			}
 		}
@@ -228,7 +241,7 @@ func (r *report) tcp() {
 		r.p("peers and the transfer share the CPU, so all three stacks end near the same rate and the load moves it. With 1%% random")
 		r.p("loss each way the rate is the loss's (about MSS/RTT × 1.22/√p, 0.3 MB/s at 50 ms), and in the peer → node")
 		r.p("direction the sender is the far peer's kernel for all three nodes, so that row compares only the nodes'")
-		r.p("ACKs and differences of a few percent are noise. With bursty loss a run is fast or slow by where the bursts")
+		r.p("ACKs; the same stack with the same seed, run again, has taken up to 15%% longer. With bursty loss a run is fast or slow by where the bursts")
 		r.p("fall (in slow start or later), which is why the losses are paired. The node's CPU time is higher for")
 		r.p("microlink when it sends on a lossy path: at such low rates a sender wakes for each chunk pacing releases")
 		r.p("(two segments) and for each ACK.")
