@@ -105,10 +105,11 @@ func (c *Conn) restartAfterIdle(now int64) {
 // window per round trip in slow start, 1.2 times after (Linux's ratios),
 // so that a window goes out spread over the round trip instead of in a
 // burst that would overflow a relay's or a socket's queue. The unit of
-// pacing is a chunk of a millisecond's worth, or two segments: a quiet
-// sender may burst that much, and a sender held back by pacing waits
-// until a whole chunk may go (paceWait), as Linux does, so that the timer
-// fires once per chunk rather than once per segment.
+// pacing is a chunk of a millisecond's worth, or paceMinChunk segments at
+// rates where a millisecond holds fewer: a quiet sender may burst that
+// much, and a sender held back by pacing waits until a whole chunk may go
+// (paceWait), as Linux does, so that the timer fires once per chunk
+// rather than once per segment.
 func (c *Conn) pace(n int, now int64) {
 	if c.srtt == 0 {
 		return
@@ -120,10 +121,16 @@ func (c *Conn) pace(n int, now int64) {
 	perRTT := max(int64(c.cwnd)*ratio/100, 1) // bytes per srtt
 	srtt := int64(c.srtt)
 	seg := int64(c.mss) * srtt / perRTT // the time one full segment takes
-	chunk := max(int64(time.Millisecond), 2*seg)
+	chunk := max(int64(time.Millisecond), paceMinChunk*seg)
 	c.paceNext = max(c.paceNext, now-chunk) + int64(n)*srtt/perRTT
 	c.paceChunk = chunk - seg
 }
+
+// paceMinChunk is the fewest segments pacing releases at once. Linux
+// releases two (tcp_min_tso_segs); four halve what a slow sender pays
+// per segment (a timer, a send, and the ACK a GRO receiver returns per
+// burst) and are still a burst no relay queue notices.
+const paceMinChunk = 4
 
 // paceWait returns 0 if pacing lets a segment go at now, and otherwise
 // when the pacing timer should fire: once a chunk may go.

@@ -66,7 +66,7 @@ func TestRestartAfterIdle(t *testing.T) {
 }
 
 // TestPacingChunks: a sender held back by pacing is released a chunk at a
-// time, two segments at low rates and a millisecond's worth at high ones,
+// time, paceMinChunk segments at low rates and a millisecond's worth at high ones,
 // so the timer fires once per chunk, and the rate stays the pacing rate.
 func TestPacingChunks(t *testing.T) {
 	for _, tc := range []struct {
@@ -74,7 +74,7 @@ func TestPacingChunks(t *testing.T) {
 		perFire  float64
 		interval time.Duration // one segment's share of the round trip
 	}{
-		{cwnd: 10, perFire: 2, interval: 100 * time.Millisecond / 12},
+		{cwnd: 10, perFire: paceMinChunk, interval: 100 * time.Millisecond / 12},
 		{cwnd: 1000, perFire: 12, interval: 100 * time.Millisecond / 1200},
 	} {
 		c := ccConn(false, tc.cwnd)
@@ -103,8 +103,8 @@ func TestPacingChunks(t *testing.T) {
 }
 
 // TestPacing: a window sent at once goes out over about SRTT/1.2 in
-// congestion avoidance, SRTT/2 in slow start, after a burst of a
-// millisecond's worth.
+// congestion avoidance, SRTT/2 in slow start, after a first chunk of a
+// millisecond's worth or paceMinChunk segments.
 func TestPacing(t *testing.T) {
 	for _, ss := range []bool{false, true} {
 		c := ccConn(false, 100)
@@ -116,10 +116,11 @@ func TestPacing(t *testing.T) {
 			c.pace(c.mss, now)
 		}
 		spread := time.Duration(c.paceNext - now)
-		want := time.Duration(float64(c.srtt)/1.2) - time.Millisecond
+		window := time.Duration(float64(c.srtt) / 1.2)
 		if ss {
-			want = c.srtt/2 - time.Millisecond
+			window = c.srtt / 2
 		}
+		want := window - max(time.Millisecond, paceMinChunk*window/100)
 		if d := spread - want; d > time.Millisecond || d < -time.Millisecond {
 			t.Errorf("slow start %v: a window paced over %v, want %v", ss, spread, want)
 		}
