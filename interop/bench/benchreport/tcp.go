@@ -244,7 +244,7 @@ func (r *report) tcp() {
 		r.p("ACKs; the same stack with the same seed, run again, has taken up to 15%% longer. With bursty loss a run is fast or slow by where the bursts")
 		r.p("fall (in slow start or later), which is why the losses are paired. The node's CPU time is higher for")
 		r.p("microlink when it sends on a lossy path: at such low rates a sender wakes for each chunk pacing releases")
-		r.p("(two segments) and for each ACK.")
+		r.p("(four segments) and for each ACK.")
 	}
 	if len(idle) > 0 {
 		r.p("")
