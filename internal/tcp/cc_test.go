@@ -106,13 +106,14 @@ func TestPacingChunks(t *testing.T) {
 // congestion avoidance, SRTT/2 in slow start, after a first chunk of a
 // millisecond's worth or paceMinChunk segments.
 func TestPacing(t *testing.T) {
+	const segs = 100 // the window, sent at once
 	for _, ss := range []bool{false, true} {
-		c := ccConn(false, 100)
+		c := ccConn(false, segs)
 		if ss {
 			c.ssthresh = 1 << 30
 		}
 		now := int64(time.Second)
-		for range 100 {
+		for range segs {
 			c.pace(c.mss, now)
 		}
 		spread := time.Duration(c.paceNext - now)
@@ -120,7 +121,7 @@ func TestPacing(t *testing.T) {
 		if ss {
 			window = c.srtt / 2
 		}
-		want := window - max(time.Millisecond, paceMinChunk*window/100)
+		want := window - max(time.Millisecond, paceMinChunk*(window/segs))
 		if d := spread - want; d > time.Millisecond || d < -time.Millisecond {
 			t.Errorf("slow start %v: a window paced over %v, want %v", ss, spread, want)
 		}
